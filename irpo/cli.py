@@ -1,0 +1,84 @@
+"""What every entry point does around Hydra: register schemas and resolvers, and turn a
+user's mistake (a bad key, value, file or path) into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from omegaconf import OmegaConf
+
+_USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def register_all() -> None:
+    """Config schemas and the `${irpo_asset:name}` resolver (files shipped in the package)."""
+    from irpo.config import register
+    from irpo.models.load import tiny_m0_dir
+
+    register()
+    assets = {"tiny_m0": tiny_m0_dir}
+    OmegaConf.register_new_resolver("irpo_asset", lambda name: assets[name](), replace=True)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the user's input is wrong, not that irpo has a bug."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from irpo.config import ConfigError
+    from irpo.errors import UserError
+    from irpo.models.load import ModelLoadError
+
+    return (HydraException, OmegaConfBaseException, ConfigError, ModelLoadError, UserError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The cause in one line: OmegaConf's `full_key` and message, Hydra's first line."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = exc
+    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        msg = str(getattr(cause, "msg", "") or cause).splitlines()[0]
+        return f"{cause.full_key}: {msg}"
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Could not find" in text and lines:
+        # Hydra lists the options over several lines; keep them on one, without the schemas.
+        options = []
+        for line in lines[2:]:
+            if line.startswith("Config search path"):
+                break
+            if not line.endswith("_schema"):
+                options.append(line)
+        return f"{lines[0]}" + (f" (options: {', '.join(options)})" if options else "")
+    return " ".join(lines) if len(lines) <= 3 else lines[0]
+
+
+def exit_on_user_error(fn: Callable[[], object], full_errors: bool) -> object:
+    """Run fn; a user error becomes `irpo: error: <one line>` and exit code 2. Used around
+    Hydra (compose-time errors) and inside the job (errors found while running), since Hydra
+    would otherwise print its own multi-line report for the latter."""
+    try:
+        return fn()
+    except user_errors() as exc:
+        if full_errors:
+            raise
+        print(f"irpo: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def full_errors_requested() -> bool:
+    return os.environ.get("IRPO_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "")) not in ("", "0")
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    full = full_errors_requested()
+    # Asking Hydra to raise (instead of printing its multi-line report) lets one place word
+    # every user error the same way; our own variable remembers what the user asked for.
+    os.environ["IRPO_FULL_ERROR"] = "1" if full else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    exit_on_user_error(main, full)

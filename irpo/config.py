@@ -1,0 +1,164 @@
+"""Typed configuration: dataclass schemas registered with Hydra's ConfigStore, and value checks.
+
+Types are enforced by OmegaConf when Hydra composes (so `alpha=abc` fails at compose time);
+values that types cannot express (`num_samples=0`) are checked by `validate` before any work.
+Each default lives here once; `conf/*.yaml` only chooses among them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
+from irpo.tasks.schemas import TASK_SCHEMAS, TaskConfig
+
+
+class ConfigError(ValueError):
+    """A config value that composes but cannot run; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = MISSING  # a checkpoint directory or a hub id
+    dtype: str = "float32"
+    lr: float = 1e-6
+    max_length: int = 1024  # prompt + completion tokens; longer pairs are dropped, not cut
+    chat_template: bool = True  # render prompts through the tokenizer's template when it has one
+    trust_remote_code: bool = False
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    batch_size: int = 16  # pairs per optimizer step (the paper's 16)
+    micro_batch_size: Optional[int] = None  # pairs per forward; None = batch_size
+    max_epochs: int = 1
+    max_steps: int = -1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    gradient_clip_val: Optional[float] = 1.0
+    log_every_n_steps: int = 10
+    # precomputed: reference log-probs of M_t computed once before training (no second model
+    # in memory); live: a frozen copy of M_t scores each batch.
+    reference: str = "precomputed"
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = True
+    mode: str = "offline"  # offline needs no key and no network; online, disabled
+    project: str = "irpo"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "irpo"
+    # What M_{t+1} is trained on: (winner, loser) pairs with DPO+alpha*NLL, or NLL alone on
+    # `winners` (STaR-like) or on the `gold` CoT; `none` trains nothing (evaluation only).
+    train_on: str = "pairs"
+
+
+@dataclass
+class EvalConfig:
+    maj_k: int = 8  # samples per test problem for maj@k (0 turns it off)
+    maj_temperature: float = 0.8  # the paper's maj@32 temperature
+
+
+@dataclass
+class IrpoConfig:
+    task: TaskConfig = MISSING
+    model: ModelConfig = MISSING
+    generator: GeneratorConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    alpha: float = 1.0  # weight of the winner NLL term (Eq. 1, v3); 0 is plain DPO
+    beta: float = 0.1
+    num_samples: int = 8  # N completions per train prompt
+    pairs_per_prompt: int = 4  # K
+    max_pairs: Optional[int] = None  # cap per iteration, drawn at random (paper footnote 4)
+    gold_winner: bool = False  # add the gold CoT as a winner when no sample is correct (GSM8K)
+    iterations: int = 3  # T
+    temperatures: list[float] = field(default_factory=lambda: [0.8])  # per iteration; last repeats
+    seed: int = 0
+    dry_run: bool = False  # compose, load data, print a prompt and the plan; no weights
+    plan: bool = False
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="irpo_schema", node=IrpoConfig)
+    for group, name, node in [
+        *(("task", f"{name}_schema", node) for name, node in TASK_SCHEMAS.items()),
+        *(("generator", f"{name}_schema", node) for name, node in GENERATOR_SCHEMAS.items()),
+        ("model", "model_schema", ModelConfig),
+        ("trainer", "trainer_schema", TrainerConfig),
+        ("logger", "logger_schema", LoggerConfig),
+        ("method", "method_schema", MethodConfig),
+    ]:
+        cs.store(group=group, name=name, node=node)
+
+
+_CHOICES = {
+    "method.train_on": ("pairs", "winners", "gold", "none"),
+    "trainer.reference": ("precomputed", "live"),
+    "logger.wandb.mode": ("offline", "online", "disabled"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks that the schema's types cannot express; each error names its key."""
+    positive = {
+        "num_samples": cfg.num_samples,
+        "pairs_per_prompt": cfg.pairs_per_prompt,
+        "iterations": cfg.iterations,
+        "trainer.batch_size": cfg.trainer.batch_size,
+        "model.max_length": cfg.model.max_length,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    for key, value in {"alpha": cfg.alpha, "beta": cfg.beta, "model.lr": cfg.model.lr}.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if cfg.beta == 0 and cfg.method.train_on == "pairs":
+        raise ConfigError("beta must be > 0 for the DPO term")
+    if not cfg.temperatures or any(t < 0 for t in cfg.temperatures):
+        raise ConfigError(f"temperatures must be a non-empty list of values >= 0, got {list(cfg.temperatures)}")
+    if not 0 < cfg.generator.top_p <= 1:
+        raise ConfigError(f"generator.top_p must be in (0, 1], got {cfg.generator.top_p}")
+    if cfg.eval.maj_k < 0:
+        raise ConfigError(f"eval.maj_k must be >= 0, got {cfg.eval.maj_k}")
+    micro = cfg.trainer.micro_batch_size
+    if micro is not None and (micro < 1 or cfg.trainer.batch_size % micro):
+        raise ConfigError(f"trainer.micro_batch_size must divide trainer.batch_size={cfg.trainer.batch_size}, got {micro}")
+    for key, allowed in _CHOICES.items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def temperature(cfg: DictConfig, iteration: int) -> float:
+    """The sampling temperature of iteration t (0-based); the schedule's last value repeats,
+    as the paper raises it in later iterations (Sec. 3.1: 0.8, then 1.3)."""
+    temps = list(cfg.temperatures)
+    return float(temps[min(iteration, len(temps) - 1)])

@@ -1,0 +1,61 @@
+"""The Generator interface: sampling and greedy decoding from one checkpoint directory.
+
+Backends (`hf`, `vllm`) implement it; nothing else knows which one runs. A generator is a
+context manager so that leaving the block gives its memory back before training starts.
+Prompts arrive already rendered (chat template applied) and are encoded by
+`encode_prompts`, the one encoding shared with training, so the tokens a completion was
+sampled after are the tokens it is scored after.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from irpo.tasks.base import Messages
+
+
+class Generator(Protocol):
+    def __enter__(self) -> "Generator": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def sample(self, prompts: Sequence[str], n: int, temperature: float, seed: int) -> list[list[str]]:
+        """n completions for each prompt, in prompt order."""
+        ...
+
+    def greedy(self, prompts: Sequence[str]) -> list[str]: ...
+
+
+def render_prompt(tokenizer, prompt: str | Messages, use_chat_template: bool = True) -> str:
+    """A task's prompt as the text the model sees: chat messages through the tokenizer's
+    template (Llama-2-chat and other chat models), raw text as it is."""
+    if isinstance(prompt, str):
+        if use_chat_template and getattr(tokenizer, "chat_template", None):
+            prompt = [{"role": "user", "content": prompt}]
+        else:
+            return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        # A chat-style prompt for a base model: the turns, plainly joined.
+        return "\n\n".join(m["content"] for m in prompt)
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of rendered prompts. A chat template already writes the BOS token into the
+    text; adding it again would shift every position the model was tuned on."""
+    bos = tokenizer.bos_token
+    return [
+        tokenizer(t, add_special_tokens=not (bos and t.startswith(bos)))["input_ids"]
+        for t in texts
+    ]
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut a completion at its first stop string, keeping the stop string itself (the final
+    answer line is part of the winner the model learns to end on)."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i + len(s))
+    return text[:cut]

@@ -1,0 +1,80 @@
+"""The `hf` generator: batched `transformers` generate on CPU or one GPU."""
+
+from __future__ import annotations
+
+import gc
+from typing import Sequence
+
+import torch
+
+from irpo.generation.base import encode_prompts, truncate_at_stop
+from irpo.models.load import load_policy, load_tokenizer
+
+
+class HFGenerator:
+    def __init__(
+        self,
+        model_dir: str,
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        top_p: float = 1.0,
+        batch_size: int = 512,
+        dtype: str = "float32",
+        device: str = "auto",
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.model_dir, self.max_new_tokens, self.stop, self.top_p = model_dir, max_new_tokens, list(stop), top_p
+        self.batch_size, self.dtype, self.trust_remote_code = batch_size, dtype, trust_remote_code
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.model = self.tokenizer = None
+
+    def __enter__(self) -> "HFGenerator":
+        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code)
+        self.model = load_policy(self.model_dir, self.dtype, self.trust_remote_code).to(self.device).eval()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.model = self.tokenizer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def sample(self, prompts: Sequence[str], n: int, temperature: float, seed: int) -> list[list[str]]:
+        torch.manual_seed(seed)
+        flat = self._generate(prompts, n, dict(do_sample=True, temperature=temperature, top_p=self.top_p))
+        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def greedy(self, prompts: Sequence[str]) -> list[str]:
+        return self._generate(prompts, 1, dict(do_sample=False))
+
+    @torch.inference_mode()
+    def _generate(self, prompts: Sequence[str], n: int, decoding: dict) -> list[str]:
+        if self.model is None:
+            raise RuntimeError("HFGenerator is used outside its `with` block")
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        ids = encode_prompts(tok, prompts)
+        # Long prompts together waste less padding; results go back to prompt order.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        per_batch = max(1, self.batch_size // n)
+        out: list[list[str] | None] = [None] * len(ids)
+        for start in range(0, len(order), per_batch):
+            batch = [ids[i] for i in order[start : start + per_batch]]
+            width = max(map(len, batch))
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch], device=self.device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=self.device)
+            generated = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=self.max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=pad,
+                eos_token_id=tok.eos_token_id,
+                stop_strings=self.stop or None,
+                tokenizer=tok if self.stop else None,
+                **decoding,
+            )
+            texts = tok.batch_decode(generated[:, width:], skip_special_tokens=True)
+            for j, i in enumerate(order[start : start + per_batch]):
+                out[i] = [truncate_at_stop(t, self.stop) for t in texts[j * n : (j + 1) * n]]
+        return [c for group in out for c in group]

@@ -1,0 +1,29 @@
+"""Config schemas of the generators: one dataclass per backend, mirroring its constructor
+(run-time arguments, `model_dir` and `stop`, are passed at the call site)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class GeneratorConfig:
+    _target_: str = MISSING
+    top_p: float = 1.0
+    max_new_tokens: Optional[int] = None  # None: the task's limit
+    dtype: str = "${model.dtype}"
+    trust_remote_code: bool = "${model.trust_remote_code}"  # type: ignore[assignment]
+
+
+@dataclass
+class HFGeneratorConfig(GeneratorConfig):
+    _target_: str = "irpo.generation.hf.HFGenerator"
+    batch_size: int = 512  # sequences decoded together
+    device: str = "auto"
+
+
+# conf/generator/<name>.yaml starts its defaults list with `<name>_schema`.
+GENERATOR_SCHEMAS = {"hf": HFGeneratorConfig}

@@ -1,0 +1,86 @@
+"""`arith`: procedurally generated multi-step integer arithmetic, the built-in task.
+
+Each problem chains `num_terms` operands with + and - (and * if enabled); the gold chain of
+thought evaluates it left to right one step at a time and ends with the same
+"Final answer: N" line the paper asks of GSM8K (Sec. 3.1), so the reward path is the one the
+real tasks use. Splits are drawn from disjoint seeded streams and never share a question.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+import re
+
+from irpo.tasks.base import Example
+
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+_FINAL = re.compile(r"Final answer:\s*(-?\d+)")
+
+
+class ArithTask:
+    name = "arith"
+    stop = ("\n",)
+
+    def __init__(
+        self,
+        train_size: int = 2000,
+        test_size: int = 200,
+        num_terms: int = 3,
+        max_operand: int = 20,
+        operators: str = "+-",
+        seed: int = 1234,
+        max_new_tokens: int = 48,
+    ) -> None:
+        if num_terms < 2:
+            raise ValueError(f"task.num_terms must be >= 2, got {num_terms}")
+        if max_operand < 1:
+            raise ValueError(f"task.max_operand must be >= 1, got {max_operand}")
+        if not operators or set(operators) - set(_OPS):
+            raise ValueError(f"task.operators must be drawn from '+-*', got {operators!r}")
+        self.sizes = {"train": train_size, "test": test_size}
+        self.max_new_tokens = max_new_tokens
+        self.num_terms, self.max_operand, self.operators, self.seed = num_terms, max_operand, operators, seed
+
+    def load(self, split: str) -> list[Example]:
+        if split not in self.sizes:
+            raise ValueError(f"arith has splits {sorted(self.sizes)}, not {split!r}")
+        # The test split is drawn first so that its questions can be excluded from train.
+        test = self._draw(random.Random(f"{self.seed}/test"), self.sizes["test"], exclude=set())
+        if split == "test":
+            return test
+        return self._draw(random.Random(f"{self.seed}/train"), self.sizes["train"], {e.question for e in test})
+
+    def _draw(self, rng: random.Random, size: int, exclude: set[str]) -> list[Example]:
+        examples, seen = [], set(exclude)
+        space = (self.max_operand + 1) ** self.num_terms * len(self.operators) ** (self.num_terms - 1)
+        if size + len(exclude) > space:
+            raise ValueError(f"arith can make only {space} distinct problems with these knobs, asked {size + len(exclude)}")
+        while len(examples) < size:
+            terms = [rng.randint(0, self.max_operand) for _ in range(self.num_terms)]
+            ops = [rng.choice(self.operators) for _ in range(self.num_terms - 1)]
+            question = str(terms[0]) + "".join(f"{op}{t}" for op, t in zip(ops, terms[1:]))
+            if question in seen:
+                continue
+            seen.add(question)
+            steps, value = [], terms[0]
+            for op, t in zip(ops, terms[1:]):
+                new = _OPS[op](value, t)
+                steps.append(f"{value}{op}{t}={new}")
+                value = new
+            examples.append(Example(id=f"{len(examples)}", question=question, answer=str(value), solution=", ".join(steps)))
+        return examples
+
+    def prompt(self, example: Example) -> str:
+        return f"Q: {example.question}\nA:"
+
+    def gold_completion(self, example: Example) -> str:
+        return f" {example.solution}. Final answer: {example.answer}\n"
+
+    def extract_answer(self, completion: str) -> str | None:
+        # The last "Final answer" wins: a model may restate intermediate results before it.
+        found = _FINAL.findall(completion)
+        return found[-1] if found else None
+
+    def is_correct(self, answer: str | None, gold: str) -> bool:
+        return answer is not None and int(answer) == int(gold)

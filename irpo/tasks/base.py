@@ -1,0 +1,57 @@
+"""The Task interface: data, prompt, answer extraction and checking for one benchmark.
+
+A task is built from its config without reading data (so `dry_run` and config errors are
+cheap); `load(split)` reads it. The reward of a completion is
+`is_correct(extract_answer(completion), example.answer)` and never raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem: the gold final answer as a string, the gold chain of thought if any."""
+
+    id: str
+    question: str
+    answer: str
+    solution: str | None = None
+    choices: tuple[tuple[str, str], ...] = field(default=())  # (label, text), where the task has them
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str
+    stop: tuple[str, ...]  # strings that end a completion (kept in it); () = end of sequence only
+    max_new_tokens: int  # the generation limit this task's answers need
+
+    def load(self, split: str) -> list[Example]: ...
+
+    def prompt(self, example: Example) -> str | Messages: ...
+
+    def extract_answer(self, completion: str) -> str | None: ...
+
+    def is_correct(self, answer: str | None, gold: str) -> bool: ...
+
+    def gold_completion(self, example: Example) -> str | None:
+        """The gold CoT written in the task's answer format (a winner when no sample is correct)."""
+        ...
+
+
+def reward(task: Task, completion: str, example: Example) -> tuple[str | None, float]:
+    """(extracted answer, r in {0, 1}); an extractor or checker that raises scores 0."""
+    try:
+        answer = task.extract_answer(completion)
+        return answer, float(answer is not None and task.is_correct(answer, example.answer))
+    except Exception:  # noqa: BLE001 - a malformed model output must never stop a run
+        return None, 0.0
+
+
+def subset(examples: Sequence[Example], size: int | None) -> list[Example]:
+    """The first `size` examples (a fixed, reproducible subset for quick runs)."""
+    return list(examples if size is None else examples[:size])
