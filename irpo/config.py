@@ -46,6 +46,8 @@ class TrainerConfig:
     weight_decay: float = 0.0
     gradient_clip_val: Optional[float] = 1.0
     log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 50  # Lightning checkpoints in iter_<t>/train/ to resume from
+    progress_bar: bool = True
     # precomputed: reference log-probs of M_t computed once before training (no second model
     # in memory); live: a frozen copy of M_t scores each batch.
     reference: str = "precomputed"

@@ -1,0 +1,1 @@
+"""Generators: the interface (base.py) and its backends (hf.py, vllm.py)."""

@@ -59,3 +59,24 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
         if i != -1:
             cut = min(cut, i + len(s))
     return text[:cut]
+
+
+class LazyGenerator:
+    """Opens a generator on first use and closes it on leaving the block: a stage whose
+    files already exist (a resumed run) never pays for loading a model or starting an engine."""
+
+    def __init__(self, factory) -> None:
+        self.factory, self.generator = factory, None
+
+    def __enter__(self) -> "LazyGenerator":
+        return self
+
+    def __call__(self) -> Generator:
+        if self.generator is None:
+            self.generator = self.factory().__enter__()
+        return self.generator
+
+    def __exit__(self, *exc: object) -> None:
+        if self.generator is not None:
+            self.generator.__exit__(*exc)
+            self.generator = None

@@ -43,13 +43,21 @@ class Task(Protocol):
         ...
 
 
+def check(task: Task, answer: str | None, gold: str) -> float:
+    """1.0 if `answer` matches `gold`; a checker that raises on odd input scores 0."""
+    try:
+        return float(answer is not None and task.is_correct(answer, gold))
+    except Exception:  # noqa: BLE001 - a malformed model output must never stop a run
+        return 0.0
+
+
 def reward(task: Task, completion: str, example: Example) -> tuple[str | None, float]:
-    """(extracted answer, r in {0, 1}); an extractor or checker that raises scores 0."""
+    """(extracted answer, r in {0, 1}); never raises."""
     try:
         answer = task.extract_answer(completion)
-        return answer, float(answer is not None and task.is_correct(answer, example.answer))
-    except Exception:  # noqa: BLE001 - a malformed model output must never stop a run
+    except Exception:  # noqa: BLE001 - as in check()
         return None, 0.0
+    return answer, check(task, answer, example.answer)
 
 
 def subset(examples: Sequence[Example], size: int | None) -> list[Example]:

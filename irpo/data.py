@@ -1,0 +1,171 @@
+"""The LightningDataModule of one iteration: regenerate → reward → pair → reference log-probs,
+then batches. It is the one place where training data is made.
+
+Each stage reads the files the previous one wrote in `iter_<t>/` and writes its own
+(generations.jsonl, pairs.jsonl, reference_logps.safetensors), so a stage whose file
+exists is never redone. Generation is written in shards of prompts so that a long
+sampling job killed half-way resumes at its last finished shard.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+import lightning as L
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from irpo.artifacts import atomic_path, read_jsonl, write_jsonl
+from irpo.batching import collate, encode_examples
+from irpo.generation.base import Generator
+from irpo.models.load import load_policy
+from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
+from irpo.tasks.base import Example, Task, reward
+
+
+def shard_seed(seed: int, iteration: int, shard: int) -> int:
+    """A sampling seed per (run seed, iteration, shard): a resumed shard draws what an
+    uninterrupted run would have drawn."""
+    return (seed * 1_000_003 + iteration * 10_007 + shard) % (2**31 - 1)
+
+
+class IterationData(L.LightningDataModule):
+    def __init__(
+        self,
+        task: Task,
+        examples: Sequence[Example],
+        prompts: Sequence[str],
+        out_dir: Path,
+        iteration: int,
+        tokenizer,
+        train_on: str,
+        num_samples: int,
+        temperature: float,
+        pairs_per_prompt: int,
+        max_pairs: int | None,
+        gold_winner: bool,
+        seed: int,
+        max_length: int,
+        micro_batch_size: int,
+        shard_size: int = 256,
+    ) -> None:
+        super().__init__()
+        self.task, self.examples, self.prompts, self.out = task, list(examples), list(prompts), Path(out_dir)
+        self.iteration, self.tokenizer, self.train_on = iteration, tokenizer, train_on
+        self.num_samples, self.temperature, self.k, self.max_pairs = num_samples, temperature, pairs_per_prompt, max_pairs
+        self.gold_winner, self.seed, self.max_length = gold_winner, seed, max_length
+        self.micro_batch_size, self.shard_size = micro_batch_size, shard_size
+        self.items: list[dict] = []
+        self.dropped_too_long = 0
+
+    # --- generate and reward -------------------------------------------------------------
+    @property
+    def generations_path(self) -> Path:
+        return self.out / "generations.jsonl"
+
+    def generate(self, open_generator: Callable[[], Generator]) -> list[dict]:
+        """N samples per train prompt with M_t, each with its extracted answer and reward."""
+        if not self.generations_path.exists():
+            shard_dir = self.out / "generations"
+            n_shards = math.ceil(len(self.prompts) / self.shard_size)
+            for s in range(n_shards):
+                path = shard_dir / f"shard_{s:05d}.jsonl"
+                if path.exists():
+                    continue
+                lo, hi = s * self.shard_size, (s + 1) * self.shard_size
+                samples = open_generator().sample(self.prompts[lo:hi], self.num_samples, self.temperature, shard_seed(self.seed, self.iteration, s))
+                write_jsonl(path, self._rewarded(self.examples[lo:hi], samples))
+            rows = [row for s in range(n_shards) for row in read_jsonl(shard_dir / f"shard_{s:05d}.jsonl")]
+            write_jsonl(self.generations_path, rows)
+            shutil.rmtree(shard_dir)
+        return read_jsonl(self.generations_path)
+
+    def _rewarded(self, examples: Sequence[Example], samples: list[list[str]]) -> list[dict]:
+        rows = []
+        for ex, completions in zip(examples, samples):
+            for j, completion in enumerate(completions):
+                answer, r = reward(self.task, completion, ex)
+                rows.append({"prompt_id": ex.id, "sample": j, "completion": completion, "answer": answer, "reward": r})
+        return rows
+
+    # --- pairs ---------------------------------------------------------------------------
+    @property
+    def pairs_path(self) -> Path:
+        return self.out / "pairs.jsonl"
+
+    def make_pairs(self, generations: list[dict]) -> dict[str, float]:
+        """(winner, loser) pairs per prompt (irpo.pairs) and the iteration's data numbers."""
+        by_prompt: dict[str, list[dict]] = {ex.id: [] for ex in self.examples}
+        for row in generations:
+            by_prompt[row["prompt_id"]].append(row)
+        pairs: list[Pair] = []
+        for ex, prompt in zip(self.examples, self.prompts):
+            rows = by_prompt[ex.id]
+            gold = self.task.gold_completion(ex) if self.gold_winner else None
+            pairs += prompt_pairs(ex.id, prompt, [r["completion"] for r in rows], [r["reward"] for r in rows], self.k, self.seed, gold)
+        pairs = cap_pairs(pairs, self.max_pairs, self.seed + self.iteration)
+        if not self.pairs_path.exists():
+            write_jsonl(self.pairs_path, [vars(p) for p in pairs])
+        return pair_stats([[r["reward"] for r in by_prompt[ex.id]] for ex in self.examples], pairs)
+
+    # --- training sequences and reference log-probs ---------------------------------------
+    def _sequences(self) -> tuple[list[str], list[str], list[str] | None]:
+        """(prompts, chosen, rejected) of what this method trains on."""
+        if self.train_on == "gold":
+            golds = [(p, self.task.gold_completion(ex)) for ex, p in zip(self.examples, self.prompts)]
+            golds = [(p, g) for p, g in golds if g is not None]
+            return [p for p, _ in golds], [g for _, g in golds], None
+        pairs = read_jsonl(self.pairs_path)
+        if self.train_on == "winners":
+            # STaR-like SFT on the chosen sequences of the pairs, each once.
+            chosen = list(dict.fromkeys((p["prompt"], p["chosen"]) for p in pairs))
+            return [p for p, _ in chosen], [c for _, c in chosen], None
+        return [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs]
+
+    @property
+    def reference_path(self) -> Path:
+        return self.out / "reference_logps.safetensors"
+
+    def setup(self, stage: str | None = None) -> None:
+        prompts, chosen, rejected = self._sequences()
+        self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
+        if rejected is not None and self.reference_path.exists():
+            ref = load_file(self.reference_path)
+            for it in self.items:
+                it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
+
+    @torch.no_grad()
+    def reference_logps(self, model_dir: str, dtype: str, trust_remote_code: bool, device: str = "cpu") -> None:
+        """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
+        denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN."""
+        from irpo.module import batch_logps
+
+        if self.reference_path.exists():
+            return
+        self.setup()
+        model = load_policy(model_dir, dtype, trust_remote_code).to(device).eval()
+        total = len(read_jsonl(self.pairs_path))
+        chosen = torch.full((total,), float("nan"))
+        rejected = torch.full((total,), float("nan"))
+        for batch in self._loader(shuffle=False):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logps = batch_logps(model, batch)[0].float().cpu()
+            c, r = logps.chunk(2)
+            chosen[batch["index"].cpu()], rejected[batch["index"].cpu()] = c, r
+        with atomic_path(self.reference_path) as tmp:
+            save_file({"chosen": chosen, "rejected": rejected}, str(tmp))
+        self.setup()
+
+    def _loader(self, shuffle: bool) -> DataLoader:
+        pad = self.tokenizer.pad_token_id
+        # A generator seeded per iteration makes the batch order reproducible across resumes.
+        gen = torch.Generator().manual_seed(shard_seed(self.seed, self.iteration, -1))
+        return DataLoader(self.items, batch_size=self.micro_batch_size, shuffle=shuffle, generator=gen, collate_fn=partial(collate, pad_id=pad))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(shuffle=True)

@@ -1,0 +1,47 @@
+"""Test-split evaluation of M_t: greedy accuracy and majority vote over k samples (maj@k)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+from irpo.generation.base import Generator
+from irpo.tasks.base import Example, Task, check, reward
+
+
+def majority_vote(answers: Sequence[str | None]) -> str | None:
+    """The most frequent extracted answer; unanswered samples do not vote. Ties go to the
+    answer that appeared first, so the vote never depends on hashing or set order."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    first = {}
+    for i, a in enumerate(answers):
+        first.setdefault(a, i)
+    return max(counts, key=lambda a: (counts[a], -first[a]))
+
+
+def evaluate(
+    generator: Generator,
+    task: Task,
+    examples: Sequence[Example],
+    prompts: Sequence[str],
+    maj_k: int,
+    maj_temperature: float,
+    seed: int,
+) -> tuple[dict[str, float], list[dict]]:
+    """Metrics ({"test_accuracy", "maj@k"}) and one record per test problem."""
+    records = []
+    for ex, completion in zip(examples, generator.greedy(prompts)):
+        answer, r = reward(task, completion, ex)
+        records.append({"prompt_id": ex.id, "gold": ex.answer, "greedy": completion, "answer": answer, "reward": r})
+    metrics = {"test_accuracy": sum(r["reward"] for r in records) / max(len(records), 1), "test_size": len(records)}
+    if maj_k > 0:
+        votes = 0.0
+        for rec, ex, samples in zip(records, examples, generator.sample(prompts, maj_k, maj_temperature, seed)):
+            answers = [reward(task, s, ex)[0] for s in samples]
+            rec["maj_answer"] = majority_vote(answers)
+            rec["maj_reward"] = check(task, rec["maj_answer"], ex.answer)
+            votes += rec["maj_reward"]
+        metrics[f"maj@{maj_k}"] = votes / max(len(records), 1)
+    return metrics, records

@@ -1,0 +1,180 @@
+"""The built-in tiny model and the recipe that makes its M_0.
+
+M_0 is a ~0.9M-parameter character-level Llama given a short SFT warm-up on gold arith chains
+of thought: long enough to learn the answer format and get some problems right, short enough
+that IRPO has room to improve it and that sampling yields both winners and losers per prompt.
+Rebuild the shipped checkpoint with `python -m irpo.models.tiny`; the same arguments give the
+same weights on the same torch version and thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from irpo.generation.hf import HFGenerator
+from irpo.models.load import tiny_m0_dir
+from irpo.models.tiny_tokenizer import SPECIALS, build_tokenizer
+from irpo.tasks.arith import ArithTask
+
+# conf/task/arith.yaml's train_size: the loop samples from the first LOOP_PROMPTS train
+# problems, so SFT draws from the same stream past them and those prompts stay unseen.
+LOOP_PROMPTS = 384
+
+
+def build_config(vocab_size: int, hidden: int = 128, layers: int = 4) -> LlamaConfig:
+    # A plain LlamaForCausalLM, no custom code, so vLLM and transformers both load it.
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=3 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=SPECIALS.index("<pad>"),
+        bos_token_id=SPECIALS.index("<s>"),
+        eos_token_id=SPECIALS.index("</s>"),
+    )
+
+
+def _sft_rows(task: ArithTask, tok, problems: int) -> list[tuple[list[int], list[int]]]:
+    rows = []
+    for ex in task.load("train")[LOOP_PROMPTS : LOOP_PROMPTS + problems]:
+        prompt = tok(task.prompt(ex))["input_ids"]  # BOS + prompt, as the generators encode it
+        completion = tok(task.gold_completion(ex), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        rows.append((prompt + completion, [-100] * len(prompt) + completion))
+    return rows
+
+
+def _collate(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in rows)
+    return {
+        "input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
+        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
+        "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]),
+    }
+
+
+def probe(model_dir: str, task: ArithTask, samples: int = 8, temperature: float = 0.8, seed: int = 0) -> dict:
+    """Greedy test accuracy and, when samples > 0, what sampling on the loop's prompts yields:
+    prompts with both a correct and an incorrect sample are the ones that give IRPO pairs."""
+    test = task.load("test")
+    with HFGenerator(model_dir, task.max_new_tokens, task.stop) as gen:
+        greedy = gen.greedy([task.prompt(ex) for ex in test])
+        stats = {"greedy_test_accuracy": sum(task.is_correct(task.extract_answer(c), ex.answer) for c, ex in zip(greedy, test)) / len(test)}
+        if samples:
+            train = task.load("train")[:LOOP_PROMPTS]
+            outs = gen.sample([task.prompt(ex) for ex in train], samples, temperature, seed)
+            hits = [[task.is_correct(task.extract_answer(c), ex.answer) for c in cs] for cs, ex in zip(outs, train)]
+            stats.update(
+                sample_temperature=temperature,
+                samples=samples,
+                pass_at_n=sum(map(any, hits)) / len(hits),
+                mean_reward=sum(map(sum, hits)) / (len(hits) * samples),
+                both_sides_fraction=sum(any(h) and not all(h) for h in hits) / len(hits),
+            )
+    return stats
+
+
+def build_m0(
+    out_dir: str,
+    steps: int = 1200,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    problems: int = 20000,
+    hidden: int = 128,
+    layers: int = 4,
+    seed: int = 0,
+    threads: int = 2,
+    samples: int = 8,
+) -> dict:
+    """Train M_0, save it to out_dir (replaced whole, never left half-written) and return
+    the BUILD.json record."""
+    start = time.time()
+    task = ArithTask(train_size=LOOP_PROMPTS + problems)
+    tok = build_tokenizer()
+    rows = _sft_rows(task, tok, problems)
+    # CPU float sums can depend on the thread count; pin it so a rebuild gives the same weights.
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(build_config(len(tok), hidden, layers))
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        warmup = max(1, steps // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min((s + 1) / warmup, 0.1 + 0.45 * (1 + math.cos(math.pi * s / steps)))
+        )
+        rng, order, losses = random.Random(seed), [], []
+        model.train()
+        for _ in range(steps):
+            if len(order) < batch_size:
+                order += rng.sample(range(len(rows)), len(rows))
+            batch, order = [rows[i] for i in order[:batch_size]], order[batch_size:]
+            loss = model(**_collate(batch, tok.pad_token_id)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(), sched.step(), opt.zero_grad()
+            losses.append(loss.item())
+        train_s = time.time() - start
+
+        out_dir = os.path.abspath(out_dir)
+        parent = os.path.dirname(out_dir)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}-", dir=parent)
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            record = {
+                "settings": dict(steps=steps, batch_size=batch_size, lr=lr, problems=problems, first_problem=LOOP_PROMPTS,
+                                 hidden=hidden, layers=layers, seed=seed, threads=threads),
+                "task": dict(num_terms=task.num_terms, max_operand=task.max_operand, operators=task.operators, seed=task.seed),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "torch": torch.__version__,
+                "final_sft_loss": sum(losses[-20:]) / len(losses[-20:]),
+                "train_seconds": round(train_s, 1),
+                **probe(tmp, ArithTask(), samples=samples, seed=seed),
+            }
+            record["build_seconds"] = round(time.time() - start, 1)
+            with open(os.path.join(tmp, "BUILD.json"), "w") as f:
+                json.dump(record, f, indent=2)
+            # rename(2) cannot replace a non-empty directory: move the old one aside first.
+            old = tmp + ".old"
+            if os.path.exists(out_dir):
+                os.rename(out_dir, old)
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Rebuild the built-in tiny M_0 and report what IRPO starts from.")
+    p.add_argument("--out", default=tiny_m0_dir())
+    for name, param in list(inspect.signature(build_m0).parameters.items())[1:]:
+        p.add_argument(f"--{name}", type=type(param.default), default=param.default)
+    args = vars(p.parse_args(argv))
+    record = build_m0(args.pop("out"), **args)
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The LightningModule: the policy M_θ (initialised from M_t), the reference M_t, the loss.
+
+One module serves every method: `train_on="pairs"` minimises Eq. 1 (DPO + α·NLL; α = 0 is
+DPO), the SFT baselines minimise the NLL term alone on their sequences. The reference's
+log-probs are precomputed once per iteration by default (they do not change while θ
+trains, and no second model then sits in memory); `reference="live"` keeps a frozen copy.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from irpo.loss import dpo_nll_loss, nll_loss, sequence_logps
+from irpo.models.load import load_policy
+
+
+def _frozen(model):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs [2B] (or [B]) and token counts from one forward."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return sequence_logps(logits, batch["input_ids"], batch["completion_mask"])
+
+
+class PreferenceModule(L.LightningModule):
+    def __init__(
+        self,
+        model_dir: str,
+        train_on: str,
+        beta: float,
+        alpha: float,
+        lr: float,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        dtype: str = "float32",
+        reference: str = "precomputed",
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.policy = load_policy(model_dir, dtype, trust_remote_code).train()  # from_pretrained returns eval mode
+        self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and train_on == "pairs" else None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        hp = self.hparams
+        logps, counts = batch_logps(self.policy, batch)
+        if hp.train_on != "pairs":
+            loss = nll_loss(logps, counts)
+            self.log_dict({"train/loss": loss, "train/nll_loss": loss, "train/chosen_logps": logps.mean()}, prog_bar=True)
+            return loss
+        chosen, rejected = logps.chunk(2)
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_chosen, ref_rejected = batch_logps(self.reference, batch)[0].chunk(2)
+        else:
+            ref_chosen, ref_rejected = batch["ref_chosen"], batch["ref_rejected"]
+        parts = dpo_nll_loss(chosen, rejected, ref_chosen, ref_rejected, counts.chunk(2)[0], hp.beta, hp.alpha)
+        margin = parts.chosen_rewards - parts.rejected_rewards
+        self.log_dict(
+            {
+                "train/loss": parts.loss,
+                "train/dpo_loss": parts.dpo,
+                "train/nll_loss": parts.nll,
+                "train/reward_accuracy": (margin > 0).float().mean(),
+                "train/reward_margin": margin.mean(),
+                "train/chosen_logps": chosen.detach().mean(),
+                "train/rejected_logps": rejected.detach().mean(),
+            },
+            prog_bar=True,
+        )
+        return parts.loss
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        warmup = max(hp.warmup_steps, 1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

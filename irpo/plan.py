@@ -1,0 +1,30 @@
+"""`dry_run=true` / `plan=true`: what a run would do, without loading any weights."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from irpo.config import temperature
+from irpo.tasks.base import Task
+
+
+def print_plan(cfg: DictConfig, task: Task) -> None:
+    """Loads and formats the data (so a bad path or row fails now), prints one rendered
+    prompt and the work each iteration does."""
+    train, test = task.load("train"), task.load("test")
+    prompt = task.prompt(train[0])
+    rendered = prompt if isinstance(prompt, str) else "\n".join(f"[{m['role']}] {m['content']}" for m in prompt)
+    template = " (the model's chat template is applied at run time)" if cfg.model.chat_template else ""
+    print(f"== prompt for train example {train[0].id}{template} ==\n{rendered}")
+    print(f"== gold answer: {train[0].answer}")
+    n, k, T = cfg.num_samples, cfg.pairs_per_prompt, cfg.iterations
+    print("== plan ==")
+    print(f"model      {cfg.model.path} ({cfg.model.dtype}), generator {cfg.generator._target_.rsplit('.', 1)[-1]}")
+    print(f"trainer    {cfg.trainer.strategy} on {cfg.trainer.devices} {cfg.trainer.accelerator} device(s) x {cfg.trainer.num_nodes} node(s), batch {cfg.trainer.batch_size} pairs, lr {cfg.model.lr}")
+    print(f"method     {cfg.method.name}: train on {cfg.method.train_on}, alpha={cfg.alpha}, beta={cfg.beta}")
+    print(f"data       {len(train)} train prompts, {len(test)} test problems")
+    most = len(train) * k if cfg.max_pairs is None else min(len(train) * k, cfg.max_pairs)
+    for t in range(T):
+        print(f"iteration {t}: evaluate M_{t}; sample {len(train)} x {n} = {len(train) * n} completions at T={temperature(cfg, t)}; "
+              f"at most {most} pairs; train M_{t + 1}")
+    print(f"iteration {T}: evaluate M_{T} (greedy" + (f", maj@{cfg.eval.maj_k}" if cfg.eval.maj_k else "") + ")")

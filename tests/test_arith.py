@@ -1,0 +1,48 @@
+import re
+
+import pytest
+
+from irpo.tasks.arith import ArithTask
+from irpo.tasks.base import reward
+
+
+def test_splits_are_deterministic_and_disjoint():
+    t = ArithTask(train_size=300, test_size=50)
+    train, test = t.load("train"), t.load("test")
+    assert len(train) == 300 and len(test) == 50
+    assert train == ArithTask(train_size=300, test_size=50).load("train")
+    assert not {e.question for e in train} & {e.question for e in test}
+    assert ArithTask(seed=1).load("test") != ArithTask(seed=2).load("test")
+
+
+def test_gold_solution_is_correct_and_left_to_right():
+    t = ArithTask(num_terms=4, max_operand=9, operators="+-*")
+    for ex in t.load("test")[:50]:
+        tokens = re.findall(r"\d+|[-+*]", ex.question)
+        value = int(tokens[0])
+        for op, n in zip(tokens[1::2], tokens[2::2]):
+            value = {"+": value + int(n), "-": value - int(n), "*": value * int(n)}[op]
+        assert ex.answer == str(value) and ex.solution.split("=")[-1] == ex.answer
+        assert len(ex.solution.split(", ")) == 3
+        assert reward(t, t.gold_completion(ex), ex) == (ex.answer, 1.0)
+
+
+def test_extraction_and_checking():
+    t = ArithTask()
+    assert t.extract_answer(" 3+4=7, 7-2=5. Final answer: 5\n") == "5"
+    assert t.extract_answer("Final answer: 4, no wait. Final answer: -12") == "-12"
+    assert t.extract_answer("3+4=7") is None and t.extract_answer("") is None
+    assert t.is_correct("05", "5") and not t.is_correct("6", "5") and not t.is_correct(None, "5")
+    ex = t.load("test")[0]
+    assert reward(t, "garbage \x00 Final answer: ", ex) == (None, 0.0)
+
+
+@pytest.mark.parametrize("kw", [dict(num_terms=1), dict(max_operand=0), dict(operators="+/")])
+def test_bad_knobs_fail_at_construction(kw):
+    with pytest.raises(ValueError):
+        ArithTask(**kw)
+
+
+def test_too_many_problems_for_the_space_is_an_error():
+    with pytest.raises(ValueError, match="distinct"):
+        ArithTask(num_terms=2, max_operand=2, operators="+", train_size=20, test_size=5).load("train")
