@@ -90,3 +90,90 @@ class RunDir:
         manifest = self.manifest()
         manifest["stages"][name] = {"config": depends_on, "hash": config_hash(depends_on), **info}
         write_json(self.manifest_path, manifest)
+
+
+# The stages of one iteration in the order they run, and the files each one owns.
+STAGE_KINDS = ("eval", "generate", "pairs", "reference", "train")
+STAGE_FILES = {
+    "eval": ("eval.json", "eval_generations.jsonl"),
+    "generate": ("generations.jsonl", "generations"),
+    "pairs": ("pairs.jsonl",),
+    "reference": ("reference_logps.safetensors",),
+    "train": ("train", "model", "metrics.json"),
+}
+
+
+class StaleStageError(RuntimeError):
+    """A finished stage was made with other config values than the current run's."""
+
+
+class Stages:
+    """The manifest seen as a sequence of stages `iter_<t>/<kind>`, each finished under the
+    hash of the config values it depends on (`depends_on(t, kind)`)."""
+
+    def __init__(self, run: RunDir, depends_on) -> None:
+        self.run, self.depends_on = run, depends_on
+
+    def done(self, t: int, kind: str) -> bool:
+        record = self.run.stage(f"iter_{t}/{kind}")
+        return record is not None and record["hash"] == config_hash(self.depends_on(t, kind))
+
+    def finish(self, t: int, kind: str, **info: Any) -> None:
+        self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind), **info)
+
+    def check(self, overwrite: bool) -> None:
+        """Before any work: every finished stage must still hold under the current config.
+        Otherwise refuse, naming the changed keys, or (overwrite) delete that stage and
+        everything after it so that it is redone."""
+        stale = None
+        for name, record in self.run.manifest()["stages"].items():
+            t, kind = _parse(name)
+            now = self.depends_on(t, kind)
+            if record["hash"] != config_hash(now) and (stale is None or (t, STAGE_KINDS.index(kind)) < stale[0]):
+                stale = ((t, STAGE_KINDS.index(kind)), name, _changed(record["config"], now))
+        if stale is None:
+            return
+        (t0, k0), name, changed = stale
+        if not overwrite:
+            raise StaleStageError(
+                f"{self.run.root} holds stage {name} made with other values of {', '.join(changed)}; "
+                "rerun with the old values, use another run directory, or add resume=overwrite to redo it and what follows"
+            )
+        self._drop_from(t0, k0)
+
+    def _drop_from(self, t0: int, k0: int) -> None:
+        manifest = self.run.manifest()
+        for name in list(manifest["stages"]):
+            t, kind = _parse(name)
+            if (t, STAGE_KINDS.index(kind)) >= (t0, k0):
+                del manifest["stages"][name]
+        write_json(self.run.manifest_path, manifest)
+        for it in self.run.root.glob("iter_*"):
+            t = int(it.name.split("_")[1])
+            for kind in STAGE_KINDS:
+                if (t, STAGE_KINDS.index(kind)) >= (t0, k0):
+                    for f in STAGE_FILES[kind]:
+                        p = it / f
+                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+    def partial_dir(self, t: int, kind: str, name: str) -> Path:
+        """A directory for an unfinished stage's partial work (generation shards, Lightning
+        checkpoints), kept across restarts only while the stage's config is unchanged."""
+        path = self.run.iter_dir(t) / name
+        stamp = path / "stage_config.json"
+        want = config_hash(self.depends_on(t, kind))
+        if path.exists() and (not stamp.exists() or read_json(stamp)["hash"] != want):
+            shutil.rmtree(path)
+        if not path.exists():
+            path.mkdir(parents=True)
+            write_json(stamp, {"hash": want})
+        return path
+
+
+def _parse(name: str) -> tuple[int, str]:
+    it, kind = name.split("/")
+    return int(it.split("_")[1]), kind
+
+
+def _changed(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

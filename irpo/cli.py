@@ -27,11 +27,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from irpo.artifacts import StaleStageError
     from irpo.config import ConfigError
     from irpo.errors import UserError
     from irpo.models.load import ModelLoadError
 
-    return (HydraException, OmegaConfBaseException, ConfigError, ModelLoadError, UserError)
+    return (HydraException, OmegaConfBaseException, ConfigError, ModelLoadError, UserError, StaleStageError)
 
 
 def one_line(exc: BaseException) -> str:

@@ -7,11 +7,12 @@ Each default lives here once; `conf/*.yaml` only chooses among them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
 from irpo.tasks.schemas import TASK_SCHEMAS, TaskConfig
@@ -102,6 +103,9 @@ class IrpoConfig:
     seed: int = 0
     dry_run: bool = False  # compose, load data, print a prompt and the plan; no weights
     plan: bool = False
+    # auto: skip finished stages, refuse if the config changed under one; overwrite: redo
+    # the first changed stage and everything after it.
+    resume: str = "auto"
 
 
 def register() -> None:
@@ -122,6 +126,7 @@ _CHOICES = {
     "method.train_on": ("pairs", "winners", "gold", "none"),
     "trainer.reference": ("precomputed", "live"),
     "logger.wandb.mode": ("offline", "online", "disabled"),
+    "resume": ("auto", "overwrite"),
 }
 
 
@@ -164,3 +169,37 @@ def temperature(cfg: DictConfig, iteration: int) -> float:
     as the paper raises it in later iterations (Sec. 3.1: 0.8, then 1.3)."""
     temps = list(cfg.temperatures)
     return float(temps[min(iteration, len(temps) - 1)])
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as dotted keys (W&B's filterable columns)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+# Keys that change how a run is watched or how far it goes, never what a stage computes.
+_NO_EFFECT = (
+    "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
+    "generator.batch_size", "generator.device", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
+)
+
+
+def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:
+    """The config values a stage of iteration t depends on, for the run manifest: everything
+    that shapes M_t and its data (M_t is the product of all earlier iterations), the
+    temperatures up to t, and the eval settings for evaluation only. Raising `iterations`
+    therefore extends a finished run instead of invalidating it."""
+    flat = {k: v for k, v in flat_config(cfg).items() if not k.startswith(_NO_EFFECT)}
+    flat["temperatures"] = [temperature(cfg, i) for i in range(iteration + 1)]
+    if kind == "eval":
+        flat |= {k: v for k, v in flat_config(cfg).items() if k.startswith("eval.")}
+    return json.loads(json.dumps(flat, default=str))

@@ -2,9 +2,11 @@
 then batches. It is the one place where training data is made.
 
 Each stage reads the files the previous one wrote in `iter_<t>/` and writes its own
-(generations.jsonl, pairs.jsonl, reference_logps.safetensors), so a stage whose file
-exists is never redone. Generation is written in shards of prompts so that a long
-sampling job killed half-way resumes at its last finished shard.
+(generations.jsonl, pairs.jsonl, reference_logps.safetensors); the loop records finished
+stages in the run manifest. Generation is written in shards of prompts so that a long
+sampling job killed half-way resumes at its last finished shard, and the batch order is
+a function of (seed, iteration, epoch) so that training resumed mid-epoch sees the
+batches an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Callable, Sequence
 import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from irpo.artifacts import atomic_path, read_jsonl, write_jsonl
 from irpo.batching import collate, encode_examples
@@ -68,22 +70,19 @@ class IterationData(L.LightningDataModule):
     def generations_path(self) -> Path:
         return self.out / "generations.jsonl"
 
-    def generate(self, open_generator: Callable[[], Generator]) -> list[dict]:
-        """N samples per train prompt with M_t, each with its extracted answer and reward."""
-        if not self.generations_path.exists():
-            shard_dir = self.out / "generations"
-            n_shards = math.ceil(len(self.prompts) / self.shard_size)
-            for s in range(n_shards):
-                path = shard_dir / f"shard_{s:05d}.jsonl"
-                if path.exists():
-                    continue
-                lo, hi = s * self.shard_size, (s + 1) * self.shard_size
-                samples = open_generator().sample(self.prompts[lo:hi], self.num_samples, self.temperature, shard_seed(self.seed, self.iteration, s))
-                write_jsonl(path, self._rewarded(self.examples[lo:hi], samples))
-            rows = [row for s in range(n_shards) for row in read_jsonl(shard_dir / f"shard_{s:05d}.jsonl")]
-            write_jsonl(self.generations_path, rows)
-            shutil.rmtree(shard_dir)
-        return read_jsonl(self.generations_path)
+    def generate(self, open_generator: Callable[[], Generator], shard_dir: Path) -> None:
+        """N samples per train prompt with M_t, each with its extracted answer and reward,
+        into generations.jsonl; finished shards in shard_dir are not sampled again."""
+        n_shards = math.ceil(len(self.prompts) / self.shard_size)
+        shard_paths = [shard_dir / f"shard_{s:05d}.jsonl" for s in range(n_shards)]
+        for s, path in enumerate(shard_paths):
+            if path.exists():
+                continue
+            lo, hi = s * self.shard_size, (s + 1) * self.shard_size
+            samples = open_generator().sample(self.prompts[lo:hi], self.num_samples, self.temperature, shard_seed(self.seed, self.iteration, s))
+            write_jsonl(path, self._rewarded(self.examples[lo:hi], samples))
+        write_jsonl(self.generations_path, (row for path in shard_paths for row in read_jsonl(path)))
+        shutil.rmtree(shard_dir)
 
     def _rewarded(self, examples: Sequence[Example], samples: list[list[str]]) -> list[dict]:
         rows = []
@@ -98,7 +97,7 @@ class IterationData(L.LightningDataModule):
     def pairs_path(self) -> Path:
         return self.out / "pairs.jsonl"
 
-    def make_pairs(self, generations: list[dict]) -> dict[str, float]:
+    def make_pairs(self, generations: list[dict]) -> tuple[list[Pair], dict[str, float]]:
         """(winner, loser) pairs per prompt (irpo.pairs) and the iteration's data numbers."""
         by_prompt: dict[str, list[dict]] = {ex.id: [] for ex in self.examples}
         for row in generations:
@@ -109,9 +108,7 @@ class IterationData(L.LightningDataModule):
             gold = self.task.gold_completion(ex) if self.gold_winner else None
             pairs += prompt_pairs(ex.id, prompt, [r["completion"] for r in rows], [r["reward"] for r in rows], self.k, self.seed, gold)
         pairs = cap_pairs(pairs, self.max_pairs, self.seed + self.iteration)
-        if not self.pairs_path.exists():
-            write_jsonl(self.pairs_path, [vars(p) for p in pairs])
-        return pair_stats([[r["reward"] for r in by_prompt[ex.id]] for ex in self.examples], pairs)
+        return pairs, pair_stats([[r["reward"] for r in by_prompt[ex.id]] for ex in self.examples], pairs)
 
     # --- training sequences and reference log-probs ---------------------------------------
     def _sequences(self) -> tuple[list[str], list[str], list[str] | None]:
@@ -145,14 +142,12 @@ class IterationData(L.LightningDataModule):
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN."""
         from irpo.module import batch_logps
 
-        if self.reference_path.exists():
-            return
         self.setup()
         model = load_policy(model_dir, dtype, trust_remote_code).to(device).eval()
         total = len(read_jsonl(self.pairs_path))
         chosen = torch.full((total,), float("nan"))
         rejected = torch.full((total,), float("nan"))
-        for batch in self._loader(shuffle=False):
+        for batch in self._loader():
             batch = {k: v.to(device) for k, v in batch.items()}
             logps = batch_logps(model, batch)[0].float().cpu()
             c, r = logps.chunk(2)
@@ -161,11 +156,34 @@ class IterationData(L.LightningDataModule):
             save_file({"chosen": chosen, "rejected": rejected}, str(tmp))
         self.setup()
 
-    def _loader(self, shuffle: bool) -> DataLoader:
-        pad = self.tokenizer.pad_token_id
-        # A generator seeded per iteration makes the batch order reproducible across resumes.
-        gen = torch.Generator().manual_seed(shard_seed(self.seed, self.iteration, -1))
-        return DataLoader(self.items, batch_size=self.micro_batch_size, shuffle=shuffle, generator=gen, collate_fn=partial(collate, pad_id=pad))
+    def _loader(self, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(self.items, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(shuffle=True)
+        done = 0
+        if self.trainer is not None:
+            # Restored from a mid-epoch checkpoint before this is called: skip what was trained on.
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * self.micro_batch_size
+        return self._loader(EpochSampler(len(self.items), shard_seed(self.seed, self.iteration, -1), skip=done))
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation per epoch drawn from (seed, epoch) alone, so any epoch's order can be
+    rebuilt after a restart; `skip` drops the first items of the first epoch served (the
+    ones a resumed run already trained on). Its length stays the full epoch's, which is
+    what Lightning counts a resumed epoch's batches against."""
+
+    def __init__(self, size: int, seed: int, skip: int = 0) -> None:
+        self.size, self.seed, self.skip, self.epoch = size, seed, skip, None
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at each epoch start
+        if self.epoch is not None and epoch != self.epoch:
+            self.skip = 0
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000 + (self.epoch or 0)))
+        yield from order[self.skip :].tolist()
+
+    def __len__(self) -> int:
+        return self.size

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from irpo.artifacts import RunDir, read_jsonl, write_jsonl
+from irpo.config import flat_config
 
 TABLE_COLUMNS = [
     ("iteration", "iteration"),
@@ -16,21 +17,6 @@ TABLE_COLUMNS = [
     ("pairs", "pairs"),
     ("test_accuracy", "test accuracy"),
 ]
-
-
-def flat_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as dotted keys (W&B's filterable columns)."""
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            out[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
 
 
 class RunLogger:

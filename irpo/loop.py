@@ -3,20 +3,22 @@
     evaluate M_t → generate N samples per train prompt with M_t → reward → pairs →
     reference log-probs of M_t → train M_θ from M_t against reference M_t → M_{t+1}
 
-and finally evaluate M_T. Each stage writes its files under iter_<t>/ in the run directory.
+and finally evaluate M_T. Each stage writes its files under iter_<t>/ and is recorded in
+the run manifest; rerunning the same command in the same run directory skips finished
+stages and picks unfinished ones up where they stopped.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from irpo.artifacts import RunDir, read_json, write_json, write_jsonl
-from irpo.config import temperature, validate
+from irpo.artifacts import RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl
+from irpo.config import stage_config, temperature, validate
 from irpo.data import IterationData
 from irpo.errors import UserError
 from irpo.evaluate import evaluate
@@ -36,8 +38,10 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.dry_run or cfg.plan:
         print_plan(cfg, task)
         return None
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
+    stages = Stages(run_dir, partial(stage_config, cfg))
+    stages.check(overwrite=cfg.resume == "overwrite")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     train, test = task.load("train"), task.load("test")
 
@@ -45,33 +49,48 @@ def run(cfg: DictConfig) -> float | None:
         return [render_prompt(tokenizer, task.prompt(ex), cfg.model.chat_template) for ex in examples]
 
     train_prompts, test_prompts = render(train), render(test)
+    train_on = cfg.method.train_on
+    last = 0 if train_on == "none" else cfg.iterations
     logger = RunLogger(cfg, run_dir)
-    last_iteration = 0 if cfg.method.train_on == "none" else cfg.iterations
     model_dir = str(cfg.model.path)
     try:
-        for t in range(last_iteration + 1):
-            iter_dir = run_dir.iter_dir(t)
+        for t in range(last + 1):
+            it = run_dir.iter_dir(t)
+
+            def stage(kind, fn, t=t):
+                if not stages.done(t, kind):
+                    fn()
+                    stages.finish(t, kind)
+
             with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
-                metrics = evaluated(cfg, task, test, test_prompts, generator, iter_dir, t)
-                if t == last_iteration:
+                stage("eval", lambda: evaluate_into(it, generator(), cfg, task, test, test_prompts, t))
+                metrics = read_json(it / "eval.json")
+                if t == last:
                     logger.log_iteration(t, metrics)
                     break
                 data = IterationData(
-                    task, train, train_prompts, iter_dir, t, tokenizer, cfg.method.train_on, cfg.num_samples,
-                    temperature(cfg, t), cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.seed,
-                    cfg.model.max_length, cfg.trainer.micro_batch_size or cfg.trainer.batch_size,
+                    task, train, train_prompts, it, t, tokenizer, train_on, cfg.num_samples, temperature(cfg, t),
+                    cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.seed, cfg.model.max_length,
+                    cfg.trainer.micro_batch_size or cfg.trainer.batch_size,
                 )
-                generations = data.generate(generator) if cfg.method.train_on != "gold" else []
-            if cfg.method.train_on != "gold":
-                metrics |= data.make_pairs(generations)
-                require_pairs(metrics, t)
-            if cfg.method.train_on == "pairs" and cfg.trainer.reference == "precomputed":
-                data.reference_logps(model_dir, cfg.model.dtype, cfg.model.trust_remote_code)
-            new_model_dir, train_metrics = train_policy(cfg, data, model_dir, iter_dir, logger.lightning_loggers(iter_dir))
-            metrics |= {f"train_{k}": v for k, v in train_metrics.items()} | {"dropped_too_long": data.dropped_too_long}
-            write_json(iter_dir / "metrics.json", {"iteration": t, **metrics})
-            logger.log_iteration(t, metrics)
-            model_dir = str(new_model_dir)  # M_{t+1}: the next policy and the next reference
+                if train_on != "gold":
+                    stage("generate", lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations")))
+            if train_on != "gold":
+                pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
+                require_pairs(stats, t)
+                stage("pairs", lambda: write_jsonl(data.pairs_path, [vars(p) for p in pairs]))
+                metrics |= stats
+            if train_on == "pairs" and cfg.trainer.reference == "precomputed":
+                stage("reference", lambda: data.reference_logps(model_dir, cfg.model.dtype, cfg.model.trust_remote_code))
+
+            def train_stage():
+                ckpt_dir = stages.partial_dir(t, "train", "train")
+                trained = train_policy(cfg, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(it))
+                write_json(it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
+
+            stage("train", train_stage)
+            logger.log_iteration(t, read_json(it / "metrics.json"))
+            model_dir = str(it / "model")  # M_{t+1}: the next policy and the next reference
         logger.table()
         return logger.rows[-1]["test_accuracy"]
     finally:
@@ -98,14 +117,11 @@ def open_generator(cfg: DictConfig, task: Task, model_dir: str):
     )
 
 
-def evaluated(cfg, task, test, test_prompts, generator, iter_dir: Path, t: int) -> dict:
-    """M_t's test metrics (iter_<t>/eval.json), computed once."""
-    path = iter_dir / "eval.json"
-    if not path.exists():
-        metrics, records = evaluate(generator(), task, test, test_prompts, cfg.eval.maj_k, cfg.eval.maj_temperature, cfg.seed + t)
-        write_jsonl(iter_dir / "eval_generations.jsonl", records)
-        write_json(path, metrics)
-    return read_json(path)
+def evaluate_into(it, generator, cfg: DictConfig, task: Task, test, test_prompts, t: int) -> None:
+    """M_t's test metrics into iter_<t>/eval.json, one record per problem beside it."""
+    metrics, records = evaluate(generator, task, test, test_prompts, cfg.eval.maj_k, cfg.eval.maj_temperature, cfg.seed + t)
+    write_jsonl(it / "eval_generations.jsonl", records)
+    write_json(it / "eval.json", metrics)
 
 
 def require_pairs(metrics: dict, t: int) -> None:

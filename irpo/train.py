@@ -14,28 +14,26 @@ from irpo.data import IterationData
 from irpo.module import PreferenceModule
 
 
-def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, iter_dir: Path, loggers: list) -> tuple[Path, dict[str, float]]:
-    """Fits M_θ on the iteration's data; returns iter_<t>/model (M_{t+1}) and the last
-    logged training metrics."""
+def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list) -> dict[str, float]:
+    """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
+    left one; saves M_{t+1} to `out` and returns the last logged training metrics."""
     t = cfg.trainer
     module = PreferenceModule(
         model_dir=model_dir, train_on=cfg.method.train_on, beta=cfg.beta, alpha=cfg.alpha, lr=cfg.model.lr,
         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=cfg.model.dtype, reference=t.reference,
         trust_remote_code=cfg.model.trust_remote_code,
     )
-    ckpt_dir = iter_dir / "train" / "checkpoints"
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         max_epochs=t.max_epochs, max_steps=t.max_steps, accumulate_grad_batches=t.batch_size // (t.micro_batch_size or t.batch_size),
         gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps, logger=loggers,
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)],
-        enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(iter_dir / "train"),
+        enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(ckpt_dir),
     )
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
-    out = iter_dir / "model"
+    # weights_only: a checkpoint is data, never code to run on load.
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     with atomic_path(out) as tmp:
         module.policy.save_pretrained(tmp, safe_serialization=True)
         data.tokenizer.save_pretrained(tmp)
-    metrics = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-    return out, metrics
+    return {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}

@@ -51,13 +51,10 @@ def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut a completion at its first stop string, keeping the stop string itself (the final
-    answer line is part of the winner the model learns to end on)."""
-    cut = len(text)
-    for s in stop:
-        i = text.find(s)
-        if i != -1:
-            cut = min(cut, i + len(s))
+    """Cut a completion before its first stop string. A stop string marks where the answer
+    is over (e.g. a few-shot prompt's next "Question:"); it is not part of what the model
+    is rewarded or trained on, and training appends EOS there instead."""
+    cut = min((i for i in (text.find(s) for s in stop) if i != -1), default=len(text))
     return text[:cut]
 
 

@@ -25,5 +25,15 @@ class HFGeneratorConfig(GeneratorConfig):
     device: str = "auto"
 
 
+@dataclass
+class VLLMGeneratorConfig(GeneratorConfig):
+    _target_: str = "irpo.generation.vllm.VLLMGenerator"
+    tensor_parallel_size: int = 1
+    # None: 0.9 with CUDA; 0.5 on CPU, where it is the share of RAM that must be free at start.
+    gpu_memory_utilization: Optional[float] = None
+    max_model_len: Optional[int] = None  # None: the model's context length
+    enforce_eager: Optional[bool] = None  # None: eager on CPU, compiled with CUDA graphs on GPU
+
+
 # conf/generator/<name>.yaml starts its defaults list with `<name>_schema`.
-GENERATOR_SCHEMAS = {"hf": HFGeneratorConfig}
+GENERATOR_SCHEMAS = {"hf": HFGeneratorConfig, "vllm": VLLMGeneratorConfig}

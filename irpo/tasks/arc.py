@@ -108,7 +108,7 @@ def _example(row: loading.Row) -> Example:
     answer = _label(row, row.get("answerKey"))
     if answer not in {label for label, _ in options}:
         row.fail(f"answerKey {row.get('answerKey')!r} is not one of the choices' labels")
-    return Example(id=str(row.get("id")), question=stem.strip(), answer=answer, choices=options)
+    return Example(id=row.get("id"), question=stem.strip(), answer=answer, choices=options)
 
 
 def _label(row: loading.Row, label: object) -> str:

@@ -20,7 +20,7 @@ _FINAL = re.compile(r"Final answer:\s*(-?\d+)")
 
 class ArithTask:
     name = "arith"
-    stop = ("\n",)
+    stop = ()  # a completion ends with the model's EOS, after the answer line's newline
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ zeros ("72.00") do not matter; `extract_answer` returns the canonical form ("108
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from irpo.tasks import loading
 from irpo.tasks.answers import FINAL_WORDS, STOP, anchor, answer_lines, instruction
@@ -29,7 +29,8 @@ HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _ANCHOR = anchor(rf"{FINAL_WORDS}|####")  # the gold solutions end in "#### 72"
 # A sign, an optional currency sign, then 1,234,567 or 1234567, then decimals: "-$1,080.50".
-_NUMBER = re.compile(r"([-\u2212+]?)\s*[$\u20ac\u00a3\u00a5\u20b9]?\s*(\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d))(\.\d+)?")
+# ASCII digits only: what Decimal reads, and what the gold answers use.
+_NUMBER = re.compile(r"([-\u2212+]?)\s*[$\u20ac\u00a3\u00a5\u20b9]?\s*(\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d))(\.\d+)?", re.ASCII)
 
 
 def number(text: str) -> str | None:
@@ -38,10 +39,7 @@ def number(text: str) -> str | None:
     if match is None:
         return None
     sign, whole, decimals = match.groups()
-    try:
-        value = Decimal((whole or "0").replace(",", "") + (decimals or ""))
-    except InvalidOperation:
-        return None
+    value = Decimal((whole or "0").replace(",", "") + (decimals or ""))
     if sign in ("-", "\u2212"):
         value = -value
     text = format(value.normalize(), "f")
@@ -91,4 +89,5 @@ class GSM8KTask:
         return number(bare) if _NUMBER.fullmatch(bare) else None
 
     def is_correct(self, answer: str | None, gold: str) -> bool:
-        return answer is not None and number(answer) is not None and number(answer) == number(gold)
+        value = None if answer is None else number(answer)
+        return value is not None and value == number(gold)

@@ -99,8 +99,6 @@ def _read_array(path: Path, text: str) -> list[Row]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} line {exc.lineno}: not JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON array of objects")
     return [_row(item, f"{path} row {i}") for i, item in enumerate(data, 1)]
 
 

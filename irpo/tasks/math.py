@@ -64,13 +64,21 @@ def unwrap(line: str) -> str:
     until nothing changes, so that unwrapping an unwrapped answer leaves it as it is."""
     while True:
         inner = last_boxed(line) if "\\boxed" in line or "\\fbox" in line else None
-        new = " ".join((inner if inner else line).split()).rstrip(".").strip()
-        for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-            if new.startswith(left) and new.endswith(right) and len(new) >= len(left) + len(right):
-                new = new[len(left) : len(new) - len(right)].strip()
+        # Also markdown's "**" and leading colons, which the "Final answer:" anchor skips too.
+        new = _without_delimiters(" ".join((inner if inner else line).split()).rstrip(".").strip(" *").lstrip(":\uff1a "))
         if new == line:
             return new
         line = new
+
+
+def _without_delimiters(text: str) -> str:
+    """Without enclosing math delimiters: "$5$" -> "5", but not "$5$ and $6$" (two formulas) nor "$5\\$" (an escaped dollar)."""
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        inside = text[len(left) : len(text) - len(right)]
+        enclosed = text.startswith(left) and text.endswith(right) and len(text) >= len(left) + len(right)
+        if enclosed and not inside.endswith("\\") and left not in inside.replace("\\$", ""):
+            return inside.strip()
+    return text
 
 
 _SHOTS = tuple((problem, solution, unwrap(last_boxed(solution) or "")) for problem, solution in SHOTS)
@@ -109,7 +117,7 @@ class MATHTask:
             examples.append(Example(id=str(uid), question=problem, answer=answer, solution=solution))
         if unanswered:
             if not examples:
-                raise UserError(f"{unanswered[0]}: no solution has a \\boxed{{...}} answer")
+                raise UserError(f"{unanswered[0]} (and every other row): the solution has no \\boxed{{...}} answer")
             log.warning("math %s: skipped %d rows whose solution has no \\boxed{...} answer (%s, ...)", split, len(unanswered), unanswered[0])
         return subset(examples, self.sizes[split])
 
@@ -126,8 +134,7 @@ class MATHTask:
             answer = unwrap(line)
             if answer:
                 return answer
-        box = last_boxed(completion)
-        return unwrap(box) if box else None
+        return unwrap(last_boxed(completion) or "") or None
 
     def is_correct(self, answer: str | None, gold: str) -> bool:
         if answer is None:

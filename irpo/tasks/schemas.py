@@ -28,5 +28,32 @@ class ArithTaskConfig(TaskConfig):
     seed: int = 1234
 
 
+@dataclass
+class GSM8KTaskConfig(TaskConfig):
+    _target_: str = "irpo.tasks.gsm8k.GSM8KTask"
+    # A .jsonl/.json/.parquet file (every split) or a directory of split files (train.jsonl,
+    # test.jsonl); None: the hub (openai/gsm8k, main).
+    data_path: Optional[str] = None
+    max_new_tokens: int = 512
+
+
+@dataclass
+class ARCTaskConfig(TaskConfig):
+    _target_: str = "irpo.tasks.arc.ARCTask"
+    # As for GSM8K, with validation.jsonl too; None: the hub (allenai/ai2_arc, ARC-Challenge).
+    data_path: Optional[str] = None
+    include_easy: bool = False  # train also on ARC-Easy's train split (easy_train.jsonl), as the paper does
+    max_new_tokens: int = 512
+
+
+@dataclass
+class MATHTaskConfig(TaskConfig):
+    _target_: str = "irpo.tasks.math.MATHTask"
+    # As for GSM8K; None: the hub (EleutherAI/hendrycks_math, all seven subject configs).
+    data_path: Optional[str] = None
+    max_new_tokens: int = 1024
+    check_timeout_s: int = 5  # math-verify's limit per parse and per comparison
+
+
 # conf/task/<name>.yaml starts its defaults list with `<name>_schema`.
-TASK_SCHEMAS = {"arith": ArithTaskConfig}
+TASK_SCHEMAS = {"arith": ArithTaskConfig, "gsm8k": GSM8KTaskConfig, "arc": ARCTaskConfig, "math": MATHTaskConfig}

@@ -1,0 +1,62 @@
+"""The shipped tiny M_0 and the recipe that rebuilds it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from irpo.models.load import tiny_m0_dir
+from irpo.tasks.arith import ArithTask
+
+M0 = tiny_m0_dir()
+shipped = pytest.mark.skipif(not os.path.exists(os.path.join(M0, "BUILD.json")), reason="tiny_m0 not built")
+
+
+@shipped
+def test_shipped_m0_loads_as_plain_llama():
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(M0, use_safetensors=True)
+    assert type(model) is LlamaForCausalLM
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 1.5e6
+
+
+@shipped
+def test_shipped_tokenizer_round_trips_arith_text():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(M0)
+    task = ArithTask(train_size=20, test_size=20)
+    for ex in task.load("train") + task.load("test"):
+        text = task.prompt(ex) + task.gold_completion(ex)
+        ids = tok(text)["input_ids"]
+        assert ids[0] == tok.bos_token_id
+        assert tok.decode(ids, skip_special_tokens=True) == text
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+
+
+@shipped
+def test_shipped_build_record_is_in_the_useful_range():
+    with open(os.path.join(M0, "BUILD.json")) as f:
+        record = json.load(f)
+    assert 0.05 <= record["greedy_test_accuracy"] <= 0.6
+    assert record["settings"]["steps"] > 0 and record["torch"]
+
+
+def test_build_m0_writes_a_loadable_directory(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from irpo.models.tiny import build_m0
+
+    out = tmp_path / "m0"
+    out.mkdir()
+    (out / "stale.txt").write_text("replaced whole")
+    record = build_m0(str(out), steps=3, batch_size=4, problems=16, hidden=32, layers=1, samples=0)
+    assert sorted(os.listdir(tmp_path)) == ["m0"]  # no temp dir left behind
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / "BUILD.json").read_text()) == record
+    assert 0.0 <= record["greedy_test_accuracy"] <= 1.0
+    AutoModelForCausalLM.from_pretrained(str(out), use_safetensors=True)
+    AutoTokenizer.from_pretrained(str(out))

