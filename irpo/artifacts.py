@@ -12,9 +12,12 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from irpo.failpoints import failpoint
 
 
 def _fsync_dir(path: Path) -> None:
@@ -37,10 +40,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.is_file():
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+        failpoint(f"before-rename:{path.name}")
         if path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        # A failed write (a full disk) names the temporary file, or no file: name the artifact.
+        if exc.filename is None or str(exc.filename).startswith(str(tmp.parent)):
+            exc.filename = str(path)
+        raise
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
@@ -77,11 +86,22 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / "manifest.json"
 
+    def remove_partial_writes(self) -> None:
+        """Delete what a killed process left half-written (`.tmp-*`, never read); a run
+        directory has one writer at a time."""
+        for tmp in sorted(self.root.rglob(".tmp-*"), reverse=True):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
     def iter_dir(self, t: int) -> Path:
         return self.root / f"iter_{t}"
 
     def manifest(self) -> dict:
         return read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
+
+    def event(self, **row: Any) -> None:
+        """Append to events.jsonl, the run's history across restarts (stage starts and ends)."""
+        with open(self.root / "events.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), **row}) + "\n")
 
     def stage(self, name: str) -> dict | None:
         return self.manifest()["stages"].get(name)
@@ -118,8 +138,14 @@ class Stages:
         record = self.run.stage(f"iter_{t}/{kind}")
         return record is not None and record["hash"] == config_hash(self.depends_on(t, kind))
 
-    def finish(self, t: int, kind: str, **info: Any) -> None:
-        self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind), **info)
+    def run_once(self, t: int, kind: str, fn) -> None:
+        """fn() unless the stage is finished; then record it as finished."""
+        if self.done(t, kind):
+            return
+        self.run.event(stage=f"iter_{t}/{kind}", event="start")
+        fn()
+        self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind))
+        self.run.event(stage=f"iter_{t}/{kind}", event="finish")
 
     def check(self, overwrite: bool) -> None:
         """Before any work: every finished stage must still hold under the current config.

@@ -3,6 +3,7 @@ user's mistake (a bad key, value, file or path) into one line on stderr and exit
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Callable
@@ -10,6 +11,8 @@ from typing import Callable
 from omegaconf import OmegaConf
 
 _USER_ERRORS: tuple[type[BaseException], ...] = ()
+# A full disk or quota is the user's to fix, not a bug: the one kind of OSError reported in one line.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def register_all() -> None:
@@ -35,10 +38,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (HydraException, OmegaConfBaseException, ConfigError, ModelLoadError, UserError, StaleStageError)
 
 
+def is_user_error(exc: BaseException) -> bool:
+    return isinstance(exc, user_errors()) or (isinstance(exc, OSError) and exc.errno in DISK_FULL)
+
+
 def one_line(exc: BaseException) -> str:
     """The cause in one line: OmegaConf's `full_key` and message, Hydra's first line."""
     from omegaconf.errors import OmegaConfBaseException
 
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return f"disk full while writing {exc.filename or 'the run directory'} ({exc.strerror}); free space and rerun to resume"
     cause = exc
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
@@ -65,8 +74,8 @@ def exit_on_user_error(fn: Callable[[], object], full_errors: bool) -> object:
     would otherwise print its own multi-line report for the latter."""
     try:
         return fn()
-    except user_errors() as exc:
-        if full_errors:
+    except (*user_errors(), OSError) as exc:
+        if full_errors or not is_user_error(exc):
             raise
         print(f"irpo: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)

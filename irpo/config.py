@@ -101,6 +101,7 @@ class IrpoConfig:
     iterations: int = 3  # T
     temperatures: list[float] = field(default_factory=lambda: [0.8])  # per iteration; last repeats
     seed: int = 0
+    shard_size: int = 256  # prompts per generation shard: the unit a killed generation resumes from
     dry_run: bool = False  # compose, load data, print a prompt and the plan; no weights
     plan: bool = False
     # auto: skip finished stages, refuse if the config changed under one; overwrite: redo
@@ -138,6 +139,7 @@ def validate(cfg: DictConfig) -> None:
         "iterations": cfg.iterations,
         "trainer.batch_size": cfg.trainer.batch_size,
         "model.max_length": cfg.model.max_length,
+        "shard_size": cfg.shard_size,
     }
     for key, value in positive.items():
         if value < 1:
@@ -193,13 +195,26 @@ _NO_EFFECT = (
 )
 
 
+# Keys that shape training only: M_0, and the samples drawn from it, do not depend on them.
+_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "method.", "trainer.")
+
+
 def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:
-    """The config values a stage of iteration t depends on, for the run manifest: everything
-    that shapes M_t and its data (M_t is the product of all earlier iterations), the
-    temperatures up to t, and the eval settings for evaluation only. Raising `iterations`
-    therefore extends a finished run instead of invalidating it."""
-    flat = {k: v for k, v in flat_config(cfg).items() if not k.startswith(_NO_EFFECT)}
-    flat["temperatures"] = [temperature(cfg, i) for i in range(iteration + 1)]
+    """The config values a stage of iteration t depends on, for the run manifest.
+
+    From t = 1 on, M_t is the product of every earlier iteration, so a stage depends on
+    everything that shapes training and data, the temperatures up to t, and (evaluation)
+    the eval settings. At t = 0 evaluation and sampling see only M_0, so training keys are
+    left out there: a changed alpha reuses M_0's evaluation and samples. Raising
+    `iterations` extends a finished run instead of invalidating it."""
+    flat = flat_config(cfg)
+    keep = {k: v for k, v in flat.items() if not k.startswith(_NO_EFFECT)}
+    if iteration == 0 and kind in ("eval", "generate"):
+        keep = {k: v for k, v in keep.items() if not k.startswith(_TRAINING)}
     if kind == "eval":
-        flat |= {k: v for k, v in flat_config(cfg).items() if k.startswith("eval.")}
-    return json.loads(json.dumps(flat, default=str))
+        keep |= {k: v for k, v in flat.items() if k.startswith("eval.")}
+        if iteration == 0:
+            keep = {k: v for k, v in keep.items() if k not in ("num_samples", "shard_size")}
+    # M_t was sampled from at temperatures 0..t-1; this iteration samples at temperature t.
+    keep["temperatures"] = [temperature(cfg, i) for i in range(iteration + (kind != "eval"))]
+    return json.loads(json.dumps(keep, default=str))

@@ -54,7 +54,7 @@ class IterationData(L.LightningDataModule):
         seed: int,
         max_length: int,
         micro_batch_size: int,
-        shard_size: int = 256,
+        shard_size: int,
     ) -> None:
         super().__init__()
         self.task, self.examples, self.prompts, self.out = task, list(examples), list(prompts), Path(out_dir)
@@ -162,8 +162,10 @@ class IterationData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         done = 0
         if self.trainer is not None:
-            # Restored from a mid-epoch checkpoint before this is called: skip what was trained on.
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed * self.micro_batch_size
+            # A mid-epoch checkpoint is restored before this is called: skip what was trained
+            # on. `processed`, not `completed`: checkpoints are written in on_train_batch_end,
+            # after a batch is processed and before Lightning counts it completed.
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.micro_batch_size
         return self._loader(EpochSampler(len(self.items), shard_seed(self.seed, self.iteration, -1), skip=done))
 
 

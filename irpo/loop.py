@@ -39,6 +39,7 @@ def run(cfg: DictConfig) -> float | None:
         print_plan(cfg, task)
         return None
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
+    run_dir.remove_partial_writes()
     stages = Stages(run_dir, partial(stage_config, cfg))
     stages.check(overwrite=cfg.resume == "overwrite")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -57,11 +58,7 @@ def run(cfg: DictConfig) -> float | None:
         for t in range(last + 1):
             it = run_dir.iter_dir(t)
 
-            def stage(kind, fn, t=t):
-                if not stages.done(t, kind):
-                    fn()
-                    stages.finish(t, kind)
-
+            stage = partial(stages.run_once, t)
             with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
                 stage("eval", lambda: evaluate_into(it, generator(), cfg, task, test, test_prompts, t))
                 metrics = read_json(it / "eval.json")
@@ -71,7 +68,7 @@ def run(cfg: DictConfig) -> float | None:
                 data = IterationData(
                     task, train, train_prompts, it, t, tokenizer, train_on, cfg.num_samples, temperature(cfg, t),
                     cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.seed, cfg.model.max_length,
-                    cfg.trainer.micro_batch_size or cfg.trainer.batch_size,
+                    cfg.trainer.micro_batch_size or cfg.trainer.batch_size, cfg.shard_size,
                 )
                 if train_on != "gold":
                     stage("generate", lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations")))
@@ -99,7 +96,9 @@ def run(cfg: DictConfig) -> float | None:
 
 def quiet_libraries() -> None:
     """Lightning prints through its own handler and Hydra's root handler (every line twice),
-    transformers draws a progress bar per model load: keep one copy and no bars."""
+    transformers draws a progress bar per model load: keep one copy and no bars. The CSV
+    logger's warning that iter_<t>/train/ is not empty is a false alarm on every run (the
+    stage stamp and the checkpoints live there)."""
     import logging
     import warnings
 
@@ -107,7 +106,7 @@ def quiet_libraries() -> None:
 
     logging.getLogger("lightning.pytorch").propagate = False
     hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers).*")
+    warnings.filterwarnings("ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|Experiment logs directory).*")
 
 
 def open_generator(cfg: DictConfig, task: Task, model_dir: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from irpo.errors import UserError
 from irpo.loss import dpo_nll_loss, nll_loss, sequence_logps
 from irpo.models.load import load_policy
 
@@ -41,6 +42,7 @@ class PreferenceModule(L.LightningModule):
         dtype: str = "float32",
         reference: str = "precomputed",
         trust_remote_code: bool = False,
+        iteration: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -52,6 +54,7 @@ class PreferenceModule(L.LightningModule):
         logps, counts = batch_logps(self.policy, batch)
         if hp.train_on != "pairs":
             loss = nll_loss(logps, counts)
+            self._check_finite(loss)
             self.log_dict({"train/loss": loss, "train/nll_loss": loss, "train/chosen_logps": logps.mean()}, prog_bar=True)
             return loss
         chosen, rejected = logps.chunk(2)
@@ -61,6 +64,7 @@ class PreferenceModule(L.LightningModule):
         else:
             ref_chosen, ref_rejected = batch["ref_chosen"], batch["ref_rejected"]
         parts = dpo_nll_loss(chosen, rejected, ref_chosen, ref_rejected, counts.chunk(2)[0], hp.beta, hp.alpha)
+        self._check_finite(parts.loss)
         margin = parts.chosen_rewards - parts.rejected_rewards
         self.log_dict(
             {
@@ -75,6 +79,16 @@ class PreferenceModule(L.LightningModule):
             prog_bar=True,
         )
         return parts.loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        # Stopping here, before backward and before this step's checkpoint, keeps the last
+        # checkpoint from before the bad step and leaves no M_{t+1} saved as if trained.
+        if not torch.isfinite(loss):
+            hp = self.hparams
+            raise UserError(
+                f"iteration {hp.iteration}, training step {self.global_step}: the loss is {loss.item()}; "
+                f"lower model.lr (now {hp.lr:g})"
+            )
 
     def configure_optimizers(self):
         hp = self.hparams

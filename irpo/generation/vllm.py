@@ -97,9 +97,9 @@ class VLLMGenerator:
         self.tokenizer = self._proc = self._conn = None
 
     def sample(self, prompts: Sequence[str], n: int, temperature: float, seed: int) -> list[list[str]]:
-        # One seed per prompt, drawn from `seed`: completions do not depend on how the prompts
-        # are batched or sharded, and a prompt repeated in the list gets fresh samples. vLLM
-        # gives the n children of a request seeds seed_i + j, so the draws are 62-bit apart.
+        # One seed per prompt, drawn from `seed`, so that a prompt repeated in the list gets
+        # fresh samples. vLLM seeds the n children of a request seed_i + j: 62-bit draws keep
+        # the prompts' seeds from overlapping.
         rng = random.Random(seed)
         params = [
             self._params(n=n, temperature=temperature, top_p=self.top_p, seed=rng.getrandbits(62))
@@ -111,9 +111,9 @@ class VLLMGenerator:
         return [c for (c,) in self._generate(prompts, [self._params(n=1, temperature=0.0)] * len(prompts))]
 
     def _params(self, **decoding) -> dict:
-        # include_stop_str_in_output: the stop string stays in vLLM's text as in ours; the
-        # returned token ids end at the token that completes it either way.
-        return dict(max_tokens=self.max_new_tokens, stop=self.stop, include_stop_str_in_output=True, **decoding)
+        # A stop string ends generation; the ids returned end with the token that completed
+        # it, and `truncate_at_stop` cuts the text as it does HFGenerator's.
+        return dict(max_tokens=self.max_new_tokens, stop=self.stop, **decoding)
 
     def _generate(self, prompts: Sequence[str], params: list[dict]) -> list[list[str]]:
         if self._proc is None:

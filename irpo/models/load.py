@@ -3,11 +3,17 @@
 Weights are read as safetensors only (`use_safetensors=True`): a pickled checkpoint from an
 untrusted source is refused rather than executed. Remote code runs only when the model
 config asks for it explicitly.
+
+`model.path` is a directory when it exists, starts with `/`, `.` or `~`, or has more than one
+`/` (a hub id is `name` or `owner/name`); otherwise it is a hub id. A directory that is not
+there is reported as such instead of being sent to the hub, and a hub id that cannot be
+fetched (a typo, no network) is reported in one line.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from importlib.resources import files
 
 import torch
@@ -24,9 +30,15 @@ def tiny_m0_dir() -> str:
     return str(files("irpo.models") / "tiny_m0")
 
 
+def _is_local(path: str) -> bool:
+    return os.path.exists(path) or path.startswith(("/", ".", "~")) or path.count("/") > 1
+
+
 def _check_local(path: str, need: str) -> None:
+    if not _is_local(path):
+        return
     if not os.path.isdir(path):
-        return  # a hub id: transformers reports its own errors
+        raise ModelLoadError(f"{path}: no such directory (model.path: a checkpoint directory, or a hub id 'owner/name')")
     names = os.listdir(path)
     if need == "weights" and not any(n.endswith(".safetensors") for n in names):
         raise ModelLoadError(f"{path}: no *.safetensors weights (irpo loads safetensors only)")
@@ -34,11 +46,23 @@ def _check_local(path: str, need: str) -> None:
         raise ModelLoadError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
 
 
+@contextmanager
+def _hub_errors(path: str):
+    try:
+        yield
+    except OSError as exc:
+        if _is_local(path):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"{path}: cannot load from the Hugging Face hub ({first}); set model.path to a local directory") from exc
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     _check_local(path, "tokenizer")
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with _hub_errors(path):
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -50,6 +74,7 @@ def load_policy(path: str, dtype: str = "float32", trust_remote_code: bool = Fal
     _check_local(path, "weights")
     if dtype not in DTYPES:
         raise ModelLoadError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    return AutoModelForCausalLM.from_pretrained(
-        path, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code
-    )
+    with _hub_errors(path):
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code
+        )

@@ -1,0 +1,127 @@
+"""Kill the CLI (SIGKILL, no cleanup) during generation, training and checkpoint saving;
+rerun the same command; the run must end exactly where an uninterrupted one does."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT, run_cli
+from irpo.artifacts import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "iterations=1", "task.train_size=48", "task.test_size=16", "num_samples=4", "eval.maj_k=0",
+    "shard_size=16", "trainer.batch_size=8", "trainer.checkpoint_every_n_steps=2",
+    "trainer.progress_bar=false", "logger=none",
+]
+
+
+def start(run, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+    )
+
+
+def finish(run):
+    proc = run_cli(*SMALL, f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("whole") / "run"
+    finish(run)
+    return run
+
+
+def assert_same_result(run, reference):
+    for name in ("generations.jsonl", "pairs.jsonl"):
+        assert read_jsonl(run / "iter_0" / name) == read_jsonl(reference / "iter_0" / name)
+    ours, theirs = load_file(run / "iter_0/model/model.safetensors"), load_file(reference / "iter_0/model/model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        torch.testing.assert_close(ours[k], theirs[k], atol=1e-5, rtol=1e-4)
+    a, b = json.loads((run / "iter_1/eval.json").read_text()), json.loads((reference / "iter_1/eval.json").read_text())
+    assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1 / 16)
+    assert not list(run.rglob(".tmp-*"))
+
+
+def stage_events(run):
+    return [(e["stage"], e["event"]) for e in read_jsonl(run / "events.jsonl")]
+
+
+def assert_no_stage_ran_twice(run):
+    finished = [s for s, e in stage_events(run) if e == "finish"]
+    assert len(finished) == len(set(finished))
+    # A stage is started again only if it had not finished when the process died.
+    for s, e in stage_events(run):
+        if e == "start":
+            starts = [i for i, (s2, e2) in enumerate(stage_events(run)) if (s2, e2) == (s, "start")]
+            ends = [i for i, (s2, e2) in enumerate(stage_events(run)) if (s2, e2) == (s, "finish")]
+            assert all(i < ends[0] for i in starts)
+
+
+def test_kill_during_generation(tmp_path, reference_run):
+    run = tmp_path / "run"
+    proc = start(run, {"IRPO_FAILPOINT": "before-rename:shard_00001.jsonl"})
+    assert proc.wait(timeout=600) == -signal.SIGKILL
+    shards = run / "iter_0" / "generations"
+    assert [p.name for p in shards.glob("shard_*.jsonl")] == ["shard_00000.jsonl"]
+    assert not (run / "iter_0" / "generations.jsonl").exists()
+    first_shard = (shards / "shard_00000.jsonl").stat().st_mtime_ns
+    finish(run)
+    assert_same_result(run, reference_run)
+    assert_no_stage_ran_twice(run)
+    assert first_shard  # the finished shard was reused: generation restarted at shard 1
+    assert ("iter_0/generate", "start") in stage_events(run)
+
+
+def test_kill_during_training(tmp_path, reference_run):
+    run = tmp_path / "run"
+    proc = start(run)
+    last = run / "iter_0" / "train" / "last.ckpt"
+    deadline = time.time() + 600
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (run / "iter_0" / "model").exists()
+    step = torch.load(last, weights_only=True)["global_step"]
+    finish(run)
+    assert_same_result(run, reference_run)
+    assert_no_stage_ran_twice(run)
+    # Training went on from the checkpoint, not from step 0.
+    log = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert step > 0 and sum(1 for e in log if e == {**e, "stage": "iter_0/train", "event": "start"}) == 2
+
+
+def test_kill_while_saving_the_model(tmp_path, reference_run):
+    run = tmp_path / "run"
+    proc = start(run, {"IRPO_FAILPOINT": "before-rename:model"})
+    assert proc.wait(timeout=600) == -signal.SIGKILL
+    it = run / "iter_0"
+    assert not (it / "model").exists() and list(it.glob(".tmp-model-*/model/model.safetensors"))
+    finish(run)
+    assert_same_result(run, reference_run)
+    assert_no_stage_ran_twice(run)
+
+
+def test_changed_config_is_refused_then_overwritten(tmp_path, reference_run):
+    run = tmp_path / "run"
+    finish(run)
+    proc = run_cli(*SMALL, "num_samples=3", f"hydra.run.dir={run}")
+    assert proc.returncode == 2 and "num_samples" in proc.stderr and "resume=overwrite" in proc.stderr
+    proc = run_cli(*SMALL, "num_samples=3", "resume=overwrite", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(read_jsonl(run / "iter_0" / "generations.jsonl")) == 48 * 3
+    # Evaluation of M_0 did not depend on num_samples: it was kept, not redone.
+    assert [s for s, e in stage_events(run) if e == "finish"].count("iter_0/eval") == 1
