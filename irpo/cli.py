@@ -11,6 +11,7 @@ from typing import Callable
 from omegaconf import OmegaConf
 
 _USER_ERRORS: tuple[type[BaseException], ...] = ()
+
 # A full disk or quota is the user's to fix, not a bug: the one kind of OSError reported in one line.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -43,7 +44,8 @@ def is_user_error(exc: BaseException) -> bool:
 
 
 def one_line(exc: BaseException) -> str:
-    """The cause in one line: OmegaConf's `full_key` and message, Hydra's first line."""
+    """The cause in one line: OmegaConf's `full_key` and message, Hydra's first line, the
+    file a full disk stopped."""
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
