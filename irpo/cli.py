@@ -10,8 +10,6 @@ from typing import Callable
 
 from omegaconf import OmegaConf
 
-_USER_ERRORS: tuple[type[BaseException], ...] = ()
-
 # A full disk or quota is the user's to fix, not a bug: the one kind of OSError reported in one line.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 

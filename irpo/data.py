@@ -26,6 +26,7 @@ from irpo.artifacts import atomic_path, read_jsonl, write_jsonl
 from irpo.batching import collate, encode_examples
 from irpo.generation.base import Generator
 from irpo.models.load import load_policy
+from irpo.errors import UserError
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
@@ -131,6 +132,10 @@ class IterationData(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         prompts, chosen, rejected = self._sequences()
         self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
+        if not self.items:
+            why = (f"all {self.dropped_too_long} are longer than model.max_length={self.max_length}" if prompts
+                   else f"task {self.task.name} has no gold chain of thought" if self.train_on == "gold" else "there are none")
+            raise UserError(f"iteration {self.iteration} has no {self.train_on} sequences to train on: {why}")
         if rejected is not None and self.reference_path.exists():
             ref = load_file(self.reference_path)
             for it in self.items:

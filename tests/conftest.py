@@ -21,3 +21,22 @@ def run_cli(*overrides: str, cwd: Path | None = None, timeout: float = 900, env:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory) -> Path:
+    """A random 2-layer Llama with the tiny tokenizer: what tests load, not what they learn.
+    It never gets an arith answer right, so its samples have no winners."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from irpo.models.tiny_tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("random_llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 import irpo.artifacts
 from irpo.artifacts import atomic_path, write_json, write_jsonl
 from irpo.cli import exit_on_user_error
 from irpo.models.load import ModelLoadError, load_tokenizer
-from irpo.models.tiny_tokenizer import build_tokenizer
 
 # A normal run at the smallest sizes that still reach every stage.
 SMALL = ["task.train_size=8", "task.test_size=4", "num_samples=2", "eval.maj_k=0", "iterations=1", "logger=none",
@@ -34,16 +33,8 @@ def error_line(proc) -> str:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A random tiny Llama: it never gets an arith answer right, so its samples have no winners."""
-    tok = build_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("random_llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+def model_dir(random_model_dir):
+    return random_model_dir
 
 
 # --- data files ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from irpo.batching import collate, encode_examples
 from irpo.models.tiny_tokenizer import build_tokenizer
@@ -12,15 +12,8 @@ from irpo.module import PreferenceModule, batch_logps
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = build_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+def model_dir(random_model_dir):
+    return random_model_dir
 
 
 def test_collate_puts_winners_first_and_masks_only_completions():
