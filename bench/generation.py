@@ -83,6 +83,8 @@ def main() -> None:
             f"model {model_dir}, {len(prompts)} prompts x {args.samples} samples, "
             f"<= {args.max_new_tokens} new tokens, T={args.temperature}, torch threads {torch.get_num_threads()}"
         )
+        # HF's OpenMP threads slow down many times over when other work shares the cores.
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run")
         hf = run(HFGenerator, model_dir, prompts, args)
         vllm = run(VLLMGenerator, model_dir, prompts, args)
 

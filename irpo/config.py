@@ -46,7 +46,7 @@ class TrainerConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     gradient_clip_val: Optional[float] = 1.0
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = 5
     checkpoint_every_n_steps: int = 50  # Lightning checkpoints in iter_<t>/train/ to resume from
     progress_bar: bool = True
     # precomputed: reference log-probs of M_t computed once before training (no second model

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from irpo.artifacts import read_jsonl
 from irpo.models.load import tiny_m0_dir
 
-SMALL = ["iterations=2", "task.train_size=64", "task.test_size=32", "num_samples=4", "eval.maj_k=2", "trainer.progress_bar=false"]
+SMALL = ["iterations=2", "task.train_size=64", "task.test_size=32", "num_samples=4", "eval.maj_k=2", "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,6 @@ def model_dir(tmp_path_factory) -> str:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-
     tok = build_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tok),
@@ -159,5 +158,33 @@ def test_closing_ends_the_engine_and_gives_its_memory_back(model_dir):
     assert len(engine) > 1
     assert not [p for p in engine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     after = tree_rss_mib()
-    # Up: ~2.8 GiB (1 GiB of it KV cache); after: the tokenizer and Python's resource tracker.
+    # Up: ~3 GiB (1 GiB of it KV cache); after: the tokenizer and Python's resource tracker.
     assert up - before > 1024 and after - before < 100, (before, up, after)
+
+
+@pytest.mark.vllm
+def test_closing_after_the_engine_process_died_ends_what_it_left(model_dir):
+    pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
+    psutil = pytest.importorskip("psutil")
+    with pytest.raises(RuntimeError, match="vLLM process exited"):
+        with VLLMGenerator(model_dir, MAX_NEW_TOKENS) as gen:
+            child = psutil.Process(gen._proc.pid)
+            engine = child.children(recursive=True)
+            child.kill()  # as the OOM killer would
+            gen.greedy(PROMPTS[:2])
+    psutil.wait_procs(engine, timeout=10)
+    assert engine and not [p for p in engine if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.vllm
+def test_an_architecture_vllm_lacks_is_a_user_error_naming_it(model_dir, tmp_path):
+    pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
+    import json
+    import shutil
+
+    shutil.copytree(model_dir, tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["IrpoToyForCausalLM"]}))
+    with pytest.raises(UserError, match=r"architecture \['IrpoToyForCausalLM'\]"):
+        with VLLMGenerator(str(tmp_path), MAX_NEW_TOKENS):
+            pass

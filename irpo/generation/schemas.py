@@ -29,7 +29,8 @@ class HFGeneratorConfig(GeneratorConfig):
 class VLLMGeneratorConfig(GeneratorConfig):
     _target_: str = "irpo.generation.vllm.VLLMGenerator"
     tensor_parallel_size: int = 1
-    # None: 0.9 with CUDA; 0.5 on CPU, where it is the share of RAM that must be free at start.
+    # None: 0.9 with CUDA, 0.5 on CPU (there a share of RAM for the KV cache, used only where
+    # VLLM_CPU_KVCACHE_SPACE is set empty: irpo sets it to 1 GiB unless it is set).
     gpu_memory_utilization: Optional[float] = None
     max_model_len: Optional[int] = None  # None: the model's context length
     enforce_eager: Optional[bool] = None  # None: eager on CPU, compiled with CUDA graphs on GPU
