@@ -41,7 +41,11 @@ class HFGenerator:
 
     def sample(self, prompts: Sequence[str], n: int, temperature: float, seed: int) -> list[list[str]]:
         torch.manual_seed(seed)
-        flat = self._generate(prompts, n, dict(do_sample=True, temperature=temperature, top_p=self.top_p))
+        # top_k=0 and no repetition penalty: transformers would otherwise apply its own
+        # top_k=50 (or the model's generation_config), and samples would not be drawn from
+        # the distribution the config names, nor match the vLLM backend's.
+        decoding = dict(do_sample=True, temperature=temperature, top_p=self.top_p, top_k=0, repetition_penalty=1.0)
+        flat = self._generate(prompts, n, decoding)
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def greedy(self, prompts: Sequence[str]) -> list[str]:
@@ -68,8 +72,7 @@ class HFGenerator:
                 attention_mask=mask,
                 max_new_tokens=self.max_new_tokens,
                 num_return_sequences=n,
-                pad_token_id=pad,
-                eos_token_id=tok.eos_token_id,
+                pad_token_id=pad,  # EOS ids come from the model's generation_config (some models have several)
                 stop_strings=self.stop or None,
                 tokenizer=tok if self.stop else None,
                 **decoding,

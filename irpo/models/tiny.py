@@ -73,7 +73,8 @@ def probe(model_dir: str, task: ArithTask, samples: int = 8, temperature: float 
     test = task.load("test")
     with HFGenerator(model_dir, task.max_new_tokens, task.stop) as gen:
         greedy = gen.greedy([task.prompt(ex) for ex in test])
-        stats = {"greedy_test_accuracy": sum(task.is_correct(task.extract_answer(c), ex.answer) for c, ex in zip(greedy, test)) / len(test)}
+        right = [task.is_correct(task.extract_answer(c), ex.answer) for c, ex in zip(greedy, test)]
+        stats = {"greedy_test_accuracy": sum(right) / len(test)}
         if samples:
             train = task.load("train")[:LOOP_PROMPTS]
             outs = gen.sample([task.prompt(ex) for ex in train], samples, temperature, seed)
@@ -146,9 +147,14 @@ def build_m0(
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             record = {
-                "settings": dict(steps=steps, batch_size=batch_size, lr=lr, problems=problems, first_problem=LOOP_PROMPTS,
-                                 hidden=hidden, layers=layers, seed=seed, threads=threads),
-                "task": dict(num_terms=task.num_terms, max_operand=task.max_operand, operators=task.operators, seed=task.seed),
+                "settings": {
+                    "steps": steps, "batch_size": batch_size, "lr": lr, "problems": problems,
+                    "first_problem": LOOP_PROMPTS, "hidden": hidden, "layers": layers, "seed": seed, "threads": threads,
+                },
+                "task": {
+                    "num_terms": task.num_terms, "max_operand": task.max_operand,
+                    "operators": task.operators, "seed": task.seed,
+                },
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "torch": torch.__version__,
                 "final_sft_loss": sum(losses[-20:]) / len(losses[-20:]),
