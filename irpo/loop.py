@@ -98,7 +98,9 @@ def quiet_libraries() -> None:
     """Lightning prints through its own handler and Hydra's root handler (every line twice),
     transformers draws a progress bar per model load: keep one copy and no bars. The CSV
     logger's warning that iter_<t>/train/ is not empty is a false alarm on every run (the
-    stage stamp and the checkpoints live there)."""
+    stage stamp and the checkpoints live there); so are the advice to make the dataloader
+    resumable (data.EpochSampler resumes mid-epoch) and the note that a live reference
+    model is in eval mode (it is frozen on purpose)."""
     import logging
     import warnings
 
@@ -106,7 +108,9 @@ def quiet_libraries() -> None:
 
     logging.getLogger("lightning.pytorch").propagate = False
     hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|Experiment logs directory).*")
+    warnings.filterwarnings(
+        "ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|Experiment logs directory|dataloader is not resumable|in eval mode).*"
+    )
 
 
 def open_generator(cfg: DictConfig, task: Task, model_dir: str):

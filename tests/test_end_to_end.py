@@ -67,3 +67,19 @@ def test_metrics_table_and_wandb(finished_run):
     assert "test accuracy" in proc.stdout and "pairs" in proc.stdout
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert (run / ".hydra" / "config.yaml").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,trained", [("sft_chosen", True), ("sft_gold", True), ("zero_shot", False), ("dpo", True)])
+def test_every_method_runs(tmp_path, method, trained):
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    proc = run_cli("iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=0", "logger=none",
+                   "trainer.progress_bar=false", f"method={method}", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "iter_0" / "model").exists() == trained
+    assert (run / "iter_1" / "eval.json").exists() == trained
+    # Sampling serves the pair-based methods only; SFT on gold CoT needs no samples.
+    assert (run / "iter_0" / "generations.jsonl").exists() == (method in ("sft_chosen", "dpo"))
+    assert (run / "iter_0" / "reference_logps.safetensors").exists() == (method == "dpo")
