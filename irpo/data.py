@@ -142,7 +142,7 @@ class IterationData(L.LightningDataModule):
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
 
     @torch.no_grad()
-    def reference_logps(self, model_dir: str, dtype: str, trust_remote_code: bool, device: str = "cpu") -> None:
+    def reference_logps(self, model_dir: str, dtype: str, trust_remote_code: bool, device: str) -> None:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN."""
         from irpo.module import batch_logps

@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -78,7 +79,8 @@ def run(cfg: DictConfig) -> float | None:
                 stage("pairs", lambda: write_jsonl(data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats
             if train_on == "pairs" and cfg.trainer.reference == "precomputed":
-                stage("reference", lambda: data.reference_logps(model_dir, cfg.model.dtype, cfg.model.trust_remote_code))
+                device = "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+                stage("reference", lambda: data.reference_logps(model_dir, cfg.model.dtype, cfg.model.trust_remote_code, device))
 
             def train_stage():
                 ckpt_dir = stages.partial_dir(t, "train", "train")
