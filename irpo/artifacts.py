@@ -7,6 +7,7 @@ config values it depends on. Resuming is reading the manifest.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -49,6 +50,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # A failed write (a full disk) names the temporary file, or no file: name the artifact.
         if exc.filename is None or str(exc.filename).startswith(str(tmp.parent)):
             exc.filename = str(path)
+        raise
+    except Exception as exc:
+        # torch.save and safetensors report a full disk in their own exception types.
+        if "No space left on device" in str(exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)

@@ -3,6 +3,7 @@ initialised from M_t, and M_{t+1} saved in Hugging Face format for the next gene
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 
 from irpo.artifacts import atomic_path
 from irpo.data import IterationData
+from irpo.errors import UserError
 from irpo.module import PreferenceModule
 
 
@@ -41,8 +43,12 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
         plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(ckpt_dir),
     )
     last = ckpt_dir / "last.ckpt"
-    # weights_only: a checkpoint is data, never code to run on load.
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    try:
+        # weights_only: a checkpoint is data, never code to run on load.
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"{last}: not a checkpoint irpo loads safely ({first}); delete it to retrain this iteration from M_t") from exc
     with atomic_path(out) as tmp:
         module.policy.save_pretrained(tmp, safe_serialization=True)
         data.tokenizer.save_pretrained(tmp)

@@ -220,3 +220,15 @@ def test_other_os_errors_stay_tracebacks():
         exit_on_user_error(lambda: _raise(OSError(errno.EIO, "Input/output error")), full_errors=False)
     with pytest.raises(OSError):
         exit_on_user_error(lambda: _raise(OSError(errno.ENOSPC, "No space left on device")), full_errors=True)
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed: No space left on device"),
+                                    Exception("I/O error: No space left on device (os error 28)")])
+def test_library_disk_full_errors_become_enospc_naming_the_artifact(tmp_path, raised):
+    # torch.save and safetensors' save_file wrap ENOSPC in their own exception types.
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(OSError) as info:
+        with atomic_path(target):
+            raise raised
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert not target.exists() and not list(tmp_path.glob(".tmp-*"))

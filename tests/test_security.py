@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM
 
 from irpo.cli import register_all
+from irpo.errors import UserError
 from irpo.data import IterationData
 from irpo.models.load import ModelLoadError, load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
@@ -134,7 +135,7 @@ def test_a_checkpoint_holding_code_does_not_run_it(tiny_fit, tmp_path):
     ckpt_dir = tmp_path / "train"
     ckpt_dir.mkdir()
     torch.save({"state_dict": _Payload(marker)}, ckpt_dir / "last.ckpt")
-    with pytest.raises(Exception, match="[Ww]eights.only"):
+    with pytest.raises(UserError, match="not a checkpoint irpo loads safely.*delete it"):
         tiny_fit(1, ckpt_dir)
     assert not marker.exists()
 
