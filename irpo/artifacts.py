@@ -10,13 +10,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from irpo.failpoints import failpoint
 
@@ -80,6 +81,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def write_sharded_jsonl(path: Path, shard_dir: Path, size: int, shard_size: int, make_rows: Callable[[int, int, int], list[dict]]) -> None:
+    """The rows of items [0, size) into `path`, made `shard_size` items at a time by
+    make_rows(lo, hi, shard) and each shard written as it finishes, so that a process
+    killed half-way through a long generation resumes at its last finished shard."""
+    paths = [shard_dir / f"shard_{s:05d}.jsonl" for s in range(math.ceil(size / shard_size))]
+    for s, shard in enumerate(paths):
+        if not shard.exists():
+            write_jsonl(shard, make_rows(s * shard_size, min((s + 1) * shard_size, size), s))
+    write_jsonl(path, (row for shard in paths for row in read_jsonl(shard)))
+    shutil.rmtree(shard_dir)
+
+
 def config_hash(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -121,7 +134,7 @@ class RunDir:
 # The stages of one iteration in the order they run, and the files each one owns.
 STAGE_KINDS = ("eval", "generate", "pairs", "reference", "train")
 STAGE_FILES = {
-    "eval": ("eval.json", "eval_generations.jsonl"),
+    "eval": ("eval.json", "eval_generations.jsonl", "eval_shards"),
     "generate": ("generations.jsonl", "generations"),
     "pairs": ("pairs.jsonl",),
     "reference": ("reference_logps.safetensors",),

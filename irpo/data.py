@@ -11,8 +11,6 @@ batches an uninterrupted run would have.
 
 from __future__ import annotations
 
-import math
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
-from irpo.artifacts import atomic_path, read_jsonl, write_jsonl
+from irpo.artifacts import atomic_path, read_jsonl, write_sharded_jsonl
 from irpo.batching import collate, encode_examples
 from irpo.generation.base import Generator
 from irpo.models.load import load_policy
@@ -74,16 +72,12 @@ class IterationData(L.LightningDataModule):
     def generate(self, open_generator: Callable[[], Generator], shard_dir: Path) -> None:
         """N samples per train prompt with M_t, each with its extracted answer and reward,
         into generations.jsonl; finished shards in shard_dir are not sampled again."""
-        n_shards = math.ceil(len(self.prompts) / self.shard_size)
-        shard_paths = [shard_dir / f"shard_{s:05d}.jsonl" for s in range(n_shards)]
-        for s, path in enumerate(shard_paths):
-            if path.exists():
-                continue
-            lo, hi = s * self.shard_size, (s + 1) * self.shard_size
-            samples = open_generator().sample(self.prompts[lo:hi], self.num_samples, self.temperature, shard_seed(self.seed, self.iteration, s))
-            write_jsonl(path, self._rewarded(self.examples[lo:hi], samples))
-        write_jsonl(self.generations_path, (row for path in shard_paths for row in read_jsonl(path)))
-        shutil.rmtree(shard_dir)
+
+        def shard(lo: int, hi: int, s: int) -> list[dict]:
+            seed = shard_seed(self.seed, self.iteration, s)
+            return self._rewarded(self.examples[lo:hi], open_generator().sample(self.prompts[lo:hi], self.num_samples, self.temperature, seed))
+
+        write_sharded_jsonl(self.generations_path, shard_dir, len(self.prompts), self.shard_size, shard)
 
     def _rewarded(self, examples: Sequence[Example], samples: list[list[str]]) -> list[dict]:
         rows = []

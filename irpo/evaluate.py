@@ -29,19 +29,24 @@ def evaluate(
     maj_k: int,
     maj_temperature: float,
     seed: int,
-) -> tuple[dict[str, float], list[dict]]:
-    """Metrics ({"test_accuracy", "maj@k"}) and one record per test problem."""
+) -> list[dict]:
+    """One record per test problem: the greedy completion, its answer and reward, and
+    (maj_k > 0) the majority answer over maj_k samples and its reward."""
     records = []
     for ex, completion in zip(examples, generator.greedy(prompts)):
         answer, r = reward(task, completion, ex)
         records.append({"prompt_id": ex.id, "gold": ex.answer, "greedy": completion, "answer": answer, "reward": r})
-    metrics = {"test_accuracy": sum(r["reward"] for r in records) / max(len(records), 1), "test_size": len(records)}
     if maj_k > 0:
-        votes = 0.0
         for rec, ex, samples in zip(records, examples, generator.sample(prompts, maj_k, maj_temperature, seed)):
-            answers = [reward(task, s, ex)[0] for s in samples]
-            rec["maj_answer"] = majority_vote(answers)
+            rec["maj_answer"] = majority_vote([reward(task, s, ex)[0] for s in samples])
             rec["maj_reward"] = check(task, rec["maj_answer"], ex.answer)
-            votes += rec["maj_reward"]
-        metrics[f"maj@{maj_k}"] = votes / max(len(records), 1)
-    return metrics, records
+    return records
+
+
+def summarize(records: Sequence[dict], maj_k: int) -> dict[str, float]:
+    """{"test_accuracy", "maj@k", "test_size"} of evaluate()'s records."""
+    n = max(len(records), 1)
+    metrics = {"test_accuracy": sum(r["reward"] for r in records) / n, "test_size": len(records)}
+    if maj_k > 0:
+        metrics[f"maj@{maj_k}"] = sum(r["maj_reward"] for r in records) / n
+    return metrics

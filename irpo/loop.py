@@ -18,11 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from irpo.artifacts import RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl
+from irpo.artifacts import RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
-from irpo.data import IterationData
+from irpo.data import IterationData, shard_seed
 from irpo.errors import UserError
-from irpo.evaluate import evaluate
+from irpo.evaluate import evaluate, summarize
 from irpo.generation.base import LazyGenerator, render_prompt
 from irpo.logging import RunLogger
 from irpo.models.load import load_tokenizer
@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> float | None:
 
             stage = partial(stages.run_once, t)
             with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
-                stage("eval", lambda: evaluate_into(it, generator(), cfg, task, test, test_prompts, t))
+                stage("eval", lambda: evaluate_into(it, generator, stages.partial_dir(t, "eval", "eval_shards"), cfg, task, test, test_prompts, t))
                 metrics = read_json(it / "eval.json")
                 if t == last:
                     logger.log_iteration(t, metrics)
@@ -122,11 +122,17 @@ def open_generator(cfg: DictConfig, task: Task, model_dir: str):
     )
 
 
-def evaluate_into(it, generator, cfg: DictConfig, task: Task, test, test_prompts, t: int) -> None:
-    """M_t's test metrics into iter_<t>/eval.json, one record per problem beside it."""
-    metrics, records = evaluate(generator, task, test, test_prompts, cfg.eval.maj_k, cfg.eval.maj_temperature, cfg.seed + t)
-    write_jsonl(it / "eval_generations.jsonl", records)
-    write_json(it / "eval.json", metrics)
+def evaluate_into(it, generator, shard_dir, cfg: DictConfig, task: Task, test, test_prompts, t: int) -> None:
+    """M_t's test metrics into iter_<t>/eval.json, one record per problem beside it; the
+    problems are evaluated in shards so that a killed evaluation resumes too."""
+
+    def shard(lo: int, hi: int, s: int) -> list[dict]:
+        # seed + 1: the maj@k samples are not drawn from the same streams as training samples.
+        seed = shard_seed(cfg.seed + 1, t, s)
+        return evaluate(generator(), task, test[lo:hi], test_prompts[lo:hi], cfg.eval.maj_k, cfg.eval.maj_temperature, seed)
+
+    write_sharded_jsonl(it / "eval_generations.jsonl", shard_dir, len(test), cfg.shard_size, shard)
+    write_json(it / "eval.json", summarize(read_jsonl(it / "eval_generations.jsonl"), cfg.eval.maj_k))
 
 
 def require_pairs(metrics: dict, t: int) -> None:

@@ -1,4 +1,4 @@
-from irpo.evaluate import evaluate, majority_vote
+from irpo.evaluate import evaluate, majority_vote, summarize
 from irpo.tasks.arith import ArithTask
 
 
@@ -31,10 +31,11 @@ def test_evaluate_greedy_and_maj_at_k():
         greedy=[fa(ex[0].answer), fa(999), "no answer"],
         samples=[[fa(1), fa(1), fa(ex[0].answer)], [fa(ex[1].answer), fa(ex[1].answer), fa(7)], ["?", "?", "?"]],
     )
-    metrics, records = evaluate(gen, task, ex, ["p"] * 3, maj_k=3, maj_temperature=0.8, seed=5)
+    records = evaluate(gen, task, ex, ["p"] * 3, maj_k=3, maj_temperature=0.8, seed=5)
+    metrics = summarize(records, maj_k=3)
     assert metrics["test_accuracy"] == 1 / 3 and metrics["maj@3"] == 1 / 3 and metrics["test_size"] == 3
     assert [r["reward"] for r in records] == [1.0, 0.0, 0.0]
     assert [r["maj_answer"] for r in records] == ["1", ex[1].answer, None]
     assert gen.calls == [(3, 0.8, 5)]
-    metrics, _ = evaluate(gen, task, ex, ["p"] * 3, maj_k=0, maj_temperature=0.8, seed=5)
-    assert "maj@0" not in metrics and len(gen.calls) == 1
+    records = evaluate(gen, task, ex, ["p"] * 3, maj_k=0, maj_temperature=0.8, seed=5)
+    assert "maj_answer" not in records[0] and "maj@0" not in summarize(records, maj_k=0) and len(gen.calls) == 1

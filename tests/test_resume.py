@@ -125,3 +125,15 @@ def test_changed_config_is_refused_then_overwritten(tmp_path, reference_run):
     assert len(read_jsonl(run / "iter_0" / "generations.jsonl")) == 48 * 3
     # Evaluation of M_0 did not depend on num_samples: it was kept, not redone.
     assert [s for s, e in stage_events(run) if e == "finish"].count("iter_0/eval") == 1
+
+
+def test_kill_during_evaluation(tmp_path, reference_run):
+    run = tmp_path / "run"
+    proc = start(run, {"IRPO_FAILPOINT": "before-rename:eval_generations.jsonl"})
+    assert proc.wait(timeout=600) == -signal.SIGKILL
+    # The evaluated shard survived the kill; the rerun reads it instead of decoding again.
+    assert list((run / "iter_0" / "eval_shards").glob("shard_*.jsonl"))
+    finish(run)
+    assert_same_result(run, reference_run)
+    assert_no_stage_ran_twice(run)
+    assert read_jsonl(run / "iter_0" / "eval_generations.jsonl") == read_jsonl(reference_run / "iter_0" / "eval_generations.jsonl")
