@@ -20,7 +20,10 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
     n, k, T = cfg.num_samples, cfg.pairs_per_prompt, cfg.iterations
     print("== plan ==")
     print(f"model      {cfg.model.path} ({cfg.model.dtype}), generator {cfg.generator._target_.rsplit('.', 1)[-1]}")
-    print(f"trainer    {cfg.trainer.strategy} on {cfg.trainer.devices} {cfg.trainer.accelerator} device(s) x {cfg.trainer.num_nodes} node(s), batch {cfg.trainer.batch_size} pairs, lr {cfg.model.lr}")
+    tr = cfg.trainer
+    length = f"{tr.max_steps} steps" if tr.max_steps > 0 else f"{tr.max_epochs} epoch(s)"
+    print(f"trainer    {tr.strategy} on {tr.devices} {tr.accelerator} device(s) x {tr.num_nodes} node(s), batch {tr.batch_size} pairs, "
+          f"lr {cfg.model.lr}, {length} per iteration")
     print(f"method     {cfg.method.name}: train on {cfg.method.train_on}, alpha={cfg.alpha}, beta={cfg.beta}")
     print(f"data       {len(train)} train prompts, {len(test)} test problems")
     most = len(train) * k if cfg.max_pairs is None else min(len(train) * k, cfg.max_pairs)
