@@ -104,6 +104,18 @@ class RunDir:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / "manifest.json"
+        self._lock = None
+
+    def lock(self) -> None:
+        """Hold the run directory for this process: a second process in the same directory
+        would write the same files and delete the first one's half-written ones."""
+        import fcntl
+
+        self._lock = open(self.root / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirBusyError(f"{self.root} is in use by another irpo process; wait for it or choose another hydra.run.dir") from None
 
     def remove_partial_writes(self) -> None:
         """Delete what a killed process left half-written (`.tmp-*`, never read); a run
@@ -140,6 +152,10 @@ STAGE_FILES = {
     "reference": ("reference_logps.safetensors",),
     "train": ("train", "model", "metrics.json"),
 }
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process holds the run directory."""
 
 
 class StaleStageError(RuntimeError):

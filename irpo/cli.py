@@ -29,12 +29,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from irpo.artifacts import StaleStageError
+    from irpo.artifacts import RunDirBusyError, StaleStageError
     from irpo.config import ConfigError
     from irpo.errors import UserError
     from irpo.models.load import ModelLoadError
 
-    return (HydraException, OmegaConfBaseException, ConfigError, ModelLoadError, UserError, StaleStageError)
+    return (HydraException, OmegaConfBaseException, ConfigError, ModelLoadError, UserError, StaleStageError, RunDirBusyError)
 
 
 def is_user_error(exc: BaseException) -> bool:

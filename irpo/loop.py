@@ -40,6 +40,7 @@ def run(cfg: DictConfig) -> float | None:
         print_plan(cfg, task)
         return None
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
+    run_dir.lock()
     run_dir.remove_partial_writes()
     stages = Stages(run_dir, partial(stage_config, cfg))
     stages.check(overwrite=cfg.resume == "overwrite")

@@ -140,3 +140,14 @@ def test_kill_during_evaluation(tmp_path, reference_run):
     assert_same_result(run, reference_run)
     assert_no_stage_ran_twice(run)
     assert read_jsonl(run / "iter_0" / "eval_generations.jsonl") == read_jsonl(reference_run / "iter_0" / "eval_generations.jsonl")
+
+
+def test_a_run_directory_has_one_writer(tmp_path):
+    from irpo.artifacts import RunDir
+
+    run = tmp_path / "run"
+    holder = RunDir(run)
+    holder.lock()  # as a run still going in this directory would
+    proc = run_cli(*SMALL, f"hydra.run.dir={run}", timeout=120)
+    assert proc.returncode == 2 and "in use by another irpo process" in proc.stderr
+    assert not (run / "iter_0").exists()
