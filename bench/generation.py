@@ -5,16 +5,14 @@ greedy), and vLLM's speed-up over HF. Needs both backends, so run it in the vLLM
 
     bash .ci/vllm-env.sh && .venv-vllm/bin/python bench/generation.py [--prompts 256 ...]
 
-The model is the shipped tiny M_0 (irpo/models/tiny_m0) when it is there, else a random
-model of the same shape; the prompts are `arith` train problems.
+The model is the shipped tiny M_0 (irpo/models/tiny_m0) unless --model names another; the
+prompts are `arith` train problems.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import tempfile
 import time
 
 import torch
@@ -24,19 +22,6 @@ from irpo.generation.hf import HFGenerator
 from irpo.generation.vllm import VLLMGenerator
 from irpo.models.load import load_tokenizer, tiny_m0_dir
 from irpo.tasks.arith import ArithTask
-
-
-def random_tiny_model(path: str) -> str:
-    from transformers import LlamaForCausalLM
-
-    from irpo.models.tiny import build_config
-    from irpo.models.tiny_tokenizer import build_tokenizer
-
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    LlamaForCausalLM(build_config(len(tok))).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def generated_tokens(tokenizer, completions: list[str]) -> int:
@@ -66,27 +51,24 @@ def run(backend, model_dir: str, prompts: list[str], args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a checkpoint directory (default: tiny M_0, else a random tiny Llama)")
+    parser.add_argument("--model", help="a checkpoint directory (default: the shipped tiny M_0)")
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--samples", type=int, default=8, help="N completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--temperature", type=float, default=0.8)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or tiny_m0_dir()
-        if not args.model and not glob.glob(os.path.join(model_dir, "*.safetensors")):
-            model_dir = random_tiny_model(tmp)
-        tok = load_tokenizer(model_dir)
-        prompts = [render_prompt(tok, ArithTask().prompt(ex)) for ex in ArithTask().load("train")[: args.prompts]]
-        print(
-            f"model {model_dir}, {len(prompts)} prompts x {args.samples} samples, "
-            f"<= {args.max_new_tokens} new tokens, T={args.temperature}, torch threads {torch.get_num_threads()}"
-        )
-        # HF's OpenMP threads slow down many times over when other work shares the cores.
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run")
-        hf = run(HFGenerator, model_dir, prompts, args)
-        vllm = run(VLLMGenerator, model_dir, prompts, args)
+    model_dir = args.model or tiny_m0_dir()
+    tok = load_tokenizer(model_dir)
+    prompts = [render_prompt(tok, ArithTask().prompt(ex)) for ex in ArithTask().load("train")[: args.prompts]]
+    print(
+        f"model {model_dir}, {len(prompts)} prompts x {args.samples} samples, "
+        f"<= {args.max_new_tokens} new tokens, T={args.temperature}, torch threads {torch.get_num_threads()}"
+    )
+    # HF's OpenMP threads slow down many times over when other work shares the cores.
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs before the run")
+    hf = run(HFGenerator, model_dir, prompts, args)
+    vllm = run(VLLMGenerator, model_dir, prompts, args)
 
     print(f"{'backend':<10}{'start-up s':>12}{'sample tok/s':>14}{'greedy tok/s':>14}")
     for name, r in (("hf", hf), ("vllm", vllm)):

@@ -52,3 +52,17 @@ def test_no_engine_outlives_the_run(runs):
     # vLLM titles its engine processes "VLLM::EngineCore" and the like.
     engines = [p for p in psutil.process_iter(["name", "cmdline"]) if "VLLM" in (p.info["name"] or "") + " ".join(p.info["cmdline"] or [])]
     assert not engines
+
+
+def test_generation_bench_prints_both_backends_and_the_ratio():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "bench/generation.py", "--prompts", "8", "--samples", "2", "--max-new-tokens", "8"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if line.split() and line.split()[0] in ("hf", "vllm", "vllm/hf")}
+    assert set(rows) == {"hf", "vllm", "vllm/hf"}
+    assert all(float(v.rstrip("x").replace(",", "")) > 0 for v in rows["vllm/hf"])
