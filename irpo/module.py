@@ -55,7 +55,7 @@ class PreferenceModule(L.LightningModule):
         if hp.train_on != "pairs":
             loss = nll_loss(logps, counts)
             self._check_finite(loss)
-            self.log_dict({"train/loss": loss, "train/nll_loss": loss, "train/chosen_logps": logps.mean()}, prog_bar=True)
+            self._log({"train/loss": loss, "train/nll_loss": loss, "train/chosen_logps": logps.detach().mean()})
             return loss
         chosen, rejected = logps.chunk(2)
         if self.reference is not None:
@@ -66,7 +66,7 @@ class PreferenceModule(L.LightningModule):
         parts = dpo_nll_loss(chosen, rejected, ref_chosen, ref_rejected, counts.chunk(2)[0], hp.beta, hp.alpha)
         self._check_finite(parts.loss)
         margin = parts.chosen_rewards - parts.rejected_rewards
-        self.log_dict(
+        self._log(
             {
                 "train/loss": parts.loss,
                 "train/dpo_loss": parts.dpo,
@@ -75,10 +75,13 @@ class PreferenceModule(L.LightningModule):
                 "train/reward_margin": margin.mean(),
                 "train/chosen_logps": chosen.detach().mean(),
                 "train/rejected_logps": rejected.detach().mean(),
-            },
-            prog_bar=True,
+            }
         )
         return parts.loss
+
+    def _log(self, metrics: dict) -> None:
+        # `iteration` on every row: W&B and metrics.csv curves of all iterations in one run.
+        self.log_dict({**metrics, "iteration": float(self.hparams.iteration)}, prog_bar=True)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         # Stopping here, before backward and before this step's checkpoint, keeps the last

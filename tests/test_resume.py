@@ -1,6 +1,7 @@
 """Kill the CLI (SIGKILL, no cleanup) during generation, training and checkpoint saving;
 rerun the same command; the run must end exactly where an uninterrupted one does."""
 
+import csv
 import json
 import os
 import signal
@@ -103,7 +104,8 @@ def test_kill_during_training(tmp_path, reference_run):
     assert_same_result(run, reference_run)
     assert_no_stage_ran_twice(run)
     # Training went on from the checkpoint, not from step 0: the rerun logged no earlier step.
-    logged = [int(line.split(",")[1]) for line in (run / "iter_0/train/metrics.csv").read_text().splitlines()[1:]]
+    with open(run / "iter_0/train/metrics.csv") as f:
+        logged = [int(row["step"]) for row in csv.DictReader(f)]
     assert step > 0 and min(logged) >= step
 
 
