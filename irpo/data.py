@@ -124,13 +124,16 @@ class IterationData(L.LightningDataModule):
         return self.out / "reference_logps.safetensors"
 
     def setup(self, stage: str | None = None) -> None:
-        prompts, chosen, rejected = self._sequences()
-        self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
+        """Token ids of what this method trains on (encoded once), with the reference
+        log-probs attached once they exist."""
         if not self.items:
-            why = (f"all {self.dropped_too_long} are longer than model.max_length={self.max_length}" if prompts
-                   else f"task {self.task.name} has no gold chain of thought" if self.train_on == "gold" else "there are none")
-            raise UserError(f"iteration {self.iteration} has no {self.train_on} sequences to train on: {why}")
-        if rejected is not None and self.reference_path.exists():
+            prompts, chosen, rejected = self._sequences()
+            self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
+            if not self.items:
+                why = (f"all {self.dropped_too_long} are longer than model.max_length={self.max_length}" if prompts
+                       else f"task {self.task.name} has no gold chain of thought" if self.train_on == "gold" else "there are none")
+                raise UserError(f"iteration {self.iteration} has no {self.train_on} sequences to train on: {why}")
+        if self.items[0]["rejected_ids"] is not None and self.reference_path.exists():
             ref = load_file(self.reference_path)
             for it in self.items:
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
