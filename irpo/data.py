@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, Sampler
 from irpo.artifacts import atomic_path, read_jsonl, write_sharded_jsonl
 from irpo.batching import collate, encode_examples
 from irpo.generation.base import Generator
-from irpo.models.load import load_policy
 from irpo.errors import UserError
+from irpo.models.load import load_policy
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
@@ -146,7 +146,7 @@ class IterationData(L.LightningDataModule):
 
         self.setup()
         model = load_policy(model_dir, dtype, trust_remote_code).to(device).eval()
-        total = len(read_jsonl(self.pairs_path))
+        total = len(self.items) + self.dropped_too_long  # every pair in pairs.jsonl
         chosen = torch.full((total,), float("nan"))
         rejected = torch.full((total,), float("nan"))
         for batch in self._loader():

@@ -37,7 +37,7 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     )
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
-        max_epochs=t.max_epochs, max_steps=t.max_steps, accumulate_grad_batches=t.batch_size // (t.micro_batch_size or t.batch_size),
+        max_epochs=t.max_epochs, max_steps=t.max_steps, accumulate_grad_batches=t.batch_size // data.micro_batch_size,
         gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps, logger=loggers,
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(ckpt_dir),
