@@ -23,6 +23,30 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoraConfig:
+    """PEFT LoRA adapters on the policy; merged into M_{t+1} after each iteration's training."""
+
+    r: int = 0  # adapter rank; 0 = full fine-tuning (the paper's)
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ArchConfig:
+    """What the planner needs to size a run without downloading anything (the Llama-2 hub
+    repositories are gated); None: read from the checkpoint's config.json when it is local."""
+
+    params: Optional[int] = None
+    layers: Optional[int] = None
+    hidden_size: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    heads: Optional[int] = None
+    kv_heads: Optional[int] = None
+    vocab_size: Optional[int] = None
+
+
+@dataclass
 class ModelConfig:
     path: str = MISSING  # a checkpoint directory or a hub id
     dtype: str = "float32"
@@ -30,6 +54,8 @@ class ModelConfig:
     max_length: int = 1024  # prompt + completion tokens; longer pairs are dropped, not cut
     chat_template: bool = True  # render prompts through the tokenizer's template when it has one
     trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)
 
 
 @dataclass
@@ -37,8 +63,12 @@ class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
     num_nodes: int = 1
-    strategy: str = "auto"
+    strategy: str = "auto"  # auto (one process), ddp, fsdp, deepspeed_zero3
     precision: str = "32-true"
+    activation_checkpointing: bool = False  # recompute each decoder layer's activations in backward
+    cpu_offload: bool = False  # fsdp: parameters and optimizer states on the CPU; deepspeed_zero3: optimizer states
+    gpu_memory_gb: Optional[float] = None  # per GPU, for the planner's fit check; None: detected (80 without a GPU)
+    timeout_minutes: int = 720  # collectives between stages wait through hours of generation on other ranks
     batch_size: int = 16  # pairs per optimizer step (the paper's 16)
     micro_batch_size: Optional[int] = None  # pairs per forward; None = batch_size
     max_epochs: int = 1
@@ -126,6 +156,7 @@ def register() -> None:
 _CHOICES = {
     "method.train_on": ("pairs", "winners", "gold", "none"),
     "trainer.reference": ("precomputed", "live"),
+    "trainer.strategy": ("auto", "ddp", "fsdp", "deepspeed_zero3"),
     "logger.wandb.mode": ("offline", "online", "disabled"),
     "resume": ("auto", "overwrite"),
 }
@@ -191,6 +222,7 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 # Keys that change how a run is watched or how far it goes, never what a stage computes.
 _NO_EFFECT = (
     "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
+    "trainer.gpu_memory_gb", "trainer.timeout_minutes", "model.arch.",
     "generator.batch_size", "generator.device", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
 )
 
