@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from irpo.config import temperature
+from irpo.tasks import subsets
 from irpo.tasks.base import Task
 
 
@@ -26,6 +27,7 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
           f"lr {cfg.model.lr}, {length} per iteration")
     print(f"method     {cfg.method.name}: train on {cfg.method.train_on}, alpha={cfg.alpha}, beta={cfg.beta}")
     print(f"data       {len(train)} train prompts, {len(test)} test problems")
+    print(subsets.describe(cfg.task, train=train, test=test))
     most = len(train) * k if cfg.max_pairs is None else min(len(train) * k, cfg.max_pairs)
     for t in range(T):
         print(f"iteration {t}: evaluate M_{t}; sample {len(train)} x {n} = {len(train) * n} completions at T={temperature(cfg, t)}; "

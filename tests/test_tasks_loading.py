@@ -38,12 +38,6 @@ def test_a_file_serves_every_split_and_a_directory_its_split_files():
     assert len(by_dir.load("train")) == 35 and len(by_dir.load("test")) == 25
 
 
-def test_sizes_take_the_first_rows():
-    task = GSM8KTask(data_path=str(FIXTURES / "gsm8k"), train_size=3, test_size=2)
-    assert [e.id for e in task.load("train")] == ["train/0", "train/1", "train/2"]
-    assert len(task.load("test")) == 2
-
-
 def test_json_array_and_parquet_read_like_jsonl(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

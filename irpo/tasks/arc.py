@@ -20,7 +20,8 @@ from pathlib import Path
 from irpo.errors import UserError
 from irpo.tasks import loading
 from irpo.tasks.answers import FINAL_ANSWER, STOP, anchor, answer_lines, instruction
-from irpo.tasks.base import Example, subset
+from irpo.tasks.base import Example
+from irpo.tasks.subsets import subset
 
 HUB_ID = "allenai/ai2_arc"
 _ANSWER = anchor(r"\banswer(?:\s+is)?")  # "Answer: B", "the correct answer is (B)"
@@ -57,8 +58,10 @@ class ARCTask:
         train_size: int | None = None,
         test_size: int | None = None,
         max_new_tokens: int = 512,
+        seed: int = 0,
     ) -> None:
         self.data_path, self.include_easy, self.max_new_tokens = data_path, include_easy, max_new_tokens
+        self.seed = seed
         self.sizes = {"train": train_size, "validation": None, "test": test_size}
 
     def load(self, split: str) -> list[Example]:
@@ -69,7 +72,7 @@ class ARCTask:
             if self.data_path is not None and Path(self.data_path).is_file():
                 raise UserError(f"{self.data_path}: task.include_easy needs task.data_path to be a directory with easy_train.jsonl")
             found += loading.rows(self.data_path, "easy_train", HUB_ID, ("ARC-Easy",), hub_split="train")
-        return subset([_example(row) for row in found], self.sizes[split])
+        return subset([_example(row) for row in found], self.sizes[split], self.seed)
 
     def prompt(self, example: Example) -> str:
         # Sec. 3.2: the GSM8K instruction ending "Final answer: (insert letter here)", 0-shot,

@@ -38,6 +38,10 @@ class ArithTask:
             raise ValueError(f"task.max_operand must be >= 1, got {max_operand}")
         if not operators or set(operators) - set(_OPS):
             raise ValueError(f"task.operators must be drawn from '+-*', got {operators!r}")
+        # train_size / test_size are how many problems to generate, not a draw from a larger
+        # pool (irpo/tasks/subsets.py): the generated stream is already a seeded random
+        # sample, and a pool to draw from would change the default run's data and with it
+        # the accuracies README reports.
         self.sizes = {"train": train_size, "test": test_size}
         self.max_new_tokens = max_new_tokens
         self.num_terms, self.max_operand, self.operators, self.seed = num_terms, max_operand, operators, seed

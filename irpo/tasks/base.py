@@ -8,7 +8,7 @@ cheap); `load(split)` reads it. The reward of a completion is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 Messages = list[dict[str, str]]
 
@@ -22,6 +22,7 @@ class Example:
     answer: str
     solution: str | None = None
     choices: tuple[tuple[str, str], ...] = field(default=())  # (label, text), where the task has them
+    subject: str | None = None  # where the task has subjects (MATH): subsets are stratified by it
 
 
 @runtime_checkable
@@ -58,8 +59,3 @@ def reward(task: Task, completion: str, example: Example) -> tuple[str | None, f
     except Exception:  # noqa: BLE001 - as in check()
         return None, 0.0
     return answer, check(task, answer, example.answer)
-
-
-def subset(examples: Sequence[Example], size: int | None) -> list[Example]:
-    """The first `size` examples (a fixed, reproducible subset for quick runs)."""
-    return list(examples if size is None else examples[:size])

@@ -23,7 +23,8 @@ from decimal import Decimal
 
 from irpo.tasks import loading
 from irpo.tasks.answers import FINAL_WORDS, STOP, anchor, answer_lines, instruction
-from irpo.tasks.base import Example, subset
+from irpo.tasks.base import Example
+from irpo.tasks.subsets import subset
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
@@ -56,8 +57,10 @@ class GSM8KTask:
         train_size: int | None = None,
         test_size: int | None = None,
         max_new_tokens: int = 512,
+        seed: int = 0,
     ) -> None:
         self.data_path, self.max_new_tokens = data_path, max_new_tokens
+        self.seed = seed
         self.sizes = {"train": train_size, "test": test_size}
 
     def load(self, split: str) -> list[Example]:
@@ -71,7 +74,7 @@ class GSM8KTask:
                 row.fail("field 'answer' does not end in a '#### <number>' line")
             solution = _CALCULATOR.sub("", solution).strip()
             examples.append(Example(id=f"{split}/{i}", question=row.get("question").strip(), answer=answer, solution=solution))
-        return subset(examples, self.sizes[split])
+        return subset(examples, self.sizes[split], self.seed)
 
     def prompt(self, example: Example) -> str:
         # Sec. 3.1: zero-shot, "Question: [question here]\nSolution:".

@@ -24,7 +24,8 @@ from functools import lru_cache
 from irpo.errors import UserError
 from irpo.tasks import loading
 from irpo.tasks.answers import STOP, answer_lines, instruction
-from irpo.tasks.base import Example, subset
+from irpo.tasks.base import Example
+from irpo.tasks.subsets import subset
 from irpo.tasks.math_shots import SHOTS
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,10 @@ class MATHTask:
         test_size: int | None = None,
         max_new_tokens: int = 1024,
         check_timeout_s: int = 5,
+        seed: int = 0,
     ) -> None:
         self.data_path, self.max_new_tokens, self.check_timeout_s = data_path, max_new_tokens, check_timeout_s
+        self.seed = seed
         self.sizes = {"train": train_size, "test": test_size}
 
     def load(self, split: str) -> list[Example]:
@@ -114,12 +117,13 @@ class MATHTask:
             if split == "train" and problem in shots:
                 continue  # the prompt's exemplars are not also training prompts
             uid = row.data.get("unique_id") or f"{split}/{row.data.get('type', 'math')}/{i}"
-            examples.append(Example(id=str(uid), question=problem, answer=answer, solution=solution))
+            subject = row.data.get("type") or row.data.get("subject")  # MATH's field; MATH-500's
+            examples.append(Example(id=str(uid), question=problem, answer=answer, solution=solution, subject=subject and str(subject)))
         if unanswered:
             if not examples:
                 raise UserError(f"{unanswered[0]} (and every other row): the solution has no \\boxed{{...}} answer")
             log.warning("math %s: skipped %d rows whose solution has no \\boxed{...} answer (%s, ...)", split, len(unanswered), unanswered[0])
-        return subset(examples, self.sizes[split])
+        return subset(examples, self.sizes[split], self.seed)
 
     def prompt(self, example: Example) -> str:
         # Sec. 3.3: 4 fixed train examples as Question / Solution / Final answer, then the problem.

@@ -11,9 +11,11 @@ from omegaconf import MISSING
 @dataclass
 class TaskConfig:
     _target_: str = MISSING
-    train_size: Optional[int] = None  # first n train prompts each iteration (None: all)
-    test_size: Optional[int] = None  # first n test problems for evaluation (None: all)
+    # A random draw of n rows, stratified by subject where the task has them (irpo/tasks/subsets.py).
+    train_size: Optional[int] = None  # n train prompts each iteration (None: all)
+    test_size: Optional[int] = None  # n test problems for evaluation (None: all)
     max_new_tokens: int = 256
+    seed: int = 0  # draws the train_size / test_size subsets, the same on every run and rank
 
 
 @dataclass
@@ -25,7 +27,7 @@ class ArithTaskConfig(TaskConfig):
     num_terms: int = 3
     max_operand: int = 20
     operators: str = "+-"
-    seed: int = 1234
+    seed: int = 1234  # generates the problems: train_size and test_size are how many
 
 
 @dataclass
