@@ -19,6 +19,15 @@ def run_cli(*overrides: str, cwd: Path | None = None, timeout: float = 900, env:
     )
 
 
+@pytest.fixture(autouse=True)
+def no_hub_probe(monkeypatch):
+    """Tests never reach for the network: in-process, the hub counts as reachable (tests of
+    the probe itself use irpo.hub's functions directly)."""
+    from irpo import hub
+
+    monkeypatch.setattr(hub, "unreachable", lambda: None)
+
+
 @pytest.fixture
 def cli():
     return run_cli

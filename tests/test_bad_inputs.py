@@ -98,7 +98,7 @@ def test_hub_failure_is_one_line(monkeypatch):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your internet connection.")
 
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", offline)
-    with pytest.raises(ModelLoadError, match=r"^owner/name: cannot load from the Hugging Face hub \(We couldn't connect[^\n]*$"):
+    with pytest.raises(ModelLoadError, match=r"^model.path: cannot load owner/name from the Hugging Face hub \(We couldn't connect[^\n]*; pass a local path instead: model.path=<checkpoint directory>$"):
         load_tokenizer("owner/name")
 
 

@@ -18,6 +18,8 @@ from importlib.resources import files
 
 import torch
 
+from irpo import hub
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -48,13 +50,13 @@ def _check_local(path: str, need: str) -> None:
 
 @contextmanager
 def _hub_errors(path: str):
+    offline = None if _is_local(path) else hub.unreachable()
     try:
         yield
     except OSError as exc:
         if _is_local(path):
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"{path}: cannot load from the Hugging Face hub ({first}); set model.path to a local directory") from exc
+        raise ModelLoadError(hub.failure("model.path", path, exc, offline, "checkpoint directory")) from exc
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NoReturn, Sequence
 
+from irpo import hub
 from irpo.errors import UserError
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")
@@ -122,14 +123,11 @@ def _row(data: Any, where: str) -> Row:
 def hub_rows(hub_id: str, config: str, split: str) -> list[Row]:
     import datasets
 
+    offline = hub.unreachable()
     try:
         dataset = datasets.load_dataset(hub_id, config, split=split)
     except Exception as exc:  # noqa: BLE001 - network, auth and missing-dataset errors have many types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(
-            f"cannot load {hub_id} ({config}, {split}) from the Hugging Face hub: {first}; "
-            "set task.data_path to local files instead"
-        ) from exc
+        raise UserError(hub.failure("task.data_path", f"{hub_id} ({config}, {split})", exc, offline, "file or directory")) from exc
     return [Row(data, f"{hub_id} ({config}) {split} row {i}") for i, data in enumerate(dataset, 1)]
 
 
