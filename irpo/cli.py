@@ -17,11 +17,10 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 def register_all() -> None:
     """Config schemas and the `${irpo_asset:name}` resolver (files shipped in the package)."""
     from irpo.config import register
-    from irpo.models.load import tiny_m0_dir
+    from irpo.models.load import ASSETS
 
     register()
-    assets = {"tiny_m0": tiny_m0_dir}
-    OmegaConf.register_new_resolver("irpo_asset", lambda name: assets[name](), replace=True)
+    OmegaConf.register_new_resolver("irpo_asset", lambda name: ASSETS[name](), replace=True)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

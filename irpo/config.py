@@ -14,6 +14,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from irpo.dependencies import describe_files
 from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
 from irpo.tasks.schemas import TASK_SCHEMAS, TaskConfig
 
@@ -238,8 +239,10 @@ def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:
     everything that shapes training and data, the temperatures up to t, and (evaluation)
     the eval settings. At t = 0 evaluation and sampling see only M_0, so training keys are
     left out there: a changed alpha reuses M_0's evaluation and samples. Raising
-    `iterations` extends a finished run instead of invalidating it."""
-    flat = flat_config(cfg)
+    `iterations` extends a finished run instead of invalidating it. Checkpoints and data
+    are recorded by content (irpo/dependencies.py), so a moved checkout or run directory
+    still resumes."""
+    flat = describe_files(flat_config(cfg))
     keep = {k: v for k, v in flat.items() if not k.startswith(_NO_EFFECT)}
     if iteration == 0 and kind in ("eval", "generate"):
         keep = {k: v for k, v in keep.items() if not k.startswith(_TRAINING)}

@@ -32,12 +32,17 @@ def tiny_m0_dir() -> str:
     return str(files("irpo.models") / "tiny_m0")
 
 
-def _is_local(path: str) -> bool:
+# Files shipped in the package, by the name configs use (`${irpo_asset:tiny_m0}`); a run's
+# manifest records them by name and content, not by where the package is installed.
+ASSETS = {"tiny_m0": tiny_m0_dir}
+
+
+def is_local(path: str) -> bool:
     return os.path.exists(path) or path.startswith(("/", ".", "~")) or path.count("/") > 1
 
 
 def _check_local(path: str, need: str) -> None:
-    if not _is_local(path):
+    if not is_local(path):
         return
     if not os.path.isdir(path):
         raise ModelLoadError(f"{path}: no such directory (model.path: a checkpoint directory, or a hub id 'owner/name')")
@@ -50,11 +55,11 @@ def _check_local(path: str, need: str) -> None:
 
 @contextmanager
 def _hub_errors(path: str):
-    offline = None if _is_local(path) else hub.unreachable()
+    offline = None if is_local(path) else hub.unreachable()
     try:
         yield
     except OSError as exc:
-        if _is_local(path):
+        if is_local(path):
             raise
         raise ModelLoadError(hub.failure("model.path", path, exc, offline, "checkpoint directory")) from exc
 
