@@ -26,7 +26,7 @@ from irpo.evaluate import evaluate, summarize
 from irpo.generation.base import LazyGenerator, render_prompt
 from irpo.logging import RunLogger
 from irpo.models.load import load_tokenizer
-from irpo.plan import print_plan
+from irpo.plan import check_fits, print_plan
 from irpo.tasks.base import Task
 from irpo.train import train_policy
 
@@ -39,6 +39,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.dry_run or cfg.plan:
         print_plan(cfg, task)
         return None
+    check_fits(cfg)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.lock()
     run_dir.remove_partial_writes()
