@@ -23,10 +23,11 @@ from irpo.config import stage_config, temperature, validate
 from irpo.data import IterationData, shard_seed
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
+from irpo.fit import check_fits
 from irpo.generation.base import LazyGenerator, render_prompt
 from irpo.logging import RunLogger
 from irpo.models.load import load_tokenizer
-from irpo.plan import check_fits, print_plan
+from irpo.plan import print_plan
 from irpo.tasks.base import Task
 from irpo.train import train_policy
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from irpo import plan, planner
+from irpo import fit, plan, planner
 from irpo.cli import register_all
 from irpo.errors import UserError
 from irpo.models.load import tiny_m0_dir
-from irpo.planner import GiB, Arch, Training
+from irpo.planner import Arch, GiB, Training
 
 CONF = Path(__file__).parents[1] / "conf"
 SHARED = Path(__file__).parents[2] / "shared" / "data"
@@ -155,21 +155,21 @@ def composer():
         yield lambda *overrides: compose("config", overrides=list(overrides))
 
 
-NO_GPU = plan.Machine(gpus=0, gpu_bytes=None, host_bytes=24 * GiB)
-H100S = plan.Machine(gpus=8, gpu_bytes=80 * GiB, host_bytes=2048 * GiB)
+NO_GPU = fit.Machine(gpus=0, gpu_bytes=None, host_bytes=24 * GiB)
+H100S = fit.Machine(gpus=8, gpu_bytes=80 * GiB, host_bytes=2048 * GiB)
 
 
 @pytest.fixture
 def on(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    return lambda found: monkeypatch.setattr(plan, "machine", lambda: found)
+    return lambda found: monkeypatch.setattr(fit, "machine", lambda: found)
 
 
 @pytest.mark.parametrize("experiment", ("paper_gsm8k", "paper_arc", "paper_math"))
 def test_paper_presets_fit_their_gpus(composer, on, experiment):
     cfg = composer(f"experiment={experiment}")
     on(H100S)
-    plan.check_fits(cfg)  # a node of the preset's 8 x 80 GiB GPUs: nothing refused
+    fit.check_fits(cfg)  # a node of the preset's 8 x 80 GiB GPUs: nothing refused
     lines = plan.resource_lines(cfg, 7473, 1319)
     assert any(line.startswith("total") and line.endswith("fits") for line in lines)
     assert any(line.startswith("KV cache") and line.endswith("fits") for line in lines)
@@ -178,27 +178,27 @@ def test_paper_presets_fit_their_gpus(composer, on, experiment):
 def test_a_70b_run_on_this_kind_of_machine_is_refused_with_what_to_run_instead(composer, on):
     on(NO_GPU)
     with pytest.raises(UserError, match=r"68.98B params\) does not fit this machine: training needs .* no GPU; run it on GPUs: trainer=fsdp"):
-        plan.check_fits(composer("task=arc", "model=llama2_70b"))
+        fit.check_fits(composer("task=arc", "model=llama2_70b"))
 
 
 def test_too_few_gpus_are_refused_with_the_smallest_change(composer, on):
     on(H100S)
     with pytest.raises(UserError, match=r"each of its GPUs has 80.0 GiB .*; set trainer.num_nodes=2"):
-        plan.check_fits(composer("experiment=paper_gsm8k", "trainer.num_nodes=1"))
+        fit.check_fits(composer("experiment=paper_gsm8k", "trainer.num_nodes=1"))
 
 
 def test_a_gpu_trainer_without_a_gpu_is_refused(composer, on):
     on(NO_GPU)
     with pytest.raises(UserError, match="trainer.accelerator=gpu needs a GPU"):
-        plan.check_fits(composer("trainer=gpu"))
+        fit.check_fits(composer("trainer=gpu"))
 
 
 def test_the_default_run_and_unknown_models_pass(composer, on):
     on(NO_GPU)
-    plan.check_fits(composer())
+    fit.check_fits(composer())
     cfg = composer("model.path=someone/some-model")  # a hub id without arch numbers: nothing to plan with
-    assert plan.resolve_arch(cfg.model) is None
-    plan.check_fits(cfg)
+    assert fit.resolve_arch(cfg.model) is None
+    fit.check_fits(cfg)
 
 
 def test_prompt_counts_without_data_are_the_known_split_sizes(composer):
@@ -222,9 +222,9 @@ def test_known_split_sizes_match_the_data(composer):
 
 def test_changes_that_fit_are_checked_by_the_planner(composer):
     cfg = composer("experiment=paper_gsm8k", "trainer.num_nodes=1", "model.max_length=4096")
-    t = plan.training(cfg, L70, 8, 1)
+    t = fit.training(cfg, L70, 8, 1)
     usable = int(72 * GiB)
-    changes = plan.changes_that_fit(cfg, L70, t, usable)
+    changes = fit.changes_that_fit(cfg, L70, t, usable)
     # 2 nodes (the batch of 16 splits over 8 or 16 ranks) do not fit 4096-token pairs; no max_length <= 2048 fits 8 GPUs.
     assert changes == ["trainer.cpu_offload=true", "model.lora.r=16 (on q_proj,k_proj,v_proj,o_proj)"]
     assert planner.fits(L70, replace(t, cpu_offload=True), usable) and not planner.fits(L70, t, usable)

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from irpo.cli import register_all
 from irpo.config import validate
-from irpo.plan import resolve_arch
+from irpo.fit import resolve_arch
 from irpo.planner import count_params
 from irpo.tasks.base import Task
 
