@@ -205,7 +205,7 @@ def check_fits(cfg: DictConfig) -> None:
     if train > where.usable:
         mem = planner.training_memory(arch, t)
         need = (f"training needs {gib(train)} per rank: {gib(mem.total - mem.activations)} of model states ({planner.rule(t)}) "
-                f"and {gib(mem.activations)} of activations at max_length {cfg.model.max_length}")
+                f"and {gib(mem.activations)} of activations ({t.tokens} tokens a micro-batch)")
     else:
         need = f"generation needs {gib(g.weights)} of weights"
     if where.device == "CPU":

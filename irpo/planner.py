@@ -235,7 +235,7 @@ def rule(t: Training) -> str:
     if t.sharded:
         where = "on the host" if t.cpu_offload else f"sharded over {t.world} ranks"
         return f"fsdp: {states} {where}, + 1 unit gathered unsharded (weights + gradient)"
-    return f"{t.strategy}: {states} on every rank (not sharded)"
+    return f"{t.strategy}: {states} on every rank, not sharded"
 
 
 def fits(arch: Arch, t: Training, usable: int, host_usable: int | None = None) -> bool:
