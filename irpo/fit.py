@@ -22,6 +22,7 @@ from irpo.planner import Arch, GiB, Training
 HEADROOM = 0.10
 DEFAULT_GPU_GIB = 80.0  # A100 / H100 80 GB: what a plan on a machine without GPUs is sized for
 GPUS_PER_NODE = 8  # a node, where the config does not name a GPU count
+
 # (prompt, completion) tokens of a typical example, for the cost estimate. Prompts: the mean
 # rendered prompt in ../shared/data (GSM8K 419, ARC 436, MATH 4-shot 2,015 characters) at ~3.5
 # characters per Llama-2 token (it splits numbers into digits), plus the chat template; arith:
@@ -50,6 +51,7 @@ class Target:
         if self.device == "GPU" and cfg.generator._target_.endswith("VLLMGenerator"):
             return int(self.capacity * (cfg.generator.gpu_memory_utilization or 0.9))
         return self.usable
+
 
 def resolve_arch(model: DictConfig) -> Arch | None:
     """model.arch, its unset numbers read from the checkpoint's config.json when it is local;
@@ -153,10 +155,11 @@ def changes_that_fit(cfg: DictConfig, arch: Arch, t: Training, usable: int, gpus
     return out
 
 
-def even_splits(cfg: DictConfig, per_node: int) -> list[int]:
+def even_splits(cfg: DictConfig, per_node: int, micro: int | None = None) -> list[int]:
     """Node counts over whose ranks the batch splits evenly (batch = micro-batch x ranks x accumulation)."""
-    micro = cfg.trainer.micro_batch_size or cfg.trainer.batch_size
-    return [n for n in range(1, cfg.trainer.batch_size + 1) if cfg.trainer.batch_size % (micro * per_node * n) == 0]
+    batch = cfg.trainer.batch_size
+    micro = micro or cfg.trainer.micro_batch_size or batch
+    return [n for n in range(1, batch + 1) if batch % (micro * per_node * n) == 0]
 
 
 def gpu_plan(cfg: DictConfig, arch: Arch) -> str:
@@ -167,7 +170,7 @@ def gpu_plan(cfg: DictConfig, arch: Arch) -> str:
     sequences = 2 if cfg.method.train_on == "pairs" else 1
     t = replace(training(cfg, arch, GPUS_PER_NODE, 1), strategy="fsdp", precision="bf16-mixed", checkpointing=True,
                 weight_bytes=2, tokens=sequences * cfg.model.max_length)
-    counts = [n for n in range(1, cfg.trainer.batch_size + 1) if cfg.trainer.batch_size % (GPUS_PER_NODE * n) == 0] or [1]
+    counts = even_splits(cfg, GPUS_PER_NODE, micro=1) or [1]
     nodes, offload = planner.min_nodes(arch, t, usable, counts), ""
     if nodes is None:
         nodes, offload = counts[-1], " trainer.cpu_offload=true"
@@ -181,6 +184,7 @@ def gib(n: float) -> str:
 
 def count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
 
 def check_fits(cfg: DictConfig) -> None:
     """Refuses, before any data or weights are read, a run that cannot fit this machine: a GPU
@@ -204,7 +208,7 @@ def check_fits(cfg: DictConfig) -> None:
            f"it has {gib(where.capacity)} of RAM ({gib(where.usable)} usable per rank) and no GPU")
     if train > where.usable:
         mem = planner.training_memory(arch, t)
-        need = (f"training needs {gib(train)} per rank: {gib(mem.total - mem.activations)} of model states ({planner.rule(t)}) "
+        need = (f"training needs {gib(train)} per rank: {gib(mem.total - mem.activations)} of weights, gradients and optimizer states ({planner.rule(t)}) "
                 f"and {gib(mem.activations)} of activations ({t.tokens} tokens a micro-batch)")
     else:
         need = f"generation needs {gib(g.weights)} of weights"
