@@ -152,7 +152,7 @@ class Training:
     nodes: int
     precision: str
     weight_bytes: int  # of the model dtype (the frozen LoRA base, a live reference)
-    tokens: int  # per rank per forward: sequences x max_length
+    tokens: int  # per rank per forward: micro-batch x sequences per item (2 for a pair) x max_length
     checkpointing: bool
     cpu_offload: bool
     live_reference: bool
@@ -238,9 +238,9 @@ def rule(t: Training) -> str:
     return f"{t.strategy}: {states} on every rank, not sharded"
 
 
-def fits(arch: Arch, t: Training, usable: int, host_usable: int | None = None) -> bool:
-    m = training_memory(arch, t)
-    return m.total <= usable and (host_usable is None or m.host * t.gpus_per_node <= host_usable)
+def fits(arch: Arch, t: Training, usable: int) -> bool:
+    """Whether one rank's training memory fits `usable` bytes (what is offloaded to the host is not counted)."""
+    return training_memory(arch, t).total <= usable
 
 
 def min_nodes(arch: Arch, t: Training, usable: int, counts: Iterable[int] = range(1, 513)) -> int | None:
@@ -249,7 +249,7 @@ def min_nodes(arch: Arch, t: Training, usable: int, counts: Iterable[int] = rang
 
 
 def min_gpus(arch: Arch, t: Training, usable: int, most: int = 4096) -> int | None:
-    """The fewest GPUs (any count, one node's worth of host memory ignored) on which t fits."""
+    """The fewest GPUs on which t fits, by memory alone (not asking whether the batch splits evenly over them)."""
     for n in range(1, most + 1):
         if fits(arch, replace(t, gpus_per_node=n, nodes=1), usable):
             return n
