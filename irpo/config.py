@@ -115,6 +115,18 @@ class EvalConfig:
 
 
 @dataclass
+class PlannerConfig:
+    """Assumptions of the memory and cost planner (irpo/planner.py, printed by plan=true); they
+    change no stage."""
+
+    gpu: str = "h100"  # whose dense bf16 peak prices GPU-hours: a100, h100, h200
+    train_utilization: float = 0.4  # achieved / peak FLOP/s in training (FSDP on Llama-2-70B: 0.35-0.45 is usual)
+    generate_utilization: float = 0.15  # in vLLM sampling: decoding reads every weight per step, far below peak
+    prompt_tokens: Optional[int] = None  # mean prompt length; None: the task's typical (irpo/plan.py)
+    completion_tokens: Optional[int] = None  # mean completion length; None: the task's typical, capped by max_new_tokens
+
+
+@dataclass
 class IrpoConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
@@ -123,6 +135,7 @@ class IrpoConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
     alpha: float = 1.0  # weight of the winner NLL term (Eq. 1, v3); 0 is plain DPO
     beta: float = 0.1
     num_samples: int = 8  # N completions per train prompt
@@ -160,6 +173,7 @@ _CHOICES = {
     "trainer.strategy": ("auto", "ddp", "fsdp", "deepspeed_zero3"),
     "logger.wandb.mode": ("offline", "online", "disabled"),
     "resume": ("auto", "overwrite"),
+    "planner.gpu": ("a100", "h100", "h200"),
 }
 
 
@@ -185,6 +199,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"temperatures must be a non-empty list of values >= 0, got {list(cfg.temperatures)}")
     if not 0 < cfg.generator.top_p <= 1:
         raise ConfigError(f"generator.top_p must be in (0, 1], got {cfg.generator.top_p}")
+    for key in ("train_utilization", "generate_utilization"):
+        if not 0 < cfg.planner[key] <= 1:
+            raise ConfigError(f"planner.{key} must be in (0, 1], got {cfg.planner[key]}")
     if cfg.eval.maj_k < 0:
         raise ConfigError(f"eval.maj_k must be >= 0, got {cfg.eval.maj_k}")
     micro = cfg.trainer.micro_batch_size
@@ -223,7 +240,7 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 # Keys that change how a run is watched or how far it goes, never what a stage computes.
 _NO_EFFECT = (
     "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
-    "trainer.gpu_memory_gb", "trainer.timeout_minutes", "model.arch.",
+    "trainer.gpu_memory_gb", "trainer.timeout_minutes", "model.arch.", "planner.",
     "generator.batch_size", "generator.device", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
 )
 

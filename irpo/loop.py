@@ -23,6 +23,7 @@ from irpo.config import stage_config, temperature, validate
 from irpo.data import IterationData, shard_seed
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
+from irpo.fit import check_fits
 from irpo.generation.base import LazyGenerator, render_prompt
 from irpo.logging import RunLogger
 from irpo.models.load import load_tokenizer
@@ -39,6 +40,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.dry_run or cfg.plan:
         print_plan(cfg, task)
         return None
+    check_fits(cfg)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.lock()
     run_dir.remove_partial_writes()

@@ -1,23 +1,40 @@
-"""`dry_run=true` / `plan=true`: what a run would do, without loading any weights."""
+"""`dry_run=true` / `plan=true`: what a run would do, without loading any weights: the work of
+each iteration, the memory of a training rank and of a generation engine, and the cost of an
+iteration (irpo/planner.py's arithmetic on irpo/fit.py's view of the config).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from omegaconf import DictConfig
 
+from irpo import fit, planner
 from irpo.config import temperature
+from irpo.planner import Arch, Training
 from irpo.tasks import subsets
 from irpo.tasks.base import Task
 
+# Split sizes of the hub data (the same files are in ../shared/data, each with its SOURCE.md):
+# GSM8K 7,473 / 1,319; ARC-Challenge 1,119 (+ ARC-Easy train 2,251) / 1,172; MATH 7,500 less
+# the 4 prompt exemplars and 2 rows without a \boxed answer / 5,000.
+SPLIT_SIZES = {"gsm8k": (7473, 1319), "arc": (1119, 1172), "math": (7494, 5000)}
+ARC_EASY_TRAIN = 2251
+
 
 def print_plan(cfg: DictConfig, task: Task) -> None:
-    """Loads and formats the data (so a bad path or row fails now), prints one rendered
-    prompt and the work each iteration does."""
-    train, test = task.load("train"), task.load("test")
-    prompt = task.prompt(train[0])
-    rendered = prompt if isinstance(prompt, str) else "\n".join(f"[{m['role']}] {m['content']}" for m in prompt)
-    template = " (the model's chat template is applied at run time)" if cfg.model.chat_template else ""
-    print(f"== prompt for train example {train[0].id}{template} ==\n{rendered}")
-    print(f"== gold answer: {train[0].answer}")
+    """dry_run: loads and formats the data (so a bad path or row fails now) and prints one
+    rendered prompt; both: the work each iteration does, its memory and its cost."""
+    splits = local_splits(cfg, task)
+    if cfg.dry_run:
+        splits = splits or (task.load("train"), task.load("test"))
+        train = splits[0]
+        prompt = task.prompt(train[0])
+        rendered = prompt if isinstance(prompt, str) else "\n".join(f"[{m['role']}] {m['content']}" for m in prompt)
+        template = " (the model's chat template is applied at run time)" if cfg.model.chat_template else ""
+        print(f"== prompt for train example {train[0].id}{template} ==\n{rendered}")
+        print(f"== gold answer: {train[0].answer}")
+    n_train, n_test = prompt_counts(cfg, task, splits)
     n, k, T = cfg.num_samples, cfg.pairs_per_prompt, cfg.iterations
     print("== plan ==")
     print(f"model      {cfg.model.path} ({cfg.model.dtype}), generator {cfg.generator._target_.rsplit('.', 1)[-1]}")
@@ -26,10 +43,122 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
     print(f"trainer    {tr.strategy} on {tr.devices} {tr.accelerator} device(s) x {tr.num_nodes} node(s), batch {tr.batch_size} pairs, "
           f"lr {cfg.model.lr}, {length} per iteration")
     print(f"method     {cfg.method.name}: train on {cfg.method.train_on}, alpha={cfg.alpha}, beta={cfg.beta}")
-    print(f"data       {len(train)} train prompts, {len(test)} test problems")
-    print(subsets.describe(cfg.task, train=train, test=test))
-    most = len(train) * k if cfg.max_pairs is None else min(len(train) * k, cfg.max_pairs)
+    print(f"data       {n_train} train prompts, {n_test} test problems")
+    if splits is not None:
+        print(subsets.describe(cfg.task, train=splits[0], test=splits[1]))
+    most = n_train * k if cfg.max_pairs is None else min(n_train * k, cfg.max_pairs)
     for t in range(T):
-        print(f"iteration {t}: evaluate M_{t}; sample {len(train)} x {n} = {len(train) * n} completions at T={temperature(cfg, t)}; "
+        print(f"iteration {t}: evaluate M_{t}; sample {n_train} x {n} = {n_train * n} completions at T={temperature(cfg, t)}; "
               f"at most {most} pairs; train M_{t + 1}")
     print(f"iteration {T}: evaluate M_{T} (greedy" + (f", maj@{cfg.eval.maj_k}" if cfg.eval.maj_k else "") + ")")
+    print("\n".join(resource_lines(cfg, n_train, n_test)))
+
+
+def local_splits(cfg: DictConfig, task: Task):
+    """(train, test) examples when the data is local (a data_path, or a generated task): the
+    plan counts them and shows the subset drawn; None for hub data, which is not downloaded."""
+    if getattr(task, "data_path", "generated") is None:
+        return None
+    return task.load("train"), task.load("test")
+
+
+def prompt_counts(cfg: DictConfig, task: Task, splits) -> tuple[int, int]:
+    """Train prompts and test problems: counted in local data (`splits`), else the hub's known
+    split sizes cut by task.*_size; nothing is downloaded."""
+    if splits is not None:
+        return len(splits[0]), len(splits[1])
+    train, test = SPLIT_SIZES[task.name]
+    train += ARC_EASY_TRAIN if cfg.task.get("include_easy") else 0
+    return min(train, cfg.task.train_size or train), min(test, cfg.task.test_size or test)
+
+def hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 10 else f"{h:.2g}"
+
+
+
+def resource_lines(cfg: DictConfig, n_train: int, n_test: int) -> list[str]:
+    """The plan's sections: training memory per rank, generation memory, cost."""
+    arch = fit.resolve_arch(cfg.model)
+    if arch is None:
+        return ["memory      unknown: model.path is not a local checkpoint and model.arch is not set (set model.arch.* to plan)"]
+    found = fit.machine()
+    per_node, nodes = fit.layout(cfg, found)
+    t = fit.training(cfg, arch, per_node, nodes)
+    where = fit.target(cfg, found, per_node, planning=True)
+    mem = planner.training_memory(arch, t)
+    each = f"{fit.gib(where.capacity)} per GPU" if where.device == "GPU" else f"{fit.gib(where.capacity)} of RAM shared by {per_node} rank(s)"
+    lines = [f"== training memory per rank: {t.world} rank(s) = {t.nodes} node(s) x {t.gpus_per_node}, {each}, "
+             f"{fit.gib(where.usable)} usable per rank ({fit.HEADROOM:.0%} headroom) ==",
+             f"model       {fit.count(arch.params)} params, {arch.layers} layers, hidden {arch.hidden}, MLP {arch.intermediate}, "
+             f"heads {arch.heads} ({arch.kv_heads} KV), vocab {arch.vocab}",
+             f"rule        {planner.rule(t)}"]
+    micro = cfg.trainer.micro_batch_size or cfg.trainer.batch_size
+    other = planner.activation_bytes(arch, t.tokens, planner.compute_bytes(t.precision), not t.checkpointing)
+    notes = {"gathered": " (one layer unsharded while it computes)" if mem.gathered else "",
+             "activations": f" ({micro} item(s), {t.tokens} tokens at max_length {cfg.model.max_length}; "
+                            f"{fit.gib(other)} {'without' if t.checkpointing else 'with'} activation checkpointing)",
+             "reference": " (live)" if t.live_reference else " (precomputed before training)"}
+    for name in ("weights", "gradients", "optimizer", "gathered", "activations", "reference"):
+        lines.append(f"{name:<12}{fit.gib(getattr(mem, name))}{notes.get(name, '')}")
+    if mem.host:
+        lines.append(f"host        {fit.gib(mem.host * t.gpus_per_node)} per node in CPU memory (offloaded)")
+    lines.append(f"total       {fit.gib(mem.total)} of {fit.gib(where.usable)}: " + ("fits" if mem.total <= where.usable else "does NOT fit"))
+    if mem.total > where.usable:
+        changes = fit.changes_that_fit(cfg, arch, t, where.usable, gpus=where.device == "GPU")
+        otherwise = "no single change: combine more nodes, cpu_offload and LoRA" if where.device == "GPU" else f"run on GPUs: {fit.gpu_plan(cfg, arch)}"
+        lines.append("to fit      " + ("; or ".join(changes) or otherwise))
+    if where.device == "GPU":
+        counts = []
+        for strategy, offload in (("fsdp", False), ("deepspeed_zero3", False), ("fsdp", True), ("deepspeed_zero3", True)):
+            need = planner.min_gpus(arch, replace(t, strategy=strategy, cpu_offload=offload), where.usable)
+            mine = " (this plan's rule)" if (strategy, offload) == (t.strategy, t.cpu_offload) else ""
+            host = planner.training_memory(arch, replace(t, strategy=strategy, cpu_offload=offload)).host * t.world if offload else 0
+            counts.append(f"{strategy}{' + cpu_offload' if offload else ''}{mine} {need or '> 4096'}" + (f" ({fit.gib(host)} on hosts)" if host else ""))
+        lines.append(f"GPUs        this training needs at least, of {fit.gib(where.capacity)}: " + ", ".join(counts))
+    return lines + generation_lines(cfg, arch, where, t.world) + cost_lines(cfg, arch, t, n_train, n_test)
+
+
+def generation_lines(cfg: DictConfig, arch: Arch, where: fit.Target, world: int) -> list[str]:
+    prompt, _, most = fit.lengths(cfg)
+    g = fit.generation(cfg, arch, where.engine_budget(cfg))
+    tp = cfg.generator.get("tensor_parallel_size", 1)
+    verdict = "fits" if g.fits_weights and g.sequences >= 1 else "does NOT fit"
+    if g.fits_weights and 1 <= g.sequences < cfg.num_samples:
+        verdict += f", but fewer than N = {cfg.num_samples}: one prompt's samples wait for each other"
+    return [f"== generation memory per {where.device}: {cfg.generator._target_.rsplit('.', 1)[-1]}, tensor_parallel_size {tp}, "
+            f"{max(1, world // tp)} replica(s) ==",
+            f"weights     {fit.gib(g.weights)} ({cfg.model.dtype} / tp {tp}) of the {fit.gib(g.budget)} the engine may use",
+            f"KV cache    {g.kv_per_token / 1024:.0f} KiB per token per {where.device}: room for {g.sequences} sequences of "
+            f"{prompt} + {most} tokens (N = {cfg.num_samples} per prompt): {verdict}"]
+
+
+def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: int) -> list[str]:
+    """An iteration's tokens, FLOPs and GPU-hours (planner.iteration_cost), and the run's."""
+    prompt, completion, _ = fit.lengths(cfg)
+    tr, p = cfg.trainer, cfg.planner
+    train_on, sequences = cfg.method.train_on, 2 if cfg.method.train_on == "pairs" else 1
+    items = {"pairs": n_train * cfg.pairs_per_prompt, "winners": n_train * cfg.pairs_per_prompt, "gold": n_train, "none": 0}[train_on]
+    items = min(items, cfg.max_pairs or items)  # at most: prompts without a winner or a loser make none
+    trained = min(items * tr.max_epochs if tr.max_epochs > 0 else 10**12, tr.max_steps * tr.batch_size if tr.max_steps > 0 else 10**12)
+    trained = trained if train_on != "none" else 0
+    # The reference scores pairs only: each pair once before training, or every trained pair when live.
+    reference = 0 if train_on != "pairs" else trained if tr.reference == "live" else items
+    evaluated = n_test * (1 + cfg.eval.maj_k)
+    cost = planner.iteration_cost(arch.params, n_train * cfg.num_samples + evaluated, n_train + n_test, prompt, completion,
+                                  trained, reference, sequences, t.checkpointing, bool(t.lora))
+    peak = planner.PEAK_TFLOPS[p.gpu]
+    gen_h = planner.gpu_hours(cost.generate_flops, peak, p.generate_utilization)
+    train_h = planner.gpu_hours(cost.train_flops, peak, p.train_utilization)
+    final = planner.gpu_hours(2.0 * arch.params * (evaluated * completion + n_test * prompt), peak, p.generate_utilization)
+    per_token = (4 if t.lora else 6) + (2 if t.checkpointing else 0)
+    return [f"== cost per iteration: {p.gpu.upper()} dense bf16 peak {peak:.0f} TFLOP/s; a typical example is {prompt} prompt + "
+            f"{completion} completion tokens (planner.*) ==",
+            f"generate    {n_train} x {cfg.num_samples} samples + {n_test} x {1 + cfg.eval.maj_k} for evaluation = {cost.generated / 1e6:.1f}M tokens "
+            f"+ {cost.prefilled / 1e6:.1f}M prompt tokens, at 2P: {cost.generate_flops:.2e} FLOP = {hours(gen_h)} GPU-hours at "
+            f"{p.generate_utilization:.0%} of peak",
+            f"train       {trained} {train_on} x {sequences * (prompt + completion)} tokens = {cost.trained / 1e6:.1f}M tokens at {per_token}P"
+            f" + reference {cost.referenced / 1e6:.1f}M at 2P: {cost.train_flops:.2e} FLOP = {hours(train_h)} GPU-hours at "
+            f"{p.train_utilization:.0%} of peak",
+            f"total       {hours(gen_h + train_h)} GPU-hours per iteration ({hours((gen_h + train_h) / t.world)} h on {t.world} GPU(s)); "
+            f"{hours(cfg.iterations * (gen_h + train_h) + final)} GPU-hours for {cfg.iterations} iteration(s) and the final evaluation"]
+

@@ -11,6 +11,8 @@ from hydra.utils import instantiate
 
 from irpo.cli import register_all
 from irpo.config import validate
+from irpo.fit import resolve_arch
+from irpo.planner import count_params
 from irpo.tasks.base import Task
 
 CONF = Path(__file__).parents[1] / "conf"
@@ -58,6 +60,15 @@ def test_experiment_values_are_the_papers(composer, experiment):
         assert cfg.task.include_easy  # "7.7k train Qs (easy + challenge)"
 
 
+@pytest.mark.parametrize("experiment", sorted(PAPER))
+def test_experiments_run_on_the_engines_that_fit_70b(composer, experiment):
+    cfg = composer(f"experiment={experiment}")
+    assert cfg.generator._target_.endswith("VLLMGenerator") and cfg.generator.tensor_parallel_size == 4
+    t = cfg.trainer
+    assert (t.strategy, t.activation_checkpointing, t.devices, t.num_nodes, t.micro_batch_size) == ("fsdp", True, 8, 2, 1)
+    assert t.batch_size % (t.devices * t.num_nodes * t.micro_batch_size) == 0  # the batch of 16 splits evenly over the ranks
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_model_presets(composer, model):
     cfg = composer(f"model={model}", "task=gsm8k")
@@ -65,6 +76,10 @@ def test_model_presets(composer, model):
     assert cfg.model.dtype == "bfloat16" and cfg.model.chat_template and cfg.model.max_length == 4096
     assert cfg.model.path.startswith("meta-llama/Llama-2-" if model.startswith("llama") else "Qwen/Qwen2.5-")
     assert cfg.model.path.endswith("-chat-hf" if model.startswith("llama") else "-Instruct")
+    # The planner's numbers: each preset's parameter count is the one its config.json shapes give.
+    arch = resolve_arch(cfg.model)
+    qwen = model.startswith("qwen")
+    assert arch.params == count_params(arch.layers, arch.hidden, arch.intermediate, arch.heads, arch.kv_heads, arch.vocab, tied=qwen, qkv_bias=qwen)
 
 
 @pytest.mark.parametrize("task", ("gsm8k", "arc", "math"))

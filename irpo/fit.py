@@ -1,0 +1,222 @@
+"""Whether a run fits the machine it is on, before it reads any data or weights: a config and
+the machine mapped onto the planner's arithmetic (irpo/planner.py), the smallest change that
+would fit, and `check_fits`, which refuses a run that cannot, in one line. plan.py prints the
+same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from irpo import planner
+from irpo.errors import UserError
+from irpo.planner import Arch, GiB, Training
+
+# Each GPU keeps this share for the CUDA context, NCCL buffers and the allocator's
+# fragmentation; the host keeps it for the OS and the data.
+HEADROOM = 0.10
+DEFAULT_GPU_GIB = 80.0  # A100 / H100 80 GB: what a plan on a machine without GPUs is sized for
+GPUS_PER_NODE = 8  # a node, where the config does not name a GPU count
+
+# (prompt, completion) tokens of a typical example, for the cost estimate. Prompts: the mean
+# rendered prompt in ../shared/data (GSM8K 419, ARC 436, MATH 4-shot 2,015 characters) at ~3.5
+# characters per Llama-2 token (it splits numbers into digits), plus the chat template; arith:
+# one character per token. Completions: an assumption, the paper reports no lengths (PAPER.md
+# §5.8), about twice the gold solutions (GSM8K 257, MATH 576 characters): chat models explain more.
+TYPICAL_TOKENS = {"gsm8k": (130, 256), "arc": (140, 256), "math": (600, 512), "arith": (14, 40)}
+
+
+@dataclass(frozen=True)
+class Machine:
+    gpus: int  # on this node
+    gpu_bytes: int | None  # per GPU; None without GPUs
+    host_bytes: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a plan is sized against: one GPU, or a rank's share of the host's memory."""
+
+    device: str  # GPU or CPU
+    capacity: int  # bytes of one GPU, or of the host
+    usable: int  # bytes one rank may use, after HEADROOM
+
+    def engine_budget(self, cfg: DictConfig) -> int:
+        """Bytes a generation engine may take: vLLM's gpu_memory_utilization (0.9 by default) of a GPU."""
+        if self.device == "GPU" and cfg.generator._target_.endswith("VLLMGenerator"):
+            return int(self.capacity * (cfg.generator.gpu_memory_utilization or 0.9))
+        return self.usable
+
+
+def resolve_arch(model: DictConfig) -> Arch | None:
+    """model.arch, its unset numbers read from the checkpoint's config.json when it is local;
+    None when neither says (a hub id with no arch numbers: nothing is downloaded to plan)."""
+    given = {k: v for k, v in model.arch.items() if v is not None}
+    names = {"hidden_size": "hidden", "intermediate_size": "intermediate", "vocab_size": "vocab"}
+    given = {names.get(k, k): v for k, v in given.items()}
+    config = Path(str(model.path)) / "config.json"
+    if config.is_file():
+        return replace(planner.arch_from_hf_config(json.loads(config.read_text())), **given)
+    if len(given) == 7:
+        return Arch(**given)
+    return None
+
+
+def machine() -> Machine:
+    import torch
+
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = Path("/sys/fs/cgroup/memory.max")  # a container's or a SLURM job's share (cgroup v2)
+    if limit.is_file() and limit.read_text().strip().isdigit():
+        host = min(host, int(limit.read_text()))
+    if not torch.cuda.is_available():
+        return Machine(0, None, host)
+    return Machine(torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory, host)
+
+
+def target(cfg: DictConfig, found: Machine, per_node: int, planning: bool) -> Target:
+    """A GPU when the trainer uses one (on a machine without GPUs, a plan is sized for
+    trainer.gpu_memory_gb or DEFAULT_GPU_GIB; a run is not), else the host, shared by the
+    ranks on this node."""
+    if cfg.trainer.accelerator != "cpu" and (found.gpus or planning):
+        gpu = int(cfg.trainer.gpu_memory_gb * GiB) if cfg.trainer.gpu_memory_gb is not None else found.gpu_bytes or int(DEFAULT_GPU_GIB * GiB)
+        return Target("GPU", gpu, int(gpu * (1 - HEADROOM)))
+    return Target("CPU", found.host_bytes, int(found.host_bytes * (1 - HEADROOM)) // per_node)
+
+
+def layout(cfg: DictConfig, found: Machine) -> tuple[int, int]:
+    """(ranks per node, nodes): as torchrun or srun started them, else as the trainer config says."""
+    if "WORLD_SIZE" in os.environ:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", os.environ["WORLD_SIZE"])))
+        return local, max(1, int(os.environ["WORLD_SIZE"]) // local)
+    devices = cfg.trainer.devices
+    if isinstance(devices, int) and devices > 0:
+        return devices, cfg.trainer.num_nodes
+    if not isinstance(devices, (int, str)):  # a list of device indices
+        return len(devices), cfg.trainer.num_nodes
+    return max(1, found.gpus if cfg.trainer.accelerator != "cpu" else 1), cfg.trainer.num_nodes
+
+
+def lengths(cfg: DictConfig) -> tuple[int, int, int]:
+    """(prompt, completion, most new) tokens of a typical example."""
+    name = cfg.task._target_.rsplit(".", 1)[-1].removesuffix("Task").lower()
+    prompt, completion = TYPICAL_TOKENS.get(name, (256, 256))
+    most = cfg.generator.max_new_tokens or cfg.task.max_new_tokens
+    return cfg.planner.prompt_tokens or prompt, min(most, cfg.planner.completion_tokens or completion), most
+
+
+def weight_bytes(cfg: DictConfig) -> int:
+    return 4 if cfg.model.dtype == "float32" else 2
+
+
+def training(cfg: DictConfig, arch: Arch, per_node: int, nodes: int) -> Training:
+    tr = cfg.trainer
+    sequences = 2 if cfg.method.train_on == "pairs" else 1
+    lora = planner.lora_params(arch, cfg.model.lora.r, tuple(cfg.model.lora.target_modules)) if cfg.model.lora.r else 0
+    return Training(
+        strategy=tr.strategy, gpus_per_node=per_node, nodes=nodes, precision=str(tr.precision), weight_bytes=weight_bytes(cfg),
+        tokens=sequences * (tr.micro_batch_size or tr.batch_size) * cfg.model.max_length,
+        checkpointing=tr.activation_checkpointing, cpu_offload=tr.cpu_offload, live_reference=tr.reference == "live", lora=lora,
+    )
+
+
+def generation(cfg: DictConfig, arch: Arch, budget: int) -> planner.Generation:
+    prompt, _, most = lengths(cfg)
+    return planner.generation_memory(arch, weight_bytes(cfg), cfg.generator.get("tensor_parallel_size", 1), prompt + most, budget)
+
+
+def changes_that_fit(cfg: DictConfig, arch: Arch, t: Training, usable: int, gpus: bool = True) -> list[str]:
+    """Single changes to the config under which training fits, least disruptive first (without
+    GPUs, none that adds nodes)."""
+    micro = cfg.trainer.micro_batch_size or cfg.trainer.batch_size
+    targets = tuple(cfg.model.lora.target_modules)
+    candidates = [
+        ("trainer.activation_checkpointing=true", not t.checkpointing and replace(t, checkpointing=True)),
+        ("trainer.micro_batch_size=1", micro > 1 and replace(t, tokens=t.tokens // micro)),
+        ("trainer.cpu_offload=true", t.sharded and not t.cpu_offload and replace(t, cpu_offload=True)),
+        (f"model.lora.r=16 (on {','.join(targets)})", not t.lora and replace(t, lora=planner.lora_params(arch, 16, targets))),
+    ]
+    out = [change for change, new in candidates if new and planner.fits(arch, new, usable)]
+    sharded = t if t.sharded else replace(t, strategy="fsdp")
+    nodes = planner.min_nodes(arch, sharded, usable, even_splits(cfg, t.gpus_per_node))
+    if gpus and nodes is not None and (nodes > t.nodes or not t.sharded):
+        prefix = "" if t.sharded else f"trainer=fsdp trainer.devices={t.gpus_per_node} "
+        out.insert(0 if t.sharded else len(out), f"{prefix}trainer.num_nodes={nodes}")
+    shortest = sum(lengths(cfg)[:2])
+    for max_length in (2048, 1024, 512):
+        if shortest <= max_length < cfg.model.max_length and planner.fits(arch, replace(t, tokens=t.tokens * max_length // cfg.model.max_length), usable):
+            out.append(f"model.max_length={max_length} (longer pairs are dropped)")
+            break
+    return out
+
+
+def even_splits(cfg: DictConfig, per_node: int, micro: int | None = None) -> list[int]:
+    """Node counts over whose ranks the batch splits evenly (batch = micro-batch x ranks x accumulation)."""
+    batch = cfg.trainer.batch_size
+    micro = micro or cfg.trainer.micro_batch_size or batch
+    return [n for n in range(1, batch + 1) if batch % (micro * per_node * n) == 0]
+
+
+def gpu_plan(cfg: DictConfig, arch: Arch) -> str:
+    """Overrides that run cfg on nodes of GPUS_PER_NODE GPUs of DEFAULT_GPU_GIB: fsdp, one item
+    per rank, on the fewest nodes the batch splits over, else with cpu_offload on the most
+    (the least host memory per node); vLLM at planner.vllm_tp."""
+    usable = int(DEFAULT_GPU_GIB * GiB * (1 - HEADROOM))
+    sequences = 2 if cfg.method.train_on == "pairs" else 1
+    t = replace(training(cfg, arch, GPUS_PER_NODE, 1), strategy="fsdp", precision="bf16-mixed", checkpointing=True,
+                weight_bytes=2, tokens=sequences * cfg.model.max_length)
+    counts = even_splits(cfg, GPUS_PER_NODE, micro=1) or [1]
+    nodes, offload = planner.min_nodes(arch, t, usable, counts), ""
+    if nodes is None:
+        nodes, offload = counts[-1], " trainer.cpu_offload=true"
+    return (f"trainer=fsdp trainer.devices={GPUS_PER_NODE} trainer.num_nodes={nodes}{offload} trainer.micro_batch_size=1 "
+            f"generator=vllm generator.tensor_parallel_size={planner.vllm_tp(arch, 2, usable)}")
+
+
+def gib(n: float) -> str:
+    return "0 GiB" if n == 0 else f"{n / GiB:.1f} GiB" if n >= GiB / 10 else f"{n / 2**20:.1f} MiB"
+
+
+def count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
+def check_fits(cfg: DictConfig) -> None:
+    """Refuses, before any data or weights are read, a run that cannot fit this machine: a GPU
+    trainer without a GPU; training or generation over a GPU's memory, or, without GPUs, over
+    the host's (each rank on this node holding its share). Its plan is the one plan=true prints."""
+    found = machine()
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not found.gpus:
+        raise UserError(f"trainer.accelerator={cfg.trainer.accelerator} needs a GPU and this machine has none; run trainer=cpu here, "
+                        "or add plan=true to size the run for GPUs")
+    arch = resolve_arch(cfg.model)
+    if arch is None:
+        return
+    per_node, nodes = layout(cfg, found)
+    t = training(cfg, arch, per_node, nodes)
+    where = target(cfg, found, per_node, planning=False)
+    train = planner.training_memory(arch, t).total if cfg.method.train_on != "none" else 0
+    g = generation(cfg, arch, where.engine_budget(cfg))
+    if train <= where.usable and g.fits_weights and g.sequences >= 1:
+        return
+    has = (f"each of its GPUs has {gib(where.capacity)} ({gib(where.usable)} usable)" if where.device == "GPU" else
+           f"it has {gib(where.capacity)} of RAM ({gib(where.usable)} usable per rank) and no GPU")
+    if train > where.usable:
+        mem = planner.training_memory(arch, t)
+        need = (f"training needs {gib(train)} per rank: {gib(mem.total - mem.activations)} of weights, gradients and optimizer states ({planner.rule(t)}) "
+                f"and {gib(mem.activations)} of activations ({t.tokens} tokens a micro-batch)")
+    else:
+        need = f"generation needs {gib(g.weights)} of weights"
+    if where.device == "CPU":
+        instead = f"run it on GPUs: {gpu_plan(cfg, arch)}; or here a model that fits (plan=true sizes one)"
+    elif train > where.usable:
+        changes = changes_that_fit(cfg, arch, t, where.usable)
+        instead = f"set {changes[0]}" if changes else f"run it on more GPUs: {gpu_plan(cfg, arch)}"
+    else:
+        instead = f"set generator=vllm generator.tensor_parallel_size={planner.vllm_tp(arch, weight_bytes(cfg), where.usable)}"
+    raise UserError(f"{cfg.model.path} ({count(arch.params)} params) does not fit this machine: {need}, and {has}; {instead}")

@@ -1,0 +1,318 @@
+"""Memory and cost arithmetic of a run, pure: what each GPU holds while training and while
+generating, and what an iteration costs in FLOPs. No config, no torch; `irpo/plan.py` maps a
+config onto these functions and prints them. Sizes are bytes; GiB = 2**30.
+
+Training memory per GPU = model states + the layer gathered unsharded + activations + reference:
+
+- Model states of full fine-tuning with AdamW: 16 bytes/param under mixed precision (bf16
+  weights 2, bf16 gradients 2, fp32 master weights + Adam m + v 12) and under 32-true (4 + 4
+  + 8); 8 under bf16-true (2 + 2 + m, v in bf16 4).
+  * auto, ddp: every rank holds all of them (not sharded).
+  * fsdp: sharded over the N ranks, 16·P/N, plus one FSDP unit (a decoder layer, or the root's
+    embeddings + head if larger) gathered unsharded: its weights and gradient in the compute
+    dtype, 4 bytes/param in bf16. cpu_offload keeps all model states on the host (16·P/N per
+    rank there) and only the gathered unit on the GPU.
+  * deepspeed_zero3: DeepSpeed's own rule, `estimate_zero3_model_states_mem_needs` in
+    deepspeed/runtime/zero/stage3.py (zero_init, additional_buffer_factor 1.5):
+    without offload 4·L + 18·P/N per GPU (host 4·L·gpus_per_node·1.5); with the optimizer
+    offloaded 4·L + 2·P/N per GPU (host 16·P/nodes·1.5 per node); with parameters offloaded
+    too 4·L per GPU (host 18·P/nodes·1.5). L is the largest single module's own parameters
+    (for a Llama, the embedding or the head, vocab·hidden), not a decoder layer.
+  The two sharded rules differ (18 vs 16 bytes/param, largest module vs decoder layer), so they
+  can need different GPU counts: a plan uses the rule of its own strategy and names it.
+- LoRA (r > 0): the frozen base in the model dtype (2 bytes/param in bf16, sharded like the
+  policy), the adapters at 16 bytes/param; a live reference is the base with the adapters
+  disabled, so it costs nothing.
+- Reference: precomputed, nothing during training (its log-probs are computed before, with
+  less memory than training); live, another copy in the model dtype, sharded like the policy.
+- Activations per rank of a micro-batch of `tokens` = sequences x max_length (winner and loser
+  in one forward; the worst case, a batch padded to max_length), after Korthikanti et al.
+  2022 ("Reducing Activation Recomputation in Large Transformer Models", Sec. 4.1: s·b·h·(34 +
+  5·a·s/h) bytes per GPT layer with 16-bit activations), adapted to a Llama decoder layer with
+  c-byte activations, SDPA/flash attention (no s² scores kept), no dropout, GQA and SwiGLU:
+      attention  c·(4h + 2kv)   norm input, q/k/v input, q (h) + k, v (kv each), output
+      MLP        c·(2h + 4i)    norm input, gate/up input, gate, up, silu(gate), silu·up
+  i.e. c/2·(12h + 4kv + 8i) bytes per token per layer (kv = kv_heads·head_dim, i the MLP width).
+  With activation checkpointing only each layer's input is kept (c·h per token per layer) and
+  one layer is recomputed at a time. The logits add tokens·vocab·(c + 8): the c-byte logits,
+  the fp32 copy log-softmax keeps, and its fp32 gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+GiB = 2**30
+
+# Dense bf16 tensor-core peaks (the datasheets print twice these, "with sparsity"):
+# NVIDIA A100 datasheet (SXM): 312 TFLOP/s; NVIDIA H100 datasheet (SXM5): 989 TFLOP/s;
+# NVIDIA H200 datasheet: 989 TFLOP/s (the H100's compute with more, faster memory).
+PEAK_TFLOPS = {"a100": 312.0, "h100": 989.0, "h200": 989.0}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A Llama-style decoder: the numbers of its config.json."""
+
+    params: int
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def layer_params(self) -> int:
+        """One decoder layer: q, o (h x h), k, v (h x kv), gate, up, down (h x i), two norms."""
+        h = self.hidden
+        return 2 * h * h + 2 * h * self.kv_dim + 3 * h * self.intermediate + 2 * h
+
+    @property
+    def fsdp_unit_params(self) -> int:
+        """The largest FSDP unit: a decoder layer, or the root (embeddings, final norm, head)."""
+        return max(self.layer_params, self.params - self.layers * self.layer_params)
+
+    @property
+    def largest_module_params(self) -> int:
+        """DeepSpeed's "largest layer": the most parameters one module holds itself."""
+        return max(self.vocab * self.hidden, self.hidden * self.intermediate, self.hidden * self.hidden)
+
+
+def count_params(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, vocab: int, tied: bool, qkv_bias: bool) -> int:
+    """Parameters of a Llama/Qwen2 decoder from its config (Qwen2 has q, k, v biases)."""
+    arch = Arch(0, layers, hidden, intermediate, heads, kv_heads, vocab)
+    per_layer = arch.layer_params + (hidden + 2 * arch.kv_dim if qkv_bias else 0)
+    return layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
+
+
+def arch_from_hf_config(config: dict) -> Arch:
+    """The Arch of a transformers config.json (Llama, Qwen2 and their kin)."""
+    shape = dict(
+        layers=config["num_hidden_layers"], hidden=config["hidden_size"], intermediate=config["intermediate_size"],
+        heads=config["num_attention_heads"], kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+        vocab=config["vocab_size"],
+    )
+    qkv_bias = bool(config.get("attention_bias", config.get("model_type") == "qwen2"))
+    return Arch(params=count_params(**shape, tied=bool(config.get("tie_word_embeddings", False)), qkv_bias=qkv_bias), **shape)
+
+
+def state_bytes(precision: str) -> tuple[int, int, int]:
+    """Bytes per trained parameter of (weights, gradients, AdamW states) under a Lightning precision."""
+    if "mixed" in precision:
+        return 2, 2, 12
+    if precision.startswith(("bf16", "16")):
+        return 2, 2, 4
+    if precision.startswith("64"):
+        return 8, 8, 16
+    return 4, 4, 8
+
+
+def compute_bytes(precision: str) -> int:
+    """Bytes of an activation (and of a gathered weight) under a Lightning precision."""
+    return 8 if precision.startswith("64") else 4 if precision.startswith("32") else 2
+
+
+LORA_SHAPES = {  # (in, out) of each projection a LoRA adapter can target, as functions of the Arch
+    "q_proj": lambda a: (a.hidden, a.hidden), "k_proj": lambda a: (a.hidden, a.kv_dim), "v_proj": lambda a: (a.hidden, a.kv_dim),
+    "o_proj": lambda a: (a.hidden, a.hidden), "gate_proj": lambda a: (a.hidden, a.intermediate),
+    "up_proj": lambda a: (a.hidden, a.intermediate), "down_proj": lambda a: (a.intermediate, a.hidden),
+}
+
+
+def lora_params(arch: Arch, r: int, targets: tuple[str, ...]) -> int:
+    """A (r x in) + B (out x r) per targeted projection per layer; unknown names count nothing."""
+    return arch.layers * sum(r * sum(LORA_SHAPES[t](arch)) for t in targets if t in LORA_SHAPES)
+
+
+def activation_bytes(arch: Arch, tokens: int, c: int, checkpointing: bool) -> int:
+    """Activations kept for backward by one rank's forward over `tokens` (module docstring)."""
+    h, layer = arch.hidden, c * (12 * arch.hidden + 4 * arch.kv_dim + 8 * arch.intermediate) // 2
+    logits = arch.vocab * (c + 8)
+    kept = arch.layers * c * h + layer if checkpointing else arch.layers * layer
+    return tokens * (kept + logits)
+
+
+@dataclass(frozen=True)
+class Training:
+    """How M_θ is trained: what the memory of one rank depends on."""
+
+    strategy: str  # auto, ddp, fsdp, deepspeed_zero3
+    gpus_per_node: int
+    nodes: int
+    precision: str
+    weight_bytes: int  # of the model dtype (the frozen LoRA base, a live reference)
+    tokens: int  # per rank per forward: micro-batch x sequences per item (2 for a pair) x max_length
+    checkpointing: bool
+    cpu_offload: bool
+    live_reference: bool
+    lora: int  # adapter parameters (0: full fine-tuning)
+
+    @property
+    def world(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+    @property
+    def sharded(self) -> bool:
+        return self.strategy in ("fsdp", "deepspeed_zero3")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes one rank holds at its peak, by kind; `host` is what it keeps in CPU memory instead."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    gathered: int
+    activations: int
+    reference: int
+    host: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.gathered + self.activations + self.reference
+
+
+def zero3_model_states(params: int, largest: int, gpus_per_node: int, nodes: int, offload_optimizer: bool, offload_params: bool = False) -> tuple[int, int]:
+    """(host bytes per node, GPU bytes per GPU) of DeepSpeed's
+    `estimate_zero3_model_states_mem_needs(..., zero_init=True, additional_buffer_factor=1.5)`."""
+    gpus, largest_memory = gpus_per_node * nodes, 4 * largest
+    if offload_optimizer and offload_params:
+        return int(params * 18 / nodes * 1.5), largest_memory
+    if offload_optimizer:
+        return int(params * 16 / nodes * 1.5), largest_memory + int(2 * params / gpus)
+    return int(largest * 4 * gpus_per_node * 1.5), largest_memory + int(18 * params / gpus)
+
+
+def training_memory(arch: Arch, t: Training) -> Memory:
+    """Per-rank memory of training under t's strategy (module docstring)."""
+    n = t.world if t.sharded else 1
+    c = compute_bytes(t.precision)
+    w, g, o = state_bytes(t.precision)
+    p = arch.params
+    if t.lora:
+        trained, frozen = t.lora, p * t.weight_bytes
+    else:
+        trained, frozen = p, 0
+    activations = activation_bytes(arch, t.tokens, c, t.checkpointing)
+    reference = 0
+    if t.live_reference and not t.lora:
+        reference = t.weight_bytes * (p // n + (arch.fsdp_unit_params if t.sharded else 0))
+    if t.strategy == "deepspeed_zero3" and not t.lora:
+        host, gpu = zero3_model_states(p, arch.largest_module_params, t.gpus_per_node, t.nodes, t.cpu_offload)
+        gathered = 4 * arch.largest_module_params
+        if t.cpu_offload:
+            return Memory(gpu - gathered, 0, 0, gathered, activations, reference, host // t.gpus_per_node)
+        half = 2 * p // n  # bf16 weights, bf16 gradients; the rest of the 18 bytes is optimizer state
+        return Memory(half, half, gpu - gathered - 2 * half, gathered, activations, reference, 0)
+    gathered = 2 * c * arch.fsdp_unit_params if t.sharded else 0
+    weights, gradients, optimizer = (frozen + w * trained) // n, g * trained // n, o * trained // n
+    if t.cpu_offload and t.sharded:
+        return Memory(0, 0, 0, gathered, activations, reference, weights + gradients + optimizer)
+    return Memory(weights, gradients, optimizer, gathered, activations, reference, 0)
+
+
+def rule(t: Training) -> str:
+    """The memory model t's numbers come from, in words."""
+    w, g, o = state_bytes(t.precision)
+    states = f"{w + g + o} B/param ({t.precision}: weights {w}, gradients {g}, AdamW {o})"
+    if t.lora:
+        states = f"frozen base {t.weight_bytes} B/param + LoRA adapters {w + g + o} B/param"
+    if t.strategy == "deepspeed_zero3" and not t.lora:
+        offload = "4 x largest layer + 2 B/param / N, optimizer on the host" if t.cpu_offload else "4 x largest layer + 18 B/param / N"
+        return f"deepspeed_zero3: DeepSpeed's estimate_zero3_model_states_mem_needs, {offload}"
+    if t.sharded:
+        where = "on the host" if t.cpu_offload else f"sharded over {t.world} ranks"
+        return f"fsdp: {states} {where}, + 1 unit gathered unsharded (weights + gradient)"
+    return f"{t.strategy}: {states} on every rank, not sharded"
+
+
+def fits(arch: Arch, t: Training, usable: int) -> bool:
+    """Whether one rank's training memory fits `usable` bytes (what is offloaded to the host is not counted)."""
+    return training_memory(arch, t).total <= usable
+
+
+def min_nodes(arch: Arch, t: Training, usable: int, counts: Iterable[int] = range(1, 513)) -> int | None:
+    """The fewest nodes of t.gpus_per_node GPUs, among `counts`, on which t fits (None: none)."""
+    return next((n for n in counts if fits(arch, replace(t, nodes=n), usable)), None)
+
+
+def min_gpus(arch: Arch, t: Training, usable: int, most: int = 4096) -> int | None:
+    """The fewest GPUs on which t fits, by memory alone (not asking whether the batch splits evenly over them)."""
+    for n in range(1, most + 1):
+        if fits(arch, replace(t, gpus_per_node=n, nodes=1), usable):
+            return n
+    return None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Per-GPU memory of one generation engine; `sequences` is how many of `seq_tokens` tokens
+    fit in the KV cache at once."""
+
+    weights: int
+    kv_per_token: int
+    budget: int  # bytes the engine may use on the GPU
+    sequences: int
+
+    @property
+    def fits_weights(self) -> bool:
+        return self.weights < self.budget
+
+
+def generation_memory(arch: Arch, weight_bytes: int, tp: int, seq_tokens: int, budget: int) -> Generation:
+    """Weights / tensor-parallel size; a KV cache of 2 (K and V) x layers x kv_heads x head_dim x
+    bytes per token, the KV heads split over the tp ranks (replicated when tp > kv_heads)."""
+    weights = arch.params * weight_bytes // tp
+    kv = 2 * arch.layers * math.ceil(arch.kv_heads / tp) * arch.head_dim * weight_bytes
+    return Generation(weights, kv, budget, max(0, (budget - weights) // (kv * seq_tokens)))
+
+
+def vllm_tp(arch: Arch, weight_bytes: int, usable: int) -> int:
+    """The smallest power-of-two tensor-parallel size whose weight shard leaves at least half of
+    each GPU to the KV cache (room for hundreds of sequences in flight, not just the N of one prompt)."""
+    tp = 1
+    while arch.params * weight_bytes // tp > usable // 2 and tp < 64:
+        tp *= 2
+    return tp
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One iteration's work in tokens and FLOPs."""
+
+    generated: int  # completion tokens sampled (train) and decoded (evaluation)
+    prefilled: int  # prompt tokens, once per prompt (vLLM's prefix cache shares them across samples)
+    trained: int  # tokens through the policy's forward and backward
+    referenced: int  # tokens through the reference's forward
+    generate_flops: float
+    train_flops: float
+
+
+def iteration_cost(params: int, gen_sequences: int, prompts: int, prompt_tokens: int, completion_tokens: int,
+                   trained_items: int, reference_items: int, sequences_per_item: int, checkpointing: bool, lora: bool) -> Cost:
+    """FLOPs of an iteration: 2·P per generated or prefilled token; per trained token 6·P
+    (forward 2·P, backward 4·P; 4·P with LoRA, which computes no weight gradients of the base)
+    plus 2·P when activation checkpointing recomputes the forward; 2·P per reference token."""
+    generated = gen_sequences * completion_tokens
+    prefilled = prompts * prompt_tokens
+    per_item = sequences_per_item * (prompt_tokens + completion_tokens)
+    trained, referenced = trained_items * per_item, reference_items * per_item
+    per_trained = (4 if lora else 6) + (2 if checkpointing else 0)
+    return Cost(generated, prefilled, trained, referenced, 2.0 * params * (generated + prefilled),
+                float(params) * (per_trained * trained + 2 * referenced))
+
+
+def gpu_hours(flops: float, peak_tflops: float, utilization: float) -> float:
+    return flops / (peak_tflops * 1e12 * utilization) / 3600

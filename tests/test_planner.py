@@ -1,0 +1,241 @@
+"""The planner's arithmetic (irpo/planner.py) against hand-computed Llama-2-7B and -70B cases,
+and the plan and fit check a config gets (irpo/plan.py) without loading weights or data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from irpo import fit, plan, planner
+from irpo.cli import register_all
+from irpo.errors import UserError
+from irpo.models.load import tiny_m0_dir
+from irpo.planner import Arch, GiB, Training
+
+CONF = Path(__file__).parents[1] / "conf"
+SHARED = Path(__file__).parents[2] / "shared" / "data"
+
+# Llama-2 config.json shapes. 7B: 32 layers x (q, k, v, o 4 x 4096^2 = 67,108,864 + gate, up,
+# down 3 x 4096 x 11008 = 135,266,304 + norms 2 x 4096) = 32 x 202,383,360 = 6,476,267,520,
+# + embeddings and head 2 x 32000 x 4096 = 262,144,000, + final norm 4096 = 6,738,415,616.
+L7 = Arch(6_738_415_616, 32, 4096, 11008, 32, 32, 32000)
+# 70B (GQA, 8 KV heads of 128): q, o 2 x 8192^2 = 134,217,728; k, v 2 x 8192 x 1024 = 16,777,216;
+# MLP 3 x 8192 x 28672 = 704,643,072; norms 16,384: 855,654,400 per layer, x 80 = 68,452,352,000,
+# + 2 x 32000 x 8192 = 524,288,000, + 8192 = 68,976,648,192.
+L70 = Arch(68_976_648_192, 80, 8192, 28672, 64, 8, 32000)
+
+
+def train(arch: Arch = L70, **kw) -> Training:
+    base = dict(strategy="fsdp", gpus_per_node=8, nodes=2, precision="bf16-mixed", weight_bytes=2, tokens=0,
+                checkpointing=True, cpu_offload=False, live_reference=False, lora=0)
+    return Training(**{**base, **kw})
+
+
+def test_parameter_counts_are_the_published_ones():
+    assert planner.count_params(32, 4096, 11008, 32, 32, 32000, tied=False, qkv_bias=False) == 6_738_415_616
+    assert planner.count_params(40, 5120, 13824, 40, 40, 32000, tied=False, qkv_bias=False) == 13_015_864_320
+    assert planner.count_params(80, 8192, 28672, 64, 8, 32000, tied=False, qkv_bias=False) == 68_976_648_192
+    # Qwen2.5-0.5B / 1.5B: tied embeddings, q/k/v biases; the model cards' 0.49B / 1.54B.
+    assert planner.count_params(24, 896, 4864, 14, 2, 151936, tied=True, qkv_bias=True) == 494_032_768
+    assert planner.count_params(28, 1536, 8960, 12, 2, 151936, tied=True, qkv_bias=True) == 1_543_714_304
+    assert (L7.layer_params, L70.layer_params) == (202_383_360, 855_654_400)
+
+
+def test_tiny_models_arch_from_its_config_counts_its_parameters():
+    from transformers import AutoModelForCausalLM
+
+    arch = planner.arch_from_hf_config(json.loads((Path(tiny_m0_dir()) / "config.json").read_text()))
+    model = AutoModelForCausalLM.from_pretrained(tiny_m0_dir())
+    assert arch.params == sum(p.numel() for p in model.parameters())  # tied: the head is the embedding
+
+
+def test_ddp_holds_16_bytes_per_parameter_on_every_gpu():
+    m = planner.training_memory(L7, train(L7, strategy="ddp", nodes=1))
+    # 2 x 6,738,415,616 = 13,476,831,232; 12 x = 80,860,987,392; 16 x = 107,814,649,856
+    assert (m.weights, m.gradients, m.optimizer, m.gathered) == (13_476_831_232, 13_476_831_232, 80_860_987_392, 0)
+    assert m.total == 107_814_649_856
+
+
+def test_fsdp_shards_16_bytes_per_parameter_and_gathers_one_unit():
+    m = planner.training_memory(L70, train())  # 16 ranks
+    # 2P/16 = 137,953,296,384 / 16 = 8,622,081,024; 12P/16 = 827,719,778,304 / 16 = 51,732,486,144
+    assert (m.weights, m.gradients, m.optimizer) == (8_622_081_024, 8_622_081_024, 51_732_486_144)
+    assert m.weights + m.gradients + m.optimizer == L70.params  # 16 B/param over 16 ranks
+    # The unit is a decoder layer (855,654,400 > root 524,296,192), in bf16 weights + gradient: 4 x.
+    assert m.gathered == 3_422_617_600
+    # 7B: the root (embeddings + head + norm, 262,148,096) outgrows a layer (202,383,360).
+    assert planner.training_memory(L7, train(L7, nodes=1)).gathered == 4 * 262_148_096
+    offloaded = planner.training_memory(L70, train(cpu_offload=True))
+    assert (offloaded.total, offloaded.host) == (3_422_617_600, 68_976_648_192)  # 16P/16 per rank on the host
+
+
+def test_zero3_is_deepspeeds_estimate_with_and_without_offload():
+    # DeepSpeed estimate_zero3_model_states_mem_needs (zero_init, buffer factor 1.5); largest
+    # module of 7B: the embedding, 32000 x 4096 = 131,072,000 (4 x = 524,288,000).
+    # No offload, 8 GPUs: 524,288,000 + 18 x 6,738,415,616 / 8 (15,161,435,136); host 131,072,000 x 4 x 8 x 1.5.
+    assert planner.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, False) == (6_291_456_000, 15_685_723_136)
+    # Optimizer offloaded: 524,288,000 + 2P/8 (1,684,603,904); host 16P x 1.5 = 161,721,974,784.
+    assert planner.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, True) == (161_721_974_784, 2_208_891_904)
+    # Parameters offloaded too: 4 x largest alone; host 18P x 1.5 = 181,937,221,632.
+    assert planner.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, True, True) == (181_937_221_632, 524_288_000)
+    # 70B on 2 nodes x 8: 4 x 262,144,000 + 18 x 68,976,648,192 / 16 (77,598,729,216).
+    m = planner.training_memory(L70, train(strategy="deepspeed_zero3"))
+    assert m.total == 78_647_305_216 and m.gathered == 1_048_576_000
+    off = planner.training_memory(L70, train(strategy="deepspeed_zero3", cpu_offload=True))
+    # 1,048,576,000 + 2P/16 (8,622,081,024); host 16P / 2 nodes x 1.5 = 827,719,778,304 per node.
+    assert off.total == 9_670_657_024 and off.host * 8 == 827_719_778_304
+
+
+def test_the_two_sharded_rules_need_different_gpu_counts_for_70b():
+    usable = 72 * GiB  # 80 GiB less 10%: 77,309,411,328
+    # fsdp: 16P/N + 3,422,617,600 <= usable -> N >= 1,103,626,371,072 / 73,886,793,728 = 14.9 -> 15
+    assert planner.min_gpus(L70, train(), usable) == 15
+    # zero3: 18P/N + 1,048,576,000 <= usable -> N >= 1,241,579,667,456 / 76,260,835,328 = 16.3 -> 17
+    assert planner.min_gpus(L70, train(strategy="deepspeed_zero3"), usable) == 17
+
+
+def test_activations_per_korthikanti_adapted_to_llama():
+    # 70B, bf16, per token per layer: 12 x 8192 + 4 x 1024 + 8 x 28672 = 331,776; logits 32000 x 10.
+    # Checkpointed, 1 pair x 1024 = 2048 tokens: (80 x 2 x 8192 + 331,776 + 320,000) x 2048.
+    assert planner.activation_bytes(L70, 2048, 2, True) == 1_962_496 * 2048 == 4_019_191_808
+    assert planner.activation_bytes(L70, 2048, 2, False) == (80 * 331_776 + 320_000) * 2048 == 55_013_539_840
+    # 7B (no GQA): 12 x 4096 + 4 x 4096 + 8 x 11008 = 153,600 per layer; 8192 tokens, not checkpointed.
+    assert planner.activation_bytes(L7, 8192, 2, False) == (32 * 153_600 + 320_000) * 8192 == 42_886_758_400
+    # fp32 doubles the layers' share; the logits take 4 + 8 bytes per entry.
+    assert planner.activation_bytes(L7, 1, 4, False) == 32 * 307_200 + 32000 * 12
+
+
+def test_lora_trains_adapters_over_a_frozen_bf16_base():
+    # r=16 on q, k, v, o: 16 x ((8192+8192) x 2 + (8192+1024) x 2) = 819,200 per layer, x 80 = 65,536,000.
+    adapters = planner.lora_params(L70, 16, ("q_proj", "k_proj", "v_proj", "o_proj"))
+    assert adapters == 65_536_000
+    m = planner.training_memory(L70, train(lora=adapters, live_reference=True))
+    # (2P + 2A) / 16, 2A / 16, 12A / 16; the live reference is the base with adapters disabled.
+    assert (m.weights, m.gradients, m.optimizer, m.reference) == (8_630_273_024, 8_192_000, 49_152_000, 0)
+
+
+def test_a_live_reference_is_another_copy_sharded_like_the_policy():
+    assert planner.training_memory(L7, train(L7, strategy="ddp", nodes=1, live_reference=True)).reference == 2 * L7.params
+    # 2P/16 + 2 x 855,654,400 (its gathered layer)
+    assert planner.training_memory(L70, train(live_reference=True)).reference == 8_622_081_024 + 1_711_308_800
+
+
+def test_vllm_shards_weights_and_kv_heads_over_tensor_parallel_ranks():
+    g = planner.generation_memory(L70, 2, 4, 642, 72 * GiB)
+    # 137,953,296,384 / 4; KV 2 x 80 layers x 2 of 8 KV heads x 128 x 2 bytes = 81,920 per token
+    assert (g.weights, g.kv_per_token) == (34_488_324_096, 81_920)
+    assert g.sequences == (77_309_411_328 - 34_488_324_096) // (81_920 * 642) == 814
+    assert planner.generation_memory(L70, 2, 16, 642, 72 * GiB).kv_per_token == 40_960  # KV heads replicated past 8
+    assert planner.generation_memory(L7, 2, 1, 642, 72 * GiB).kv_per_token == 524_288
+    assert not planner.generation_memory(L70, 2, 1, 642, 72 * GiB).fits_weights
+    assert (planner.vllm_tp(L70, 2, 72 * GiB), planner.vllm_tp(L7, 2, 72 * GiB)) == (4, 1)
+
+
+def test_cost_of_a_paper_gsm8k_iteration():
+    # 7473 x 30 + 1319 x 33 = 267,717 sequences x 256 tokens; (7473 + 1319) x 130 prompt tokens;
+    # 80,000 pairs trained (5000 steps x 16) and 60,000 scored by the reference, 2 x (130 + 256) tokens each.
+    c = planner.iteration_cost(L70.params, 267_717, 8792, 130, 256, 80_000, 60_000, 2, True, False)
+    assert (c.generated, c.prefilled, c.trained, c.referenced) == (68_535_552, 1_142_960, 61_760_000, 46_320_000)
+    assert c.generate_flops == 2 * L70.params * 69_678_512 == 9_612_380_417_532_100_608
+    assert c.train_flops == L70.params * (8 * 61_760_000 + 2 * 46_320_000) == 40_469_979_027_210_240_000  # 6P + recompute 2P
+    assert planner.gpu_hours(c.train_flops, 989.0, 0.4) == pytest.approx(28.4167, abs=1e-4)
+
+
+# --- the plan a config gets --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def composer():
+    register_all()
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        yield lambda *overrides: compose("config", overrides=list(overrides))
+
+
+NO_GPU = fit.Machine(gpus=0, gpu_bytes=None, host_bytes=24 * GiB)
+H100S = fit.Machine(gpus=8, gpu_bytes=80 * GiB, host_bytes=2048 * GiB)
+
+
+@pytest.fixture
+def on(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    return lambda found: monkeypatch.setattr(fit, "machine", lambda: found)
+
+
+@pytest.mark.parametrize("experiment", ("paper_gsm8k", "paper_arc", "paper_math"))
+def test_paper_presets_fit_their_gpus(composer, on, experiment):
+    cfg = composer(f"experiment={experiment}")
+    on(H100S)
+    fit.check_fits(cfg)  # a node of the preset's 8 x 80 GiB GPUs: nothing refused
+    lines = plan.resource_lines(cfg, 7473, 1319)
+    assert any(line.startswith("total") and line.endswith("fits") for line in lines)
+    assert any(line.startswith("KV cache") and line.endswith("fits") for line in lines)
+
+
+def test_a_70b_run_on_this_kind_of_machine_is_refused_with_what_to_run_instead(composer, on):
+    on(NO_GPU)
+    with pytest.raises(UserError, match=r"68.98B params\) does not fit this machine: training needs .* no GPU; run it on GPUs: trainer=fsdp"):
+        fit.check_fits(composer("task=arc", "model=llama2_70b"))
+
+
+def test_too_few_gpus_are_refused_with_the_smallest_change(composer, on):
+    on(H100S)
+    with pytest.raises(UserError, match=r"each of its GPUs has 80.0 GiB .*; set trainer.num_nodes=2"):
+        fit.check_fits(composer("experiment=paper_gsm8k", "trainer.num_nodes=1"))
+
+
+def test_a_gpu_trainer_without_a_gpu_is_refused(composer, on):
+    on(NO_GPU)
+    with pytest.raises(UserError, match="trainer.accelerator=gpu needs a GPU"):
+        fit.check_fits(composer("trainer=gpu"))
+
+
+def test_the_default_run_and_unknown_models_pass(composer, on):
+    on(NO_GPU)
+    fit.check_fits(composer())
+    cfg = composer("model.path=someone/some-model")  # a hub id without arch numbers: nothing to plan with
+    assert fit.resolve_arch(cfg.model) is None
+    fit.check_fits(cfg)
+
+
+def test_prompt_counts_without_data_are_the_known_split_sizes(composer):
+    from hydra.utils import instantiate
+
+    for overrides, counts in ((("task=gsm8k",), (7473, 1319)), (("task=arc", "task.include_easy=true"), (3370, 1172)),
+                              (("task=math", "task.train_size=100"), (100, 5000)), (("task=arith",), (384, 200))):
+        cfg = composer(*overrides)
+        task = instantiate(cfg.task)
+        assert plan.prompt_counts(cfg, task, plan.local_splits(cfg, task)) == counts
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
+def test_known_split_sizes_match_the_data(composer):
+    from hydra.utils import instantiate
+
+    for task, extra in (("gsm8k", ()), ("arc", ("task.include_easy=true",)), ("math", ())):
+        cfg = composer(f"task={task}", f"task.data_path={SHARED / task}", *extra)
+        local = instantiate(cfg.task)
+        hub_cfg = composer(f"task={task}", *extra)
+        assert plan.prompt_counts(cfg, local, plan.local_splits(cfg, local)) == plan.prompt_counts(hub_cfg, instantiate(hub_cfg.task), None)
+
+
+def test_changes_that_fit_are_checked_by_the_planner(composer):
+    cfg = composer("experiment=paper_gsm8k", "trainer.num_nodes=1", "model.max_length=4096")
+    t = fit.training(cfg, L70, 8, 1)
+    usable = int(72 * GiB)
+    changes = fit.changes_that_fit(cfg, L70, t, usable)
+    # 2 nodes (the batch of 16 splits over 8 or 16 ranks) do not fit 4096-token pairs; no max_length <= 2048 fits 8 GPUs.
+    assert changes == ["trainer.cpu_offload=true", "model.lora.r=16 (on q_proj,k_proj,v_proj,o_proj)"]
+    assert planner.fits(L70, replace(t, cpu_offload=True), usable) and not planner.fits(L70, t, usable)
+
+
+@pytest.mark.slow
+def test_cli_refuses_70b_here_and_plans_the_paper(cli):
+    refused = cli("task=arc", "model=llama2_70b", "alpha=1.0")
+    assert refused.returncode == 2 and refused.stderr.startswith("irpo: error: ") and len(refused.stderr.strip().splitlines()) == 1
+    planned = cli("experiment=paper_gsm8k", "plan=true", "trainer.gpu_memory_gb=80")
+    assert planned.returncode == 0, planned.stderr
+    assert "16 rank(s) = 2 node(s) x 8" in planned.stdout and "GPU-hours per iteration" in planned.stdout
