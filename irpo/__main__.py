@@ -3,10 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-from irpo.cli import exit_on_user_error, full_errors_requested, register_all, run_cli
+from irpo.cli import conf_dir, exit_on_user_error, full_errors_requested, run_cli
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from irpo.loop import run
 
@@ -14,5 +14,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    register_all()
     run_cli(main)

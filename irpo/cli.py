@@ -6,7 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 from omegaconf import OmegaConf
 
@@ -14,13 +15,76 @@ from omegaconf import OmegaConf
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _shipped(name: str, packaged: str) -> Path:
+    """A top-level folder of the checkout, or its copy inside the package when installed
+    from a wheel (setup.py maps conf/ to irpo/conf and sweeps/ to irpo/sweeps)."""
+    inside = _PACKAGE / packaged
+    return inside if inside.is_dir() else _PACKAGE.parent / name
+
+
+def conf_dir() -> Path:
+    """Hydra's primary config directory: conf/."""
+    return _shipped("conf", "conf")
+
+
+def sweeps_dir() -> Path:
+    """The named sweeps, the config group `sweep`: sweeps/."""
+    return _shipped("sweeps", "sweeps")
+
+
 def register_all() -> None:
-    """Config schemas and the `${irpo_asset:name}` resolver (files shipped in the package)."""
+    """Config schemas, the named sweeps and the `${irpo_asset:name}` resolver (files shipped
+    in the package). The sweeps live outside conf/ (a top-level folder of their own), so
+    they join the config as the group `sweep` through the ConfigStore rather than through a
+    second search path, which would only see them at its root."""
+    from hydra.core.config_store import ConfigStore
+
     from irpo.config import register
-    from irpo.models.load import ASSETS
 
     register()
-    OmegaConf.register_new_resolver("irpo_asset", lambda name: ASSETS[name](), replace=True)
+    store = ConfigStore.instance()
+    for path in sorted(sweeps_dir().glob("*.yaml")):
+        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
+    OmegaConf.register_new_resolver("irpo_asset", _asset, replace=True)
+    OmegaConf.register_new_resolver("irpo_choices", choices_help, replace=True)
+    OmegaConf.register_new_resolver("irpo_suffix", lambda name: f"_{name}" if name else "", replace=True)
+
+
+def _asset(name: str) -> str:
+    from irpo.models.load import ASSETS  # torch comes with it: only once a config resolves an asset
+
+    return ASSETS[name]()
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config"):
+    """irpo's config as `python -m irpo <overrides>` would run it, from Python (a notebook,
+    a script): `irpo.compose(["alpha=0", "task=gsm8k"])`. Leaves Hydra's global state as it
+    found it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_all()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+def choices_help() -> str:
+    """The config groups and their options for `--help`, without the schema nodes that the
+    YAML files extend (`arith_schema`): those are not choices a user makes."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in sorted(loader.list_groups("")):
+        if group == "hydra":
+            continue
+        options = [o for o in loader.get_group_options(group) if not o.endswith("_schema")]
+        if options:
+            lines.append(f"  {group}: {', '.join(options)}")
+    return "\n".join(lines)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

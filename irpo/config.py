@@ -91,13 +91,20 @@ class WandbConfig:
     mode: str = "offline"  # offline needs no key and no network; online, disabled
     project: str = "irpo"
     entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
+    group: Optional[str] = None  # None: the sweep directory's name in a multirun, none in a single run
+    tags: list[str] = field(default_factory=list)  # besides task:<name>, model:<name>, method:<name>
+    table_prompts: int = 4  # train prompts (and test problems) whose samples are logged as tables
+
+
+@dataclass
+class TensorBoardConfig:
+    enabled: bool = False  # writes <run dir>/tensorboard; needs the `tensorboard` extra
 
 
 @dataclass
 class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
 
 
 @dataclass
@@ -202,6 +209,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("train_utilization", "generate_utilization"):
         if not 0 < cfg.planner[key] <= 1:
             raise ConfigError(f"planner.{key} must be in (0, 1], got {cfg.planner[key]}")
+    if cfg.logger.wandb.table_prompts < 0:
+        raise ConfigError(f"logger.wandb.table_prompts must be >= 0, got {cfg.logger.wandb.table_prompts}")
     if cfg.eval.maj_k < 0:
         raise ConfigError(f"eval.maj_k must be >= 0, got {cfg.eval.maj_k}")
     micro = cfg.trainer.micro_batch_size

@@ -1,15 +1,21 @@
-"""Where metrics go: `metrics.jsonl` in the run directory, W&B (offline by default), and a
-table on the terminal. Every row carries `iteration`, W&B's x-axis for the loop's metrics."""
+"""Where metrics go: `metrics.jsonl` in the run directory, W&B (offline by default) or
+TensorBoard, and a table on the terminal. Every row carries `iteration`, the x-axis of the
+loop's metrics in both."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from irpo.artifacts import RunDir, read_jsonl, write_jsonl
 from irpo.config import flat_config
+from irpo.report import eval_samples, generation_samples
 
 TABLE_COLUMNS = [
     ("iteration", "iteration"),
@@ -20,11 +26,15 @@ TABLE_COLUMNS = [
 
 
 class RunLogger:
-    def __init__(self, cfg: DictConfig, run: RunDir) -> None:
+    """prompts: train and test prompt text by example id, for the W&B tables of samples."""
+
+    def __init__(self, cfg: DictConfig, run: RunDir, prompts: dict[str, dict[str, str]]) -> None:
         self.run, self.path = run, run.root / "metrics.jsonl"
         self.rows = read_jsonl(self.path) if self.path.exists() else []
         self.maj_key = f"maj@{cfg.eval.maj_k}" if cfg.eval.maj_k > 0 else None
-        self.wandb = None
+        self.prompts, self.table_prompts = prompts, cfg.logger.wandb.table_prompts
+        self.wandb = self.tensorboard = None
+        self._wandb_mode = os.environ.get("WANDB_MODE")
         w = cfg.logger.wandb
         if w.enabled and w.mode != "disabled":
             from lightning.pytorch.loggers import WandbLogger
@@ -32,17 +42,23 @@ class RunLogger:
             # One W&B run per run directory: a resumed run appends to the same W&B run.
             run_id = hashlib.sha1(str(run.root.resolve()).encode()).hexdigest()[:12]
             self.wandb = WandbLogger(
-                save_dir=str(run.root), offline=w.mode == "offline", project=w.project, entity=w.entity,
-                group=w.group, tags=list(w.tags), id=run_id, resume="allow", config=flat_config(cfg),
+                save_dir=str(run.root), offline=w.mode == "offline", mode=w.mode, project=w.project, entity=w.entity,
+                id=run_id, resume="allow", config=flat_config(cfg), **wandb_identity(cfg),
             )
             self.wandb.experiment.define_metric("iteration")
             self.wandb.experiment.define_metric("iter/*", step_metric="iteration")
+            self.wandb.experiment.define_metric("samples/*", step_metric="iteration")
+        if cfg.logger.tensorboard.enabled:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            self.tensorboard = TensorBoardLogger(save_dir=str(run.root), name="tensorboard", version="", default_hp_metric=False)
+            self.tensorboard.log_hyperparams(flat_config(cfg))
 
     def lightning_loggers(self, iter_dir) -> list:
-        """Per-step training metrics: a CSV in iter_<t>/train/ and the shared W&B run."""
+        """Per-step training metrics: a CSV in iter_<t>/train/ and the shared W&B or TensorBoard run."""
         from lightning.pytorch.loggers import CSVLogger
 
-        return [CSVLogger(save_dir=str(iter_dir), name="train", version="")] + ([self.wandb] if self.wandb else [])
+        return [CSVLogger(save_dir=str(iter_dir), name="train", version="")] + [x for x in (self.wandb, self.tensorboard) if x]
 
     def log_iteration(self, iteration: int, metrics: dict[str, float]) -> None:
         row = {"iteration": iteration, **metrics}
@@ -50,7 +66,26 @@ class RunLogger:
         self.rows.sort(key=lambda r: r["iteration"])
         write_jsonl(self.path, self.rows)
         if self.wandb is not None:
-            self.wandb.experiment.log({**{f"iter/{k}": v for k, v in metrics.items()}, "iteration": iteration})
+            self.wandb.experiment.log({**{f"iter/{k}": v for k, v in metrics.items()}, **self._sample_tables(iteration), "iteration": iteration})
+        if self.tensorboard is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.tensorboard.experiment.add_scalar(f"iter/{key}", value, global_step=iteration)
+
+    def _sample_tables(self, iteration: int) -> dict[str, Any]:
+        """The samples of the same few train prompts, and the greedy answers to the same few
+        test problems, every iteration: how the answers to one question change."""
+        import wandb
+
+        it = self.run.iter_dir(iteration)
+        tables = {}
+        for key, rows in (
+            ("samples/generations", generation_samples(it, self.prompts["train"], self.table_prompts)),
+            ("samples/eval", eval_samples(it, self.prompts["test"], self.table_prompts)),
+        ):
+            if rows:
+                tables[key] = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
+        return tables
 
     def table(self) -> None:
         from rich.console import Console
@@ -69,6 +104,28 @@ class RunLogger:
             import wandb
 
             wandb.finish()
+            # Lightning's WandbLogger leaves WANDB_MODE set for the process; the next job of a
+            # sweep run in the same process chooses its own mode.
+            if self._wandb_mode is None:
+                os.environ.pop("WANDB_MODE", None)
+            else:
+                os.environ["WANDB_MODE"] = self._wandb_mode
+        if self.tensorboard is not None:
+            self.tensorboard.finalize("success")
+
+
+def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
+    """Where a job's W&B run sits among the others: grouped by sweep (the sweep directory's
+    name unless logger.wandb.group is set), job_type = method, named by the job's overrides
+    (`alpha=0`), tagged with task, model and method."""
+    hydra = HydraConfig.get()
+    w = cfg.logger.wandb
+    group = w.group
+    if group is None and hydra.mode == RunMode.MULTIRUN:
+        group = Path(hydra.sweep.dir).name
+    choices = hydra.runtime.choices
+    tags = [f"task:{choices.get('task')}", f"model:{choices.get('model')}", f"method:{cfg.method.name}", *w.tags]
+    return {"group": group, "job_type": cfg.method.name, "name": hydra.job.override_dirname or None, "tags": tags}
 
 
 def _fmt(value: Any) -> str:

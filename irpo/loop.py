@@ -28,6 +28,7 @@ from irpo.generation.base import LazyGenerator, render_prompt
 from irpo.logging import RunLogger
 from irpo.models.load import load_tokenizer
 from irpo.plan import print_plan
+from irpo.report import report_at_end
 from irpo.tasks.base import Task
 from irpo.train import train_policy
 
@@ -56,7 +57,7 @@ def run(cfg: DictConfig) -> float | None:
     train_prompts, test_prompts = render(train), render(test)
     train_on = cfg.method.train_on
     last = 0 if train_on == "none" else cfg.iterations
-    logger = RunLogger(cfg, run_dir)
+    logger = RunLogger(cfg, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test, test_prompts)}})
     model_dir = str(cfg.model.path)
     try:
         for t in range(last + 1):
@@ -94,9 +95,10 @@ def run(cfg: DictConfig) -> float | None:
             logger.log_iteration(t, read_json(it / "metrics.json"))
             model_dir = str(it / "model")  # M_{t+1}: the next policy and the next reference
         logger.table()
-        return logger.rows[-1]["test_accuracy"]
     finally:
         logger.finish()
+    report_at_end(run_dir.root)
+    return logger.rows[-1]["test_accuracy"]
 
 
 def quiet_libraries() -> None:

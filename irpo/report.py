@@ -1,0 +1,427 @@
+"""`python -m irpo.report <run or sweep dir>`: the jobs of a sweep side by side.
+
+Reads only what runs leave on disk (each job's `.hydra/overrides.yaml` and `config.yaml`,
+`metrics.jsonl`, `iter_<t>/train/metrics.csv`, `iter_<t>/pairs.jsonl`, `generations.jsonl`,
+`eval_generations.jsonl`; the sweep's `multirun.yaml`) and writes into the directory:
+
+    summary.csv, summary.json   one row per job x iteration: the job, its swept values, then
+                                every per-iteration metric (summary.json also lists the jobs,
+                                unfinished ones included, and the mean and std over seeds)
+    accuracy.png                test accuracy (and maj@k) against iteration, one line per
+                                configuration; mean +- std over seeds when the seed is swept
+    train.png                   train pass@N and pairs per iteration
+    logps.png                   chosen and rejected log-probs over training steps, iterations
+                                end to end
+
+It runs by itself at the end of every run and every multirun; by hand it also reads a
+partial sweep and names the jobs that did not finish. The reader below (`load`, `Sweep`,
+`Job`, `train_steps`, `pairs_across_iterations`) is what notebooks/compare_iterations.ipynb
+and any other comparison use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import statistics
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from irpo.artifacts import atomic_path, read_jsonl, write_json
+from irpo.errors import UserError
+
+FIGURES = ("accuracy.png", "train.png", "logps.png")
+# Overrides that name the sweep or place its files: the same for every job, never a compared value.
+_NOT_COMPARED = ("sweep", "hydra.")
+
+
+@dataclass
+class Job:
+    """One run directory: its overrides, its per-iteration metrics, and how far it got."""
+
+    name: str
+    path: Path
+    overrides: dict[str, str]
+    rows: list[dict]  # metrics.jsonl, one row per finished iteration
+    last_iteration: int  # the iteration whose evaluation ends the run
+    stopped_in: str | None = None  # the last stage started (events.jsonl), for an unfinished job
+
+    @property
+    def finished(self) -> bool:
+        return any(r["iteration"] == self.last_iteration for r in self.rows)
+
+
+@dataclass
+class Sweep:
+    """A sweep directory's jobs (a lone run is a sweep of one) and the jobs it never started."""
+
+    root: Path
+    jobs: list[Job]
+    missing: list[str] = field(default_factory=list)  # overrides of jobs never started
+
+    @property
+    def swept(self) -> list[str]:
+        """The override keys whose values differ between jobs (all of a lone run's)."""
+        keys = list(dict.fromkeys(k for job in self.jobs for k in job.overrides if not k.startswith(_NOT_COMPARED)))
+        if len(self.jobs) == 1:
+            return keys
+        return [k for k in keys if len({job.overrides.get(k) for job in self.jobs}) > 1]
+
+    @property
+    def compared(self) -> list[str]:
+        """The swept keys that tell configurations apart: all but the seed, which repeats one;
+        none for a lone run."""
+        return [k for k in self.swept if k != "seed"] if len(self.jobs) > 1 else []
+
+    def label(self, job: Job) -> str:
+        return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in self.compared) or self.root.name
+
+    @property
+    def unfinished(self) -> list[Job]:
+        return [job for job in self.jobs if not job.finished]
+
+    def configurations(self) -> dict[str, list[Job]]:
+        """Jobs by configuration label, in job order; the seeds of one configuration together."""
+        groups: dict[str, list[Job]] = {}
+        for job in self.jobs:
+            groups.setdefault(self.label(job), []).append(job)
+        return groups
+
+    def table(self) -> list[dict]:
+        """One row per job x iteration: job, swept values, then every per-iteration metric."""
+        return [
+            {"job": job.name, **{k: job.overrides.get(k) for k in self.swept}, **row}
+            for job in self.jobs for row in job.rows
+        ]
+
+    def aggregate(self, metric: str) -> dict[str, list[tuple[int, float, float, int]]]:
+        """Per configuration: (iteration, mean, std, seeds) of a metric over the jobs that
+        reached the iteration; std is 0 for one seed."""
+        out = {}
+        for label, jobs in self.configurations().items():
+            by_iter: dict[int, list[float]] = {}
+            for job in jobs:
+                for row in job.rows:
+                    if isinstance(row.get(metric), (int, float)):
+                        by_iter.setdefault(row["iteration"], []).append(float(row[metric]))
+            points = [(t, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for t, v in sorted(by_iter.items())]
+            if points:
+                out[label] = points
+        return out
+
+    def metrics(self) -> list[str]:
+        """Every numeric per-iteration metric any job logged, in first-seen order."""
+        keys = dict.fromkeys(k for job in self.jobs for row in job.rows for k, v in row.items() if k != "iteration" and isinstance(v, (int, float)))
+        return list(keys)
+
+
+def load(path: str | os.PathLike) -> Sweep:
+    """A run directory (it has .hydra/) or a sweep directory (jobs in subdirectories)."""
+    root = Path(path)
+    if (root / ".hydra").is_dir():
+        return Sweep(root, [read_job(root, root.name)])
+    if not root.is_dir():
+        raise UserError(f"{root} is not a directory")
+    dirs = sorted((d for d in root.iterdir() if (d / ".hydra").is_dir()), key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    if not dirs and not (root / "multirun.yaml").exists():
+        raise UserError(f"{root} holds neither an irpo run (.hydra/) nor a sweep (multirun.yaml)")
+    jobs = [read_job(d, d.name) for d in dirs]
+    started = {tuple(sorted(_overrides_list(j.path))) for j in jobs}
+    missing = [" ".join(o) for o in expected_jobs(root) if tuple(sorted(o)) not in started]
+    return Sweep(root, jobs, missing)
+
+
+def read_job(path: Path, name: str) -> Job:
+    cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
+    last = 0 if cfg.method.train_on == "none" else int(cfg.iterations)
+    rows = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
+    job = Job(name, path, dict(_split(o) for o in _overrides_list(path)), rows, last)
+    if not job.finished and (path / "events.jsonl").exists():
+        starts = [e["stage"] for e in read_jsonl(path / "events.jsonl") if e.get("event") == "start"]
+        job.stopped_in = starts[-1] if starts else None
+    return job
+
+
+def _overrides_list(path: Path) -> list[str]:
+    return [str(o) for o in OmegaConf.load(path / ".hydra" / "overrides.yaml")]
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def expected_jobs(root: Path) -> list[list[str]]:
+    """The jobs a sweep defines (its multirun.yaml: the sweeper's params and the command
+    line), expanded as Hydra's basic sweeper does; [] when another sweeper made it."""
+    path = root / "multirun.yaml"
+    if not path.exists():
+        return []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = OmegaConf.load(path)
+    if "BasicSweeper" not in str(OmegaConf.select(cfg, "hydra.sweeper._target_")):
+        return []
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def train_steps(job: Job) -> list[dict]:
+    """The rows of every iteration's iter_<t>/train/metrics.csv end to end: `step` counts on
+    across iterations (each iteration's trainer starts again at 0), `iteration` says which."""
+    out, offset = [], 0
+    for t in range(job.last_iteration):
+        path = job.path / f"iter_{t}" / "train" / "metrics.csv"
+        if not path.exists():
+            continue
+        rows = [{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(path.open())]
+        last = 0
+        for row in rows:
+            if "step" in row:
+                last = max(last, int(row["step"]))
+                out.append({**row, "iteration": t, "step": offset + int(row["step"])})
+        offset += last + 1
+    return out
+
+
+def _number(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _pair_roles(it: Path) -> dict[tuple[str, str], str]:
+    roles: dict[tuple[str, str], str] = {}
+    if (it / "pairs.jsonl").exists():
+        for p in read_jsonl(it / "pairs.jsonl"):
+            roles.setdefault((p["prompt_id"], p["rejected"]), "loser")
+            roles[(p["prompt_id"], p["chosen"])] = "winner"
+    return roles
+
+
+def generation_samples(it: Path, prompts: dict[str, str], n_prompts: int) -> list[dict]:
+    """The samples of the first n_prompts train prompts of iteration dir `it` (the same
+    prompts every iteration): prompt, completion, extracted answer, reward, and whether the
+    sample became a winner, a loser or neither."""
+    if not (it / "generations.jsonl").exists() or n_prompts == 0:
+        return []
+    gens = read_jsonl(it / "generations.jsonl")
+    ids = list(dict.fromkeys(g["prompt_id"] for g in gens))[:n_prompts]
+    roles = _pair_roles(it)
+    return [
+        {"iteration": int(it.name.split("_")[1]), "prompt_id": g["prompt_id"], "prompt": prompts.get(g["prompt_id"], ""),
+         "completion": g["completion"], "answer": g["answer"], "reward": g["reward"], "role": roles.get((g["prompt_id"], g["completion"]), "")}
+        for g in gens if g["prompt_id"] in ids
+    ]
+
+
+def eval_samples(it: Path, prompts: dict[str, str], n: int) -> list[dict]:
+    """M_t's greedy answers to the first n test problems."""
+    if not (it / "eval_generations.jsonl").exists() or n == 0:
+        return []
+    return [
+        {"iteration": int(it.name.split("_")[1]), "prompt_id": r["prompt_id"], "prompt": prompts.get(r["prompt_id"], ""),
+         "gold": r["gold"], "completion": r["greedy"], "answer": r["answer"], "reward": r["reward"]}
+        for r in read_jsonl(it / "eval_generations.jsonl")[:n]
+    ]
+
+
+def pairs_across_iterations(job: Job, prompt_id: str | None = None, per_iteration: int = 1) -> list[dict]:
+    """The (winner, loser) pairs of one train question in each iteration (by default the
+    first question that has pairs in every iteration that made pairs)."""
+    by_iter = {t: read_jsonl(p) for t in range(job.last_iteration) if (p := job.path / f"iter_{t}" / "pairs.jsonl").exists()}
+    if prompt_id is None:
+        common = set.intersection(*({p["prompt_id"] for p in pairs} for pairs in by_iter.values())) if by_iter else set()
+        first = next(iter(by_iter.values()), [])
+        prompt_id = next((p["prompt_id"] for p in first if p["prompt_id"] in common), None)
+    return [
+        {"iteration": t, "prompt_id": p["prompt_id"], "prompt": p["prompt"], "winner": p["chosen"], "loser": p["rejected"]}
+        for t, pairs in by_iter.items() for p in [q for q in pairs if q["prompt_id"] == prompt_id][:per_iteration]
+    ]
+
+
+def write_report(path: str | os.PathLike) -> Sweep:
+    """summary.csv, summary.json and the figures, into the run or sweep directory."""
+    sweep = load(path)
+    rows = sweep.table()
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["job", *sweep.swept]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(sweep.root / "summary.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    write_json(sweep.root / "summary.json", {
+        "directory": str(sweep.root),
+        "swept": sweep.swept,
+        "jobs": [{"job": j.name, "overrides": j.overrides, "finished": j.finished, "iterations_logged": len(j.rows),
+                  "stopped_in": j.stopped_in} for j in sweep.jobs],
+        "unfinished": [j.name for j in sweep.unfinished],
+        "not_started": sweep.missing,
+        "rows": rows,
+        "seed_mean_std": _seed_table(sweep) if "seed" in sweep.swept else [],
+    })
+    plot(sweep)
+    return sweep
+
+
+def _seed_table(sweep: Sweep) -> list[dict]:
+    out: dict[tuple[str, int], dict] = {}
+    for metric in sweep.metrics():
+        for label, points in sweep.aggregate(metric).items():
+            for t, mean, std, n in points:
+                row = out.setdefault((label, t), {"configuration": label, "iteration": t, "seeds": n})
+                row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+    return list(out.values())
+
+
+def plot(sweep: Sweep) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = " (mean ± std over seeds)" if "seed" in sweep.swept else ""
+    maj = [m for m in sweep.metrics() if m.startswith("maj@")]
+    _iteration_figure(plt, sweep, [("test_accuracy", "test accuracy (greedy)"), *[(m, f"test {m}") for m in maj]],
+                      f"{sweep.root.name}: test accuracy of M_t{seeds}", sweep.root / "accuracy.png")
+    _iteration_figure(plt, sweep, [("train_pass_at_n", "train pass@N (a prompt has a correct sample)"), ("pairs", "pairs")],
+                      f"{sweep.root.name}: samples of M_t{seeds}", sweep.root / "train.png")
+    _logps_figure(plt, sweep, f"{sweep.root.name}: log-probs of winners and losers while training", sweep.root / "logps.png")
+
+
+def _legend(fig, sweep: Sweep, handles: list, labels: list[str], **kwargs: Any) -> None:
+    """One legend under the axes, titled with the swept keys: long labels never cover data."""
+    fig.legend(handles, labels, title=", ".join(sweep.compared) or None, loc="lower center", fontsize="small",
+               ncol=max(1, min(len(labels), 3)), frameon=False, **kwargs)
+
+
+def _finish(fig, n_legend_rows: int, title: str) -> None:
+    fig.suptitle(textwrap.fill(title, 90))
+    fig.tight_layout(rect=(0, min(0.45, 0.03 + 0.05 * n_legend_rows), 1, 1))
+
+
+def _iteration_figure(plt, sweep: Sweep, metrics: list[tuple[str, str]], title: str, out: Path) -> None:
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.5, 5.5 * len(metrics)), 4.8), squeeze=False)
+    for ax, (metric, ylabel) in zip(axes[0], metrics):
+        for label, points in sweep.aggregate(metric).items():
+            t, mean, std = [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]
+            line, = ax.plot(t, mean, marker="o", label=label)
+            if any(std):
+                ax.fill_between(t, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("iteration t (M_t)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    _legend(fig, sweep, handles, labels)
+    _finish(fig, math.ceil(len(labels) / 3) + bool(sweep.compared), title)
+    _save(fig, out)
+    plt.close(fig)
+
+
+def _logps_figure(plt, sweep: Sweep, title: str, out: Path) -> None:
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    boundaries: set[int] = set()
+    configs = []
+    for i, (label, jobs) in enumerate(sweep.configurations().items()):
+        # Seeds of one configuration: the mean at each (iteration, step) they all reached.
+        by_step: dict[int, list[tuple[float, float]]] = {}
+        for job in jobs:
+            steps = train_steps(job)
+            for row in steps:
+                if "train/chosen_logps" in row:
+                    by_step.setdefault(row["step"], []).append((row["train/chosen_logps"], row["train/rejected_logps"]))
+            boundaries |= {r["step"] for r, prev in zip(steps[1:], steps) if r["iteration"] != prev["iteration"]}
+        if not by_step:
+            continue
+        x = sorted(by_step)
+        color = f"C{i % 10}"
+        ax.plot(x, [statistics.fmean(v[0] for v in by_step[s]) for s in x], color=color)
+        ax.plot(x, [statistics.fmean(v[1] for v in by_step[s]) for s in x], color=color, linestyle="--")
+        configs.append((Line2D([], [], color=color), label))
+    for b in sorted(boundaries):
+        ax.axvline(b, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("training step, iterations end to end (dotted line: the next iteration starts)")
+    ax.set_ylabel("log-prob of the sequence (batch mean)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    if not configs:
+        ax.text(0.5, 0.5, "no training steps logged", transform=ax.transAxes, ha="center")
+    styles = [(Line2D([], [], color="black"), "winner (chosen)"), (Line2D([], [], color="black", linestyle="--"), "loser (rejected)")]
+    ax.legend(*zip(*styles), loc="best", fontsize="small")
+    if configs:
+        _legend(fig, sweep, *map(list, zip(*configs)))
+    _finish(fig, math.ceil(len(configs) / 3) + bool(sweep.compared), title)
+    _save(fig, out)
+    plt.close(fig)
+
+
+def _save(fig, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+
+
+def describe(sweep: Sweep) -> str:
+    """What the report found, for the terminal."""
+    lines = [f"irpo report: {sweep.root}: {len(sweep.jobs)} job(s), swept: {', '.join(sweep.swept) or 'nothing'}"]
+    for label, points in sweep.aggregate("test_accuracy").items():
+        accs = " ".join(f"{m:.3f}" + (f"±{s:.3f}" if n > 1 else "") for _, m, s, n in points)
+        lines.append(f"  {label}: test accuracy by iteration {accs}")
+    for job in sweep.unfinished:
+        where = f", stopped in {job.stopped_in}" if job.stopped_in else ""
+        lines.append(f"  unfinished: job {job.name} ({' '.join(f'{k}={v}' for k, v in job.overrides.items())}): "
+                     f"{len(job.rows)} of {job.last_iteration + 1} iterations logged{where}")
+    for overrides in sweep.missing:
+        lines.append(f"  not started: {overrides}")
+    lines.append(f"  wrote summary.csv, summary.json, {', '.join(FIGURES)}")
+    return "\n".join(lines)
+
+
+def report_at_end(path: str | os.PathLike) -> None:
+    """The report a run writes when it ends: by one process only when a run has several
+    ranks. A report that fails leaves the run's results as they are and says so."""
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    try:
+        print(describe(write_report(path)))
+    except Exception as exc:  # the results are on disk already; the report can be redone by hand
+        print(f"irpo: warning: the report failed ({type(exc).__name__}: {exc}); rerun: python -m irpo.report {path}", file=sys.stderr)
+
+
+class ReportCallback(Callback):
+    """Hydra calls this when every job of a multirun has ended (and not when one failed, so
+    a partial sweep's report is written by hand: `python -m irpo.report <sweep dir>`)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        report_at_end(config.hydra.sweep.dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m irpo.report", description="Summary tables and figures of an irpo run or sweep directory.")
+    parser.add_argument("directory", help="a run directory (outputs/...) or a sweep directory (multirun/...)")
+    args = parser.parse_args(argv)
+    from irpo.cli import exit_on_user_error, full_errors_requested
+
+    exit_on_user_error(lambda: print(describe(write_report(args.directory))), full_errors_requested())
+
+
+if __name__ == "__main__":
+    main()
