@@ -289,18 +289,27 @@ def _seed_table(sweep: Sweep) -> list[dict]:
 
 
 def plot(sweep: Sweep) -> None:
-    import matplotlib
+    """The figures of FIGURES, into the sweep directory."""
+    for name, fig in zip(FIGURES, (accuracy_figure(sweep), train_figure(sweep), logps_figure(sweep))):
+        with atomic_path(sweep.root / name) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    seeds = " (mean ± std over seeds)" if "seed" in sweep.swept else ""
+def _seeds(sweep: Sweep) -> str:
+    return " (mean ± std over seeds)" if "seed" in sweep.swept else ""
+
+
+def accuracy_figure(sweep: Sweep):
+    """Test accuracy (greedy, and maj@k when evaluated) against iteration, per configuration."""
     maj = [m for m in sweep.metrics() if m.startswith("maj@")]
-    _iteration_figure(plt, sweep, [("test_accuracy", "test accuracy (greedy)"), *[(m, f"test {m}") for m in maj]],
-                      f"{sweep.root.name}: test accuracy of M_t{seeds}", sweep.root / "accuracy.png")
-    _iteration_figure(plt, sweep, [("train_pass_at_n", "train pass@N (a prompt has a correct sample)"), ("pairs", "pairs")],
-                      f"{sweep.root.name}: samples of M_t{seeds}", sweep.root / "train.png")
-    _logps_figure(plt, sweep, f"{sweep.root.name}: log-probs of winners and losers while training", sweep.root / "logps.png")
+    return _iteration_figure(sweep, [("test_accuracy", "test accuracy (greedy)"), *[(m, f"test {m}") for m in maj]],
+                             f"{sweep.root.name}: test accuracy of M_t{_seeds(sweep)}")
+
+
+def train_figure(sweep: Sweep):
+    """Train pass@N and the number of pairs per iteration, per configuration."""
+    return _iteration_figure(sweep, [("train_pass_at_n", "train pass@N (a prompt has a correct sample)"), ("pairs", "pairs")],
+                             f"{sweep.root.name}: samples of M_t{_seeds(sweep)}")
 
 
 def _legend(fig, sweep: Sweep, handles: list, labels: list[str], **kwargs: Any) -> None:
@@ -309,13 +318,18 @@ def _legend(fig, sweep: Sweep, handles: list, labels: list[str], **kwargs: Any) 
                ncol=max(1, min(len(labels), 3)), frameon=False, **kwargs)
 
 
-def _finish(fig, n_legend_rows: int, title: str) -> None:
+def _finish(fig, n_legend_rows: int, title: str):
+    """The title, and room under the axes for the legend."""
     fig.suptitle(textwrap.fill(title, 90))
     fig.tight_layout(rect=(0, min(0.45, 0.03 + 0.05 * n_legend_rows), 1, 1))
+    return fig
 
 
-def _iteration_figure(plt, sweep: Sweep, metrics: list[tuple[str, str]], title: str, out: Path) -> None:
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.5, 5.5 * len(metrics)), 4.8), squeeze=False)
+def _iteration_figure(sweep: Sweep, metrics: list[tuple[str, str]], title: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.5, 5.5 * len(metrics)), 4.8))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, (metric, ylabel) in zip(axes[0], metrics):
         for label, points in sweep.aggregate(metric).items():
             t, mean, std = [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]
@@ -330,15 +344,18 @@ def _iteration_figure(plt, sweep: Sweep, metrics: list[tuple[str, str]], title: 
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
     handles, labels = axes[0][0].get_legend_handles_labels()
     _legend(fig, sweep, handles, labels)
-    _finish(fig, math.ceil(len(labels) / 3) + bool(sweep.compared), title)
-    _save(fig, out)
-    plt.close(fig)
+    return _finish(fig, math.ceil(len(labels) / 3) + bool(sweep.compared), title)
 
 
-def _logps_figure(plt, sweep: Sweep, title: str, out: Path) -> None:
+def logps_figure(sweep: Sweep):
+    """Chosen and rejected log-probs over training steps, iterations end to end, per
+    configuration: the paper's case for the NLL term (without it both fall)."""
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(10, 5.2))
+    title = f"{sweep.root.name}: log-probs of winners and losers while training"
+    fig = Figure(figsize=(10, 5.2))
+    ax = fig.subplots()
     boundaries: set[int] = set()
     configs = []
     for i, (label, jobs) in enumerate(sweep.configurations().items()):
@@ -369,14 +386,7 @@ def _logps_figure(plt, sweep: Sweep, title: str, out: Path) -> None:
     ax.legend(*zip(*styles), loc="best", fontsize="small")
     if configs:
         _legend(fig, sweep, *map(list, zip(*configs)))
-    _finish(fig, math.ceil(len(configs) / 3) + bool(sweep.compared), title)
-    _save(fig, out)
-    plt.close(fig)
-
-
-def _save(fig, out: Path) -> None:
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    return _finish(fig, math.ceil(len(configs) / 3) + bool(sweep.compared), title)
 
 
 def describe(sweep: Sweep) -> str:
