@@ -180,20 +180,24 @@ def expected_jobs(root: Path) -> list[list[str]]:
 
 def train_steps(job: Job) -> list[dict]:
     """The rows of every iteration's iter_<t>/train/metrics.csv end to end: `step` counts on
-    across iterations (each iteration's trainer starts again at 0), `iteration` says which."""
+    across iterations (each iteration's trainer starts again at 0), `iteration` says which,
+    and `progress` = t + the fraction of iteration t's logged steps done, which lines up
+    runs whose iterations have different numbers of steps."""
     out, offset = [], 0
     for t in range(job.last_iteration):
         path = job.path / f"iter_{t}" / "train" / "metrics.csv"
         if not path.exists():
             continue
-        rows = [{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(path.open())]
-        last = 0
-        for row in rows:
-            if "step" in row:
-                last = max(last, int(row["step"]))
-                out.append({**row, "iteration": t, "step": offset + int(row["step"])})
-        offset += last + 1
+        rows = [r for r in ({k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(path.open())) if "step" in r]
+        steps = max((int(r["step"]) for r in rows), default=0) + 1
+        out += [{**r, "iteration": t, "step": offset + int(r["step"]), "progress": t + (int(r["step"]) + 1) / steps} for r in rows]
+        offset += steps
     return out
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """The mean of each value and up to window - 1 values before it."""
+    return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
 
 
 def _number(value: str) -> Any:
@@ -347,38 +351,34 @@ def _iteration_figure(sweep: Sweep, metrics: list[tuple[str, str]], title: str):
     return _finish(fig, math.ceil(len(labels) / 3) + bool(sweep.compared), title)
 
 
-def logps_figure(sweep: Sweep):
-    """Chosen and rejected log-probs over training steps, iterations end to end, per
-    configuration: the paper's case for the NLL term (without it both fall)."""
+def logps_figure(sweep: Sweep, window: int = 5):
+    """Chosen and rejected log-probs while training, iterations end to end, one colour per
+    configuration (each seed its own line): the paper's case for the NLL term, without
+    which the winners' log-probs fall along with the losers'. Batch means are noisy, so
+    each line is a moving average over `window` logged batches of one iteration."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     title = f"{sweep.root.name}: log-probs of winners and losers while training"
     fig = Figure(figsize=(10, 5.2))
     ax = fig.subplots()
-    boundaries: set[int] = set()
-    configs = []
+    configs, last = [], 0
     for i, (label, jobs) in enumerate(sweep.configurations().items()):
-        # Seeds of one configuration: the mean at each (iteration, step) they all reached.
-        by_step: dict[int, list[tuple[float, float]]] = {}
-        for job in jobs:
-            steps = train_steps(job)
-            for row in steps:
-                if "train/chosen_logps" in row:
-                    by_step.setdefault(row["step"], []).append((row["train/chosen_logps"], row["train/rejected_logps"]))
-            boundaries |= {r["step"] for r, prev in zip(steps[1:], steps) if r["iteration"] != prev["iteration"]}
-        if not by_step:
-            continue
-        x = sorted(by_step)
         color = f"C{i % 10}"
-        ax.plot(x, [statistics.fmean(v[0] for v in by_step[s]) for s in x], color=color)
-        ax.plot(x, [statistics.fmean(v[1] for v in by_step[s]) for s in x], color=color, linestyle="--")
-        configs.append((Line2D([], [], color=color), label))
-    for b in sorted(boundaries):
-        ax.axvline(b, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("training step, iterations end to end (dotted line: the next iteration starts)")
-    ax.set_ylabel("log-prob of the sequence (batch mean)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+        for job in jobs:
+            rows = [r for r in train_steps(job) if "train/chosen_logps" in r]
+            for t in sorted({r["iteration"] for r in rows}):
+                part = [r for r in rows if r["iteration"] == t]
+                x = [r["progress"] for r in part]
+                ax.plot(x, moving_average([r["train/chosen_logps"] for r in part], window), color=color, linewidth=1.5)
+                ax.plot(x, moving_average([r["train/rejected_logps"] for r in part], window), color=color, linewidth=1.5, linestyle="--")
+                last = max(last, t + 1)
+        if any(line.get_color() == color for line in ax.lines):
+            configs.append((Line2D([], [], color=color), label))
+    ax.set_xticks(range(last + 1))
+    ax.set_xticklabels([f"M_{t}" for t in range(last + 1)])
+    ax.set_xlabel("training M_t → M_t+1: iterations end to end, each from its first step to its last")
+    ax.set_ylabel(f"log-prob of the sequence\n(batch mean, moving average of {window})")
     ax.grid(alpha=0.3)
     if not configs:
         ax.text(0.5, 0.5, "no training steps logged", transform=ax.transAxes, ha="center")
