@@ -4,6 +4,7 @@ the wheel's config files."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -125,8 +126,16 @@ def test_dashboard_dry_run_writes_a_spec_on_iteration(tmp_path):
 @pytest.mark.slow
 def test_wheel_ships_conf_and_sweeps(tmp_path):
     """A non-editable install gets every YAML file: conf/ as irpo/conf, sweeps/ as irpo/sweeps."""
+    # Built from a copy: setuptools writes build/ beside the sources.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "conf", "sweeps", "irpo"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(ROOT / name, src / name)
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
         capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
