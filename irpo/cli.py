@@ -66,7 +66,6 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    register_all()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name, overrides=list(overrides))
 

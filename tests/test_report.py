@@ -156,8 +156,11 @@ def test_named_sweep_writes_its_report(named_sweep):
     for name in FIGURES:
         assert (sweep / name).read_bytes()[:8] == PNG
     assert "irpo report: " in proc.stdout and "alpha=1: test accuracy by iteration" in proc.stdout
-    # Each job writes its own report too.
+    # Each job writes its own report too, and the command reads a finished run as well.
     assert (sweep / "0" / "summary.csv").exists()
+    proc = subprocess.run([sys.executable, "-m", "irpo.report", str(sweep / "1")], capture_output=True, text=True)
+    assert proc.returncode == 0 and "1 job(s)" in proc.stdout and "unfinished" not in proc.stdout, proc.stderr
+    assert len(json.loads((sweep / "1" / "summary.json").read_text())["rows"]) == 2
 
 
 @pytest.mark.slow

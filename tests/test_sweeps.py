@@ -30,7 +30,8 @@ def test_the_named_sweeps_are_there():
 def test_sweep_file_says_what_it_answers(name):
     lines = (ROOT / "sweeps" / f"{name}.yaml").read_text().splitlines()
     assert lines[0] == "# @package _global_"
-    assert lines[1].startswith("# ") and lines[1].rstrip().endswith("?") or "?" in " ".join(lines[1:4])
+    comment = " ".join(line for line in lines[1:4] if line.startswith("# "))
+    assert "?" in comment, f"{name}: the comment under the header asks the sweep's question"
 
 
 @pytest.mark.parametrize("name", SWEEPS)
