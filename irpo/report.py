@@ -421,7 +421,8 @@ class ReportCallback(Callback):
     a partial sweep's report is written by hand: `python -m irpo.report <sweep dir>`)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        report_at_end(config.hydra.sweep.dir)
+        if not (config.get("plan") or config.get("dry_run")):  # those jobs print a plan, they log nothing
+            report_at_end(config.hydra.sweep.dir)
 
 
 def main(argv: list[str] | None = None) -> None:
