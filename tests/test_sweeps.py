@@ -56,8 +56,9 @@ def test_tiny_sweeps_stay_tiny():
     for name in TINY_SWEEPS:
         cfg = irpo.compose([f"sweep={name}"])
         assert cfg.model.path.endswith("tiny_m0") and cfg.trainer.accelerator == "cpu"
-    paper = irpo.compose(["sweep=paper_alpha_task", "experiment=paper_gsm8k", "generator=vllm", "trainer=fsdp"])
-    assert paper.model.path == "meta-llama/Llama-2-70b-chat-hf"
+    paper = irpo.compose(["sweep=paper_alpha_task", "experiment=paper_gsm8k"])
+    assert paper.model.path == "meta-llama/Llama-2-70b-chat-hf" and paper.trainer.strategy == "fsdp"
+    assert paper.generator._target_.endswith("VLLMGenerator")
 
 
 def test_import_irpo_is_enough_for_hydra_compose():
