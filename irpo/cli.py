@@ -15,12 +15,16 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def register_all() -> None:
-    """Config schemas and the `${irpo_asset:name}` resolver (files shipped in the package)."""
+    """Config schemas, the `${irpo_asset:name}` resolver (files shipped in the package) and
+    the two that keep the ranks of one launch in one run directory (irpo.distributed)."""
     from irpo.config import register
+    from irpo.distributed import rank_zero_value, run_name
     from irpo.models.load import ASSETS
 
     register()
     OmegaConf.register_new_resolver("irpo_asset", lambda name: ASSETS[name](), replace=True)
+    OmegaConf.register_new_resolver("irpo_run_name", run_name, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("irpo_rank_zero", rank_zero_value, replace=True)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

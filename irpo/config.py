@@ -7,6 +7,7 @@ Each default lives here once; `conf/*.yaml` only chooses among them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -190,6 +191,12 @@ def validate(cfg: DictConfig) -> None:
     micro = cfg.trainer.micro_batch_size
     if micro is not None and (micro < 1 or cfg.trainer.batch_size % micro):
         raise ConfigError(f"trainer.micro_batch_size must divide trainer.batch_size={cfg.trainer.batch_size}, got {micro}")
+    if cfg.model.lora.r < 0:
+        raise ConfigError(f"model.lora.r must be >= 0 (0 = no LoRA), got {cfg.model.lora.r}")
+    if cfg.trainer.strategy == "deepspeed_zero3" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'")
+    if cfg.trainer.strategy == "fsdp" and cfg.trainer.reference == "live":
+        raise ConfigError("trainer.reference=live keeps a whole second model on every rank; with trainer=fsdp use reference=precomputed")
     for key, allowed in _CHOICES.items():
         value = cfg
         for part in key.split("."):
