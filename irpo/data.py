@@ -25,7 +25,6 @@ from irpo.batching import collate, encode_examples
 from irpo.distributed import gather, on_rank_zero, rank, rank_slice, world_size
 from irpo.generation.base import Generator
 from irpo.errors import UserError
-from irpo.models.load import load_policy
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
@@ -141,14 +140,15 @@ class IterationData(L.LightningDataModule):
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
 
     @torch.no_grad()
-    def reference_logps(self, model_dir: str, dtype: str, trust_remote_code: bool, device: str) -> None:
+    def reference_logps(self, load_model: Callable[[], torch.nn.Module], device: str) -> None:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN.
-        Each rank scores its share of the pairs; rank 0 writes them all."""
+        Each rank scores its share of the pairs with M_t from load_model (whole, or its
+        shard of it); rank 0 writes them all."""
         from irpo.module import batch_logps
 
         self.setup()
-        model = load_policy(model_dir, dtype, trust_remote_code).to(device).eval()
+        model = load_model().to(device).eval()
         total = len(self.items) + self.dropped_too_long  # every pair in pairs.jsonl
         chosen = torch.full((total,), float("nan"))
         rejected = torch.full((total,), float("nan"))

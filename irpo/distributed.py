@@ -157,17 +157,23 @@ def rank_zero(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def replica_shards(n_shards: int, replica_size: int) -> list[int]:
-    """The shards this rank makes: those of its replica, and only on the replica's first
-    rank (the one that drives its engine); the other ranks of a replica make none."""
-    replicas = max(1, world_size() // replica_size)
-    if rank() % replica_size:
+    """The shards this rank makes (see owned_shards)."""
+    return owned_shards(n_shards, replica_size, rank(), world_size())
+
+
+def owned_shards(n_shards: int, replica_size: int, rank: int, world: int) -> list[int]:
+    """Shard s belongs to replica s % replicas and is made by the replica's first rank (the
+    one that drives its engine); the other ranks of a replica make none."""
+    if rank % replica_size:
         return []
-    return list(range(rank() // replica_size, n_shards, replicas))
+    return list(range(rank // replica_size, n_shards, max(1, world // replica_size)))
 
 
 def rank_slice(items: list[T]) -> list[T]:
-    """This rank's share of items (every world_size-th one)."""
-    return items[rank() :: world_size()]
+    """This rank's share of items (every world_size-th one), as many on every rank (the
+    list padded from its start), since a sharded model's forward is a collective."""
+    per_rank = -(-len(items) // world_size())
+    return (items * world_size())[: per_rank * world_size()][rank() :: world_size()]
 
 
 def run_name() -> str:

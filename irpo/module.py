@@ -14,7 +14,7 @@ import torch
 from irpo.errors import UserError
 from irpo.loss import dpo_nll_loss, nll_loss, sequence_logps
 from irpo.models.load import load_policy, policy_skeleton
-from irpo.models.lora import with_lora
+from irpo.models.lora import init_adapters, with_lora
 from irpo.strategies import SHARDED, load_sharded, shard_policy
 
 
@@ -77,6 +77,7 @@ class PreferenceModule(L.LightningModule):
         hp = self.hparams
         shard_policy(self.policy, self.device_mesh["data_parallel"], hp.precision, hp.cpu_offload)
         load_sharded(self.policy, hp.model_dir, self.trainer.strategy.root_device)
+        init_adapters(self.policy)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         hp = self.hparams

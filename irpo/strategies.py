@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from irpo.artifacts import remove_tree
+from irpo.models.lora import checkpoint_key
 from irpo.distributed import barrier, broadcast, on_rank_zero, rank, world_size
 
 SHARDED = ("fsdp",)
@@ -108,12 +109,25 @@ def load_sharded(model: torch.nn.Module, model_dir: str, device: torch.device) -
     if rank() == 0:
         for f in sorted(Path(model_dir).glob("*.safetensors")):
             full |= load_file(f)
-    # PEFT adapters are not in M_t's checkpoint; they keep their fresh initialisation.
+        # Under LoRA adapters the names differ; the adapters themselves are not in M_t.
+        full = {key: full[checkpoint_key(key)] for key in model.state_dict() if checkpoint_key(key) in full}
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False))
     for module in model.modules():
         if module._non_persistent_buffers_set:
             model._init_weights(module)
     barrier()
+
+
+def sharded_policy(model_dir: str, dtype: str, trust_remote_code: bool, device: torch.device, precision: str, cpu_offload: bool):
+    """M_t sharded over all ranks outside Lightning (the reference pass before training)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from irpo.models.load import policy_skeleton
+
+    model = policy_skeleton(model_dir, dtype, trust_remote_code)
+    shard_policy(model, init_device_mesh(device.type, (world_size(),)), precision, cpu_offload)
+    load_sharded(model, model_dir, device)
+    return model
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

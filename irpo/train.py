@@ -114,4 +114,5 @@ def _save(policy, tokenizer, out: Path) -> None:
 def _save_gathered(state: dict, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:
     policy = with_lora(policy_skeleton(model_dir, cfg.model.dtype, cfg.model.trust_remote_code), **lora_args(cfg))
     policy.load_state_dict(state, assign=True)
+    policy.tie_weights()  # assign= gave tied embeddings two tensors
     _save(merged(policy), tokenizer, out)

@@ -21,3 +21,17 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
     from peft import PeftModel
 
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def init_adapters(model: torch.nn.Module) -> None:
+    """Initialise the adapters again, as PEFT does (B = 0: the wrapped model starts as M_t):
+    built on the meta device, they hold no values after a sharded policy is materialised."""
+    for module in model.modules():
+        if hasattr(module, "reset_lora_parameters"):
+            for adapter in module.lora_A:
+                module.reset_lora_parameters(adapter, True)
+
+
+def checkpoint_key(key: str) -> str:
+    """The name a parameter of a (possibly) adapter-wrapped model has in M_t's checkpoint."""
+    return key.removeprefix("base_model.model.").replace(".base_layer.", ".")
