@@ -110,8 +110,9 @@ class PreferenceModule(L.LightningModule):
         return parts.loss
 
     def _log(self, metrics: dict) -> None:
-        # `iteration` on every row: W&B and metrics.csv curves of all iterations in one run.
-        self.log_dict({**metrics, "iteration": float(self.hparams.iteration)}, prog_bar=True)
+        # `iteration` on every row: W&B and metrics.csv curves of all iterations in one run;
+        # sync_dist: the mean over all ranks' pairs, not rank 0's share.
+        self.log_dict({**metrics, "iteration": float(self.hparams.iteration)}, prog_bar=True, sync_dist=True)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         # Stopping here, before backward and before this step's checkpoint, keeps the last
