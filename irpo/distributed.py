@@ -21,6 +21,8 @@ from typing import Any, Callable, TypeVar
 import torch
 import torch.distributed as dist
 
+from irpo.errors import UserError
+
 T = TypeVar("T")
 
 
@@ -186,8 +188,6 @@ def run_name() -> str:
         return f"slurm-{os.environ['SLURM_JOB_ID']}"
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
     if run_id == "none":
-        from irpo.errors import UserError
-
         raise UserError("torchrun without --standalone or --rdzv-id gives the ranks no shared run name; set hydra.run.dir=...")
     return f"torchrun-{run_id}"
 
@@ -195,3 +195,24 @@ def run_name() -> str:
 def rank_zero_value(value: Any) -> Any:
     """value on rank 0, None elsewhere: Hydra writes `.hydra/` once, from rank 0."""
     return value if rank() == 0 else None
+
+
+# What torchrun and srun tell a rank about its process group; an engine's own processes
+# (vLLM's tensor-parallel workers) form a group of their own and must not read them.
+_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+                  "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
+
+
+def engine_env(replica_size: int) -> dict[str, str | None]:
+    """Environment changes for the generation engine a replica's first rank starts: the
+    GPUs of the replica's ranks (this local rank's and the next replica_size - 1), and no
+    launcher variables (None: unset). Empty for one process."""
+    if not launched():
+        return {}
+    if devices_per_node() % replica_size:
+        raise UserError(f"generator.tensor_parallel_size={replica_size} must divide the {devices_per_node()} ranks per node (an engine stays on one node)")
+    env: dict[str, str | None] = dict.fromkeys(_LAUNCHER_VARS)
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count())))).split(",")
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[local_rank() : local_rank() + replica_size])
+    return env

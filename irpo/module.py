@@ -127,7 +127,12 @@ class PreferenceModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.strategy == "deepspeed_zero3" and hp.cpu_offload:
+            # ZeRO-Offload steps the optimizer on the CPU, with DeepSpeed's own AdamW.
+            from deepspeed.ops.adam import DeepSpeedCPUAdam as AdamW
+        else:
+            AdamW = torch.optim.AdamW
+        optimizer = AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         warmup = max(hp.warmup_steps, 1)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

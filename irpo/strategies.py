@@ -15,43 +15,36 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelParallelStrategy
 from omegaconf import DictConfig
 
 from irpo.artifacts import remove_tree
 from irpo.models.lora import checkpoint_key
 from irpo.distributed import barrier, broadcast, on_rank_zero, rank, world_size
 
-SHARDED = ("fsdp",)
+SHARDED = ("fsdp",)  # irpo shards the policy itself (configure_model)
+GATHERED = ("fsdp", "deepspeed_zero3")  # no rank holds the whole trained policy
 
 
 def build_strategy(t: DictConfig):
     """The Lightning strategy of trainer.strategy; collectives wait trainer.timeout_minutes."""
     timeout = timedelta(minutes=t.timeout_minutes)
     if t.strategy == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
         return DDPStrategy(timeout=timeout)
     if t.strategy == "fsdp":
         # With "auto" sizes Lightning makes data parallel = nodes and tensor parallel =
         # processes per node, so that the ranks of one node would all see the same batches.
         return AtomicModelParallelStrategy(data_parallel_size=world_size(), tensor_parallel_size=1, timeout=timeout)
     if t.strategy == "deepspeed_zero3":
-        from lightning.pytorch.strategies import DeepSpeedStrategy
-
-        return DeepSpeedStrategy(stage=3, offload_optimizer=t.cpu_offload, timeout=timeout)
+        return AtomicDeepSpeedStrategy(stage=3, offload_optimizer=t.cpu_offload, timeout=timeout)
     return "auto"
 
 
-def _model_parallel_strategy():
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
-    return ModelParallelStrategy
-
-
-class AtomicModelParallelStrategy(_model_parallel_strategy()):
-    """ModelParallelStrategy writes its sharded checkpoints (a directory, one file per rank)
-    in place, past any CheckpointIO: a kill mid-write would leave a last.ckpt that does not
-    load. Every rank writes into one temporary directory, which rank 0 renames into place."""
+class AtomicShardedCheckpoints:
+    """ModelParallelStrategy and DeepSpeedStrategy write their sharded checkpoints (a
+    directory, a file per rank) in place, past any CheckpointIO: a kill mid-write would
+    leave a last.ckpt that does not load. Every rank writes into one temporary directory,
+    which rank 0 renames into place."""
 
     def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
         path = Path(broadcast(str(filepath)))
@@ -59,6 +52,14 @@ class AtomicModelParallelStrategy(_model_parallel_strategy()):
         on_rank_zero(remove_tree, tmp)  # a killed save's leftovers
         super().save_checkpoint(checkpoint, tmp, storage_options)
         on_rank_zero(_replace_dir, tmp, path)
+
+
+class AtomicModelParallelStrategy(AtomicShardedCheckpoints, ModelParallelStrategy):
+    pass
+
+
+class AtomicDeepSpeedStrategy(AtomicShardedCheckpoints, DeepSpeedStrategy):
+    pass
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:
@@ -130,8 +131,24 @@ def sharded_policy(model_dir: str, dtype: str, trust_remote_code: bool, device: 
     return model
 
 
-def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The whole policy's weights on rank 0's CPU (empty elsewhere), gathered from the shards."""
+def full_state_dict(model: torch.nn.Module, strategy: str) -> dict[str, torch.Tensor]:
+    """The whole policy's weights on rank 0's CPU (empty elsewhere), gathered from the
+    shards; every rank must call it."""
+    if strategy == "deepspeed_zero3":
+        return _zero3_state_dict(model)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _zero3_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """ZeRO-3 partitions every parameter; gathering one at a time keeps a single whole
+    parameter on the GPU, never the whole model."""
+    import deepspeed
+
+    state = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        with deepspeed.zero.GatheredParameters([tensor] if hasattr(tensor, "ds_id") else []):
+            if rank() == 0:
+                state[name] = tensor.detach().to("cpu", copy=True)
+    return state

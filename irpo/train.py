@@ -18,7 +18,7 @@ from irpo.errors import UserError
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
 from irpo.module import PreferenceModule
-from irpo.strategies import build_strategy, full_state_dict
+from irpo.strategies import GATHERED, build_strategy, full_state_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -99,8 +99,8 @@ def accumulation(batch_size: int, micro_batch_size: int) -> int:
 def save_policy(module: PreferenceModule, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:
     """M_{t+1} as a Hugging Face safetensors checkpoint (adapters merged in), written by
     rank 0; a sharded policy is first gathered whole onto rank 0's CPU."""
-    if module.sharded:
-        on_rank_zero(_save_gathered, full_state_dict(module.policy), cfg, model_dir, tokenizer, out)
+    if cfg.trainer.strategy in GATHERED:
+        on_rank_zero(_save_gathered, full_state_dict(module.policy, cfg.trainer.strategy), cfg, model_dir, tokenizer, out)
     else:
         on_rank_zero(_save, merged(module.policy), tokenizer, out)
 
