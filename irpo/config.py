@@ -193,7 +193,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.micro_batch_size must divide trainer.batch_size={cfg.trainer.batch_size}, got {micro}")
     if cfg.model.lora.r < 0:
         raise ConfigError(f"model.lora.r must be >= 0 (0 = no LoRA), got {cfg.model.lora.r}")
-    if cfg.trainer.strategy == "deepspeed_zero3" and importlib.util.find_spec("deepspeed") is None:
+    # A plan needs no DeepSpeed; a run does, and should not find out after hours of generation.
+    if cfg.trainer.strategy == "deepspeed_zero3" and not (cfg.plan or cfg.dry_run) and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'")
     if cfg.trainer.strategy == "fsdp" and cfg.trainer.reference == "live":
         raise ConfigError("trainer.reference=live keeps a whole second model on every rank; with trainer=fsdp use reference=precomputed")
@@ -236,7 +237,7 @@ _NO_EFFECT = (
 
 
 # Keys that shape training only: M_0, and the samples drawn from it, do not depend on them.
-_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "method.", "trainer.")
+_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "method.", "trainer.", "model.lora.")
 
 
 def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:

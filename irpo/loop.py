@@ -21,15 +21,15 @@ from omegaconf import DictConfig
 from irpo.artifacts import RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
 from irpo.data import IterationData, shard_seed
-from irpo.distributed import init as init_process_group, on_rank_zero, world_size
+from irpo.distributed import init as init_process_group, on_rank_zero
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
 from irpo.generation.base import LazyGenerator, render_prompt
 from irpo.logging import RunLogger
-from irpo.models.load import load_policy, load_tokenizer
+from irpo.models.load import load_tokenizer
 from irpo.plan import print_plan
+from irpo.strategies import reference_policy
 from irpo.tasks.base import Task
-from irpo.strategies import SHARDED, sharded_policy
 from irpo.train import micro_batch_size, train_policy
 
 
@@ -83,7 +83,7 @@ def run(cfg: DictConfig) -> float | None:
                 metrics |= stats
             if train_on == "pairs" and cfg.trainer.reference == "precomputed":
                 device = torch.device("cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
-                stage("reference", lambda: data.reference_logps(partial(reference_model, cfg, model_dir, device), device))
+                stage("reference", lambda: data.reference_logps(partial(reference_policy, cfg, model_dir, device), device))
 
             def train_stage():
                 ckpt_dir = stages.partial_dir(t, "train", "train")
@@ -97,14 +97,6 @@ def run(cfg: DictConfig) -> float | None:
         return logger.rows[-1]["test_accuracy"]
     finally:
         logger.finish()
-
-
-def reference_model(cfg: DictConfig, model_dir: str, device: torch.device):
-    """M_t for the reference pass: sharded as training shards it (no rank can hold a whole
-    70B model), else one copy per rank."""
-    if cfg.trainer.strategy in SHARDED and world_size() > 1:
-        return sharded_policy(model_dir, cfg.model.dtype, cfg.model.trust_remote_code, device, cfg.trainer.precision, cfg.trainer.cpu_offload)
-    return load_policy(model_dir, cfg.model.dtype, cfg.model.trust_remote_code)
 
 
 def quiet_libraries() -> None:

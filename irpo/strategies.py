@@ -5,7 +5,8 @@ per decoder layer, applied in the LightningModule's `configure_model`).
 `fsdp` is built on Lightning's ModelParallelStrategy (its older FSDPStrategy refuses a CPU
 accelerator, and ModelParallelStrategy runs the same code on CPU ranks with gloo). Under
 `fsdp` no rank holds the whole policy: it is built on the meta device, sharded, and
-filled from rank 0's copy of the checkpoint, parameter shard by parameter shard.
+filled from the checkpoint that rank 0 alone reads: each rank keeps only its shard of
+each parameter broadcast.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelPa
 from omegaconf import DictConfig
 
 from irpo.artifacts import remove_tree
-from irpo.models.lora import checkpoint_key
 from irpo.distributed import barrier, broadcast, on_rank_zero, rank, world_size
+from irpo.models.load import load_policy, policy_skeleton
+from irpo.models.lora import checkpoint_key
 
 SHARDED = ("fsdp",)  # irpo shards the policy itself (configure_model)
 GATHERED = ("fsdp", "deepspeed_zero3")  # no rank holds the whole trained policy
@@ -119,14 +121,15 @@ def load_sharded(model: torch.nn.Module, model_dir: str, device: torch.device) -
     barrier()
 
 
-def sharded_policy(model_dir: str, dtype: str, trust_remote_code: bool, device: torch.device, precision: str, cpu_offload: bool):
-    """M_t sharded over all ranks outside Lightning (the reference pass before training)."""
+def reference_policy(cfg: DictConfig, model_dir: str, device: torch.device) -> torch.nn.Module:
+    """M_t for the reference pass before training: sharded over all ranks as training
+    shards it (no rank can hold a whole 70B model), else one copy per rank."""
+    if cfg.trainer.strategy not in SHARDED or world_size() == 1:
+        return load_policy(model_dir, cfg.model.dtype, cfg.model.trust_remote_code)
     from torch.distributed.device_mesh import init_device_mesh
 
-    from irpo.models.load import policy_skeleton
-
-    model = policy_skeleton(model_dir, dtype, trust_remote_code)
-    shard_policy(model, init_device_mesh(device.type, (world_size(),)), precision, cpu_offload)
+    model = policy_skeleton(model_dir, cfg.model.dtype, cfg.model.trust_remote_code)
+    shard_policy(model, init_device_mesh(device.type, (world_size(),)), cfg.trainer.precision, cfg.trainer.cpu_offload)
     load_sharded(model, model_dir, device)
     return model
 
