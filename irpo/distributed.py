@@ -39,8 +39,13 @@ def launcher_env():
 
 
 def launched() -> bool:
+    return launch_size() > 1
+
+
+def launch_size() -> int:
+    """Processes the launcher started (1 without one); known before the process group is."""
     env = launcher_env()
-    return env is not None and env.world_size() > 1
+    return env.world_size() if env is not None else 1
 
 
 def rank() -> int:

@@ -66,17 +66,10 @@ def lora_args(cfg: DictConfig) -> dict:
 
 
 def processes(t: DictConfig) -> tuple[int, int]:
-    """(devices, num_nodes) for Lightning. Under torchrun or srun they are the launch's own
-    (Lightning refuses any other); a plain process must not ask for more than one, since
-    Lightning would then start copies of the whole loop (see irpo.distributed)."""
-    if launched():
-        return devices_per_node(), nodes()
-    if t.strategy != "auto" and (t.devices not in (1, "1", "auto") or t.num_nodes > 1):
-        raise UserError(
-            f"trainer.strategy={t.strategy} with trainer.devices={t.devices} x trainer.num_nodes={t.num_nodes}: start one process per "
-            "device with torchrun --nproc-per-node=<devices> -m irpo ... (or srun), not python -m irpo"
-        )
-    return (1 if t.strategy != "auto" else t.devices), t.num_nodes
+    """(devices, num_nodes) for Lightning: under torchrun or srun the launch's own (Lightning
+    refuses any other), else one device (config.validate refuses more: Lightning would start
+    copies of the whole loop)."""
+    return (devices_per_node(), nodes()) if launched() else (1, 1)
 
 
 def micro_batch_size(t: DictConfig) -> int:
@@ -86,14 +79,8 @@ def micro_batch_size(t: DictConfig) -> int:
 
 def accumulation(batch_size: int, micro_batch_size: int) -> int:
     """Micro-batches per optimizer step on each rank: the step's batch_size pairs are spread
-    over all ranks."""
-    per_step = micro_batch_size * world_size()
-    if batch_size % per_step:
-        raise UserError(
-            f"trainer.batch_size={batch_size} is not a multiple of micro_batch_size {micro_batch_size} x {world_size()} ranks; "
-            "change trainer.batch_size or trainer.micro_batch_size"
-        )
-    return batch_size // per_step
+    over all ranks (config.validate checks that they divide)."""
+    return batch_size // (micro_batch_size * world_size())
 
 
 def save_policy(module: PreferenceModule, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:

@@ -163,6 +163,15 @@ def test_deepspeed_without_deepspeed_fails_in_one_line():
     ]
 
 
+def test_several_devices_need_a_launcher():
+    proc = run_cli("trainer=ddp", "trainer.devices=2", "logger=none")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "irpo: error: trainer.devices=2 x trainer.num_nodes=1 in one process: start one process per device with "
+        "torchrun --nproc-per-node=<devices> -m irpo ... (or srun), which sets both"
+    ]
+
+
 def test_shards_go_round_robin_to_replica_leaders():
     # 4 ranks, tensor-parallel 2: replicas {0,1} and {2,3}; ranks 1 and 3 drive no engine.
     assert owned_shards(5, 2, 0, 4) == [0, 2, 4] and owned_shards(5, 2, 2, 4) == [1, 3]
