@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from irpo.artifacts import remove_tree
 from irpo.distributed import barrier, broadcast, on_rank_zero, rank, world_size
-from irpo.models.load import load_policy, policy_skeleton
+from irpo.models.load import load_policy, policy_skeleton, weight_files
 from irpo.models.lora import checkpoint_key
 
 SHARDED = ("fsdp",)  # irpo shards the policy itself (configure_model)
@@ -110,7 +110,7 @@ def load_sharded(model: torch.nn.Module, model_dir: str, device: torch.device) -
     model.to_empty(device=device)
     full = {}
     if rank() == 0:
-        for f in sorted(Path(model_dir).glob("*.safetensors")):
+        for f in weight_files(model_dir):
             full |= load_file(f)
         # Under LoRA adapters the names differ; the adapters themselves are not in M_t.
         full = {key: full[checkpoint_key(key)] for key in model.state_dict() if checkpoint_key(key) in full}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from importlib.resources import files
+from pathlib import Path
 
 import torch
 
@@ -97,4 +98,14 @@ def policy_skeleton(path: str, dtype: str = "float32", trust_remote_code: bool =
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+
+
+def weight_files(path: str) -> list[str]:
+    """The checkpoint's safetensors files, from the hub cache (downloaded once) for a hub id."""
+    if not is_local(path):
+        from huggingface_hub import snapshot_download
+
+        with _hub_errors(path):
+            path = snapshot_download(path, allow_patterns=["*.safetensors"])
+    return sorted(str(f) for f in Path(path).glob("*.safetensors"))
 
