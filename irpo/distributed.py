@@ -71,7 +71,7 @@ def nodes() -> int:
         return 1
     if "LOCAL_WORLD_SIZE" in os.environ:  # torchrun
         return world_size() // int(os.environ["LOCAL_WORLD_SIZE"])
-    return int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "1")))
+    return int(os.environ.get("SLURM_NNODES", os.environ.get("SLURM_JOB_NUM_NODES", "1")))  # srun sets the step's
 
 
 def devices_per_node() -> int:
