@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from irpo.distributed import rank_zero, replica_shards
 from irpo.failpoints import failpoint
 
 
@@ -61,6 +62,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a file or a directory tree, if it is there."""
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
@@ -81,15 +87,24 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_sharded_jsonl(path: Path, shard_dir: Path, size: int, shard_size: int, make_rows: Callable[[int, int, int], list[dict]]) -> None:
+def write_sharded_jsonl(
+    path: Path, shard_dir: Path, size: int, shard_size: int, make_rows: Callable[[int, int, int], list[dict]], replica_size: int = 1
+) -> None:
     """The rows of items [0, size) into `path`, made `shard_size` items at a time by
     make_rows(lo, hi, shard) and each shard written as it finishes, so that a process
-    killed half-way through a long generation resumes at its last finished shard."""
+    killed half-way through a long generation resumes at its last finished shard. Under
+    several processes each generation replica makes its own shards (irpo.distributed);
+    the file is the same one process writes."""
     paths = [shard_dir / f"shard_{s:05d}.jsonl" for s in range(math.ceil(size / shard_size))]
-    for s, shard in enumerate(paths):
-        if not shard.exists():
-            write_jsonl(shard, make_rows(s * shard_size, min((s + 1) * shard_size, size), s))
-    write_jsonl(path, (row for shard in paths for row in read_jsonl(shard)))
+    for s in replica_shards(len(paths), replica_size):
+        if not paths[s].exists():
+            write_jsonl(paths[s], make_rows(s * shard_size, min((s + 1) * shard_size, size), s))
+    _merge_shards(path, paths, shard_dir)
+
+
+@rank_zero
+def _merge_shards(path: Path, shards: list[Path], shard_dir: Path) -> None:
+    write_jsonl(path, (row for shard in shards for row in read_jsonl(shard)))
     shutil.rmtree(shard_dir)
 
 
@@ -106,6 +121,14 @@ class RunDir:
         self.manifest_path = self.root / "manifest.json"
         self._lock = None
 
+    @rank_zero
+    def claim(self) -> None:
+        """Hold the run directory and clear what a killed run left half-written; rank 0
+        alone, for the ranks of one launch (a lock per rank would refuse the others, and
+        flock is unreliable across nodes on network file systems)."""
+        self.lock()
+        self.remove_partial_writes()
+
     def lock(self) -> None:
         """Hold the run directory for this process: a second process in the same directory
         would write the same files and delete the first one's half-written ones."""
@@ -121,7 +144,7 @@ class RunDir:
         """Delete what a killed process left half-written (`.tmp-*`, never read); a run
         directory has one writer at a time."""
         for tmp in sorted(self.root.rglob(".tmp-*"), reverse=True):
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            remove_tree(tmp)
 
     def iter_dir(self, t: int) -> Path:
         return self.root / f"iter_{t}"
@@ -129,6 +152,7 @@ class RunDir:
     def manifest(self) -> dict:
         return read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
 
+    @rank_zero
     def event(self, **row: Any) -> None:
         """Append to events.jsonl, the run's history across restarts (stage starts and ends)."""
         with open(self.root / "events.jsonl", "a") as f:
@@ -137,6 +161,7 @@ class RunDir:
     def stage(self, name: str) -> dict | None:
         return self.manifest()["stages"].get(name)
 
+    @rank_zero
     def finish_stage(self, name: str, depends_on: dict, **info: Any) -> None:
         manifest = self.manifest()
         manifest["stages"][name] = {"config": depends_on, "hash": config_hash(depends_on), **info}
@@ -169,6 +194,7 @@ class Stages:
     def __init__(self, run: RunDir, depends_on) -> None:
         self.run, self.depends_on = run, depends_on
 
+    @rank_zero  # rank 0's reading, so that every rank skips or runs the stage alike
     def done(self, t: int, kind: str) -> bool:
         record = self.run.stage(f"iter_{t}/{kind}")
         return record is not None and record["hash"] == config_hash(self.depends_on(t, kind))
@@ -182,6 +208,7 @@ class Stages:
         self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind))
         self.run.event(stage=f"iter_{t}/{kind}", event="finish")
 
+    @rank_zero
     def check(self, overwrite: bool) -> None:
         """Before any work: every finished stage must still hold under the current config.
         Otherwise refuse, naming the changed keys, or (overwrite) delete that stage and
@@ -214,9 +241,9 @@ class Stages:
             for kind in STAGE_KINDS:
                 if (t, STAGE_KINDS.index(kind)) >= (t0, k0):
                     for f in STAGE_FILES[kind]:
-                        p = it / f
-                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                        remove_tree(it / f)
 
+    @rank_zero
     def partial_dir(self, t: int, kind: str, name: str) -> Path:
         """A directory for an unfinished stage's partial work (generation shards, Lightning
         checkpoints), kept across restarts only while the stage's config is unchanged."""

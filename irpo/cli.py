@@ -36,8 +36,8 @@ def sweeps_dir() -> Path:
 
 
 def register_all() -> None:
-    """Config schemas, the named sweeps and the `${irpo_asset:name}` resolver (files shipped
-    in the package). The sweeps live outside conf/ (a top-level folder of their own), so
+    """Config schemas, the named sweeps, the `${irpo_asset:name}` resolver (files shipped
+    in the package) and the resolvers that keep the ranks of one launch in one run directory. The sweeps live outside conf/ (a top-level folder of their own), so
     they join the config as the group `sweep` through the ConfigStore rather than through a
     second search path, which would only see them at its root."""
     from hydra.core.config_store import ConfigStore
@@ -51,12 +51,27 @@ def register_all() -> None:
     OmegaConf.register_new_resolver("irpo_asset", _asset, replace=True)
     OmegaConf.register_new_resolver("irpo_choices", choices_help, replace=True)
     OmegaConf.register_new_resolver("irpo_suffix", lambda name: f"_{name}" if name else "", replace=True)
+    # The ranks of one launch share one run directory (irpo.distributed).
+    OmegaConf.register_new_resolver("irpo_run_name", _run_name, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("irpo_rank_zero", _rank_zero_value, replace=True)
 
 
 def _asset(name: str) -> str:
     from irpo.models.load import ASSETS  # torch comes with it: only once a config resolves an asset
 
     return ASSETS[name]()
+
+
+def _run_name() -> str:
+    from irpo.distributed import run_name  # torch comes with it: only once Hydra resolves the run directory
+
+    return run_name()
+
+
+def _rank_zero_value(value):
+    from irpo.distributed import rank_zero_value
+
+    return rank_zero_value(value)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config"):

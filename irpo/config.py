@@ -7,6 +7,7 @@ Each default lives here once; `conf/*.yaml` only chooses among them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -15,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from irpo.dependencies import describe_files
+from irpo.distributed import launch_size
 from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
 from irpo.tasks.schemas import TASK_SCHEMAS, TaskConfig
 
@@ -213,9 +215,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.wandb.table_prompts must be >= 0, got {cfg.logger.wandb.table_prompts}")
     if cfg.eval.maj_k < 0:
         raise ConfigError(f"eval.maj_k must be >= 0, got {cfg.eval.maj_k}")
-    micro = cfg.trainer.micro_batch_size
+    micro, ranks = cfg.trainer.micro_batch_size, launch_size()
     if micro is not None and (micro < 1 or cfg.trainer.batch_size % micro):
         raise ConfigError(f"trainer.micro_batch_size must divide trainer.batch_size={cfg.trainer.batch_size}, got {micro}")
+    if cfg.trainer.batch_size % ((micro or cfg.trainer.batch_size // ranks or 1) * ranks):
+        raise ConfigError(
+            f"trainer.batch_size={cfg.trainer.batch_size} must be a multiple of {ranks} ranks x trainer.micro_batch_size "
+            f"({micro or 'default'}): each optimizer step takes as many pairs from every rank"
+        )
+    if not (cfg.plan or cfg.dry_run) and (str(cfg.trainer.devices) not in ("1", "auto") or cfg.trainer.num_nodes > 1) and ranks == 1:
+        raise ConfigError(
+            f"trainer.devices={cfg.trainer.devices} x trainer.num_nodes={cfg.trainer.num_nodes} in one process: start one process "
+            "per device with torchrun --nproc-per-node=<devices> -m irpo ... (or srun), which sets both"
+        )
+    if cfg.model.lora.r < 0:
+        raise ConfigError(f"model.lora.r must be >= 0 (0 = no LoRA), got {cfg.model.lora.r}")
+    # A plan needs no DeepSpeed; a run does, and should not find out after hours of generation.
+    if cfg.trainer.strategy == "deepspeed_zero3" and not (cfg.plan or cfg.dry_run) and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'")
+    if cfg.trainer.strategy == "fsdp" and cfg.trainer.reference == "live":
+        raise ConfigError("trainer.reference=live keeps a whole second model on every rank; with trainer=fsdp use reference=precomputed")
     for key, allowed in _CHOICES.items():
         value = cfg
         for part in key.split("."):
@@ -255,7 +274,7 @@ _NO_EFFECT = (
 
 
 # Keys that shape training only: M_0, and the samples drawn from it, do not depend on them.
-_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "method.", "trainer.")
+_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "method.", "trainer.", "model.lora.")
 
 
 def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:

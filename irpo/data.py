@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from irpo.artifacts import atomic_path, read_jsonl, write_sharded_jsonl
 from irpo.batching import collate, encode_examples
+from irpo.distributed import gather, on_rank_zero, rank, rank_slice, world_size
 from irpo.generation.base import Generator
 from irpo.errors import UserError
-from irpo.models.load import load_policy
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
@@ -69,15 +69,16 @@ class IterationData(L.LightningDataModule):
     def generations_path(self) -> Path:
         return self.out / "generations.jsonl"
 
-    def generate(self, open_generator: Callable[[], Generator], shard_dir: Path) -> None:
+    def generate(self, open_generator: Callable[[], Generator], shard_dir: Path, replica_size: int = 1) -> None:
         """N samples per train prompt with M_t, each with its extracted answer and reward,
-        into generations.jsonl; finished shards in shard_dir are not sampled again."""
+        into generations.jsonl; finished shards in shard_dir are not sampled again. Each
+        generation replica of `replica_size` ranks samples its own shards."""
 
         def shard(lo: int, hi: int, s: int) -> list[dict]:
             seed = shard_seed(self.seed, self.iteration, s)
             return self._rewarded(self.examples[lo:hi], open_generator().sample(self.prompts[lo:hi], self.num_samples, self.temperature, seed))
 
-        write_sharded_jsonl(self.generations_path, shard_dir, len(self.prompts), self.shard_size, shard)
+        write_sharded_jsonl(self.generations_path, shard_dir, len(self.prompts), self.shard_size, shard, replica_size)
 
     def _rewarded(self, examples: Sequence[Example], samples: list[list[str]]) -> list[dict]:
         rows = []
@@ -139,27 +140,36 @@ class IterationData(L.LightningDataModule):
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
 
     @torch.no_grad()
-    def reference_logps(self, model_dir: str, dtype: str, trust_remote_code: bool, device: str) -> None:
+    def reference_logps(self, load_model: Callable[[], torch.nn.Module], device: str) -> None:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
-        denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN."""
+        denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN.
+        Each rank scores its share of the pairs with M_t from load_model (whole, or its
+        shard of it); rank 0 writes them all."""
         from irpo.module import batch_logps
 
         self.setup()
-        model = load_policy(model_dir, dtype, trust_remote_code).to(device).eval()
+        model = load_model().to(device).eval()
         total = len(self.items) + self.dropped_too_long  # every pair in pairs.jsonl
         chosen = torch.full((total,), float("nan"))
         rejected = torch.full((total,), float("nan"))
-        for batch in self._loader():
+        for batch in self._loader(items=rank_slice(self.items)):
             batch = {k: v.to(device) for k, v in batch.items()}
             logps = batch_logps(model, batch)[0].float().cpu()
             c, r = logps.chunk(2)
             chosen[batch["index"].cpu()], rejected[batch["index"].cpu()] = c, r
-        with atomic_path(self.reference_path) as tmp:
-            save_file({"chosen": chosen, "rejected": rejected}, str(tmp))
+        on_rank_zero(self._write_reference, gather((chosen, rejected)))
         self.setup()
 
-    def _loader(self, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(self.items, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
+    def _write_reference(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Every rank's scores in one file; each pair was scored by exactly one rank."""
+        chosen, rejected = parts[0]
+        for c, r in parts[1:]:
+            chosen, rejected = torch.where(c.isnan(), chosen, c), torch.where(r.isnan(), rejected, r)
+        with atomic_path(self.reference_path) as tmp:
+            save_file({"chosen": chosen, "rejected": rejected}, str(tmp))
+
+    def _loader(self, sampler: Sampler | None = None, items: list[dict] | None = None) -> DataLoader:
+        return DataLoader(self.items if items is None else items, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
 
     def train_dataloader(self) -> DataLoader:
         done = 0
@@ -168,17 +178,23 @@ class IterationData(L.LightningDataModule):
             # on. `processed`, not `completed`: checkpoints are written in on_train_batch_end,
             # after a batch is processed and before Lightning counts it completed.
             done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.micro_batch_size
-        return self._loader(EpochSampler(len(self.items), shard_seed(self.seed, self.iteration, -1), skip=done))
+        return self._loader(EpochSampler(len(self.items), shard_seed(self.seed, self.iteration, -1), skip=done, rank=rank(), world=world_size()))
 
 
 class EpochSampler(Sampler[int]):
     """A permutation per epoch drawn from (seed, epoch) alone, so any epoch's order can be
     rebuilt after a restart; `skip` drops the first items of the first epoch served (the
     ones a resumed run already trained on). Its length stays the full epoch's, which is
-    what Lightning counts a resumed epoch's batches against."""
+    what Lightning counts a resumed epoch's batches against.
 
-    def __init__(self, size: int, seed: int, skip: int = 0) -> None:
+    With several ranks, rank r takes every world-th item from r on: the first k items of
+    every rank together are the first k·world of the one-process order, so that an
+    optimizer step sees the same pairs at any world size. The order is padded from its
+    start to a multiple of world, as every rank must run as many steps."""
+
+    def __init__(self, size: int, seed: int, skip: int = 0, rank: int = 0, world: int = 1) -> None:
         self.size, self.seed, self.skip, self.epoch = size, seed, skip, None
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning at each epoch start
         if self.epoch is not None and epoch != self.epoch:
@@ -186,8 +202,9 @@ class EpochSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000 + (self.epoch or 0)))
-        yield from order[self.skip :].tolist()
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000 + (self.epoch or 0))).tolist()
+        order = (order * self.world)[: len(self) * self.world]
+        yield from order[self.rank :: self.world][self.skip :]
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.world)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from irpo.artifacts import RunDir, read_jsonl, write_jsonl
 from irpo.config import flat_config
+from irpo.distributed import on_rank_zero
 from irpo.report import eval_samples, generation_samples
 
 TABLE_COLUMNS = [
@@ -64,7 +65,7 @@ class RunLogger:
         row = {"iteration": iteration, **metrics}
         self.rows = [r for r in self.rows if r["iteration"] != iteration] + [row]
         self.rows.sort(key=lambda r: r["iteration"])
-        write_jsonl(self.path, self.rows)
+        on_rank_zero(write_jsonl, self.path, self.rows)
         if self.wandb is not None:
             self.wandb.experiment.log({**{f"iter/{k}": v for k, v in metrics.items()}, **self._sample_tables(iteration), "iteration": iteration})
         if self.tensorboard is not None:
@@ -97,7 +98,7 @@ class RunLogger:
             table.add_column(title, justify="right")
         for row in self.rows:
             table.add_row(*(_fmt(row.get(key)) for key, _ in columns))
-        Console().print(table)
+        on_rank_zero(Console().print, table)
 
     def finish(self) -> None:
         if self.wandb is not None:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from irpo.artifacts import RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
 from irpo.data import IterationData, shard_seed
+from irpo.distributed import init as init_process_group, on_rank_zero
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
 from irpo.fit import check_fits
@@ -29,8 +30,9 @@ from irpo.logging import RunLogger
 from irpo.models.load import load_tokenizer
 from irpo.plan import print_plan
 from irpo.report import report_at_end
+from irpo.strategies import reference_policy
 from irpo.tasks.base import Task
-from irpo.train import train_policy
+from irpo.train import micro_batch_size, train_policy
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -42,9 +44,9 @@ def run(cfg: DictConfig) -> float | None:
         print_plan(cfg, task)
         return None
     check_fits(cfg)
+    init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
-    run_dir.lock()
-    run_dir.remove_partial_writes()
+    run_dir.claim()
     stages = Stages(run_dir, partial(stage_config, cfg))
     stages.check(overwrite=cfg.resume == "overwrite")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -73,23 +75,23 @@ def run(cfg: DictConfig) -> float | None:
                 data = IterationData(
                     task, train, train_prompts, it, t, tokenizer, train_on, cfg.num_samples, temperature(cfg, t),
                     cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.seed, cfg.model.max_length,
-                    cfg.trainer.micro_batch_size or cfg.trainer.batch_size, cfg.shard_size,
+                    micro_batch_size(cfg.trainer), cfg.shard_size,
                 )
                 if train_on != "gold":
-                    stage("generate", lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations")))
+                    stage("generate", lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations"), replica_size(cfg)))
             if train_on != "gold":
                 pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
                 require_pairs(stats, t)
-                stage("pairs", lambda: write_jsonl(data.pairs_path, [vars(p) for p in pairs]))
+                stage("pairs", lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats
             if train_on == "pairs" and cfg.trainer.reference == "precomputed":
-                device = "cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
-                stage("reference", lambda: data.reference_logps(model_dir, cfg.model.dtype, cfg.model.trust_remote_code, device))
+                device = torch.device("cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+                stage("reference", lambda: data.reference_logps(partial(reference_policy, cfg, model_dir, device), device))
 
             def train_stage():
                 ckpt_dir = stages.partial_dir(t, "train", "train")
                 trained = train_policy(cfg, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(it))
-                write_json(it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
+                on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
 
             stage("train", train_stage)
             logger.log_iteration(t, read_json(it / "metrics.json"))
@@ -136,8 +138,13 @@ def evaluate_into(it, generator, shard_dir, cfg: DictConfig, task: Task, test, t
         seed = shard_seed(cfg.seed + 1, t, s)
         return evaluate(generator(), task, test[lo:hi], test_prompts[lo:hi], cfg.eval.maj_k, cfg.eval.maj_temperature, seed)
 
-    write_sharded_jsonl(it / "eval_generations.jsonl", shard_dir, len(test), cfg.shard_size, shard)
-    write_json(it / "eval.json", summarize(read_jsonl(it / "eval_generations.jsonl"), cfg.eval.maj_k))
+    write_sharded_jsonl(it / "eval_generations.jsonl", shard_dir, len(test), cfg.shard_size, shard, replica_size(cfg))
+    on_rank_zero(lambda: write_json(it / "eval.json", summarize(read_jsonl(it / "eval_generations.jsonl"), cfg.eval.maj_k)))
+
+
+def replica_size(cfg: DictConfig) -> int:
+    """Ranks per generation engine: a vLLM engine spans its tensor-parallel GPUs."""
+    return cfg.generator.get("tensor_parallel_size", 1)
 
 
 def require_pairs(metrics: dict, t: int) -> None:

@@ -13,7 +13,9 @@ import torch
 
 from irpo.errors import UserError
 from irpo.loss import dpo_nll_loss, nll_loss, sequence_logps
-from irpo.models.load import load_policy
+from irpo.models.load import load_policy, policy_skeleton
+from irpo.models.lora import init_adapters, with_lora
+from irpo.strategies import SHARDED, load_sharded, shard_policy
 
 
 def _frozen(model):
@@ -21,6 +23,16 @@ def _frozen(model):
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def build_policy(model_dir: str, dtype: str, trust_remote_code: bool, sharded: bool = False, lora: dict | None = None,
+                 activation_checkpointing: bool = False):
+    """M_t as the policy to train: its weights (or, to be sharded, its modules on the meta
+    device), activations recomputed in backward if asked, LoRA adapters if lora["r"] > 0."""
+    policy = (policy_skeleton if sharded else load_policy)(model_dir, dtype, trust_remote_code)
+    if activation_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return with_lora(policy, **(lora or {"r": 0, "alpha": 0, "dropout": 0, "target_modules": []}))
 
 
 def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,11 +55,29 @@ class PreferenceModule(L.LightningModule):
         reference: str = "precomputed",
         trust_remote_code: bool = False,
         iteration: int = 0,
+        strategy: str = "auto",
+        precision: str = "32-true",
+        activation_checkpointing: bool = False,
+        cpu_offload: bool = False,
+        lora: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.policy = load_policy(model_dir, dtype, trust_remote_code).train()  # from_pretrained returns eval mode
+        self.sharded = strategy in SHARDED
+        # from_pretrained returns eval mode
+        self.policy = build_policy(model_dir, dtype, trust_remote_code, self.sharded, lora, activation_checkpointing).train()
         self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and train_on == "pairs" else None
+
+    def configure_model(self) -> None:
+        """Under a sharded strategy: shard the meta-device policy over the data-parallel
+        ranks, then give each rank its part of M_t's weights (Lightning calls this once
+        its process group and device mesh exist)."""
+        if not self.sharded or any(p.device.type != "meta" for p in self.policy.parameters()):
+            return
+        hp = self.hparams
+        shard_policy(self.policy, self.device_mesh["data_parallel"], hp.precision, hp.cpu_offload)
+        load_sharded(self.policy, hp.model_dir, self.trainer.strategy.root_device)
+        init_adapters(self.policy)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         hp = self.hparams
@@ -80,8 +110,9 @@ class PreferenceModule(L.LightningModule):
         return parts.loss
 
     def _log(self, metrics: dict) -> None:
-        # `iteration` on every row: W&B and metrics.csv curves of all iterations in one run.
-        self.log_dict({**metrics, "iteration": float(self.hparams.iteration)}, prog_bar=True)
+        # `iteration` on every row: W&B and metrics.csv curves of all iterations in one run;
+        # sync_dist: the mean over all ranks' pairs, not rank 0's share.
+        self.log_dict({**metrics, "iteration": float(self.hparams.iteration)}, prog_bar=True, sync_dist=True)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         # Stopping here, before backward and before this step's checkpoint, keeps the last
@@ -96,7 +127,12 @@ class PreferenceModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.strategy == "deepspeed_zero3" and hp.cpu_offload:
+            # ZeRO-Offload steps the optimizer on the CPU, with DeepSpeed's own AdamW.
+            from deepspeed.ops.adam import DeepSpeedCPUAdam as AdamW
+        else:
+            AdamW = torch.optim.AdamW
+        optimizer = AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         warmup = max(hp.warmup_steps, 1)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -13,8 +13,12 @@ from omegaconf import DictConfig
 
 from irpo.artifacts import atomic_path
 from irpo.data import IterationData
+from irpo.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
 from irpo.errors import UserError
+from irpo.models.load import policy_skeleton
+from irpo.models.lora import merged, with_lora
 from irpo.module import PreferenceModule
+from irpo.strategies import GATHERED, build_strategy, full_state_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -33,14 +37,17 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     module = PreferenceModule(
         model_dir=model_dir, train_on=cfg.method.train_on, beta=cfg.beta, alpha=cfg.alpha, lr=cfg.model.lr,
         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=cfg.model.dtype, reference=t.reference,
-        trust_remote_code=cfg.model.trust_remote_code, iteration=data.iteration,
+        trust_remote_code=cfg.model.trust_remote_code, iteration=data.iteration, strategy=t.strategy, precision=t.precision,
+        activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, lora=lora_args(cfg),
     )
+    devices, num_nodes = processes(t)
     trainer = L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
-        max_epochs=t.max_epochs, max_steps=t.max_steps, accumulate_grad_batches=t.batch_size // data.micro_batch_size,
+        accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=build_strategy(t), precision=t.precision,
+        max_epochs=t.max_epochs, max_steps=t.max_steps, accumulate_grad_batches=accumulation(t.batch_size, data.micro_batch_size),
         gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps, logger=loggers,
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(ckpt_dir),
+        use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
     )
     last = ckpt_dir / "last.ckpt"
     try:
@@ -49,7 +56,50 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     except pickle.UnpicklingError as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise UserError(f"{last}: not a checkpoint irpo loads safely ({first}); delete it to retrain this iteration from M_t") from exc
-    with atomic_path(out) as tmp:
-        module.policy.save_pretrained(tmp, safe_serialization=True)
-        data.tokenizer.save_pretrained(tmp)
+    save_policy(module, cfg, model_dir, data.tokenizer, out)
     return {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+
+
+def lora_args(cfg: DictConfig) -> dict:
+    lora = cfg.model.lora
+    return {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "target_modules": list(lora.target_modules)}
+
+
+def processes(t: DictConfig) -> tuple[int, int]:
+    """(devices, num_nodes) for Lightning: under torchrun or srun the launch's own (Lightning
+    refuses any other), else one device (config.validate refuses more: Lightning would start
+    copies of the whole loop)."""
+    return (devices_per_node(), nodes()) if launched() else (1, 1)
+
+
+def micro_batch_size(t: DictConfig) -> int:
+    """Pairs per forward on each rank; by default each rank's whole share of a step."""
+    return t.micro_batch_size or max(1, t.batch_size // world_size())
+
+
+def accumulation(batch_size: int, micro_batch_size: int) -> int:
+    """Micro-batches per optimizer step on each rank: the step's batch_size pairs are spread
+    over all ranks (config.validate checks that they divide)."""
+    return batch_size // (micro_batch_size * world_size())
+
+
+def save_policy(module: PreferenceModule, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:
+    """M_{t+1} as a Hugging Face safetensors checkpoint (adapters merged in), written by
+    rank 0; a sharded policy is first gathered whole onto rank 0's CPU."""
+    if cfg.trainer.strategy in GATHERED:
+        on_rank_zero(_save_gathered, full_state_dict(module.policy, cfg.trainer.strategy), cfg, model_dir, tokenizer, out)
+    else:
+        on_rank_zero(_save, merged(module.policy), tokenizer, out)
+
+
+def _save(policy, tokenizer, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        policy.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+def _save_gathered(state: dict, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:
+    policy = with_lora(policy_skeleton(model_dir, cfg.model.dtype, cfg.model.trust_remote_code), **lora_args(cfg))
+    policy.load_state_dict(state, assign=True)
+    policy.tie_weights()  # assign= gave tied embeddings two tensors
+    _save(merged(policy), tokenizer, out)

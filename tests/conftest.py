@@ -50,3 +50,12 @@ def random_model_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def launched_on_16_ranks(monkeypatch):
+    """This process as torchrun starts rank 0 of 2 nodes x 8 GPUs, the paper presets' layout
+    (a multi-device trainer config is valid only under a launcher)."""
+    env = dict(TORCHELASTIC_RUN_ID="test", RANK=0, GROUP_RANK=0, LOCAL_RANK=0, LOCAL_WORLD_SIZE=8, WORLD_SIZE=16)
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))

@@ -36,7 +36,7 @@ def composer():
 
 @pytest.mark.parametrize("experiment", sorted(PAPER))
 @pytest.mark.parametrize("method", METHODS)
-def test_experiment_and_method_compose(composer, experiment, method):
+def test_experiment_and_method_compose(composer, experiment, method, launched_on_16_ranks):
     cfg = composer(f"experiment={experiment}", f"method={method}")
     validate(cfg)
     assert cfg.method.name == method

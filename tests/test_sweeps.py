@@ -35,8 +35,11 @@ def test_sweep_file_says_what_it_answers(name):
 
 
 @pytest.mark.parametrize("name", SWEEPS)
-def test_every_value_of_every_sweep_composes_and_validates(name):
-    """Each job a sweep would launch is a valid config: its params expanded one by one."""
+def test_every_value_of_every_sweep_composes_and_validates(name, request):
+    """Each job a sweep would launch is a valid config: its params expanded one by one (the
+    paper-scale sweep as torchrun starts it on its 16 GPUs)."""
+    if name not in TINY_SWEEPS:
+        request.getfixturevalue("launched_on_16_ranks")
     with initialize_config_dir(config_dir=str(irpo.conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[f"sweep={name}"], return_hydra_config=True)
         params = dict(cfg.hydra.sweeper.params)

@@ -24,6 +24,7 @@ import signal
 import traceback
 from typing import Sequence
 
+from irpo.distributed import engine_env
 from irpo.errors import UserError
 from irpo.generation.base import encode_prompts, truncate_at_stop
 from irpo.models.load import load_tokenizer
@@ -72,7 +73,8 @@ class VLLMGenerator:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
         # Not a daemon: vLLM starts processes of its own, which a daemon may not.
-        self._proc = ctx.Process(target=serve, args=(child_conn, self.engine_args), name="irpo-vllm")
+        env = engine_env(self.engine_args["tensor_parallel_size"])
+        self._proc = ctx.Process(target=serve, args=(child_conn, self.engine_args, env), name="irpo-vllm")
         self._proc.start()
         child_conn.close()
         try:
@@ -160,12 +162,17 @@ class VLLMGenerator:
         raise RuntimeError(f"the vLLM engine failed:\n{payload}")
 
 
-def serve(conn, engine_args: dict) -> None:
+def serve(conn, engine_args: dict, env: dict[str, str | None] | None = None) -> None:
     """The child process: start the engine, then answer `generate` requests until `close`.
     Every outcome goes back over the pipe as (status, payload)."""
     # A process group of its own, with vLLM's processes in it, so that one signal ends them
     # all; a Ctrl-C in the terminal reaches the parent, which closes the engine.
     os.setpgrp()
+    for key, value in (env or {}).items():  # before anything initialises CUDA
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         import torch
 

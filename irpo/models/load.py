@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from importlib.resources import files
+from pathlib import Path
 
 import torch
 
@@ -85,3 +86,26 @@ def load_policy(path: str, dtype: str = "float32", trust_remote_code: bool = Fal
         return AutoModelForCausalLM.from_pretrained(
             path, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code
         )
+
+
+def policy_skeleton(path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """The policy's modules on the meta device, no weights read: what a sharded strategy
+    shards before each rank receives only its part of the weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    _check_local(path, "weights")
+    with _hub_errors(path):
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+
+
+def weight_files(path: str) -> list[str]:
+    """The checkpoint's safetensors files, from the hub cache (downloaded once) for a hub id."""
+    if not is_local(path):
+        from huggingface_hub import snapshot_download
+
+        with _hub_errors(path):
+            path = snapshot_download(path, allow_patterns=["*.safetensors"])
+    return sorted(str(f) for f in Path(path).glob("*.safetensors"))
+

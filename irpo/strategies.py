@@ -1,0 +1,157 @@
+"""How the policy is spread over devices for training: the Lightning strategy of each
+trainer preset, and for `fsdp` the sharding of the policy itself (FSDP2 `fully_shard`
+per decoder layer, applied in the LightningModule's `configure_model`).
+
+`fsdp` is built on Lightning's ModelParallelStrategy (its older FSDPStrategy refuses a CPU
+accelerator, and ModelParallelStrategy runs the same code on CPU ranks with gloo). Under
+`fsdp` no rank holds the whole policy: it is built on the meta device, sharded, and
+filled from the checkpoint that rank 0 alone reads: each rank keeps only its shard of
+each parameter broadcast.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelParallelStrategy
+from omegaconf import DictConfig
+
+from irpo.artifacts import remove_tree
+from irpo.distributed import barrier, broadcast, on_rank_zero, rank, world_size
+from irpo.models.load import load_policy, policy_skeleton, weight_files
+from irpo.models.lora import checkpoint_key
+
+SHARDED = ("fsdp",)  # irpo shards the policy itself (configure_model)
+GATHERED = ("fsdp", "deepspeed_zero3")  # no rank holds the whole trained policy
+
+
+def build_strategy(t: DictConfig):
+    """The Lightning strategy of trainer.strategy; collectives wait trainer.timeout_minutes."""
+    timeout = timedelta(minutes=t.timeout_minutes)
+    if t.strategy == "ddp":
+        return DDPStrategy(timeout=timeout)
+    if t.strategy == "fsdp":
+        # With "auto" sizes Lightning makes data parallel = nodes and tensor parallel =
+        # processes per node, so that the ranks of one node would all see the same batches.
+        return AtomicModelParallelStrategy(data_parallel_size=world_size(), tensor_parallel_size=1, timeout=timeout)
+    if t.strategy == "deepspeed_zero3":
+        return AtomicDeepSpeedStrategy(stage=3, offload_optimizer=t.cpu_offload, timeout=timeout)
+    return "auto"
+
+
+class AtomicShardedCheckpoints:
+    """ModelParallelStrategy and DeepSpeedStrategy write their sharded checkpoints (a
+    directory, a file per rank) in place, past any CheckpointIO: a kill mid-write would
+    leave a last.ckpt that does not load. Every rank writes into one temporary directory,
+    which rank 0 renames into place."""
+
+    def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
+        path = Path(broadcast(str(filepath)))
+        tmp = path.parent / f".tmp-{path.name}"
+        on_rank_zero(remove_tree, tmp)  # a killed save's leftovers
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        on_rank_zero(_replace_dir, tmp, path)
+
+
+class AtomicModelParallelStrategy(AtomicShardedCheckpoints, ModelParallelStrategy):
+    pass
+
+
+class AtomicDeepSpeedStrategy(AtomicShardedCheckpoints, DeepSpeedStrategy):
+    pass
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    from irpo.failpoints import failpoint
+
+    failpoint(f"before-rename:{path.name}")
+    old = path.parent / f".tmp-old-{path.name}"
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    remove_tree(old)
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's repeated blocks, by the class names it declares must not be split
+    (`_no_split_modules`, e.g. LlamaDecoderLayer): the unit each rank gathers in turn."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} names no decoder layer class (_no_split_modules); fsdp cannot shard it")
+    return layers
+
+
+def shard_policy(model: torch.nn.Module, mesh, precision: str, cpu_offload: bool) -> None:
+    """FSDP2: every decoder layer its own shard group, then the rest (embeddings, head)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    half = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
+    options = dict(
+        mesh=mesh,
+        mp_policy=MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32) if half else MixedPrecisionPolicy(),
+        offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
+    )
+    for layer in decoder_layers(model):
+        fully_shard(layer, **options)
+    fully_shard(model, **options)
+
+
+def load_sharded(model: torch.nn.Module, model_dir: str, device: torch.device) -> None:
+    """Fill a sharded policy built on the meta device with the checkpoint's weights: rank 0
+    reads them and each rank receives its shards. Buffers that no checkpoint holds (the
+    rotary frequencies) are computed again, as from_pretrained does."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    model.to_empty(device=device)
+    full = {}
+    if rank() == 0:
+        for f in weight_files(model_dir):
+            full |= load_file(f)
+        # Under LoRA adapters the names differ; the adapters themselves are not in M_t.
+        full = {key: full[checkpoint_key(key)] for key in model.state_dict() if checkpoint_key(key) in full}
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False))
+    for module in model.modules():
+        if module._non_persistent_buffers_set:
+            model._init_weights(module)
+    barrier()
+
+
+def reference_policy(cfg: DictConfig, model_dir: str, device: torch.device) -> torch.nn.Module:
+    """M_t for the reference pass before training: sharded over all ranks as training
+    shards it (no rank can hold a whole 70B model), else one copy per rank."""
+    if cfg.trainer.strategy not in SHARDED or world_size() == 1:
+        return load_policy(model_dir, cfg.model.dtype, cfg.model.trust_remote_code)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    model = policy_skeleton(model_dir, cfg.model.dtype, cfg.model.trust_remote_code)
+    shard_policy(model, init_device_mesh(device.type, (world_size(),)), cfg.trainer.precision, cfg.trainer.cpu_offload)
+    load_sharded(model, model_dir, device)
+    return model
+
+
+def full_state_dict(model: torch.nn.Module, strategy: str) -> dict[str, torch.Tensor]:
+    """The whole policy's weights on rank 0's CPU (empty elsewhere), gathered from the
+    shards; every rank must call it."""
+    if strategy == "deepspeed_zero3":
+        return _zero3_state_dict(model)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _zero3_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """ZeRO-3 partitions every parameter; gathering one at a time keeps a single whole
+    parameter on the GPU, never the whole model."""
+    import deepspeed
+
+    state = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        with deepspeed.zero.GatheredParameters([tensor] if hasattr(tensor, "ds_id") else []):
+            if rank() == 0:
+                state[name] = tensor.detach().to("cpu", copy=True)
+    return state

@@ -1,0 +1,192 @@
+"""The loop under torchrun: 2 CPU ranks (gloo) with trainer=ddp and trainer=fsdp against
+one process on the same global batch; a rank killed mid-training and the same command
+launched again; the fsdp-trained M_1 loaded by transformers; LoRA; what differs by rank."""
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT, run_cli
+from irpo.artifacts import read_jsonl
+from irpo.data import EpochSampler
+from irpo.distributed import owned_shards
+
+SMALL = [
+    "iterations=2", "task.train_size=32", "task.test_size=16", "num_samples=4", "eval.maj_k=0", "shard_size=8",
+    "trainer.batch_size=4", "trainer.precision=32-true", "trainer.checkpoint_every_n_steps=2",
+    "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "logger=none",
+]
+# One thread per rank: 2 ranks on 2 cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+# Summing over 2 ranks instead of 1 reorders float additions: M_1 differs by rounding only.
+LOSS_TOL = 1e-4
+
+
+def torchrun(run, *overrides):
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "irpo", *SMALL, *overrides, f"hydra.run.dir={run}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+
+
+def finish_torchrun(run, *overrides):
+    proc = torchrun(run, *overrides)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One process, and 2 ranks with each strategy, on the same config (module-wide)."""
+    root = tmp_path_factory.mktemp("spmd")
+    one = root / "one"
+    proc = run_cli(*SMALL, f"hydra.run.dir={one}", env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"one": one, "ddp": finish_torchrun(root / "ddp", "trainer=ddp"), "fsdp": finish_torchrun(root / "fsdp", "trainer=fsdp")}
+
+
+def losses(run, t=0):
+    with open(run / f"iter_{t}/train/metrics.csv") as f:
+        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+
+
+def weights(run, t=0):
+    return load_file(run / f"iter_{t}/model/model.safetensors")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_run_the_loop_as_one_process_does(runs, strategy):
+    one, many = runs["one"], runs[strategy]
+    # Iteration 0 samples from M_0 with the same per-shard seeds: the same rows.
+    for name in ("eval_generations.jsonl", "generations.jsonl", "pairs.jsonl"):
+        assert read_jsonl(many / "iter_0" / name) == read_jsonl(one / "iter_0" / name), name
+    ref_one, ref_many = load_file(one / "iter_0/reference_logps.safetensors"), load_file(many / "iter_0/reference_logps.safetensors")
+    torch.testing.assert_close(ref_many["chosen"], ref_one["chosen"], equal_nan=True, atol=1e-5, rtol=0)
+    # The same global batch per step: the same losses, up to the order of float sums.
+    assert losses(many).keys() == losses(one).keys() and len(losses(one)) > 2
+    for step, loss in losses(one).items():
+        assert losses(many)[step] == pytest.approx(loss, abs=LOSS_TOL)
+    a, b = weights(one), weights(many)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
+    # Later iterations may sample differently (M_1 differs by rounding): accuracies agree
+    # within two binomial standard errors of 16 problems.
+    for t in (1, 2):
+        x, y = (json.loads((r / f"iter_{t}/eval.json").read_text())["test_accuracy"] for r in (one, many))
+        assert abs(x - y) <= 2 * math.sqrt(2 * 0.25 / 16)
+    # One run directory, written by rank 0 alone: one .hydra, no leftovers.
+    assert (many / ".hydra/config.yaml").exists() and not list(many.rglob(".tmp-*"))
+    assert len(read_jsonl(many / "metrics.jsonl")) == 3
+    finished = [e["stage"] for e in read_jsonl(many / "events.jsonl") if e["event"] == "finish"]
+    assert len(finished) == len(set(finished)) == 11
+
+
+@pytest.mark.slow
+def test_fsdp_model_loads_in_transformers(runs):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(runs["fsdp"] / "iter_1/model", use_safetensors=True)
+    trained = weights(runs["fsdp"], 1)
+    for name, p in model.state_dict().items():
+        if name in trained:
+            torch.testing.assert_close(p, trained[name])
+
+
+def rank_pid(torchrun_pid, rank):
+    """The pid of a torchrun worker by its RANK."""
+    for pid in map(int, subprocess.run(["pgrep", "-P", str(torchrun_pid)], capture_output=True, text=True).stdout.split()):
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return pid
+    return None
+
+
+@pytest.mark.slow
+def test_killed_rank_resumes_from_the_sharded_checkpoint(tmp_path, runs):
+    run = tmp_path / "run"
+    proc = torchrun(run, "trainer=fsdp", "iterations=1")
+    last = run / "iter_0/train/last.ckpt"
+    deadline = time.time() + 600
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(rank_pid(proc.pid, 1), signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0 and last.is_dir() and not (run / "iter_0/model").exists()
+    step = torch.load(last / "meta.pt", weights_only=True)["global_step"]
+    finish_torchrun(run, "trainer=fsdp", "iterations=1")
+    assert step > 0 and min(losses(run)) >= step  # went on from the checkpoint, not from step 0
+    a, b = weights(runs["fsdp"]), weights(run)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
+    finished = [e["stage"] for e in read_jsonl(run / "events.jsonl") if e["event"] == "finish"]
+    assert len(finished) == len(set(finished)) and not list(run.rglob(".tmp-*"))
+
+
+@pytest.mark.slow
+def test_lora_trains_adapters_and_saves_a_full_checkpoint(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path / "run"
+    proc = run_cli(*SMALL, "iterations=1", "model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m0 = load_file(ROOT / "irpo/models/tiny_m0/model.safetensors")
+    m1 = weights(run)
+    assert m1.keys() == m0.keys()  # merged: no adapter weights left
+    changed = {k for k in m0 if not torch.equal(m0[k], m1[k])}
+    assert changed and all(".q_proj." in k or ".v_proj." in k for k in changed)
+    AutoModelForCausalLM.from_pretrained(run / "iter_0/model", use_safetensors=True)
+
+
+def test_deepspeed_without_deepspeed_fails_in_one_line():
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed")
+    proc = run_cli("trainer=deepspeed_zero3", "logger=none")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "irpo: error: trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'"
+    ]
+
+
+def test_several_devices_need_a_launcher():
+    proc = run_cli("trainer=ddp", "trainer.devices=2", "logger=none")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "irpo: error: trainer.devices=2 x trainer.num_nodes=1 in one process: start one process per device with "
+        "torchrun --nproc-per-node=<devices> -m irpo ... (or srun), which sets both"
+    ]
+
+
+def test_shards_go_round_robin_to_replica_leaders():
+    # 4 ranks, tensor-parallel 2: replicas {0,1} and {2,3}; ranks 1 and 3 drive no engine.
+    assert owned_shards(5, 2, 0, 4) == [0, 2, 4] and owned_shards(5, 2, 2, 4) == [1, 3]
+    assert owned_shards(5, 2, 1, 4) == owned_shards(5, 2, 3, 4) == []
+    assert owned_shards(3, 1, 0, 1) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("size,world", [(10, 2), (7, 2), (9, 4), (1, 2)])
+def test_ranks_batches_are_the_one_process_order(size, world):
+    whole = list(EpochSampler(size, seed=3))
+    parts = [list(EpochSampler(size, seed=3, rank=r, world=world)) for r in range(world)]
+    assert {len(p) for p in parts} == {math.ceil(size / world)}
+    # The first k items of all ranks are the first k·world of one process (padded from the start).
+    padded = (whole * world)[: len(parts[0]) * world]
+    for k in range(1, len(parts[0]) + 1):
+        assert sorted(i for p in parts for i in p[:k]) == sorted(padded[: k * world])
+    # A resumed rank skips what it trained on.
+    assert list(EpochSampler(size, seed=3, skip=1, rank=1, world=world)) == parts[1][1:]
