@@ -96,6 +96,13 @@ def init(timeout_minutes: int, accelerator: str) -> None:
     )
 
 
+def close() -> None:
+    """Leaves the process group. Left to interpreter exit, gloo's threads are torn down
+    while still joinable and the process can abort (SIGABRT) after a finished run."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

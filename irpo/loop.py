@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from irpo.artifacts import RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
 from irpo.data import IterationData, shard_seed
-from irpo.distributed import init as init_process_group, on_rank_zero
+from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
 from irpo.fit import check_fits
@@ -37,6 +37,13 @@ from irpo.train import micro_batch_size, train_policy
 
 def run(cfg: DictConfig) -> float | None:
     """Runs the loop; returns M_T's greedy test accuracy (the number a sweep optimises)."""
+    try:
+        return run_loop(cfg)
+    finally:
+        close_process_group()
+
+
+def run_loop(cfg: DictConfig) -> float | None:
     validate(cfg)
     quiet_libraries()
     task: Task = instantiate(cfg.task)
