@@ -1,9 +1,9 @@
 """Token layout of training examples and the collator.
 
-A row is prompt tokens + completion tokens + EOS; only the completion and its EOS are
-scored (a boolean mask, never an ignore index). A batch of B pairs is 2B rows: the B
-winners first, then the B losers, so one forward serves both and `.chunk(2)` splits them.
-An SFT batch (no losers) is the B winners alone.
+A sequence is prompt tokens + completion tokens + EOS; only the completion and its EOS are
+scored. A batch of B pairs is B rows, each holding the prompt once and both completions
+(see `collate`); its log-probs come out as 2B values, the B winners first, then the B
+losers, so `.chunk(2)` splits them. An SFT batch (no losers) gives the B winners alone.
 """
 
 from __future__ import annotations
@@ -37,21 +37,52 @@ def encode_examples(tokenizer, prompts: Sequence[str], chosen: Sequence[str], re
 
 
 def collate(items: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """[2B, T] input_ids / attention_mask / completion_mask (winners then losers), right
-    padded to the batch's longest row; reference log-probs [B] when the items carry them."""
-    rows = [(it["prompt_ids"], it["chosen_ids"]) for it in items]
-    if items[0]["rejected_ids"] is not None:
-        rows += [(it["prompt_ids"], it["rejected_ids"]) for it in items]
-    width = max(len(p) + len(c) for p, c in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    completion = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (p, c) in enumerate(rows):
-        n = len(p) + len(c)
-        input_ids[i, :n] = torch.tensor(p + c)
-        attention[i, :n] = 1
-        completion[i, len(p) : n] = True
-    batch = {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion, "index": torch.tensor([it["index"] for it in items])}
+    """One row per pair, [prompt, chosen, rejected], right padded to the batch's longest row.
+
+    The prompt is computed once and attended by both completions: segment_ids (0 prompt,
+    1 chosen, 2 rejected, -1 padding) let a completion see the prompt and itself only, and
+    the rejected tokens' position ids continue from the prompt's end, so each completion is
+    scored exactly as in its own [prompt, completion] sequence. An SFT row is [prompt, chosen].
+
+    Scored tokens come flat: score_index (into the flattened [B·T] positions) is the position
+    whose output predicts score_target, and score_seq its sequence, winners 0..B-1 then losers
+    B..2B-1. The first token of a completion is predicted from the prompt's last position."""
+    n_seq = len(items) * (1 if items[0]["rejected_ids"] is None else 2)
+    width = max(len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"] or []) for it in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(items), width), dtype=torch.long)
+    segment_ids = torch.full((len(items), width), -1, dtype=torch.long)
+    index, target, seq = [], [], []
+    for i, it in enumerate(items):
+        p = len(it["prompt_ids"])
+        start = p
+        for side, completion in enumerate([it["chosen_ids"], it["rejected_ids"]]):
+            if completion is None:
+                continue
+            n = len(completion)
+            input_ids[i, :p] = torch.tensor(it["prompt_ids"])
+            input_ids[i, start : start + n] = torch.tensor(completion)
+            position_ids[i, :p] = torch.arange(p)
+            position_ids[i, start : start + n] = torch.arange(p, p + n)
+            segment_ids[i, :p] = 0
+            segment_ids[i, start : start + n] = side + 1
+            # predictors: the prompt's last position, then the completion's own positions
+            sources = [p - 1] + list(range(start, start + n - 1))
+            keep = slice(0 if p > 0 else 1, None)  # with no prompt the first token has no predictor
+            index += [i * width + s for s in sources[keep]]
+            target += completion[keep]
+            seq += [side * len(items) + i] * len(completion[keep])
+            start += n
+    batch = {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "segment_ids": segment_ids,
+        "score_index": torch.tensor(index, dtype=torch.long),
+        "score_target": torch.tensor(target, dtype=torch.long),
+        "score_seq": torch.tensor(seq, dtype=torch.long),
+        "n_seq": torch.tensor(n_seq),
+        "index": torch.tensor([it["index"] for it in items]),
+    }
     if "ref_chosen" in items[0]:
         batch["ref_chosen"] = torch.tensor([it["ref_chosen"] for it in items], dtype=torch.float32)
         batch["ref_rejected"] = torch.tensor([it["ref_rejected"] for it in items], dtype=torch.float32)

@@ -24,6 +24,7 @@ from irpo.artifacts import atomic_path, read_jsonl, write_sharded_jsonl
 from irpo.batching import collate, encode_examples
 from irpo.generation.base import Generator
 from irpo.errors import UserError
+from irpo.loss import batch_logps
 from irpo.models.load import load_policy
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
@@ -142,8 +143,6 @@ class IterationData(L.LightningDataModule):
     def reference_logps(self, model_dir: str, dtype: str, trust_remote_code: bool, device: str) -> None:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN."""
-        from irpo.module import batch_logps
-
         self.setup()
         model = load_policy(model_dir, dtype, trust_remote_code).to(device).eval()
         total = len(self.items) + self.dropped_too_long  # every pair in pairs.jsonl

@@ -71,3 +71,34 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mas
     token_logps = picked - torch.logsumexp(logits.float(), dim=-1)
     token_logps = torch.where(mask, token_logps, torch.zeros_like(token_logps))
     return token_logps.sum(-1), mask.sum(-1)
+
+
+def shared_prompt_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """[B, 1, T, T] boolean attention mask (True: attend) of the rows `batching.collate`
+    builds from segment_ids [B, T] (0 prompt, 1 chosen, 2 rejected, -1 padding): causal, and
+    a completion sees the prompt and itself, never the other completion. A padding query
+    sees itself alone, so that no softmax row is empty."""
+    q, k = segment_ids[:, :, None], segment_ids[:, None, :]
+    t = segment_ids.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segment_ids.device).tril()
+    mask = causal & (k >= 0) & (q >= 0) & ((k == 0) | (k == q))
+    mask |= torch.eye(t, dtype=torch.bool, device=segment_ids.device) & (q < 0)
+    return mask[:, None]
+
+
+def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs [2B] (winners, then losers; [B] for SFT) and their token
+    counts, from one forward over a `batching.collate` batch.
+
+    The LM head runs at the scored positions only (not at the prompt or padding), and the
+    float32 logsumexp is over those [N, V] logits alone: the same numbers as
+    `sequence_logps` over the full [2B, T, V] logits, at a fraction of the work."""
+    hidden = model.base_model(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=shared_prompt_mask(batch["segment_ids"])
+    ).last_hidden_state
+    logits = model.get_output_embeddings()(hidden.flatten(0, 1)[batch["score_index"]])
+    picked = logits.gather(-1, batch["score_target"][:, None]).squeeze(-1).float()
+    token_logps = picked - torch.logsumexp(logits.float(), dim=-1)
+    n_seq = int(batch["n_seq"])
+    logps = token_logps.new_zeros(n_seq).index_add(0, batch["score_seq"], token_logps)
+    return logps, torch.bincount(batch["score_seq"], minlength=n_seq)

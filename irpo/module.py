@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from irpo.errors import UserError
-from irpo.loss import dpo_nll_loss, nll_loss, sequence_logps
+from irpo.loss import batch_logps, dpo_nll_loss, nll_loss
 from irpo.models.load import load_policy
 
 
@@ -21,12 +21,6 @@ def _frozen(model):
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed completion log-probs [2B] (or [B]) and token counts from one forward."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return sequence_logps(logits, batch["input_ids"], batch["completion_mask"])
 
 
 class PreferenceModule(L.LightningModule):
