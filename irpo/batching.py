@@ -87,3 +87,10 @@ def collate(items: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
         batch["ref_chosen"] = torch.tensor([it["ref_chosen"] for it in items], dtype=torch.float32)
         batch["ref_rejected"] = torch.tensor([it["ref_rejected"] for it in items], dtype=torch.float32)
     return batch
+
+
+def pair_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens of a `collate` batch counted as a plain step feeds them: the prompt once per
+    sequence (twice per pair), the completions once. Throughput is reported in these."""
+    seg = batch["segment_ids"]
+    return int((seg > 0).sum()) + int((seg == 0).sum()) * (int(batch["n_seq"]) // len(seg))

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from irpo.artifacts import atomic_path, read_jsonl, write_sharded_jsonl
-from irpo.batching import collate, encode_examples
+from irpo.batching import collate, encode_examples, pair_tokens
 from irpo.generation.base import Generator
 from irpo.errors import UserError
 from irpo.loss import batch_logps
@@ -140,15 +140,18 @@ class IterationData(L.LightningDataModule):
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
 
     @torch.no_grad()
-    def reference_logps(self, model_dir: str, dtype: str, trust_remote_code: bool, device: str) -> None:
+    def reference_logps(self, model_dir: str, dtype: str, trust_remote_code: bool, device: str) -> int:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
-        denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN."""
+        denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN.
+        Returns the pair-tokens scored (batching.pair_tokens), for the stage's tokens/s."""
         self.setup()
         model = load_policy(model_dir, dtype, trust_remote_code).to(device).eval()
         total = len(self.items) + self.dropped_too_long  # every pair in pairs.jsonl
         chosen = torch.full((total,), float("nan"))
         rejected = torch.full((total,), float("nan"))
+        tokens = 0
         for batch in self._loader():
+            tokens += pair_tokens(batch)
             batch = {k: v.to(device) for k, v in batch.items()}
             logps = batch_logps(model, batch)[0].float().cpu()
             c, r = logps.chunk(2)
@@ -156,6 +159,7 @@ class IterationData(L.LightningDataModule):
         with atomic_path(self.reference_path) as tmp:
             save_file({"chosen": chosen, "rejected": rejected}, str(tmp))
         self.setup()
+        return tokens
 
     def _loader(self, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(self.items, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))

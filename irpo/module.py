@@ -8,9 +8,12 @@ trains, and no second model then sits in memory); `reference="live"` keeps a fro
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 
+from irpo.batching import pair_tokens
 from irpo.errors import UserError
 from irpo.loss import batch_logps, dpo_nll_loss, nll_loss
 from irpo.models.load import load_policy
@@ -42,9 +45,21 @@ class PreferenceModule(L.LightningModule):
         self.save_hyperparameters()
         self.policy = load_policy(model_dir, dtype, trust_remote_code).train()  # from_pretrained returns eval mode
         self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and train_on == "pairs" else None
+        self.pair_tokens = 0  # trained on so far, counted as a plain step feeds them (prompt once per sequence)
+        self._step_start, self._step_tokens = 0.0, 0
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        self._step_start, self._step_tokens = time.perf_counter(), 0
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        rate = self._step_tokens / max(time.perf_counter() - self._step_start, 1e-9)
+        self.log("train/tokens_per_s", rate, prog_bar=True)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         hp = self.hparams
+        tokens = pair_tokens(batch)
+        self.pair_tokens += tokens
+        self._step_tokens += tokens
         logps, counts = batch_logps(self.policy, batch)
         if hp.train_on != "pairs":
             loss = nll_loss(logps, counts)

@@ -28,7 +28,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list) -> dict[str, float]:
     """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
-    left one; saves M_{t+1} to `out` and returns the last logged training metrics."""
+    left one; saves M_{t+1} to `out` and returns the last logged training metrics and the pair-tokens trained on in this process."""
     t = cfg.trainer
     module = PreferenceModule(
         model_dir=model_dir, train_on=cfg.method.train_on, beta=cfg.beta, alpha=cfg.alpha, lr=cfg.model.lr,
@@ -52,4 +52,5 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     with atomic_path(out) as tmp:
         module.policy.save_pretrained(tmp, safe_serialization=True)
         data.tokenizer.save_pretrained(tmp)
-    return {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    logged = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    return logged | {"pair_tokens": module.pair_tokens}
