@@ -166,8 +166,10 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
                 self.times.append(time.perf_counter())
                 self.losses.append(float(metrics["train/loss"]))
 
+    import irpo
+
     register_all()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(Path(irpo.__file__).resolve().parents[1] / "conf"), version_base=None):
         cfg = compose("config", overrides=[
             f"model.path={w.model_dir}", f"alpha={alpha}", f"beta={w.beta}", f"model.lr={w.lr}", f"trainer.batch_size={w.pairs}",
             f"trainer.max_steps={w.warmup + w.steps}", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
@@ -241,9 +243,9 @@ def worker(side: str, spec: dict) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def run_side(side: str, w: Workload, pairs_file: Path, threads: int, alpha: float, step_tokens: list[int]) -> dict:
+def run_side(side: str, w: Workload, pairs_file: Path, threads: int, alpha: float, step_tokens: list[int], env: dict | None = None) -> dict:
     spec = {"workload": asdict(w), "pairs": str(pairs_file), "threads": threads, "alpha": alpha}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     proc = subprocess.run([sys.executable, __file__, "--worker", side, json.dumps(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -301,15 +303,17 @@ def workload_numbers(w: Workload, pairs: list[dict]) -> dict:
     }
 
 
-def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float) -> dict:
+def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float, before: str | None) -> dict:
     pairs = make_pairs(w)
     pairs_file = CACHE / f"pairs_{w.name}.json"
     pairs_file.write_text(json.dumps(pairs))
     wl = workload_numbers(w, pairs)
-    runs = {"irpo": [], "trl": []}
+    runs = {"irpo": [], "trl": []} | ({"before": []} if before else {})
     for _ in range(repeats):
-        for side in ("irpo", "trl"):
-            runs[side].append(run_side(side, w, pairs_file, threads, alpha, wl["step_tokens"]))
+        for side in runs:
+            # "before": irpo's side run from another source tree (an earlier commit)
+            env = {"PYTHONPATH": before} if side == "before" else None
+            runs[side].append(run_side("irpo" if side == "before" else side, w, pairs_file, threads, alpha, wl["step_tokens"], env))
     out = {"workload": wl}
     for side, rs in runs.items():
         tps = [r["tokens_per_s"] for r in rs]
@@ -322,13 +326,34 @@ def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float) 
     return out
 
 
+def threads_check(w: Workload, cores: int) -> None:
+    """irpo's tiny step with another process spinning on one core, as on a shared machine:
+    every core (the default when num_threads is unset), one thread fewer, and every core
+    with OpenMP's passive waiting."""
+    pairs_file = CACHE / f"pairs_{w.name}.json"
+    step_tokens = workload_numbers(w, json.loads(pairs_file.read_text()))["step_tokens"]
+    settings = [(f"num_threads={cores} (all cores)", cores, {}), (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {}),
+                (f"num_threads={cores}, OMP_WAIT_POLICY=PASSIVE", cores, {"OMP_WAIT_POLICY": "PASSIVE"})]
+    print(f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s, A B C A B C, median)")
+    competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        rates = {label: [] for label, _, _ in settings}
+        for _ in range(2):
+            for label, threads, env in settings:
+                rates[label].append(run_side("irpo", w, pairs_file, threads, 0.0, step_tokens, env)["tokens_per_s"])
+    finally:
+        competitor.kill()
+    for label, rs in rates.items():
+        print(f"  {label:<42}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
+
+
 def print_model(w: Workload, r: dict, peak: float) -> None:
     wl = r["workload"]
     p, c, rj = wl["mean_lengths"]
     print(f"\n== {w.name}: {wl['total_params'] / 1e6:.1f}M params ({wl['params'] / 1e6:.1f}M in layers + LM head), {w.pairs} pairs/step, "
           f"mean lengths prompt {p:.0f} / chosen {c:.0f} / rejected {rj:.0f} tokens")
     print(f"{'side':<6}{'pair-tokens/s':>15}{'MFU':>8}{'peak RSS':>11}{'first-batch loss':>19}   repeats (tokens/s)")
-    for side in ("irpo", "trl"):
+    for side in [k for k in ("irpo", "trl", "before") if k in r]:
         s = r[side]
         print(f"{side:<6}{s['tokens_per_s']:>15,.0f}{s['mfu']:>8.1%}{s['peak_rss_mib']:>8.0f} MiB{s['first_loss']:>19.6f}   "
               + " ".join(f"{x:,.0f}" for x in s["all"]))
@@ -346,6 +371,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the tiny model alone, few steps (what the test runs)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--before", metavar="DIR", help="also time irpo's step from this source tree (e.g. `git archive` of an earlier commit)")
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker[0], json.loads(args.worker[1]))
@@ -363,8 +389,9 @@ def main() -> None:
         workloads.append(Workload("llama-42m", big, perturbed_copy(big, CACHE / "llama_ref", 1), pairs=8, warmup=1, steps=2,
                                   prompt=(80, 120), completion=(100, 300)))
     for w in workloads:
-        r = compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak)
+        r = compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak, args.before)
         print_model(w, r, peak)
+    threads_check(workloads[0], args.threads)
     print(f"\nbench time {time.perf_counter() - t0:.0f} s")
 
 

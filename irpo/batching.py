@@ -1,8 +1,8 @@
 """Token layout of training examples and the collator.
 
 A sequence is prompt tokens + completion tokens + EOS; only the completion and its EOS are
-scored. A batch of B pairs is B rows, each holding the prompt once and both completions
-(see `collate`); its log-probs come out as 2B values, the B winners first, then the B
+scored. A batch of B pairs is one packed row holding each prompt once and both of its
+completions (see `collate`); its log-probs come out as 2B values, the B winners first, then the B
 losers, so `.chunk(2)` splits them. An SFT batch (no losers) gives the B winners alone.
 """
 
@@ -36,47 +36,47 @@ def encode_examples(tokenizer, prompts: Sequence[str], chosen: Sequence[str], re
     return kept, len(prompt_ids) - len(kept)
 
 
-def collate(items: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """One row per pair, [prompt, chosen, rejected], right padded to the batch's longest row.
+def collate(items: Sequence[dict], pad_id: int | None = None) -> dict[str, torch.Tensor]:
+    """The micro-batch packed into one row with no padding: per pair [prompt, chosen,
+    rejected] (an SFT item [prompt, chosen]), the pairs one after another.
 
     The prompt is computed once and attended by both completions: segment_ids (0 prompt,
-    1 chosen, 2 rejected, -1 padding) let a completion see the prompt and itself only, and
-    the rejected tokens' position ids continue from the prompt's end, so each completion is
-    scored exactly as in its own [prompt, completion] sequence. An SFT row is [prompt, chosen].
+    1 chosen, 2 rejected) let a completion see its pair's prompt and itself only (attention
+    runs pair by pair over pair_bounds [P+1] offsets), and the rejected tokens' position ids
+    continue from the prompt's end, so each completion is scored exactly as in its own
+    [prompt, completion] sequence.
 
-    Scored tokens come flat: score_index (into the flattened [B·T] positions) is the position
-    whose output predicts score_target, and score_seq its sequence, winners 0..B-1 then losers
-    B..2B-1. The first token of a completion is predicted from the prompt's last position."""
+    Scored tokens come flat: score_index is the position whose output predicts score_target,
+    score_seq its sequence, winners 0..B-1 then losers B..2B-1. The first token of a
+    completion is predicted from the prompt's last position. pad_id is unused (nothing is
+    padded); it is kept so every loader builds batches the same way."""
     n_seq = len(items) * (1 if items[0]["rejected_ids"] is None else 2)
-    width = max(len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"] or []) for it in items)
-    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((len(items), width), dtype=torch.long)
-    segment_ids = torch.full((len(items), width), -1, dtype=torch.long)
+    ids, positions, segments, bounds = [], [], [], [0]
     index, target, seq = [], [], []
     for i, it in enumerate(items):
-        p = len(it["prompt_ids"])
-        start = p
+        base, p = bounds[-1], len(it["prompt_ids"])
+        ids += it["prompt_ids"]
+        positions += range(p)
+        segments += [0] * p
         for side, completion in enumerate([it["chosen_ids"], it["rejected_ids"]]):
             if completion is None:
                 continue
-            n = len(completion)
-            input_ids[i, :p] = torch.tensor(it["prompt_ids"])
-            input_ids[i, start : start + n] = torch.tensor(completion)
-            position_ids[i, :p] = torch.arange(p)
-            position_ids[i, start : start + n] = torch.arange(p, p + n)
-            segment_ids[i, :p] = 0
-            segment_ids[i, start : start + n] = side + 1
+            start, n = len(ids), len(completion)
+            ids += completion
+            positions += range(p, p + n)
+            segments += [side + 1] * n
             # predictors: the prompt's last position, then the completion's own positions
-            sources = [p - 1] + list(range(start, start + n - 1))
+            sources = [base + p - 1] + list(range(start, start + n - 1))
             keep = slice(0 if p > 0 else 1, None)  # with no prompt the first token has no predictor
-            index += [i * width + s for s in sources[keep]]
+            index += sources[keep]
             target += completion[keep]
             seq += [side * len(items) + i] * len(completion[keep])
-            start += n
+        bounds.append(len(ids))
     batch = {
-        "input_ids": input_ids,
-        "position_ids": position_ids,
-        "segment_ids": segment_ids,
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([positions]),
+        "segment_ids": torch.tensor([segments]),
+        "pair_bounds": torch.tensor(bounds),
         "score_index": torch.tensor(index, dtype=torch.long),
         "score_target": torch.tensor(target, dtype=torch.long),
         "score_seq": torch.tensor(seq, dtype=torch.long),
@@ -93,4 +93,5 @@ def pair_tokens(batch: dict[str, torch.Tensor]) -> int:
     """Tokens of a `collate` batch counted as a plain step feeds them: the prompt once per
     sequence (twice per pair), the completions once. Throughput is reported in these."""
     seg = batch["segment_ids"]
-    return int((seg > 0).sum()) + int((seg == 0).sum()) * (int(batch["n_seq"]) // len(seg))
+    per_item = int(batch["n_seq"]) // len(batch["index"])
+    return int((seg > 0).sum()) + int((seg == 0).sum()) * per_item
