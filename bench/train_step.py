@@ -36,6 +36,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# As `python -m irpo` does, before torch loads (the matmul peak is measured in this process).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 DATA = Path(os.environ.get("IRPO_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
@@ -245,7 +247,10 @@ def worker(side: str, spec: dict) -> None:
 
 def run_side(side: str, w: Workload, pairs_file: Path, threads: int, alpha: float, step_tokens: list[int], env: dict | None = None) -> dict:
     spec = {"workload": asdict(w), "pairs": str(pairs_file), "threads": threads, "alpha": alpha}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    # Both sides wait passively, as `python -m irpo` does (irpo/__main__.py): spinning OpenMP
+    # threads collapse on a shared machine, whichever side runs.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     proc = subprocess.run([sys.executable, __file__, "--worker", side, json.dumps(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -303,9 +308,14 @@ def workload_numbers(w: Workload, pairs: list[dict]) -> dict:
     }
 
 
+def pairs_path(w: Workload) -> Path:
+    """Per bench process: two benches at once (a test beside a full run) do not share files."""
+    return CACHE / f"pairs_{w.name.replace(' ', '_')}_{os.getpid()}.json"
+
+
 def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float, before: str | None) -> dict:
     pairs = make_pairs(w)
-    pairs_file = CACHE / f"pairs_{w.name}.json"
+    pairs_file = pairs_path(w)
     pairs_file.write_text(json.dumps(pairs))
     wl = workload_numbers(w, pairs)
     runs = {"irpo": [], "trl": []} | ({"before": []} if before else {})
@@ -328,12 +338,13 @@ def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float, 
 
 def threads_check(w: Workload, cores: int) -> None:
     """irpo's tiny step with another process spinning on one core, as on a shared machine:
-    every core (the default when num_threads is unset), one thread fewer, and every core
-    with OpenMP's passive waiting."""
-    pairs_file = CACHE / f"pairs_{w.name}.json"
+    every core with passive waiting (irpo's default), one thread fewer, and every core with
+    OpenMP's default spinning wait."""
+    pairs_file = pairs_path(w)
     step_tokens = workload_numbers(w, json.loads(pairs_file.read_text()))["step_tokens"]
-    settings = [(f"num_threads={cores} (all cores)", cores, {}), (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {}),
-                (f"num_threads={cores}, OMP_WAIT_POLICY=PASSIVE", cores, {"OMP_WAIT_POLICY": "PASSIVE"})]
+    settings = [(f"num_threads={cores} (all cores), passive wait (default)", cores, {"OMP_WAIT_POLICY": "PASSIVE"}),
+                (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {"OMP_WAIT_POLICY": "PASSIVE"}),
+                (f"num_threads={cores}, spinning wait (OMP default)", cores, {"OMP_WAIT_POLICY": "ACTIVE"})]
     print(f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s, A B C A B C, median)")
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
@@ -388,10 +399,19 @@ def main() -> None:
         big = bpe_llama(vocab=32768, hidden=512, layers=8, intermediate=1408)
         workloads.append(Workload("llama-42m", big, perturbed_copy(big, CACHE / "llama_ref", 1), pairs=8, warmup=1, steps=2,
                                   prompt=(80, 120), completion=(100, 300)))
-    for w in workloads:
-        r = compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak, args.before)
+    results = [(w, compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak, args.before)) for w in workloads]
+    # the peak again, after: on a shared machine the first reading may have been a busy moment
+    peak = max(peak, matmul_peak(args.threads))
+    print(f"fp32 matmul peak, best of before and after: {peak:.1f} GFLOP/s (the MFU denominator)")
+    for w, r in results:
+        for side in ("irpo", "trl", "before"):
+            if side in r:
+                r[side]["mfu"] = 6 * r["workload"]["params"] * r[side]["tokens_per_s"] / (peak * 1e9)
         print_model(w, r, peak)
-    threads_check(workloads[0], args.threads)
+    if not args.quick:
+        threads_check(workloads[0], args.threads)
+    for w in workloads:
+        pairs_path(w).unlink()
     print(f"\nbench time {time.perf_counter() - t0:.0f} s")
 
 

@@ -126,3 +126,17 @@ def test_sft_methods_minimise_the_nll_alone(model_dir):
     assert batch["input_ids"].shape[0] == 1
     logps, counts = batch_logps(module.policy, batch)
     assert module.training_step(batch, 0).item() == pytest.approx((-logps / counts).item(), rel=1e-5)
+
+
+def test_pairwise_attention_survives_activation_checkpointing(model_dir):
+    # checkpointed layers are recomputed in backward, outside batch_logps: same gradients
+    tok = build_tokenizer()
+    items, _ = encode_examples(tok, ["Q: 1+1\nA:", "Q: 12+139\nA:"], [" 2\n", " 151\n"], [" 3\n", " 1234567\n"], 64)
+    grads = []
+    for checkpointing in (False, True):
+        model = LlamaForCausalLM.from_pretrained(model_dir).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        batch_logps(model, collate(items, tok.pad_token_id))[0].sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
