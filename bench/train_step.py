@@ -168,10 +168,12 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
                 self.times.append(time.perf_counter())
                 self.losses.append(float(metrics["train/loss"]))
 
-    import irpo
+    import irpo.cli
 
     register_all()
-    with initialize_config_dir(config_dir=str(Path(irpo.__file__).resolve().parents[1] / "conf"), version_base=None):
+    # irpo's own conf/ (with --before, the other tree's), not this checkout's
+    conf = irpo.cli.conf_dir() if hasattr(irpo.cli, "conf_dir") else Path(irpo.__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
         cfg = compose("config", overrides=[
             f"model.path={w.model_dir}", f"alpha={alpha}", f"beta={w.beta}", f"model.lr={w.lr}", f"trainer.batch_size={w.pairs}",
             f"trainer.max_steps={w.warmup + w.steps}", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
