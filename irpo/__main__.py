@@ -1,9 +1,16 @@
 """`python -m irpo [overrides]`: compose the config with Hydra and run the loop."""
 
-import hydra
-from omegaconf import DictConfig
+import os
 
-from irpo.cli import conf_dir, exit_on_user_error, full_errors_requested, run_cli
+# Idle OpenMP threads sleep instead of spinning: on cores that other jobs share, spinning
+# threads wait on a descheduled one at every op (measured 10x slower training, bench/NOTES.md).
+# It must be set before torch loads its OpenMP runtime, which reads it once.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from irpo.cli import conf_dir, exit_on_user_error, full_errors_requested, run_cli  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

@@ -200,13 +200,26 @@ class Stages:
         return record is not None and record["hash"] == config_hash(self.depends_on(t, kind))
 
     def run_once(self, t: int, kind: str, fn) -> None:
-        """fn() unless the stage is finished; then record it as finished."""
+        """fn() unless the stage is finished; then record it as finished, with its seconds
+        and the token count fn returns (None: a stage with no tokens to count)."""
         if self.done(t, kind):
             return
         self.run.event(stage=f"iter_{t}/{kind}", event="start")
-        fn()
-        self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind))
-        self.run.event(stage=f"iter_{t}/{kind}", event="finish")
+        start = time.perf_counter()
+        tokens = fn()
+        seconds = time.perf_counter() - start
+        info = {"seconds": round(seconds, 3)} | ({"tokens": tokens, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)} if tokens is not None else {})
+        self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind), **info)
+        self.run.event(stage=f"iter_{t}/{kind}", event="finish", **info)
+
+    def timings(self, t: int) -> dict[str, float]:
+        """`<stage>_seconds` and `<stage>_tokens_per_s` of iteration t's finished stages, as
+        recorded when each one ran (a stage finished by an earlier process keeps its numbers)."""
+        out = {}
+        for kind in STAGE_KINDS:
+            record = self.run.stage(f"iter_{t}/{kind}") or {}
+            out |= {f"{kind}_{k}": record[k] for k in ("seconds", "tokens_per_s") if k in record}
+        return out
 
     @rank_zero
     def check(self, overwrite: bool) -> None:

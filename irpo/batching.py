@@ -1,9 +1,9 @@
 """Token layout of training examples and the collator.
 
-A row is prompt tokens + completion tokens + EOS; only the completion and its EOS are
-scored (a boolean mask, never an ignore index). A batch of B pairs is 2B rows: the B
-winners first, then the B losers, so one forward serves both and `.chunk(2)` splits them.
-An SFT batch (no losers) is the B winners alone.
+A sequence is prompt tokens + completion tokens + EOS; only the completion and its EOS are
+scored. A batch of B pairs is one packed row holding each prompt once and both of its
+completions (see `collate`); its log-probs come out as 2B values, the B winners first, then the B
+losers, so `.chunk(2)` splits them. An SFT batch (no losers) gives the B winners alone.
 """
 
 from __future__ import annotations
@@ -36,23 +36,62 @@ def encode_examples(tokenizer, prompts: Sequence[str], chosen: Sequence[str], re
     return kept, len(prompt_ids) - len(kept)
 
 
-def collate(items: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """[2B, T] input_ids / attention_mask / completion_mask (winners then losers), right
-    padded to the batch's longest row; reference log-probs [B] when the items carry them."""
-    rows = [(it["prompt_ids"], it["chosen_ids"]) for it in items]
-    if items[0]["rejected_ids"] is not None:
-        rows += [(it["prompt_ids"], it["rejected_ids"]) for it in items]
-    width = max(len(p) + len(c) for p, c in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    completion = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (p, c) in enumerate(rows):
-        n = len(p) + len(c)
-        input_ids[i, :n] = torch.tensor(p + c)
-        attention[i, :n] = 1
-        completion[i, len(p) : n] = True
-    batch = {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion, "index": torch.tensor([it["index"] for it in items])}
+def collate(items: Sequence[dict], pad_id: int | None = None) -> dict[str, torch.Tensor]:
+    """The micro-batch packed into one row with no padding: per pair [prompt, chosen,
+    rejected] (an SFT item [prompt, chosen]), the pairs one after another.
+
+    The prompt is computed once and attended by both completions: segment_ids (0 prompt,
+    1 chosen, 2 rejected) let a completion see its pair's prompt and itself only (attention
+    runs pair by pair over pair_bounds [P+1] offsets), and the rejected tokens' position ids
+    continue from the prompt's end, so each completion is scored exactly as in its own
+    [prompt, completion] sequence.
+
+    Scored tokens come flat: score_index is the position whose output predicts score_target,
+    score_seq its sequence, winners 0..B-1 then losers B..2B-1. The first token of a
+    completion is predicted from the prompt's last position. pad_id is unused (nothing is
+    padded); it is kept so every loader builds batches the same way."""
+    n_seq = len(items) * (1 if items[0]["rejected_ids"] is None else 2)
+    ids, positions, segments, bounds = [], [], [], [0]
+    index, target, seq = [], [], []
+    for i, it in enumerate(items):
+        base, p = bounds[-1], len(it["prompt_ids"])
+        ids += it["prompt_ids"]
+        positions += range(p)
+        segments += [0] * p
+        for side, completion in enumerate([it["chosen_ids"], it["rejected_ids"]]):
+            if completion is None:
+                continue
+            start, n = len(ids), len(completion)
+            ids += completion
+            positions += range(p, p + n)
+            segments += [side + 1] * n
+            # predictors: the prompt's last position, then the completion's own positions
+            sources = [base + p - 1] + list(range(start, start + n - 1))
+            keep = slice(0 if p > 0 else 1, None)  # with no prompt the first token has no predictor
+            index += sources[keep]
+            target += completion[keep]
+            seq += [side * len(items) + i] * len(completion[keep])
+        bounds.append(len(ids))
+    batch = {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([positions]),
+        "segment_ids": torch.tensor([segments]),
+        "pair_bounds": torch.tensor(bounds),
+        "score_index": torch.tensor(index, dtype=torch.long),
+        "score_target": torch.tensor(target, dtype=torch.long),
+        "score_seq": torch.tensor(seq, dtype=torch.long),
+        "n_seq": torch.tensor(n_seq),
+        "index": torch.tensor([it["index"] for it in items]),
+    }
     if "ref_chosen" in items[0]:
         batch["ref_chosen"] = torch.tensor([it["ref_chosen"] for it in items], dtype=torch.float32)
         batch["ref_rejected"] = torch.tensor([it["ref_rejected"] for it in items], dtype=torch.float32)
     return batch
+
+
+def pair_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens of a `collate` batch counted as a plain step feeds them: the prompt once per
+    sequence (twice per pair), the completions once. Throughput is reported in these."""
+    seg = batch["segment_ids"]
+    per_item = int(batch["n_seq"]) // len(batch["index"])
+    return int((seg > 0).sum()) + int((seg == 0).sum()) * per_item

@@ -154,6 +154,10 @@ class IrpoConfig:
     iterations: int = 3  # T
     temperatures: list[float] = field(default_factory=lambda: [0.8])  # per iteration; last repeats
     seed: int = 0
+    # torch threads for training, HF generation and the reference pass; None: the cores this
+    # process may run on. On a machine shared with other jobs, fewer threads than cores keeps
+    # OpenMP's waiting threads from stalling every step (bench/NOTES.md, "Threads").
+    num_threads: Optional[int] = None
     shard_size: int = 256  # prompts per generation shard: the unit a killed generation resumes from
     dry_run: bool = False  # compose, load data, print a prompt and the plan; no weights
     plan: bool = False
@@ -195,6 +199,7 @@ def validate(cfg: DictConfig) -> None:
         "trainer.batch_size": cfg.trainer.batch_size,
         "model.max_length": cfg.model.max_length,
         "shard_size": cfg.shard_size,
+        **({"num_threads": cfg.num_threads} if cfg.num_threads is not None else {}),
     }
     for key, value in positive.items():
         if value < 1:
@@ -269,7 +274,7 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 _NO_EFFECT = (
     "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
     "trainer.gpu_memory_gb", "trainer.timeout_minutes", "model.arch.", "planner.",
-    "generator.batch_size", "generator.device", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
+    "generator.batch_size", "generator.device", "num_threads", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
 )
 
 

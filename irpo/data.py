@@ -21,10 +21,11 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from irpo.artifacts import atomic_path, read_jsonl, write_sharded_jsonl
-from irpo.batching import collate, encode_examples
+from irpo.batching import collate, encode_examples, pair_tokens
 from irpo.distributed import gather, on_rank_zero, rank, rank_slice, world_size
 from irpo.generation.base import Generator
 from irpo.errors import UserError
+from irpo.loss import batch_logps
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
@@ -140,25 +141,27 @@ class IterationData(L.LightningDataModule):
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
 
     @torch.no_grad()
-    def reference_logps(self, load_model: Callable[[], torch.nn.Module], device: str) -> None:
+    def reference_logps(self, load_model: Callable[[], torch.nn.Module], device: str) -> int:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN.
         Each rank scores its share of the pairs with M_t from load_model (whole, or its
-        shard of it); rank 0 writes them all."""
-        from irpo.module import batch_logps
-
+        shard of it); rank 0 writes them all. Returns the pair-tokens this rank scored
+        (batching.pair_tokens), for the stage's tokens/s."""
         self.setup()
         model = load_model().to(device).eval()
         total = len(self.items) + self.dropped_too_long  # every pair in pairs.jsonl
         chosen = torch.full((total,), float("nan"))
         rejected = torch.full((total,), float("nan"))
+        tokens = 0
         for batch in self._loader(items=rank_slice(self.items)):
+            tokens += pair_tokens(batch)
             batch = {k: v.to(device) for k, v in batch.items()}
             logps = batch_logps(model, batch)[0].float().cpu()
             c, r = logps.chunk(2)
             chosen[batch["index"].cpu()], rejected[batch["index"].cpu()] = c, r
         on_rank_zero(self._write_reference, gather((chosen, rejected)))
         self.setup()
+        return tokens
 
     def _write_reference(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Every rank's scores in one file; each pair was scored by exactly one rank."""

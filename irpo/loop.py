@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from irpo.artifacts import RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl, write_sharded_jsonl
+from irpo.artifacts import STAGE_KINDS, RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
 from irpo.data import IterationData, shard_seed
 from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero
@@ -32,6 +32,7 @@ from irpo.plan import print_plan
 from irpo.report import report_at_end
 from irpo.strategies import reference_policy
 from irpo.tasks.base import Task
+from irpo.threads import set_threads
 from irpo.train import micro_batch_size, train_policy
 
 
@@ -45,6 +46,7 @@ def run(cfg: DictConfig) -> float | None:
 
 def run_loop(cfg: DictConfig) -> float | None:
     validate(cfg)
+    set_threads(cfg.num_threads)
     quiet_libraries()
     task: Task = instantiate(cfg.task)
     if cfg.dry_run or cfg.plan:
@@ -74,10 +76,10 @@ def run_loop(cfg: DictConfig) -> float | None:
 
             stage = partial(stages.run_once, t)
             with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
-                stage("eval", lambda: evaluate_into(it, generator, stages.partial_dir(t, "eval", "eval_shards"), cfg, task, test, test_prompts, t))
+                stage("eval", counted(generator, lambda: evaluate_into(it, generator, stages.partial_dir(t, "eval", "eval_shards"), cfg, task, test, test_prompts, t)))
                 metrics = read_json(it / "eval.json")
                 if t == last:
-                    logger.log_iteration(t, metrics)
+                    logger.log_iteration(t, metrics | stages.timings(t))
                     break
                 data = IterationData(
                     task, train, train_prompts, it, t, tokenizer, train_on, cfg.num_samples, temperature(cfg, t),
@@ -85,7 +87,7 @@ def run_loop(cfg: DictConfig) -> float | None:
                     micro_batch_size(cfg.trainer), cfg.shard_size,
                 )
                 if train_on != "gold":
-                    stage("generate", lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations"), replica_size(cfg)))
+                    stage("generate", counted(generator, lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations"), replica_size(cfg))))
             if train_on != "gold":
                 pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
                 require_pairs(stats, t)
@@ -99,11 +101,15 @@ def run_loop(cfg: DictConfig) -> float | None:
                 ckpt_dir = stages.partial_dir(t, "train", "train")
                 trained = train_policy(cfg, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(it))
                 on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
+                return trained["pair_tokens"]
 
             stage("train", train_stage)
+            # the stages' seconds and tokens/s, the train stage's own included once it is finished
+            on_rank_zero(write_json, it / "metrics.json", read_json(it / "metrics.json") | stages.timings(t))
             logger.log_iteration(t, read_json(it / "metrics.json"))
             model_dir = str(it / "model")  # M_{t+1}: the next policy and the next reference
         logger.table()
+        on_rank_zero(print_stage_times, [stages.timings(t) for t in range(last + 1)])
     finally:
         logger.finish()
     report_at_end(run_dir.root)
@@ -127,6 +133,35 @@ def quiet_libraries() -> None:
     warnings.filterwarnings(
         "ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|Experiment logs directory|dataloader is not resumable|in eval mode).*"
     )
+
+
+def counted(generator: LazyGenerator, fn):
+    """fn as a stage that reports the tokens the generator produced while it ran."""
+
+    def stage() -> int:
+        before = generator.generated_tokens
+        fn()
+        return generator.generated_tokens - before
+
+    return stage
+
+
+def print_stage_times(timings: list[dict[str, float]]) -> None:
+    """Where the run's time went: each stage's seconds over all iterations, its share, and
+    its mean tokens/s (stages finished by an earlier process count with their own times)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="time per stage")
+    for column in ("stage", "seconds", "share", "tokens/s"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    total = sum(v for row in timings for k, v in row.items() if k.endswith("_seconds")) or 1.0
+    for kind in STAGE_KINDS:
+        seconds = [row[f"{kind}_seconds"] for row in timings if f"{kind}_seconds" in row]
+        rates = [row[f"{kind}_tokens_per_s"] for row in timings if f"{kind}_tokens_per_s" in row]
+        if seconds:
+            table.add_row(kind, f"{sum(seconds):.1f}", f"{sum(seconds) / total:.0%}", f"{sum(rates) / len(rates):,.0f}" if rates else "")
+    Console().print(table)
 
 
 def open_generator(cfg: DictConfig, task: Task, model_dir: str):

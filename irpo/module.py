@@ -8,11 +8,14 @@ trains, and no second model then sits in memory); `reference="live"` keeps a fro
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 
+from irpo.batching import pair_tokens
 from irpo.errors import UserError
-from irpo.loss import dpo_nll_loss, nll_loss, sequence_logps
+from irpo.loss import batch_logps, dpo_nll_loss, nll_loss
 from irpo.models.load import load_policy, policy_skeleton
 from irpo.models.lora import init_adapters, with_lora
 from irpo.strategies import SHARDED, load_sharded, shard_policy
@@ -33,12 +36,6 @@ def build_policy(model_dir: str, dtype: str, trust_remote_code: bool, sharded: b
     if activation_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return with_lora(policy, **(lora or {"r": 0, "alpha": 0, "dropout": 0, "target_modules": []}))
-
-
-def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed completion log-probs [2B] (or [B]) and token counts from one forward."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return sequence_logps(logits, batch["input_ids"], batch["completion_mask"])
 
 
 class PreferenceModule(L.LightningModule):
@@ -67,6 +64,15 @@ class PreferenceModule(L.LightningModule):
         # from_pretrained returns eval mode
         self.policy = build_policy(model_dir, dtype, trust_remote_code, self.sharded, lora, activation_checkpointing).train()
         self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and train_on == "pairs" else None
+        self.pair_tokens = 0  # trained on so far, counted as a plain step feeds them (prompt once per sequence)
+        self._step_start, self._step_tokens = 0.0, 0
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        self._step_start, self._step_tokens = time.perf_counter(), 0
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        rate = self._step_tokens / max(time.perf_counter() - self._step_start, 1e-9)
+        self.log("train/tokens_per_s", rate, prog_bar=True)
 
     def configure_model(self) -> None:
         """Under a sharded strategy: shard the meta-device policy over the data-parallel
@@ -81,6 +87,9 @@ class PreferenceModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         hp = self.hparams
+        tokens = pair_tokens(batch)
+        self.pair_tokens += tokens
+        self._step_tokens += tokens
         logps, counts = batch_logps(self.policy, batch)
         if hp.train_on != "pairs":
             loss = nll_loss(logps, counts)

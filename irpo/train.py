@@ -32,7 +32,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list) -> dict[str, float]:
     """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
-    left one; saves M_{t+1} to `out` and returns the last logged training metrics."""
+    left one; saves M_{t+1} to `out` and returns the last logged training metrics and the pair-tokens trained on in this process."""
     t = cfg.trainer
     module = PreferenceModule(
         model_dir=model_dir, train_on=cfg.method.train_on, beta=cfg.beta, alpha=cfg.alpha, lr=cfg.model.lr,
@@ -57,7 +57,8 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
         first = (str(exc).strip().splitlines() or [""])[0]
         raise UserError(f"{last}: not a checkpoint irpo loads safely ({first}); delete it to retrain this iteration from M_t") from exc
     save_policy(module, cfg, model_dir, data.tokenizer, out)
-    return {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    logged = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    return logged | {"pair_tokens": module.pair_tokens}
 
 
 def lora_args(cfg: DictConfig) -> dict:

@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from irpo.batching import collate, encode_examples
+from irpo.batching import collate, encode_examples, pair_tokens
 from irpo.models.tiny_tokenizer import build_tokenizer
-from irpo.module import PreferenceModule, batch_logps
+from irpo.loss import batch_logps, dpo_nll_loss, sequence_logps, shared_prompt_mask
+from irpo.module import PreferenceModule
 
 
 @pytest.fixture(scope="module")
@@ -16,18 +17,72 @@ def model_dir(random_model_dir):
     return random_model_dir
 
 
-def test_collate_puts_winners_first_and_masks_only_completions():
+def test_collate_packs_the_prompt_once_and_scores_only_completions():
     tok = build_tokenizer()
     items, dropped = encode_examples(tok, ["Q: 1+1\nA:", "Q: 2\nA:"], [" 2\n", " 2\n"], [" 3 \n", " 33333\n"], max_length=64)
     assert dropped == 0
     batch = collate(items, pad_id=tok.pad_token_id)
-    assert batch["input_ids"].shape[0] == 4
-    first = batch["input_ids"][0][batch["completion_mask"][0]].tolist()
-    assert tok.decode(first) == " 2\n</s>"
-    rejected = batch["input_ids"][3][batch["completion_mask"][3]].tolist()
-    assert tok.decode(rejected) == " 33333\n</s>"
-    assert not batch["completion_mask"][:, 0].any()  # BOS and prompt never scored
-    assert (batch["attention_mask"].bool() >= batch["completion_mask"]).all()
+    lengths = [len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"]) for it in items]
+    assert batch["input_ids"].shape == (1, sum(lengths)) and int(batch["n_seq"]) == 4  # no padding
+    assert batch["pair_bounds"].tolist() == [0, lengths[0], sum(lengths)]
+    targets = batch["score_target"]
+    assert tok.decode(targets[batch["score_seq"] == 0].tolist()) == " 2\n</s>"
+    assert tok.decode(targets[batch["score_seq"] == 3].tolist()) == " 33333\n</s>"
+    a, b = lengths[0], sum(lengths)
+    row, seg, pos = batch["input_ids"][0, a:b], batch["segment_ids"][0, a:b], batch["position_ids"][0, a:b]
+    assert tok.decode(row[seg == 0].tolist()).endswith("Q: 2\nA:")
+    # the loser's positions continue from the prompt's end, not from the winner's
+    p = int((seg == 0).sum())
+    assert pos[seg == 2].tolist() == list(range(p, p + 8))
+    # the first scored token of each completion is predicted from its prompt's last position
+    first_loser = (batch["score_seq"] == 3).nonzero()[0, 0]
+    assert int(batch["score_index"][first_loser]) == a + p - 1
+    assert pair_tokens(batch) == sum(2 * len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"]) for it in items)
+
+
+def test_shared_prompt_mask_keeps_the_completions_apart():
+    m = shared_prompt_mask(torch.tensor([0, 0, 1, 1, 2, 2]))[0, 0]
+    assert m[4].tolist() == [True, True, False, False, True, False]  # loser sees prompt + itself
+    assert m[3].tolist() == [True, True, True, True, False, False]
+    assert m[1].tolist() == [True, True, False, False, False, False]
+
+
+def plain_logps(model, items):
+    """The plain step's log-probs: each [prompt, completion] alone through the full model
+    and `sequence_logps` over its full logits (winners, then losers)."""
+    logps, counts = [], []
+    for side in ("chosen_ids", "rejected_ids"):
+        for it in items:
+            ids = torch.tensor([it["prompt_ids"] + it[side]])
+            mask = torch.zeros_like(ids, dtype=torch.bool)
+            mask[0, len(it["prompt_ids"]) :] = True
+            lp, n = sequence_logps(model(input_ids=ids).logits, ids, mask)
+            logps.append(lp)
+            counts.append(n)
+    return torch.cat(logps), torch.cat(counts)
+
+
+def test_fast_step_equals_plain_step_in_loss_and_gradients(model_dir):
+    tok = build_tokenizer()
+    # two copies: batch_logps switches its model's attention to the pairwise kind
+    model = LlamaForCausalLM.from_pretrained(model_dir).train()
+    plain = LlamaForCausalLM.from_pretrained(model_dir).train()
+    items, _ = encode_examples(
+        tok, ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"], [" 2\n", " 151\n", " 7 7 7 7\n"], [" 3\n", " 1234567\n", " 8\n"], 64
+    )
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(6, generator=g) - 20
+
+    def loss_and_grads(m, logps, counts):
+        parts = dpo_nll_loss(*logps.chunk(2), *ref.chunk(2), counts.chunk(2)[0], beta=0.1, alpha=1.0)
+        parts.loss.backward()
+        return parts.loss.detach(), [p.grad for p in m.parameters()]
+
+    fast_loss, fast_grads = loss_and_grads(model, *batch_logps(model, collate(items, tok.pad_token_id)))
+    plain_loss, plain_grads = loss_and_grads(plain, *plain_logps(plain, items))
+    assert abs(fast_loss.item() - plain_loss.item()) <= 1e-5
+    for f, p in zip(fast_grads, plain_grads):
+        assert torch.allclose(f, p, atol=1e-5, rtol=0)
 
 
 def test_too_long_examples_are_dropped_not_cut():
@@ -71,3 +126,17 @@ def test_sft_methods_minimise_the_nll_alone(model_dir):
     assert batch["input_ids"].shape[0] == 1
     logps, counts = batch_logps(module.policy, batch)
     assert module.training_step(batch, 0).item() == pytest.approx((-logps / counts).item(), rel=1e-5)
+
+
+def test_pairwise_attention_survives_activation_checkpointing(model_dir):
+    # checkpointed layers are recomputed in backward, outside batch_logps: same gradients
+    tok = build_tokenizer()
+    items, _ = encode_examples(tok, ["Q: 1+1\nA:", "Q: 12+139\nA:"], [" 2\n", " 151\n"], [" 3\n", " 1234567\n"], 64)
+    grads = []
+    for checkpointing in (False, True):
+        model = LlamaForCausalLM.from_pretrained(model_dir).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        batch_logps(model, collate(items, tok.pad_token_id))[0].sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

@@ -15,6 +15,8 @@ from irpo.tasks.base import Messages
 
 
 class Generator(Protocol):
+    generated_tokens: int  # completion tokens generated so far (a stage's tokens/s)
+
     def __enter__(self) -> "Generator": ...
 
     def __exit__(self, *exc: object) -> None: ...
@@ -72,6 +74,10 @@ class LazyGenerator:
         if self.generator is None:
             self.generator = self.factory().__enter__()
         return self.generator
+
+    @property
+    def generated_tokens(self) -> int:
+        return self.generator.generated_tokens if self.generator is not None else 0
 
     def __exit__(self, *exc: object) -> None:
         if self.generator is not None:

@@ -9,6 +9,7 @@ import torch
 
 from irpo.generation.base import encode_prompts, truncate_at_stop
 from irpo.models.load import load_policy, load_tokenizer
+from irpo.progress import Progress
 
 
 class HFGenerator:
@@ -27,6 +28,7 @@ class HFGenerator:
         self.batch_size, self.dtype, self.trust_remote_code = batch_size, dtype, trust_remote_code
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model = self.tokenizer = None
+        self.generated_tokens = 0  # over this generator's life: the stages' tokens/s
 
     def __enter__(self) -> "HFGenerator":
         self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code)
@@ -45,14 +47,14 @@ class HFGenerator:
         # top_k=50 (or the model's generation_config), and samples would not be drawn from
         # the distribution the config names, nor match the vLLM backend's.
         decoding = dict(do_sample=True, temperature=temperature, top_p=self.top_p, top_k=0, repetition_penalty=1.0)
-        flat = self._generate(prompts, n, decoding)
+        flat = self._generate(prompts, n, decoding, f"sampling {n}/prompt")
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def greedy(self, prompts: Sequence[str]) -> list[str]:
-        return self._generate(prompts, 1, dict(do_sample=False))
+        return self._generate(prompts, 1, dict(do_sample=False), "greedy")
 
     @torch.inference_mode()
-    def _generate(self, prompts: Sequence[str], n: int, decoding: dict) -> list[str]:
+    def _generate(self, prompts: Sequence[str], n: int, decoding: dict, desc: str) -> list[str]:
         if self.model is None:
             raise RuntimeError("HFGenerator is used outside its `with` block")
         tok = self.tokenizer
@@ -62,6 +64,7 @@ class HFGenerator:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         per_batch = max(1, self.batch_size // n)
         out: list[list[str] | None] = [None] * len(ids)
+        progress = Progress(len(ids), desc)
         for start in range(0, len(order), per_batch):
             batch = [ids[i] for i in order[start : start + per_batch]]
             width = max(map(len, batch))
@@ -77,7 +80,18 @@ class HFGenerator:
                 tokenizer=tok if self.stop else None,
                 **decoding,
             )
-            texts = tok.batch_decode(generated[:, width:], skip_special_tokens=True)
+            new = generated[:, width:]
+            # tokens up to and including each row's first EOS or pad (what was generated)
+            ended = (new == pad) | torch.isin(new, torch.tensor(self._eos_ids(), device=new.device))
+            lengths = torch.where(ended.any(1), ended.int().argmax(1) + 1, torch.full_like(new[:, 0], new.shape[1]))
+            progress.update(len(batch), int(lengths.sum()))
+            texts = tok.batch_decode(new, skip_special_tokens=True)
             for j, i in enumerate(order[start : start + per_batch]):
                 out[i] = [truncate_at_stop(t, self.stop) for t in texts[j * n : (j + 1) * n]]
+        progress.close()
+        self.generated_tokens += progress.tokens
         return [c for group in out for c in group]
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])

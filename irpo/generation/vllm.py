@@ -63,6 +63,7 @@ class VLLMGenerator:
             enforce_eager=enforce_eager,
         )
         self.tokenizer = self._proc = self._conn = None
+        self.generated_tokens = 0  # over this generator's life: the stages' tokens/s
 
     def __enter__(self) -> "VLLMGenerator":
         if importlib.util.find_spec("vllm") is None:
@@ -129,6 +130,7 @@ class VLLMGenerator:
         if not prompts:
             return []
         token_ids = self._request(("generate", encode_prompts(self.tokenizer, prompts), params))
+        self.generated_tokens += sum(len(ids) for group in token_ids for ids in group)
         # Decoded here as HFGenerator decodes (the completion's ids alone, special tokens
         # skipped), not with vLLM's incremental detokenizer, which keeps e.g. the leading
         # SentencePiece space that a decode of the completion alone drops.

@@ -1,0 +1,421 @@
+"""Training-step throughput: irpo as `python -m irpo` trains (its datamodule and
+LightningModule inside a Lightning Trainer, through irpo.train.train_policy) against TRL's
+DPOTrainer at its fastest CPU settings, on the same model, pairs, batches and batch order.
+
+    python bench/train_step.py              # tiny M_0 and a 42M Llama with a 32k BPE vocabulary
+    python bench/train_step.py --quick      # a small setting (what the test runs)
+
+Each side runs in its own subprocess (peak RSS cannot be reset within one), the sides
+interleaved (A B A B ...) so that a neighbour's load hits both alike; tokens/s is the median
+over repeats of the steady state after warm-up steps. Both sides train at alpha = 0, where
+irpo's DPO + alpha*NLL and TRL's ["sigmoid", "sft"] with weights [1, alpha] are the same loss
+(their NLL terms differ: irpo's is per sequence, TRL's a batch token mean); the cost of
+either is the same at any alpha. The first batch's loss of both is printed as the check.
+
+Reference log-probs are precomputed before training on both sides and are not timed. The
+token count of a pair is prompt + chosen + prompt + rejected, as a plain step feeds them;
+the same for both sides. MFU is 6 * params * pair-tokens/s over this machine's fp32 matmul
+peak (params: the decoder layers and the LM head); the workload line shows what a perfect
+step would skip: the prompt's second copy and padding.
+
+The 42M model and its tokenizer are built here, offline (tokenizers' BPE trainer on the text
+of ../shared/data), and cached under bench/.cache/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# As `python -m irpo` does, before torch loads (the matmul peak is measured in this process).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "bench" / ".cache"
+DATA = Path(os.environ.get("IRPO_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
+if not DATA.exists():
+    DATA = Path("/work/shared/data")
+
+
+@dataclass
+class Workload:
+    name: str
+    model_dir: str
+    ref_dir: str
+    pairs: int  # per step
+    warmup: int  # steps not timed
+    steps: int  # steps timed
+    prompt: tuple[int, int]  # token length range
+    completion: tuple[int, int]
+    seed: int = 0
+    beta: float = 0.1
+    lr: float = 1e-5
+
+
+# --- models and text ------------------------------------------------------------------------
+def corpus_lines() -> list[str]:
+    lines = []
+    for name in ("gsm8k/train.jsonl", "math/train.jsonl"):
+        path = DATA / name
+        if path.exists():
+            for row in map(json.loads, path.open()):
+                lines += [str(v) for k, v in row.items() if isinstance(v, str) and len(v) > 20]
+    if not lines:
+        raise SystemExit(f"bench: no text under {DATA} to train a tokenizer on")
+    return lines
+
+
+def perturbed_copy(src: str, dst: Path, seed: int) -> str:
+    """A reference unlike the policy (the DPO loss is then not log 2 at the first step, so the
+    equal-loss check means something)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (dst / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(src)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.3 * p.std().clamp(min=1e-3))
+        model.save_pretrained(dst)
+        AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return str(dst)
+
+
+def bpe_llama(vocab: int, hidden: int, layers: int, intermediate: int) -> str:
+    """A random Llama with a byte-level BPE tokenizer trained on the shared data's text."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = CACHE / f"llama_v{vocab}_h{hidden}_l{layers}"
+    if (path / "config.json").exists():
+        return str(path)
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(corpus_lines(), trainer)
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                      num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, max_position_embeddings=2048,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    tmp = path.with_name(path.name + ".tmp")
+    LlamaForCausalLM(cfg).save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(path)
+    return str(path)
+
+
+def make_pairs(w: Workload) -> list[dict]:
+    """Text pairs whose token lengths are drawn from the workload's ranges: slices of the
+    shared data's text, re-decoded, so both sides tokenize the same strings."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(w.model_dir)
+    rng = random.Random(w.seed)
+    lines = corpus_lines()
+    rng.shuffle(lines)
+    stream = tok("\n".join(lines[:3000]), add_special_tokens=False)["input_ids"]
+
+    def text(n: int, lead: str) -> str:
+        start = rng.randrange(len(stream) - n)
+        body = tok.decode(stream[start : start + n]).replace("</s>", "").replace("<s>", "").strip()
+        return lead + body
+
+    return [
+        {"prompt": text(rng.randint(*w.prompt) - 2, "") + "\nA:", "chosen": text(rng.randint(*w.completion) - 1, " "),
+         "rejected": text(rng.randint(*w.completion) - 1, " ")}
+        for _ in range(w.pairs * (w.warmup + w.steps))
+    ]
+
+
+# --- one side in its own process ---------------------------------------------------------------
+def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
+    """irpo's datamodule, reference pass and train_policy (LightningModule in a Trainer)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from lightning.pytorch.loggers import Logger
+
+    from irpo.artifacts import write_jsonl
+    from irpo.cli import register_all
+    from irpo.data import IterationData
+    from irpo.models.load import load_tokenizer
+    from irpo.train import train_policy
+
+    class StepClock(Logger):
+        """Lightning logs every step (log_every_n_steps=1) right after the optimizer step."""
+
+        name, version = "clock", "0"
+        times: list[float] = []
+        losses: list[float] = []
+
+        def log_hyperparams(self, *args, **kwargs) -> None:
+            pass
+
+        def log_metrics(self, metrics, step=None) -> None:
+            if "train/loss" in metrics:
+                self.times.append(time.perf_counter())
+                self.losses.append(float(metrics["train/loss"]))
+
+    import irpo.cli
+
+    register_all()
+    # irpo's own conf/ (with --before, the other tree's), not this checkout's
+    conf = irpo.cli.conf_dir() if hasattr(irpo.cli, "conf_dir") else Path(irpo.__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        cfg = compose("config", overrides=[
+            f"model.path={w.model_dir}", f"alpha={alpha}", f"beta={w.beta}", f"model.lr={w.lr}", f"trainer.batch_size={w.pairs}",
+            f"trainer.max_steps={w.warmup + w.steps}", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
+            "trainer.checkpoint_every_n_steps=100000", "logger.wandb.enabled=false",
+        ])
+    it = work / "iter_0"
+    it.mkdir(parents=True)
+    write_jsonl(it / "pairs.jsonl", pairs)
+    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), "pairs", 1, 1.0, 1, None, False, w.seed, 100_000, w.pairs, 1)
+    data.reference_logps(w.ref_dir, "float32", False, "cpu")
+    clock = StepClock()
+    train_policy(cfg, data, w.model_dir, it / "model", it / "train", [clock])
+    return {"step_end": clock.times, "first_loss": clock.losses[0], "tokens": None}
+
+
+def trl_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
+    """TRL's DPOTrainer: precomputed reference log-probs, ["sigmoid", "sft"] with weights [1,
+    alpha], its chunked LM head; the pairs in irpo's batch order (a sequential sampler)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from irpo.data import EpochSampler, shard_seed
+
+    order = list(EpochSampler(len(pairs), shard_seed(w.seed, 0, -1)))
+    record = {"step_end": [], "first_loss": None, "tokens": []}
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            record["step_end"].append(time.perf_counter())
+
+    class Trainer(DPOTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return torch.utils.data.SequentialSampler(train_dataset or self.train_dataset)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if record["first_loss"] is None:
+                record["first_loss"] = float((loss[0] if isinstance(loss, tuple) else loss).detach())
+            record["tokens"].append(int(inputs["attention_mask"].sum()))
+            return loss
+
+    args = DPOConfig(
+        output_dir=str(work / "trl"), per_device_train_batch_size=w.pairs, gradient_accumulation_steps=1, max_steps=w.warmup + w.steps,
+        learning_rate=w.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, beta=w.beta,
+        loss_type=["sigmoid", "sft"], loss_weights=[1.0, alpha], precompute_ref_log_probs=True, precompute_ref_batch_size=w.pairs,
+        max_length=None, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
+        disable_tqdm=True, seed=w.seed, bf16=False,  # TRL defaults to bf16 autocast; irpo trains in fp32 (32-true)
+    )
+    tok = AutoTokenizer.from_pretrained(w.model_dir)
+    trainer = Trainer(
+        model=AutoModelForCausalLM.from_pretrained(w.model_dir), ref_model=AutoModelForCausalLM.from_pretrained(w.ref_dir), args=args,
+        train_dataset=Dataset.from_list([pairs[i] for i in order]), processing_class=tok, callbacks=[Clock()],
+    )
+    trainer.train()
+    return record
+
+
+def worker(side: str, spec: dict) -> None:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    w = Workload(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["workload"].items()})
+    pairs = json.loads(Path(spec["pairs"]).read_text())
+    with tempfile.TemporaryDirectory(prefix=f"bench-{side}-") as work:
+        out = (irpo_side if side == "irpo" else trl_side)(w, pairs, Path(work), spec["alpha"])
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent.
+    hwm = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
+    out["peak_rss_mib"] = int(hwm.split()[1]) / 1024
+    print("RESULT " + json.dumps(out))
+
+
+def run_side(side: str, w: Workload, pairs_file: Path, threads: int, alpha: float, step_tokens: list[int], env: dict | None = None) -> dict:
+    spec = {"workload": asdict(w), "pairs": str(pairs_file), "threads": threads, "alpha": alpha}
+    # Both sides wait passively, as `python -m irpo` does (irpo/__main__.py): spinning OpenMP
+    # threads collapse on a shared machine, whichever side runs.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    proc = subprocess.run([sys.executable, __file__, "--worker", side, json.dumps(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        raise SystemExit(f"bench: the {side} side failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(line[7:])
+    ends = r["step_end"]
+    timed = step_tokens[w.warmup : w.warmup + w.steps]
+    r["tokens_per_s"] = sum(timed) / (ends[w.warmup + w.steps - 1] - ends[w.warmup - 1])
+    return r
+
+
+# --- what the machine and the workload allow --------------------------------------------------
+def matmul_peak(threads: int, n: int = 2048) -> float:
+    """fp32 GFLOP/s of a large matmul, best of several (this machine's practical peak)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = 0.0
+    for _ in range(8):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def workload_numbers(w: Workload, pairs: list[dict]) -> dict:
+    """Token counts per step (irpo's tokenization, irpo's batch order) and what a plain
+    padded step, irpo's step and a perfect step compute."""
+    from transformers import AutoModelForCausalLM
+
+    from irpo.batching import encode_examples
+    from irpo.data import EpochSampler, shard_seed
+    from irpo.models.load import load_tokenizer
+
+    tok = load_tokenizer(w.model_dir)
+    items, _ = encode_examples(tok, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs], 100_000)
+    order = list(EpochSampler(len(items), shard_seed(w.seed, 0, -1)))
+    steps = [[items[i] for i in order[s * w.pairs : (s + 1) * w.pairs]] for s in range(w.warmup + w.steps)]
+    P = lambda it: len(it["prompt_ids"])  # noqa: E731
+    C, R = (lambda it: len(it["chosen_ids"])), (lambda it: len(it["rejected_ids"]))  # noqa: E731
+    step_tokens = [sum(2 * P(it) + C(it) + R(it) for it in s) for s in steps]
+    unique = sum(P(it) + C(it) + R(it) for s in steps for it in s)
+    prompt = sum(P(it) for s in steps for it in s)
+    plain_cells = sum(2 * len(s) * max(P(it) + max(C(it), R(it)) for it in s) for s in steps)
+    irpo_cells = sum(len(s) * max(P(it) + C(it) + R(it) for it in s) for s in steps)
+    model = AutoModelForCausalLM.from_pretrained(w.model_dir)
+    cfg = model.config
+    body = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
+    return {
+        "step_tokens": step_tokens, "pair_tokens": sum(step_tokens), "prompt_share": prompt / sum(step_tokens),
+        "plain_padding": 1 - sum(step_tokens) / plain_cells, "irpo_padding": 1 - unique / irpo_cells,
+        "ceiling": plain_cells / unique, "params": body + cfg.vocab_size * cfg.hidden_size, "total_params": sum(p.numel() for p in model.parameters()),
+        "mean_lengths": (prompt / len(items), sum(C(it) for it in items) / len(items), sum(R(it) for it in items) / len(items)),
+    }
+
+
+def pairs_path(w: Workload) -> Path:
+    """Per bench process: two benches at once (a test beside a full run) do not share files."""
+    return CACHE / f"pairs_{w.name.replace(' ', '_')}_{os.getpid()}.json"
+
+
+def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float, before: str | None) -> dict:
+    pairs = make_pairs(w)
+    pairs_file = pairs_path(w)
+    pairs_file.write_text(json.dumps(pairs))
+    wl = workload_numbers(w, pairs)
+    runs = {"irpo": [], "trl": []} | ({"before": []} if before else {})
+    for _ in range(repeats):
+        for side in runs:
+            # "before": irpo's side run from another source tree (an earlier commit)
+            env = {"PYTHONPATH": before} if side == "before" else None
+            runs[side].append(run_side("irpo" if side == "before" else side, w, pairs_file, threads, alpha, wl["step_tokens"], env))
+    out = {"workload": wl}
+    for side, rs in runs.items():
+        tps = [r["tokens_per_s"] for r in rs]
+        out[side] = {"tokens_per_s": statistics.median(tps), "all": tps, "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+                     "first_loss": rs[0]["first_loss"], "mfu": 6 * wl["params"] * statistics.median(tps) / (peak * 1e9)}
+    trl_tokens = runs["trl"][0]["tokens"][: w.warmup + w.steps]
+    out["same_tokens"] = trl_tokens == wl["step_tokens"]
+    out["ratio"] = out["irpo"]["tokens_per_s"] / out["trl"]["tokens_per_s"]
+    out["ratios"] = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(runs["irpo"], runs["trl"])]
+    return out
+
+
+def threads_check(w: Workload, cores: int) -> None:
+    """irpo's tiny step with another process spinning on one core, as on a shared machine:
+    every core with passive waiting (irpo's default), one thread fewer, and every core with
+    OpenMP's default spinning wait."""
+    pairs_file = pairs_path(w)
+    step_tokens = workload_numbers(w, json.loads(pairs_file.read_text()))["step_tokens"]
+    settings = [(f"num_threads={cores} (all cores), passive wait (default)", cores, {"OMP_WAIT_POLICY": "PASSIVE"}),
+                (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {"OMP_WAIT_POLICY": "PASSIVE"}),
+                (f"num_threads={cores}, spinning wait (OMP default)", cores, {"OMP_WAIT_POLICY": "ACTIVE"})]
+    print(f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s, A B C A B C, median)")
+    competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        rates = {label: [] for label, _, _ in settings}
+        for _ in range(2):
+            for label, threads, env in settings:
+                rates[label].append(run_side("irpo", w, pairs_file, threads, 0.0, step_tokens, env)["tokens_per_s"])
+    finally:
+        competitor.kill()
+    for label, rs in rates.items():
+        print(f"  {label:<42}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
+
+
+def print_model(w: Workload, r: dict, peak: float) -> None:
+    wl = r["workload"]
+    p, c, rj = wl["mean_lengths"]
+    print(f"\n== {w.name}: {wl['total_params'] / 1e6:.1f}M params ({wl['params'] / 1e6:.1f}M in layers + LM head), {w.pairs} pairs/step, "
+          f"mean lengths prompt {p:.0f} / chosen {c:.0f} / rejected {rj:.0f} tokens")
+    print(f"{'side':<6}{'pair-tokens/s':>15}{'MFU':>8}{'peak RSS':>11}{'first-batch loss':>19}   repeats (tokens/s)")
+    for side in [k for k in ("irpo", "trl", "before") if k in r]:
+        s = r[side]
+        print(f"{side:<6}{s['tokens_per_s']:>15,.0f}{s['mfu']:>8.1%}{s['peak_rss_mib']:>8.0f} MiB{s['first_loss']:>19.6f}   "
+              + " ".join(f"{x:,.0f}" for x in s["all"]))
+    diff = abs(r["irpo"]["first_loss"] - r["trl"]["first_loss"])
+    spread = (max(r["ratios"]) - min(r["ratios"])) / 2
+    print(f"ratio irpo/TRL {r['ratio']:.2f} (per repeat {', '.join(f'{x:.2f}' for x in r['ratios'])}; ±{spread:.2f})   "
+          f"equal loss: {'yes' if diff <= 1e-4 else 'NO'} (|diff| {diff:.1e}), same tokens fed: {'yes' if r['same_tokens'] else 'NO'}")
+    print(f"workload: prompt share {wl['prompt_share']:.1%} of pair-tokens, padding {wl['plain_padding']:.1%} in a plain "
+          f"2B-row step, {wl['irpo_padding']:.1%} in irpo's rows; ceiling of a perfect step over a plain one {wl['ceiling']:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="the tiny model alone, few steps (what the test runs)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--before", metavar="DIR", help="also time irpo's step from this source tree (e.g. `git archive` of an earlier commit)")
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker[0], json.loads(args.worker[1]))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    from irpo.models.load import tiny_m0_dir
+
+    t0 = time.perf_counter()
+    peak = matmul_peak(args.threads)
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({args.threads} threads); timings on a shared machine are noisy: rerun on a quiet one")
+    tiny = tiny_m0_dir()
+    workloads = [Workload("tiny M_0", tiny, perturbed_copy(tiny, CACHE / "tiny_ref", 1), pairs=8, warmup=2, steps=4 if not args.quick else 2,
+                          prompt=(30, 60), completion=(10, 60))]
+    if not args.quick:
+        big = bpe_llama(vocab=32768, hidden=512, layers=8, intermediate=1408)
+        workloads.append(Workload("llama-42m", big, perturbed_copy(big, CACHE / "llama_ref", 1), pairs=8, warmup=1, steps=2,
+                                  prompt=(80, 120), completion=(100, 300)))
+    results = [(w, compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak, args.before)) for w in workloads]
+    # the peak again, after: on a shared machine the first reading may have been a busy moment
+    peak = max(peak, matmul_peak(args.threads))
+    print(f"fp32 matmul peak, best of before and after: {peak:.1f} GFLOP/s (the MFU denominator)")
+    for w, r in results:
+        for side in ("irpo", "trl", "before"):
+            if side in r:
+                r[side]["mfu"] = 6 * r["workload"]["params"] * r[side]["tokens_per_s"] / (peak * 1e9)
+        print_model(w, r, peak)
+    if not args.quick:
+        threads_check(workloads[0], args.threads)
+    for w in workloads:
+        pairs_path(w).unlink()
+    print(f"\nbench time {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
