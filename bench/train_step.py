@@ -25,6 +25,7 @@ of ../shared/data), and cached under bench/.cache/.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -150,7 +151,7 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     from irpo.artifacts import write_jsonl
     from irpo.cli import register_all
     from irpo.data import IterationData
-    from irpo.models.load import load_tokenizer
+    from irpo.models.load import load_policy, load_tokenizer
     from irpo.train import train_policy
 
     class StepClock(Logger):
@@ -183,7 +184,10 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     it.mkdir(parents=True)
     write_jsonl(it / "pairs.jsonl", pairs)
     data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), "pairs", 1, 1.0, 1, None, False, w.seed, 100_000, w.pairs, 1)
-    data.reference_logps(w.ref_dir, "float32", False, "cpu")
+    if "load_model" in inspect.signature(data.reference_logps).parameters:
+        data.reference_logps(lambda: load_policy(w.ref_dir, "float32", False), "cpu")
+    else:  # a source tree from before the multi-process loop (--before)
+        data.reference_logps(w.ref_dir, "float32", False, "cpu")
     clock = StepClock()
     train_policy(cfg, data, w.model_dir, it / "model", it / "train", [clock])
     return {"step_end": clock.times, "first_loss": clock.losses[0], "tokens": None}

@@ -118,11 +118,13 @@ def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     bounds = batch["pair_bounds"].tolist()
     segments = batch["segment_ids"][0]
     masks = [shared_prompt_mask(segments[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    # get_decoder: the decoder stack under the LM head, through a PEFT wrapper too.
-    hidden = model.get_decoder()(
-        input_ids=batch["input_ids"], position_ids=batch["position_ids"], pair_bounds=bounds, pair_masks=masks, use_cache=False
-    ).last_hidden_state
-    logits = model.get_output_embeddings()(hidden.flatten(0, 1)[batch["score_index"]])
+    # The model's own forward, not its decoder alone: FSDP gathers the root's parameters
+    # (embeddings, final norm, head) in hooks on that call. logits_to_keep runs the LM head
+    # at the scored positions of the one packed row only: logits [N, V].
+    logits = model(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], pair_bounds=bounds, pair_masks=masks,
+        use_cache=False, logits_to_keep=batch["score_index"],
+    ).logits[0]
     picked = logits.gather(-1, batch["score_target"][:, None]).squeeze(-1).float()
     token_logps = picked - torch.logsumexp(logits.float(), dim=-1)
     n_seq = int(batch["n_seq"])
