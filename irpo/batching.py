@@ -36,7 +36,7 @@ def encode_examples(tokenizer, prompts: Sequence[str], chosen: Sequence[str], re
     return kept, len(prompt_ids) - len(kept)
 
 
-def collate(items: Sequence[dict], pad_id: int | None = None) -> dict[str, torch.Tensor]:
+def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
     """The micro-batch packed into one row with no padding: per pair [prompt, chosen,
     rejected] (an SFT item [prompt, chosen]), the pairs one after another.
 
@@ -48,8 +48,7 @@ def collate(items: Sequence[dict], pad_id: int | None = None) -> dict[str, torch
 
     Scored tokens come flat: score_index is the position whose output predicts score_target,
     score_seq its sequence, winners 0..B-1 then losers B..2B-1. The first token of a
-    completion is predicted from the prompt's last position. pad_id is unused (nothing is
-    padded); it is kept so every loader builds batches the same way."""
+    completion is predicted from the prompt's last position."""
     n_seq = len(items) * (1 if items[0]["rejected_ids"] is None else 2)
     ids, positions, segments, bounds = [], [], [], [0]
     index, target, seq = [], [], []

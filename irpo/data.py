@@ -11,7 +11,6 @@ batches an uninterrupted run would have.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -172,7 +171,7 @@ class IterationData(L.LightningDataModule):
             save_file({"chosen": chosen, "rejected": rejected}, str(tmp))
 
     def _loader(self, sampler: Sampler | None = None, items: list[dict] | None = None) -> DataLoader:
-        return DataLoader(self.items if items is None else items, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
+        return DataLoader(self.items if items is None else items, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         done = 0

@@ -65,13 +65,13 @@ class PreferenceModule(L.LightningModule):
         self.policy = build_policy(model_dir, dtype, trust_remote_code, self.sharded, lora, activation_checkpointing).train()
         self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and train_on == "pairs" else None
         self.pair_tokens = 0  # trained on so far, counted as a plain step feeds them (prompt once per sequence)
-        self._step_start, self._step_tokens = 0.0, 0
+        self._step_start = 0.0
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        self._step_start, self._step_tokens = time.perf_counter(), 0
+        self._step_start = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
-        rate = self._step_tokens / max(time.perf_counter() - self._step_start, 1e-9)
+        rate = pair_tokens(batch) / max(time.perf_counter() - self._step_start, 1e-9)
         self.log("train/tokens_per_s", rate, prog_bar=True)
 
     def configure_model(self) -> None:
@@ -87,9 +87,7 @@ class PreferenceModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         hp = self.hparams
-        tokens = pair_tokens(batch)
-        self.pair_tokens += tokens
-        self._step_tokens += tokens
+        self.pair_tokens += pair_tokens(batch)
         logps, counts = batch_logps(self.policy, batch)
         if hp.train_on != "pairs":
             loss = nll_loss(logps, counts)

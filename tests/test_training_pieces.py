@@ -21,7 +21,7 @@ def test_collate_packs_the_prompt_once_and_scores_only_completions():
     tok = build_tokenizer()
     items, dropped = encode_examples(tok, ["Q: 1+1\nA:", "Q: 2\nA:"], [" 2\n", " 2\n"], [" 3 \n", " 33333\n"], max_length=64)
     assert dropped == 0
-    batch = collate(items, pad_id=tok.pad_token_id)
+    batch = collate(items)
     lengths = [len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"]) for it in items]
     assert batch["input_ids"].shape == (1, sum(lengths)) and int(batch["n_seq"]) == 4  # no padding
     assert batch["pair_bounds"].tolist() == [0, lengths[0], sum(lengths)]
@@ -78,7 +78,7 @@ def test_fast_step_equals_plain_step_in_loss_and_gradients(model_dir):
         parts.loss.backward()
         return parts.loss.detach(), [p.grad for p in m.parameters()]
 
-    fast_loss, fast_grads = loss_and_grads(model, *batch_logps(model, collate(items, tok.pad_token_id)))
+    fast_loss, fast_grads = loss_and_grads(model, *batch_logps(model, collate(items)))
     plain_loss, plain_grads = loss_and_grads(plain, *plain_logps(plain, items))
     assert abs(fast_loss.item() - plain_loss.item()) <= 1e-5
     for f, p in zip(fast_grads, plain_grads):
@@ -95,8 +95,8 @@ def test_padding_does_not_change_sequence_logps(model_dir):
     tok = build_tokenizer()
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     items, _ = encode_examples(tok, ["Q: 1+1\nA:", "Q: 12+1\nA:"], [" 2\n", " 13\n"], [" 3\n", " 1234567\n"], 64)
-    together = batch_logps(model, collate(items, tok.pad_token_id))[0]
-    alone = torch.cat([batch_logps(model, collate([it], tok.pad_token_id))[0] for it in items])
+    together = batch_logps(model, collate(items))[0]
+    alone = torch.cat([batch_logps(model, collate([it]))[0] for it in items])
     # together is [c0, c1, r0, r1]; alone is [c0, r0, c1, r1]
     assert torch.allclose(together, alone[[0, 2, 1, 3]], atol=1e-5)
 
@@ -107,7 +107,7 @@ def test_first_step_loss_is_log2_plus_alpha_nll(model_dir, reference):
     module = PreferenceModule(model_dir, "pairs", beta=0.1, alpha=0.5, lr=1e-3, reference=reference)
     module.log_dict = lambda *a, **k: None
     items, _ = encode_examples(tok, ["Q: 1+1\nA:"] * 2, [" 2\n", " 1+1=2\n"], [" 3\n", " 5\n"], 64)
-    batch = collate(items, tok.pad_token_id)
+    batch = collate(items)
     with torch.no_grad():
         logps, counts = batch_logps(module.policy, batch)
     if reference == "precomputed":
@@ -122,7 +122,7 @@ def test_sft_methods_minimise_the_nll_alone(model_dir):
     module = PreferenceModule(model_dir, "winners", beta=0.1, alpha=1.0, lr=1e-3)
     module.log_dict = lambda *a, **k: None
     items, _ = encode_examples(tok, ["Q: 1+1\nA:"], [" 2\n"], None, 64)
-    batch = collate(items, tok.pad_token_id)
+    batch = collate(items)
     assert batch["input_ids"].shape[0] == 1
     logps, counts = batch_logps(module.policy, batch)
     assert module.training_step(batch, 0).item() == pytest.approx((-logps / counts).item(), rel=1e-5)
@@ -137,6 +137,6 @@ def test_pairwise_attention_survives_activation_checkpointing(model_dir):
         model = LlamaForCausalLM.from_pretrained(model_dir).train()
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        batch_logps(model, collate(items, tok.pad_token_id))[0].sum().backward()
+        batch_logps(model, collate(items))[0].sum().backward()
         grads.append([p.grad for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
