@@ -112,6 +112,22 @@ def config_hash(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def source_revision() -> dict[str, Any]:
+    """The git commit irpo runs from (and whether its checkout has uncommitted changes), so a
+    result can name the code that made it; {} for an installed copy outside a checkout."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if commit.returncode != 0:
+        return {}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 class RunDir:
     """Paths of one run (one Hydra job) and its manifest of finished stages."""
 
@@ -169,14 +185,21 @@ class RunDir:
 
 
 # The stages of one iteration in the order they run, and the files each one owns.
-STAGE_KINDS = ("eval", "generate", "pairs", "reference", "train")
+STAGE_KINDS = ("eval", "generate", "pairs", "reference", "train", "select", "logps")
 STAGE_FILES = {
     "eval": ("eval.json", "eval_generations.jsonl", "eval_shards"),
     "generate": ("generations.jsonl", "generations"),
     "pairs": ("pairs.jsonl",),
     "reference": ("reference_logps.safetensors",),
-    "train": ("train", "model", "metrics.json"),
+    "train": ("train", "candidates", "model", "metrics.json"),
+    "select": ("selection.json", "val_start"),
+    "logps": ("pair_logps.safetensors",),
 }
+
+
+# Stages whose files are all they leave (no partial work, no model): the ones a sweep's
+# jobs may copy from each other (Stages.reuse).
+SHAREABLE = ("eval", "generate")
 
 
 class RunDirBusyError(RuntimeError):
@@ -200,9 +223,11 @@ class Stages:
         return record is not None and record["hash"] == config_hash(self.depends_on(t, kind))
 
     def run_once(self, t: int, kind: str, fn) -> None:
-        """fn() unless the stage is finished; then record it as finished, with its seconds
-        and the token count fn returns (None: a stage with no tokens to count)."""
-        if self.done(t, kind):
+        """fn() unless the stage is finished, or another job of the same sweep finished it
+        under the same config values (then its files are copied); then record it as
+        finished, with its seconds and the token count fn returns (None: a stage with no
+        tokens to count)."""
+        if self.done(t, kind) or self.reuse(t, kind):
             return
         self.run.event(stage=f"iter_{t}/{kind}", event="start")
         start = time.perf_counter()
@@ -211,6 +236,41 @@ class Stages:
         info = {"seconds": round(seconds, 3)} | ({"tokens": tokens, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)} if tokens is not None else {})
         self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind), **info)
         self.run.event(stage=f"iter_{t}/{kind}", event="finish", **info)
+
+    def reuse(self, t: int, kind: str) -> bool:
+        """Copies stage `iter_<t>/<kind>` from a finished job of the same sweep (a sibling run
+        directory) that made it under the same config values: the arms of a sweep share M_0,
+        so its evaluation, and its samples wherever sampling does not depend on what is
+        swept, are computed once. Only self-contained stages (evaluation, generation) are
+        shared; a run outside a sweep has no siblings."""
+        other = self._sibling_with(t, kind)
+        if other is None:
+            return False
+        info = {"seconds": self._copy_stage(t, kind, Path(other)), "reused_from": Path(other).name}
+        self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind), **info)
+        self.run.event(stage=f"iter_{t}/{kind}", event="reused", **info)
+        return True
+
+    @rank_zero
+    def _sibling_with(self, t: int, kind: str) -> str | None:
+        sweep = self.run.root.parent
+        if kind not in SHAREABLE or not (sweep / "multirun.yaml").exists():
+            return None
+        want = config_hash(self.depends_on(t, kind))
+        for other in sorted(d for d in sweep.iterdir() if d != self.run.root and (d / "manifest.json").is_file()):
+            record = RunDir(other).stage(f"iter_{t}/{kind}")
+            if record is not None and record["hash"] == want:
+                return str(other)
+        return None
+
+    @rank_zero
+    def _copy_stage(self, t: int, kind: str, other: Path) -> float:
+        start = time.perf_counter()
+        for f in STAGE_FILES[kind]:
+            if (other / f"iter_{t}" / f).is_file():
+                with atomic_path(self.run.iter_dir(t) / f) as tmp:
+                    shutil.copyfile(other / f"iter_{t}" / f, tmp)
+        return round(time.perf_counter() - start, 3)
 
     def timings(self, t: int) -> dict[str, float]:
         """`<stage>_seconds` and `<stage>_tokens_per_s` of iteration t's finished stages, as

@@ -115,6 +115,26 @@ class MethodConfig:
     # What M_{t+1} is trained on: (winner, loser) pairs with DPO+alpha*NLL, or NLL alone on
     # `winners` (STaR-like) or on the `gold` CoT; `none` trains nothing (evaluation only).
     train_on: str = "pairs"
+    # Sample and pair every iteration even when training needs no samples (`gold`), so that
+    # the log-prob pass measures the model's own winners and losers under every method
+    # (the paper's Fig. 2); None: only when training uses them.
+    sample: Optional[bool] = None
+
+
+@dataclass
+class SelectionConfig:
+    """Checkpoint selection on train prompts held out as a validation split, and a stop rule
+    (the paper's GSM8K recipe, Sec. 3.1: the best of the checkpoints saved while training,
+    picked on 1k held-out train prompts). Off while val_size is 0."""
+
+    val_size: int = 0  # validation problems to pick M_{t+1} with
+    # train: val_size train prompts held out, never trained on (the paper's GSM8K rule);
+    # validation: drawn from the task's own validation split (ARC's dev set, which the paper
+    # tunes on; arith's problems that neither the loop nor M_0's fine-tuning saw).
+    val_from: str = "train"
+    val_every_n_steps: int = 50  # a candidate every n optimizer steps; the last step is always one
+    patience: Optional[int] = None  # stop after this many iterations without a better validation accuracy
+    min_delta: float = 0.0  # a validation gain of at most this is no improvement
 
 
 @dataclass
@@ -145,6 +165,7 @@ class IrpoConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     alpha: float = 1.0  # weight of the winner NLL term (Eq. 1, v3); 0 is plain DPO
     beta: float = 0.1
     num_samples: int = 8  # N completions per train prompt
@@ -187,6 +208,7 @@ _CHOICES = {
     "logger.wandb.mode": ("offline", "online", "disabled"),
     "resume": ("auto", "overwrite"),
     "planner.gpu": ("a100", "h100", "h200"),
+    "selection.val_from": ("train", "validation"),
 }
 
 
@@ -233,6 +255,13 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.devices={cfg.trainer.devices} x trainer.num_nodes={cfg.trainer.num_nodes} in one process: start one process "
             "per device with torchrun --nproc-per-node=<devices> -m irpo ... (or srun), which sets both"
         )
+    sel = cfg.selection
+    if sel.val_size < 0:
+        raise ConfigError(f"selection.val_size must be >= 0 (0 = no selection), got {sel.val_size}")
+    if sel.val_every_n_steps < 1:
+        raise ConfigError(f"selection.val_every_n_steps must be >= 1, got {sel.val_every_n_steps}")
+    if sel.patience is not None and (sel.patience < 1 or sel.val_size == 0):
+        raise ConfigError(f"selection.patience must be >= 1 and needs selection.val_size > 0, got patience={sel.patience}, val_size={sel.val_size}")
     if cfg.model.lora.r < 0:
         raise ConfigError(f"model.lora.r must be >= 0 (0 = no LoRA), got {cfg.model.lora.r}")
     # A plan needs no DeepSpeed; a run does, and should not find out after hours of generation.
@@ -275,11 +304,12 @@ _NO_EFFECT = (
     "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
     "trainer.gpu_memory_gb", "trainer.timeout_minutes", "model.arch.", "planner.",
     "generator.batch_size", "generator.device", "num_threads", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
+    "selection.patience", "selection.min_delta",
 )
 
 
 # Keys that shape training only: M_0, and the samples drawn from it, do not depend on them.
-_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "method.", "trainer.", "model.lora.")
+_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "method.", "trainer.", "model.lora.", "selection.val_every_n_steps")
 
 
 def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:
@@ -299,7 +329,7 @@ def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:
     if kind == "eval":
         keep |= {k: v for k, v in flat.items() if k.startswith("eval.")}
         if iteration == 0:
-            keep = {k: v for k, v in keep.items() if k not in ("num_samples", "shard_size")}
+            keep = {k: v for k, v in keep.items() if k not in ("num_samples", "shard_size", "selection.val_size")}
     # M_t was sampled from at temperatures 0..t-1; this iteration samples at temperature t.
     keep["temperatures"] = [temperature(cfg, i) for i in range(iteration + (kind != "eval"))]
     return json.loads(json.dumps(keep, default=str))

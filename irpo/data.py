@@ -139,36 +139,70 @@ class IterationData(L.LightningDataModule):
             for it in self.items:
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
 
-    @torch.no_grad()
     def reference_logps(self, load_model: Callable[[], torch.nn.Module], device: str) -> int:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN.
-        Each rank scores its share of the pairs with M_t from load_model (whole, or its
-        shard of it); rank 0 writes them all. Returns the pair-tokens this rank scored
-        (batching.pair_tokens), for the stage's tokens/s."""
+        Returns the pair-tokens this rank scored (batching.pair_tokens), for the stage's
+        tokens/s."""
         self.setup()
-        model = load_model().to(device).eval()
-        total = len(self.items) + self.dropped_too_long  # every pair in pairs.jsonl
-        chosen = torch.full((total,), float("nan"))
-        rejected = torch.full((total,), float("nan"))
-        tokens = 0
-        for batch in self._loader(items=rank_slice(self.items)):
-            tokens += pair_tokens(batch)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logps = batch_logps(model, batch)[0].float().cpu()
-            c, r = logps.chunk(2)
-            chosen[batch["index"].cpu()], rejected[batch["index"].cpu()] = c, r
-        on_rank_zero(self._write_reference, gather((chosen, rejected)))
+        (chosen, rejected), tokens = self._score(self.items, self.dropped_too_long, load_model, device)
+        on_rank_zero(self._write, self.reference_path, {"chosen": chosen, "rejected": rejected})
         self.setup()
         return tokens
 
-    def _write_reference(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Every rank's scores in one file; each pair was scored by exactly one rank."""
-        chosen, rejected = parts[0]
+    @property
+    def pair_logps_path(self) -> Path:
+        return self.out / "pair_logps.safetensors"
+
+    def pair_logps(self, load_start: Callable[[], torch.nn.Module], load_end: Callable[[], torch.nn.Module], device: str) -> int:
+        """The summed log-probs of every pair's winner and loser under M_t (the start of
+        training) and M_{t+1} (its end), whatever the method trained on: how training moved
+        the chosen and the rejected sequences (the paper's Figs. 2 and 3). The start is the
+        reference pass's when there was one. Returns the pair-tokens this rank scored."""
+        pairs = read_jsonl(self.pairs_path)
+        items, dropped = encode_examples(self.tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
+                                         [p["rejected"] for p in pairs], self.max_length)
+        tokens = 0
+        if self.reference_path.exists():
+            ref = load_file(self.reference_path)
+            start = ref["chosen"], ref["rejected"]
+        else:
+            start, tokens = self._score(items, dropped, load_start, device)
+        end, scored = self._score(items, dropped, load_end, device)
+        scores = {"chosen_start": start[0], "rejected_start": start[1], "chosen_end": end[0], "rejected_end": end[1]}
+        on_rank_zero(self._write, self.pair_logps_path, scores)
+        return tokens + scored
+
+    def pair_logp_means(self) -> dict[str, float]:
+        """`chosen_logp_start`, ... `rejected_logp_end`: the pass's means over its pairs."""
+        scores = load_file(self.pair_logps_path)
+        return {f"{side}_logp_{when}": scores[f"{side}_{when}"].nanmean().item() for side in ("chosen", "rejected") for when in ("start", "end")}
+
+    @torch.no_grad()
+    def _score(self, items: list[dict], dropped: int, load_model: Callable[[], torch.nn.Module], device: str):
+        """((chosen, rejected) summed log-probs aligned with pairs.jsonl, NaN where a pair was
+        dropped; pair-tokens scored here). Each rank scores its share of the pairs with the
+        model from load_model (whole, or its shard of it); rank 0 gets them all."""
+        model = load_model().to(device).eval()
+        chosen = torch.full((len(items) + dropped,), float("nan"))
+        rejected = chosen.clone()
+        tokens = 0
+        for batch in self._loader(items=rank_slice(items)):
+            tokens += pair_tokens(batch)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            c, r = batch_logps(model, batch)[0].float().cpu().chunk(2)
+            chosen[batch["index"].cpu()], rejected[batch["index"].cpu()] = c, r
+        del model
+        parts = gather((chosen, rejected))
+        # each pair was scored by exactly one rank
         for c, r in parts[1:]:
             chosen, rejected = torch.where(c.isnan(), chosen, c), torch.where(r.isnan(), rejected, r)
-        with atomic_path(self.reference_path) as tmp:
-            save_file({"chosen": chosen, "rejected": rejected}, str(tmp))
+        return (chosen, rejected), tokens
+
+    @staticmethod
+    def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
 
     def _loader(self, sampler: Sampler | None = None, items: list[dict] | None = None) -> DataLoader:
         return DataLoader(self.items if items is None else items, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=collate)

@@ -43,10 +43,10 @@ def evaluate(
     return records
 
 
-def summarize(records: Sequence[dict], maj_k: int) -> dict[str, float]:
-    """{"test_accuracy", "maj@k", "test_size"} of evaluate()'s records."""
+def summarize(records: Sequence[dict], maj_k: int, split: str = "test") -> dict[str, float]:
+    """{"<split>_accuracy", "maj@k", "<split>_size"} of evaluate()'s records."""
     n = max(len(records), 1)
-    metrics = {"test_accuracy": sum(r["reward"] for r in records) / n, "test_size": len(records)}
+    metrics = {f"{split}_accuracy": sum(r["reward"] for r in records) / n, f"{split}_size": len(records)}
     if maj_k > 0:
         metrics[f"maj@{maj_k}"] = sum(r["maj_reward"] for r in records) / n
     return metrics

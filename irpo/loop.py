@@ -10,7 +10,9 @@ stages and picks unfinished ones up where they stopped.
 
 from __future__ import annotations
 
+import sys
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from irpo.artifacts import STAGE_KINDS, RunDir, Stages, read_json, read_jsonl, write_json, write_jsonl, write_sharded_jsonl
+from irpo.artifacts import STAGE_KINDS, RunDir, Stages, read_json, read_jsonl, source_revision, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
 from irpo.data import IterationData, shard_seed
 from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero
@@ -30,8 +32,10 @@ from irpo.logging import RunLogger
 from irpo.models.load import load_tokenizer
 from irpo.plan import print_plan
 from irpo.report import report_at_end
+from irpo.selection import history as selection_history, select, stop_now
 from irpo.strategies import reference_policy
 from irpo.tasks.base import Task
+from irpo.tasks.subsets import validation_split
 from irpo.threads import set_threads
 from irpo.train import micro_batch_size, train_policy
 
@@ -56,64 +60,103 @@ def run_loop(cfg: DictConfig) -> float | None:
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.claim()
+    run_dir.event(event="launch", argv=sys.argv[1:], **source_revision())
     stages = Stages(run_dir, partial(stage_config, cfg))
     stages.check(overwrite=cfg.resume == "overwrite")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     train, test = task.load("train"), task.load("test")
+    train, val = validation_split(task, train, cfg.selection.val_size, cfg.selection.val_from, cfg.task.get("seed") or 0)
 
     def render(examples):
         return [render_prompt(tokenizer, task.prompt(ex), cfg.model.chat_template) for ex in examples]
 
-    train_prompts, test_prompts = render(train), render(test)
+    train_prompts, test_prompts, val_prompts = render(train), render(test), render(val)
     train_on = cfg.method.train_on
+    sample = cfg.method.sample if cfg.method.sample is not None else train_on != "gold"
     last = 0 if train_on == "none" else cfg.iterations
     logger = RunLogger(cfg, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test, test_prompts)}})
     model_dir = str(cfg.model.path)
+    device = torch.device("cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+    scorer = partial(reference_policy, cfg)  # a model to score pairs with: M_t whole, or its shard
     try:
         for t in range(last + 1):
             it = run_dir.iter_dir(t)
 
             stage = partial(stages.run_once, t)
             with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
-                stage("eval", counted(generator, lambda: evaluate_into(it, generator, stages.partial_dir(t, "eval", "eval_shards"), cfg, task, test, test_prompts, t)))
+                stage("eval", counted(generator, lambda: evaluate_into(it, "eval", generator, stages.partial_dir(t, "eval", "eval_shards"), cfg, task, test, test_prompts, t)))
                 metrics = read_json(it / "eval.json")
                 if t == last:
-                    logger.log_iteration(t, metrics | stages.timings(t))
+                    logger.log_iteration(t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < cfg.iterations else {}))
                     break
                 data = IterationData(
                     task, train, train_prompts, it, t, tokenizer, train_on, cfg.num_samples, temperature(cfg, t),
                     cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.seed, cfg.model.max_length,
                     micro_batch_size(cfg.trainer), cfg.shard_size,
                 )
-                if train_on != "gold":
+                if sample:
                     stage("generate", counted(generator, lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations"), replica_size(cfg))))
-            if train_on != "gold":
+            if sample:
                 pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
                 require_pairs(stats, t)
                 stage("pairs", lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats
             if train_on == "pairs" and cfg.trainer.reference == "precomputed":
-                device = torch.device("cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
-                stage("reference", lambda: data.reference_logps(partial(reference_policy, cfg, model_dir, device), device))
+                stage("reference", lambda: data.reference_logps(partial(scorer, model_dir, device), device))
 
             def train_stage():
                 ckpt_dir = stages.partial_dir(t, "train", "train")
-                trained = train_policy(cfg, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(it))
+                trained = train_policy(cfg, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(it), it if val else None)
                 on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
                 return trained["pair_tokens"]
 
             stage("train", train_stage)
+            if val:
+                stage("select", lambda: select_into(it, cfg, task, stages, t, val, val_prompts, model_dir))
+            if sample:
+                stage("logps", lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / "model"), device), device))
             # the stages' seconds and tokens/s, the train stage's own included once it is finished
-            on_rank_zero(write_json, it / "metrics.json", read_json(it / "metrics.json") | stages.timings(t))
+            on_rank_zero(write_json, it / "metrics.json", read_json(it / "metrics.json") | stages.timings(t) | after_training(it, data, val, sample))
             logger.log_iteration(t, read_json(it / "metrics.json"))
             model_dir = str(it / "model")  # M_{t+1}: the next policy and the next reference
+            if val and stop_now(selection_history(run_dir.root, t), cfg.selection.patience, cfg.selection.min_delta):
+                last = t + 1  # evaluate M_{t+1} on the test split, then stop
         logger.table()
         on_rank_zero(print_stage_times, [stages.timings(t) for t in range(last + 1)])
     finally:
         logger.finish()
     report_at_end(run_dir.root)
     return logger.rows[-1]["test_accuracy"]
+
+
+def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, val, val_prompts, model_dir: str) -> None:
+    """M_{t+1} = the candidate of iteration t most accurate on the validation split (greedy,
+    by the run's Generator); each candidate's result is kept, so a killed selection resumes."""
+
+    def accuracy(d: Path, checkpoint: str) -> float:
+        if not on_rank_zero((d / "val.json").exists):
+            shards = stages.partial_dir(t, "select", str((d / "val_shards").relative_to(it)))
+            with LazyGenerator(lambda: open_generator(cfg, task, checkpoint)) as generator:
+                evaluate_into(d, "val", generator, shards, cfg, task, val, val_prompts, t, maj_k=0)
+        return read_json(d / "val.json")["val_accuracy"]
+
+    start = accuracy(it / "val_start", model_dir) if t == 0 else read_json(it.parent / f"iter_{t - 1}" / "selection.json")["val_accuracy"]
+    record = select(it, lambda d: accuracy(d, str(d / "model")), start)
+    print(f"iteration {t}: M_{t + 1} = candidate step {record['selected_step']} of {record['last_step']}, "
+          f"validation accuracy {record['val_accuracy']:.3f} (M_{t}: {start:.3f}, last step: {record['val_accuracy_last']:.3f})")
+
+
+def after_training(it: Path, data: IterationData, selected: bool, sampled: bool) -> dict:
+    """What the select and log-prob stages add to the iteration's metrics.json."""
+    out = {}
+    if selected:
+        record = read_json(it / "selection.json")
+        out |= {"selected_step": record["selected_step"], "last_step": record["last_step"], "val_accuracy_start": record["val_accuracy_start"],
+                "val_accuracy_selected": record["val_accuracy"], "val_accuracy_last": record["val_accuracy_last"]}
+    if sampled:
+        out |= data.pair_logp_means()
+    return out
 
 
 def quiet_libraries() -> None:
@@ -171,17 +214,22 @@ def open_generator(cfg: DictConfig, task: Task, model_dir: str):
     )
 
 
-def evaluate_into(it, generator, shard_dir, cfg: DictConfig, task: Task, test, test_prompts, t: int) -> None:
-    """M_t's test metrics into iter_<t>/eval.json, one record per problem beside it; the
-    problems are evaluated in shards so that a killed evaluation resumes too."""
+def evaluate_into(out: Path, name: str, generator, shard_dir, cfg: DictConfig, task: Task, examples, prompts, t: int, maj_k: int | None = None) -> None:
+    """A model's metrics on `examples` into out/<name>.json (name: eval for the test split,
+    val for the validation split), one record per problem beside it in
+    <name>_generations.jsonl; the problems are evaluated in shards so that a killed
+    evaluation resumes too."""
+    maj_k = cfg.eval.maj_k if maj_k is None else maj_k
 
     def shard(lo: int, hi: int, s: int) -> list[dict]:
         # seed + 1: the maj@k samples are not drawn from the same streams as training samples.
         seed = shard_seed(cfg.seed + 1, t, s)
-        return evaluate(generator(), task, test[lo:hi], test_prompts[lo:hi], cfg.eval.maj_k, cfg.eval.maj_temperature, seed)
+        return evaluate(generator(), task, examples[lo:hi], prompts[lo:hi], maj_k, cfg.eval.maj_temperature, seed)
 
-    write_sharded_jsonl(it / "eval_generations.jsonl", shard_dir, len(test), cfg.shard_size, shard, replica_size(cfg))
-    on_rank_zero(lambda: write_json(it / "eval.json", summarize(read_jsonl(it / "eval_generations.jsonl"), cfg.eval.maj_k)))
+    records = out / f"{name}_generations.jsonl"
+    write_sharded_jsonl(records, shard_dir, len(examples), cfg.shard_size, shard, replica_size(cfg))
+    split = "test" if name == "eval" else name
+    on_rank_zero(lambda: write_json(out / f"{name}.json", summarize(read_jsonl(records), maj_k, split)))
 
 
 def replica_size(cfg: DictConfig) -> int:

@@ -46,10 +46,18 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
     print(f"data       {n_train} train prompts, {n_test} test problems")
     if splits is not None:
         print(subsets.describe(cfg.task, train=splits[0], test=splits[1]))
+    sel = cfg.selection
+    if sel.val_size:
+        n_train -= sel.val_size
+        stop = (f"; stop after {sel.patience} iteration(s) whose M_t+1 does not beat the best validation accuracy by more than {sel.min_delta}"
+                if sel.patience else "")
+        print(f"selection  {sel.val_size} train prompts held out as the validation split; a candidate every {sel.val_every_n_steps} steps "
+              f"and at the last, each evaluated greedily on it; M_t+1 = the most accurate{stop}")
     most = n_train * k if cfg.max_pairs is None else min(n_train * k, cfg.max_pairs)
+    pick = " (the best candidate on the validation split)" if sel.val_size else ""
     for t in range(T):
         print(f"iteration {t}: evaluate M_{t}; sample {n_train} x {n} = {n_train * n} completions at T={temperature(cfg, t)}; "
-              f"at most {most} pairs; train M_{t + 1}")
+              f"at most {most} pairs; train M_{t + 1}{pick}")
     print(f"iteration {T}: evaluate M_{T} (greedy" + (f", maj@{cfg.eval.maj_k}" if cfg.eval.maj_k else "") + ")")
     print("\n".join(resource_lines(cfg, n_train, n_test)))
 

@@ -279,6 +279,10 @@ def write_report(path: str | os.PathLike) -> Sweep:
         "seed_mean_std": _seed_table(sweep) if "seed" in sweep.swept else [],
     })
     plot(sweep)
+    from irpo import reproduction  # it reads through this module's Sweep
+
+    if reproduction.compares_methods(sweep):
+        reproduction.write(sweep)
     return sweep
 
 
@@ -371,7 +375,8 @@ def logps_figure(sweep: Sweep, window: int = 5):
                 part = [r for r in rows if r["iteration"] == t]
                 x = [r["progress"] for r in part]
                 ax.plot(x, moving_average([r["train/chosen_logps"] for r in part], window), color=color, linewidth=1.5)
-                ax.plot(x, moving_average([r["train/rejected_logps"] for r in part], window), color=color, linewidth=1.5, linestyle="--")
+                if all("train/rejected_logps" in r for r in part):  # SFT trains on winners alone
+                    ax.plot(x, moving_average([r["train/rejected_logps"] for r in part], window), color=color, linewidth=1.5, linestyle="--")
                 last = max(last, t + 1)
         if any(line.get_color() == color for line in ax.lines):
             configs.append((Line2D([], [], color=color), label))
@@ -401,7 +406,10 @@ def describe(sweep: Sweep) -> str:
                      f"{len(job.rows)} of {job.last_iteration + 1} iterations logged{where}")
     for overrides in sweep.missing:
         lines.append(f"  not started: {overrides}")
-    lines.append(f"  wrote summary.csv, summary.json, {', '.join(FIGURES)}")
+    from irpo import reproduction
+
+    wrote = [*FIGURES, "reproduction.json", "REPRODUCTION.md", *reproduction.FIGURES] if reproduction.compares_methods(sweep) else FIGURES
+    lines.append(f"  wrote summary.csv, summary.json, {', '.join(wrote)}")
     return "\n".join(lines)
 
 

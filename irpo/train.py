@@ -4,6 +4,7 @@ initialised from M_t, and M_{t+1} saved in Hugging Face format for the next gene
 from __future__ import annotations
 
 import pickle
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +19,7 @@ from irpo.errors import UserError
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
 from irpo.module import PreferenceModule
+from irpo.selection import CandidateCheckpoints
 from irpo.strategies import GATHERED, build_strategy, full_state_dict
 
 
@@ -30,9 +32,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
-def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list) -> dict[str, float]:
+def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list,
+                 candidates_in: Path | None = None) -> dict[str, float]:
     """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
-    left one; saves M_{t+1} to `out` and returns the last logged training metrics and the pair-tokens trained on in this process."""
+    left one; saves M_{t+1} to `out`, or, when selecting (`candidates_in`: the iteration's
+    directory), a candidate every selection.val_every_n_steps and at the last step there.
+    Returns the last logged training metrics and the pair-tokens trained on in this process."""
     t = cfg.trainer
     module = PreferenceModule(
         model_dir=model_dir, train_on=cfg.method.train_on, beta=cfg.beta, alpha=cfg.alpha, lr=cfg.model.lr,
@@ -41,11 +46,14 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
         activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, lora=lora_args(cfg),
     )
     devices, num_nodes = processes(t)
+    save = partial(save_policy, module, cfg, model_dir, data.tokenizer)
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)]
+    candidates = CandidateCheckpoints(candidates_in, cfg.selection.val_every_n_steps, save) if candidates_in is not None else None
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=build_strategy(t), precision=t.precision,
         max_epochs=t.max_epochs, max_steps=t.max_steps, accumulate_grad_batches=accumulation(t.batch_size, data.micro_batch_size),
         gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps, logger=loggers,
-        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)],
+        callbacks=callbacks + ([candidates] if candidates else []),
         plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(ckpt_dir),
         use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
     )
@@ -56,7 +64,10 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     except pickle.UnpicklingError as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise UserError(f"{last}: not a checkpoint irpo loads safely ({first}); delete it to retrain this iteration from M_t") from exc
-    save_policy(module, cfg, model_dir, data.tokenizer, out)
+    if candidates:
+        candidates.save_step(trainer.global_step)
+    else:
+        save(out)
     logged = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
     return logged | {"pair_tokens": module.pair_tokens}
 

@@ -15,6 +15,9 @@ import re
 from irpo.tasks.base import Example
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+# Train-stream problems the shipped M_0 may have seen: the loop's 384 prompts and the 16,000
+# gold solutions it was fine-tuned on (irpo/models/tiny.py). The validation split avoids them.
+SEEN_BY_M0 = 384 + 16_000
 _FINAL = re.compile(r"Final answer:\s*(-?\d+)")
 
 
@@ -31,6 +34,7 @@ class ArithTask:
         operators: str = "+-",
         seed: int = 1234,
         max_new_tokens: int = 48,
+        validation_size: int = 1000,
     ) -> None:
         if num_terms < 2:
             raise ValueError(f"task.num_terms must be >= 2, got {num_terms}")
@@ -42,7 +46,7 @@ class ArithTask:
         # pool (irpo/tasks/subsets.py): the generated stream is already a seeded random
         # sample, and a pool to draw from would change the default run's data and with it
         # the accuracies README reports.
-        self.sizes = {"train": train_size, "test": test_size}
+        self.sizes = {"train": train_size, "validation": validation_size, "test": test_size}
         self.max_new_tokens = max_new_tokens
         self.num_terms, self.max_operand, self.operators, self.seed = num_terms, max_operand, operators, seed
 
@@ -53,6 +57,13 @@ class ArithTask:
         test = self._draw(random.Random(f"{self.seed}/test"), self.sizes["test"], exclude=set())
         if split == "test":
             return test
+        if split == "validation":
+            # Disjoint from test and from every train-stream problem the loop or M_0's SFT could
+            # have drawn: the first SEEN_BY_M0 (or train_size) unique problems of that stream,
+            # whatever test questions it skipped (tiny.py's build skipped a 200-problem test set).
+            reach = max(SEEN_BY_M0, self.sizes["train"]) + max(self.sizes["test"], 200)
+            seen = self._draw(random.Random(f"{self.seed}/train"), reach, exclude=set())
+            return self._draw(random.Random(f"{self.seed}/validation"), self.sizes["validation"], {e.question for e in test + seen})
         return self._draw(random.Random(f"{self.seed}/train"), self.sizes["train"], {e.question for e in test})
 
     def _draw(self, rng: random.Random, size: int, exclude: set[str]) -> list[Example]:

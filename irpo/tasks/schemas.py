@@ -28,6 +28,7 @@ class ArithTaskConfig(TaskConfig):
     max_operand: int = 20
     operators: str = "+-"
     seed: int = 1234  # generates the problems: train_size and test_size are how many
+    validation_size: int = 1000  # problems neither test, the loop's train prompts nor M_0's SFT drew (selection.val_from=validation)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import hashlib
 from collections import Counter
 from typing import Sequence
 
+from irpo.errors import UserError
 from irpo.tasks.base import Example
 
 
@@ -31,6 +32,26 @@ def subset(examples: Sequence[Example], size: int | None, seed: int) -> list[Exa
             quota[subject] -= 1
             chosen.append(i)
     return [examples[i] for i in sorted(chosen)]
+
+
+def validation_split(task, train: Sequence[Example], size: int, source: str, seed: int) -> tuple[list[Example], list[Example]]:
+    """(train prompts, validation problems) for checkpoint selection: `size` problems drawn as
+    `subset` draws (stratified by subject, the same on every run, in file order), held out
+    from `train` (source "train") or from the task's own validation split ("validation")."""
+    if size == 0:
+        return list(train), []
+    if source == "validation":
+        if "validation" not in getattr(task, "sizes", {}):
+            raise UserError(f"task {task.name} has no validation split of its own; use selection.val_from=train")
+        pool = task.load("validation")
+        if size > len(pool):
+            raise UserError(f"selection.val_size={size} is more than the {len(pool)} problems of {task.name}'s validation split")
+        return list(train), subset(pool, size, seed)
+    if size >= len(train):
+        raise UserError(f"selection.val_size={size} would hold out all {len(train)} train prompts; lower it or raise task.train_size")
+    held = subset(train, size, seed)
+    ids = {ex.id for ex in held}
+    return [ex for ex in train if ex.id not in ids], held
 
 
 def allocate(counts: dict[str | None, int], size: int) -> dict[str | None, int]:
