@@ -87,6 +87,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def shard_seed(seed: int, iteration: int, shard: int) -> int:
+    """A sampling seed per (run seed, iteration, shard): a resumed shard draws what an
+    uninterrupted run would have drawn."""
+    return (seed * 1_000_003 + iteration * 10_007 + shard) % (2**31 - 1)
+
+
 def write_sharded_jsonl(
     path: Path, shard_dir: Path, size: int, shard_size: int, make_rows: Callable[[int, int, int], list[dict]], replica_size: int = 1
 ) -> None:

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
-from irpo.artifacts import atomic_path, read_jsonl, write_sharded_jsonl
+from irpo.artifacts import atomic_path, read_jsonl, shard_seed, write_sharded_jsonl
 from irpo.batching import collate, encode_examples, pair_tokens
 from irpo.distributed import gather, on_rank_zero, rank, rank_slice, world_size
 from irpo.generation.base import Generator
@@ -27,12 +27,6 @@ from irpo.errors import UserError
 from irpo.loss import batch_logps
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
-
-
-def shard_seed(seed: int, iteration: int, shard: int) -> int:
-    """A sampling seed per (run seed, iteration, shard): a resumed shard draws what an
-    uninterrupted run would have drawn."""
-    return (seed * 1_000_003 + iteration * 10_007 + shard) % (2**31 - 1)
 
 
 class IterationData(L.LightningDataModule):

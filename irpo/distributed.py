@@ -30,6 +30,10 @@ def launcher_env():
     """Lightning's view of the launcher that started this process (torchrun or srun), or
     None for a plain `python -m irpo`; the same check Lightning makes, so that it sees an
     external launcher and starts no processes of its own."""
+    if not {"TORCHELASTIC_RUN_ID", "SLURM_NTASKS"} & os.environ.keys():
+        # what each detect() below requires first: without either, Lightning (seconds to
+        # import) need not load for a plan, a dry run or an error before the run
+        return None
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     for env in (SLURMEnvironment, TorchElasticEnvironment):

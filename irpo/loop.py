@@ -14,15 +14,15 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import lightning as L
+from typing import TYPE_CHECKING
+
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from irpo.artifacts import STAGE_KINDS, RunDir, Stages, read_json, read_jsonl, source_revision, write_json, write_jsonl, write_sharded_jsonl
+from irpo.artifacts import STAGE_KINDS, RunDir, Stages, read_json, read_jsonl, shard_seed, source_revision, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
-from irpo.data import IterationData, shard_seed
 from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
@@ -33,11 +33,12 @@ from irpo.models.load import load_tokenizer
 from irpo.plan import print_plan
 from irpo.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
-from irpo.strategies import reference_policy
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split
 from irpo.threads import set_threads
-from irpo.train import micro_batch_size, train_policy
+
+if TYPE_CHECKING:
+    from irpo.data import IterationData
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -57,6 +58,14 @@ def run_loop(cfg: DictConfig) -> float | None:
         print_plan(cfg, task)
         return None
     check_fits(cfg)
+    # The training stack loads only once a run starts, so that plan=true, dry_run=true and
+    # the one-line errors before a run answer in seconds.
+    import lightning as L
+
+    from irpo.data import IterationData
+    from irpo.strategies import reference_policy
+    from irpo.train import micro_batch_size, train_policy
+
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.claim()

@@ -1,7 +1,7 @@
 """Checkpoint selection and the stop rule (the paper's GSM8K recipe, Sec. 3.1: "we pick the
 best checkpoint on a held-out 1k train prompts").
 
-While M_θ trains, a candidate is saved every `selection.val_every_n_steps` optimizer steps
+While M_θ trains, a candidate is saved (irpo.train.CandidateCheckpoints) every `selection.val_every_n_steps` optimizer steps
 and at the last step, as a Hugging Face checkpoint; after training each candidate is
 evaluated greedily on the validation split by the run's Generator (vLLM or HF, the engine
 that samples, so selection works with sharded weights and never generates inside the
@@ -14,8 +14,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Callable, Sequence
-
-from lightning.pytorch.callbacks import Callback
 
 from irpo.artifacts import atomic_path, read_json, write_json
 from irpo.distributed import on_rank_zero
@@ -33,27 +31,6 @@ def candidate_steps(it: Path) -> list[int]:
     it is written aside and renamed)."""
     root = it / CANDIDATES
     return sorted(int(d.name.removeprefix("step_")) for d in root.glob("step_*") if (d / "model").is_dir()) if root.is_dir() else []
-
-
-class CandidateCheckpoints(Callback):
-    """Saves the policy as candidate `step_<n>` after every n-th optimizer step. A resumed
-    training skips the steps whose candidates exist; the set is read once, at the start, so
-    that every rank takes the same decisions (saving a sharded policy is collective)."""
-
-    def __init__(self, it: Path, every_n_steps: int, save: Callable[[Path], None]) -> None:
-        self.it, self.every, self.save = it, every_n_steps, save
-        self.saved = set(candidate_steps(it))
-
-    def save_step(self, step: int) -> None:
-        if step not in self.saved:
-            self.save(candidate_dir(self.it, step) / "model")
-            self.saved.add(step)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Under gradient accumulation global_step holds still for several micro-batches:
-        # the set keeps each step to one save.
-        if trainer.global_step and trainer.global_step % self.every == 0:
-            self.save_step(trainer.global_step)
 
 
 def best_candidate(accuracies: dict[int, float]) -> int:

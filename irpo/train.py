@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
@@ -19,7 +19,7 @@ from irpo.errors import UserError
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
 from irpo.module import PreferenceModule
-from irpo.selection import CandidateCheckpoints
+from irpo.selection import candidate_dir, candidate_steps
 from irpo.strategies import GATHERED, build_strategy, full_state_dict
 
 
@@ -30,6 +30,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+class CandidateCheckpoints(Callback):
+    """Saves the policy as candidate `step_<n>` after every n-th optimizer step. A resumed
+    training skips the steps whose candidates exist; the set is read once, at the start, so
+    that every rank takes the same decisions (saving a sharded policy is collective)."""
+
+    def __init__(self, it: Path, every_n_steps: int, save: Callable[[Path], None]) -> None:
+        self.it, self.every, self.save = it, every_n_steps, save
+        self.saved = set(candidate_steps(it))
+
+    def save_step(self, step: int) -> None:
+        if step not in self.saved:
+            self.save(candidate_dir(self.it, step) / "model")
+            self.saved.add(step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Under gradient accumulation global_step holds still for several micro-batches:
+        # the set keeps each step to one save.
+        if trainer.global_step and trainer.global_step % self.every == 0:
+            self.save_step(trainer.global_step)
 
 
 def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list,

@@ -8,7 +8,8 @@ import pytest
 
 from irpo.artifacts import read_jsonl
 from irpo.errors import UserError
-from irpo.selection import CandidateCheckpoints, best_candidate, candidate_steps, stop_now
+from irpo.selection import best_candidate, candidate_steps, stop_now
+from irpo.train import CandidateCheckpoints
 from irpo.tasks.arith import SEEN_BY_M0, ArithTask
 from irpo.tasks.subsets import validation_split
 
