@@ -152,8 +152,8 @@ def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, v
 
     start = accuracy(it / "val_start", model_dir) if t == 0 else read_json(it.parent / f"iter_{t - 1}" / "selection.json")["val_accuracy"]
     record = select(it, lambda d: accuracy(d, str(d / "model")), start)
-    print(f"iteration {t}: M_{t + 1} = candidate step {record['selected_step']} of {record['last_step']}, "
-          f"validation accuracy {record['val_accuracy']:.3f} (M_{t}: {start:.3f}, last step: {record['val_accuracy_last']:.3f})")
+    on_rank_zero(print, f"iteration {t}: M_{t + 1} = candidate step {record['selected_step']} of {record['last_step']}, "
+                 f"validation accuracy {record['val_accuracy']:.3f} (M_{t}: {start:.3f}, last step: {record['val_accuracy_last']:.3f})")
 
 
 def after_training(it: Path, data: IterationData, selected: bool, sampled: bool) -> dict:
