@@ -152,7 +152,10 @@ def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: i
     # The reference scores pairs only: each pair once before training, or every trained pair when live.
     reference = 0 if train_on != "pairs" else trained if tr.reference == "live" else items
     evaluated = n_test * (1 + cfg.eval.maj_k)
-    cost = planner.iteration_cost(arch.params, n_train * cfg.num_samples + evaluated, n_train + n_test, prompt, completion,
+    sel = cfg.selection
+    # each candidate, greedily on the validation problems
+    validated = sel.val_size * -(-(trained // tr.batch_size) // sel.val_every_n_steps) if sel.val_size and train_on != "none" else 0
+    cost = planner.iteration_cost(arch.params, n_train * cfg.num_samples + evaluated + validated, n_train + n_test + validated, prompt, completion,
                                   trained, reference, sequences, t.checkpointing, bool(t.lora))
     peak = planner.PEAK_TFLOPS[p.gpu]
     gen_h = planner.gpu_hours(cost.generate_flops, peak, p.generate_utilization)
@@ -161,7 +164,8 @@ def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: i
     per_token = (4 if t.lora else 6) + (2 if t.checkpointing else 0)
     return [f"== cost per iteration: {p.gpu.upper()} dense bf16 peak {peak:.0f} TFLOP/s; a typical example is {prompt} prompt + "
             f"{completion} completion tokens (planner.*) ==",
-            f"generate    {n_train} x {cfg.num_samples} samples + {n_test} x {1 + cfg.eval.maj_k} for evaluation = {cost.generated / 1e6:.1f}M tokens "
+            f"generate    {n_train} x {cfg.num_samples} samples + {n_test} x {1 + cfg.eval.maj_k} for evaluation"
+            + (f" + {validated} for selection" if validated else "") + f" = {cost.generated / 1e6:.1f}M tokens "
             f"+ {cost.prefilled / 1e6:.1f}M prompt tokens, at 2P: {cost.generate_flops:.2e} FLOP = {hours(gen_h)} GPU-hours at "
             f"{p.generate_utilization:.0%} of peak",
             f"train       {trained} {train_on} x {sequences * (prompt + completion)} tokens = {cost.trained / 1e6:.1f}M tokens at {per_token}P"

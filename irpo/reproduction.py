@@ -135,6 +135,10 @@ def verdicts(recs: list[dict]) -> list[dict]:
     if sr is not None and sc is not None:
         claim("Fig. 2: SFT on the chosen sequences raises the rejected log-probs too", sr > 0,
               f"sft_chosen: chosen {sc:+.3f}, rejected {sr:+.3f} nats")
+    gc = change("sft_gold", "chosen")
+    if gc is not None and sc is not None:
+        claim("Fig. 2: SFT on the gold CoT barely raises the chosen log-probs (less than SFT on the chosen sequences does)", gc < sc,
+              f"chosen: sft_gold {gc:+.3f}, sft_chosen {sc:+.3f} nats")
     ir = change("irpo", "rejected")
     if ic is not None and ir is not None:
         claim("Fig. 2: DPO + NLL raises the chosen log-probs and lowers the rejected ones", ic > 0 > ir,
@@ -151,8 +155,8 @@ def _best(points: dict[int, Stat]) -> int:
 def write(sweep: Sweep) -> None:
     recs = records(sweep)
     write_json(sweep.root / "reproduction.json", [{k: v for k, v in r.items() if k != "job"} for r in recs])
-    for name, fig in zip(FIGURES, (logp_figure(recs, ("sft_chosen", "sft_gold", "irpo"), "Fig. 2 in miniature: SFT raises the losers too"),
-                                   logp_figure(recs, ("dpo", "irpo"), "Fig. 3 in miniature: without the NLL term the winners fall"))):
+    for name, fig in zip(FIGURES, (logp_figure(recs, ("sft_chosen", "sft_gold", "irpo"), "Fig. 2 in miniature: winners and losers under SFT (own winners, gold CoT) and IRPO"),
+                                   logp_figure(recs, ("dpo", "irpo"), "Fig. 3 in miniature: winners and losers under DPO (alpha = 0) and IRPO (alpha = 1)"))):
         with atomic_path(sweep.root / name) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
     with atomic_path(sweep.root / "REPRODUCTION.md") as tmp:
@@ -232,12 +236,14 @@ def markdown(sweep: Sweep, recs: list[dict]) -> str:
             lines.append(f"| {m} | " + " | ".join(f"{pairs[t].mean:.0f} / {passed[t].mean:.3f}" if t in pairs and t in passed else ""
                                                  for t in iterations if t >= 1) + " |")
     if any(r.get("val_accuracy") is not None for r in recs):
-        lines += ["", "## Checkpoint selection: validation accuracy of the selected M_t (%) and its step", "",
+        lines += ["", "## Checkpoint selection: validation accuracy of the selected M_t (%) and the step chosen, seed by seed", "",
                   "| method | " + " | ".join(f"M_{t}" for t in iterations if t >= 1) + " |", "|---" * len(iterations) + "|"]
         for m in methods:
-            val, step = by_iteration(recs, m, "val_accuracy"), by_iteration(recs, m, "selected_step")
+            val = by_iteration(recs, m, "val_accuracy")
+            steps = {t: [r["selected_step"] for r in sorted(recs, key=lambda r: r["seed"]) if r["method"] == m and r["iteration"] == t] for t in val}
             if val:
-                lines.append(f"| {m} | " + " | ".join(f"{val[t]} (step {step[t].mean:.0f})" if t in val else "" for t in iterations if t >= 1) + " |")
+                lines.append(f"| {m} | " + " | ".join(f"{val[t]} (steps {', '.join(map(str, steps[t]))})" if t in val else ""
+                                                     for t in iterations if t >= 1) + " |")
     lines += ["", "Per-record numbers: reproduction.json; per job and iteration: summary.csv."]
     unfinished = [j.name for j in sweep.unfinished] + sweep.missing
     if unfinished:

@@ -84,8 +84,14 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
             trained = rows[r["iteration"] - 1]  # the training that produced M_t
             for key in ("chosen_logp_start", "chosen_logp_end", "rejected_logp_start", "rejected_logp_end"):
                 assert r[key] == trained[key]
-    # the start of training is the reference pass: the pair log-probs under M_t
     assert max(r["iteration"] for r in records if r["method"] == "irpo") == 2
+    # M_0 is every arm's: its evaluation ran once, and its samples once for the arms that sample
+    methods = {next(o.split("=")[1] for o in (d / ".hydra" / "overrides.yaml").read_text().split() if o.startswith("method=")): d for d in jobs}
+    first = min(jobs, key=lambda d: int(d.name))
+    for method, d in methods.items():
+        reused = {e["stage"] for e in read_jsonl(d / "events.jsonl") if e.get("event") == "reused"}
+        assert reused == (set() if d == first else {"iter_0/eval", "iter_0/generate"} if method != "zero_shot" else {"iter_0/eval"})
+        assert (d / "iter_0" / "eval.json").read_text() == (first / "iter_0" / "eval.json").read_text()
     assert [r["iteration"] for r in records if r["method"] == "zero_shot"] == [0]
     text = (sweep / "REPRODUCTION.md").read_text()
     assert "Table 1 in miniature" in text and "| irpo |" in text and "## Verdicts" in text and "python -m irpo -m" in text

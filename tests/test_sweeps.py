@@ -19,7 +19,7 @@ from irpo.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
-TINY_SWEEPS = ("nll_ablation", "num_samples", "pairs_per_prompt", "beta", "methods")
+TINY_SWEEPS = ("nll_ablation", "num_samples", "pairs_per_prompt", "beta", "methods", "paper_mini")
 
 
 def test_the_named_sweeps_are_there():
