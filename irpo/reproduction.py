@@ -41,7 +41,7 @@ FIGURES = ("fig2_logps.png", "fig3_logps.png")
 
 
 def compares_methods(sweep: Sweep) -> bool:
-    return len({_config(job).method.name for job in sweep.jobs}) > 1
+    return len({OmegaConf.select(_config(job), "method.name") for job in sweep.jobs}) > 1
 
 
 def _config(job: Job):
