@@ -57,7 +57,7 @@ def records(sweep: Sweep) -> list[dict]:
         rows = {r["iteration"]: r for r in job.rows}
         for t, row in sorted(rows.items()):
             rec = {"method": cfg.method.name, "seed": int(cfg.seed), "iteration": t, "greedy_acc": row.get("test_accuracy"),
-                   "maj_acc": row.get(maj) if maj else None, "job": job.name}
+                   "maj_acc": row.get(maj) if maj else None}
             before = rows.get(t - 1, {})
             if t >= 1:
                 rec |= {k: before.get(k) for k in LOGP_KEYS}
@@ -154,7 +154,7 @@ def _best(points: dict[int, Stat]) -> int:
 
 def write(sweep: Sweep) -> None:
     recs = records(sweep)
-    write_json(sweep.root / "reproduction.json", [{k: v for k, v in r.items() if k != "job"} for r in recs])
+    write_json(sweep.root / "reproduction.json", recs)
     for name, fig in zip(FIGURES, (logp_figure(recs, ("sft_chosen", "sft_gold", "irpo"), "Fig. 2 in miniature: winners and losers under SFT (own winners, gold CoT) and IRPO"),
                                    logp_figure(recs, ("dpo", "irpo"), "Fig. 3 in miniature: winners and losers under DPO (alpha = 0) and IRPO (alpha = 1)"))):
         with atomic_path(sweep.root / name) as tmp:
@@ -257,10 +257,10 @@ def _nats(s: Stat | None) -> str:
 
 def _provenance(sweep: Sweep, seeds: list[int]) -> list[str]:
     """The command that made the sweep, the commit(s) it ran, and how long its jobs took."""
-    launches = [e for job in sweep.jobs if (job.path / "events.jsonl").exists()
-                for e in read_jsonl(job.path / "events.jsonl") if e.get("event") == "launch"]
-    commits = sorted({e["commit"][:12] + (" (with uncommitted changes)" if e.get("dirty") else "") for e in launches if e.get("commit")})
-    times = [e["time"] for job in sweep.jobs if (job.path / "events.jsonl").exists() for e in read_jsonl(job.path / "events.jsonl")]
+    events = [e for job in sweep.jobs if (job.path / "events.jsonl").exists() for e in read_jsonl(job.path / "events.jsonl")]
+    commits = sorted({e["commit"][:12] + (" (with uncommitted changes)" if e.get("dirty") else "")
+                      for e in events if e.get("event") == "launch" and e.get("commit")})
+    times = [e["time"] for e in events]
     multirun = sweep.root / "multirun.yaml"
     command = "python -m irpo.report " + str(sweep.root)
     if multirun.exists():

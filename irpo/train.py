@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
