@@ -14,8 +14,9 @@ either is the same at any alpha. The first batch's loss of both is printed as th
 
 Reference log-probs are precomputed before training on both sides and are not timed. The
 token count of a pair is prompt + chosen + prompt + rejected, as a plain step feeds them;
-the same for both sides. MFU is 6 * params * pair-tokens/s over this machine's fp32 matmul
-peak (params: the decoder layers and the LM head); the workload line shows what a perfect
+the same for both sides. MFU is the FLOPs a side computes (6 per parameter per position it
+runs through the layers or the LM head: irpo's packed pairs, TRL's padded rows) per second
+over this machine's fp32 matmul peak; the workload line shows what a perfect
 step would skip: the prompt's second copy and padding.
 
 The 42M model and its tokenizer are built here, offline (tokenizers' BPE trainer on the text
@@ -302,14 +303,24 @@ def workload_numbers(w: Workload, pairs: list[dict]) -> dict:
     unique = sum(P(it) + C(it) + R(it) for s in steps for it in s)
     prompt = sum(P(it) for s in steps for it in s)
     plain_cells = sum(2 * len(s) * max(P(it) + max(C(it), R(it)) for it in s) for s in steps)
-    irpo_cells = sum(len(s) * max(P(it) + C(it) + R(it) for it in s) for s in steps)
     model = AutoModelForCausalLM.from_pretrained(w.model_dir)
     cfg = model.config
     body = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
+    head = cfg.vocab_size * cfg.hidden_size
+    # FLOPs each side computes (6 per parameter per position, attention's own not counted):
+    # irpo runs prompt + chosen + rejected through the layers once per pair and the LM head at
+    # the scored positions only; TRL runs 2B rows padded to the longest through both (on a
+    # CPU, without Triton, its fused head scores every position: trl.trainer.utils.add_fused_lm_head).
+    timed = steps[w.warmup :]
+    scored = sum(C(it) + R(it) for s in timed for it in s)
+    flops = {"irpo": 6 * (body * sum(P(it) + C(it) + R(it) for s in timed for it in s) + head * scored),
+             "trl": 6 * (body + head) * sum(2 * len(s) * max(P(it) + max(C(it), R(it)) for it in s) for s in timed)}
+    timed_tokens = sum(step_tokens[w.warmup :])
     return {
         "step_tokens": step_tokens, "pair_tokens": sum(step_tokens), "prompt_share": prompt / sum(step_tokens),
-        "plain_padding": 1 - sum(step_tokens) / plain_cells, "irpo_padding": 1 - unique / irpo_cells,
-        "ceiling": plain_cells / unique, "params": body + cfg.vocab_size * cfg.hidden_size, "total_params": sum(p.numel() for p in model.parameters()),
+        "plain_padding": 1 - sum(step_tokens) / plain_cells,
+        "ceiling": plain_cells / unique, "params": body + head,
+        "flops_per_token": {side: f / timed_tokens for side, f in flops.items()}, "total_params": sum(p.numel() for p in model.parameters()),
         "mean_lengths": (prompt / len(items), sum(C(it) for it in items) / len(items), sum(R(it) for it in items) / len(items)),
     }
 
@@ -329,12 +340,14 @@ def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float, 
         for side in runs:
             # "before": irpo's side run from another source tree (an earlier commit)
             env = {"PYTHONPATH": before} if side == "before" else None
+            start = time.perf_counter()
             runs[side].append(run_side("irpo" if side == "before" else side, w, pairs_file, threads, alpha, wl["step_tokens"], env))
+            print(f"  {w.name}, {side}: {runs[side][-1]['tokens_per_s']:,.0f} pair-tokens/s ({time.perf_counter() - start:.0f} s with start-up)", file=sys.stderr, flush=True)
     out = {"workload": wl}
     for side, rs in runs.items():
         tps = [r["tokens_per_s"] for r in rs]
         out[side] = {"tokens_per_s": statistics.median(tps), "all": tps, "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
-                     "first_loss": rs[0]["first_loss"], "mfu": 6 * wl["params"] * statistics.median(tps) / (peak * 1e9)}
+                     "first_loss": rs[0]["first_loss"]}
     trl_tokens = runs["trl"][0]["tokens"][: w.warmup + w.steps]
     out["same_tokens"] = trl_tokens == wl["step_tokens"]
     out["ratio"] = out["irpo"]["tokens_per_s"] / out["trl"]["tokens_per_s"]
@@ -361,7 +374,7 @@ def threads_check(w: Workload, cores: int) -> None:
     finally:
         competitor.kill()
     for label, rs in rates.items():
-        print(f"  {label:<42}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
+        print(f"  {label:<52}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
 
 
 def print_model(w: Workload, r: dict, peak: float) -> None:
@@ -379,7 +392,7 @@ def print_model(w: Workload, r: dict, peak: float) -> None:
     print(f"ratio irpo/TRL {r['ratio']:.2f} (per repeat {', '.join(f'{x:.2f}' for x in r['ratios'])}; ±{spread:.2f})   "
           f"equal loss: {'yes' if diff <= 1e-4 else 'NO'} (|diff| {diff:.1e}), same tokens fed: {'yes' if r['same_tokens'] else 'NO'}")
     print(f"workload: prompt share {wl['prompt_share']:.1%} of pair-tokens, padding {wl['plain_padding']:.1%} in a plain "
-          f"2B-row step, {wl['irpo_padding']:.1%} in irpo's rows; ceiling of a perfect step over a plain one {wl['ceiling']:.2f}x")
+          f"2B-row step, none in irpo's packed row; ceiling of a perfect step over a plain one {wl['ceiling']:.2f}x")
 
 
 def main() -> None:
@@ -403,7 +416,8 @@ def main() -> None:
                           prompt=(30, 60), completion=(10, 60))]
     if not args.quick:
         big = bpe_llama(vocab=32768, hidden=512, layers=8, intermediate=1408)
-        workloads.append(Workload("llama-42m", big, perturbed_copy(big, CACHE / "llama_ref", 1), pairs=8, warmup=1, steps=2,
+        # 4 pairs a step: at 8 the bench took 13 minutes on a 2-core machine with a 66 GFLOP/s peak
+        workloads.append(Workload("llama-42m", big, perturbed_copy(big, CACHE / "llama_ref", 1), pairs=4, warmup=1, steps=2,
                                   prompt=(80, 120), completion=(100, 300)))
     results = [(w, compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak, args.before)) for w in workloads]
     # the peak again, after: on a shared machine the first reading may have been a busy moment
@@ -412,7 +426,8 @@ def main() -> None:
     for w, r in results:
         for side in ("irpo", "trl", "before"):
             if side in r:
-                r[side]["mfu"] = 6 * r["workload"]["params"] * r[side]["tokens_per_s"] / (peak * 1e9)
+                # "before" is the plain padded step: it computes what TRL's does
+                r[side]["mfu"] = r["workload"]["flops_per_token"]["trl" if side == "before" else side] * r[side]["tokens_per_s"] / (peak * 1e9)
         print_model(w, r, peak)
     if not args.quick:
         threads_check(workloads[0], args.threads)

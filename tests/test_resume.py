@@ -4,6 +4,7 @@ rerun the same command; the run must end exactly where an uninterrupted one does
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,7 +123,7 @@ def test_kill_while_saving_the_model(tmp_path, reference_run):
 
 def test_changed_config_is_refused_then_overwritten(tmp_path, reference_run):
     run = tmp_path / "run"
-    finish(run)
+    shutil.copytree(reference_run, run)  # a finished run (run directories are relocatable)
     proc = run_cli(*SMALL, "num_samples=3", f"hydra.run.dir={run}")
     assert proc.returncode == 2 and "num_samples" in proc.stderr and "resume=overwrite" in proc.stderr
     proc = run_cli(*SMALL, "num_samples=3", "resume=overwrite", f"hydra.run.dir={run}")
