@@ -15,9 +15,15 @@ from irpo.cli import conf_dir, exit_on_user_error, full_errors_requested, run_cl
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from irpo.loop import run
+    def checked_run() -> float | None:
+        from irpo.config import validate
 
-    return exit_on_user_error(lambda: run(cfg), full_errors_requested())
+        validate(cfg)  # before the loop's imports load torch: a config error answers in ~1 s
+        from irpo.loop import run
+
+        return run(cfg)
+
+    return exit_on_user_error(checked_run, full_errors_requested())
 
 
 if __name__ == "__main__":

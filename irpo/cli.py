@@ -57,13 +57,13 @@ def register_all() -> None:
 
 
 def _asset(name: str) -> str:
-    from irpo.models.load import ASSETS  # torch comes with it: only once a config resolves an asset
+    from irpo.models.load import ASSETS
 
     return ASSETS[name]()
 
 
 def _run_name() -> str:
-    from irpo.distributed import run_name  # torch comes with it: only once Hydra resolves the run directory
+    from irpo.distributed import run_name
 
     return run_name()
 

@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
-
-import torch
-import torch.distributed as dist
 
 from irpo.errors import UserError
 
 T = TypeVar("T")
+
+
+def _group():
+    """torch.distributed once this process joined a group, else None. Without torch loaded
+    there is no group, and the config's checks and one-line errors (which run here) answer
+    without loading torch (2-3 s of a 4-s refusal)."""
+    if "torch" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
 
 
 def launcher_env():
@@ -53,14 +62,14 @@ def launch_size() -> int:
 
 
 def rank() -> int:
-    if dist.is_initialized():
+    if (dist := _group()) is not None:
         return dist.get_rank()
     env = launcher_env()
     return env.global_rank() if env is not None and env.world_size() > 1 else 0
 
 
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    return dist.get_world_size() if (dist := _group()) is not None else 1
 
 
 def local_rank() -> int:
@@ -88,8 +97,11 @@ def init(timeout_minutes: int, accelerator: str) -> None:
     stages, which is another replica's generation (hours at scale), not the 30 minutes
     torch assumes."""
     env = launcher_env()
-    if dist.is_initialized() or env is None or env.world_size() <= 1:
+    if _group() is not None or env is None or env.world_size() <= 1:
         return
+    import torch
+    import torch.distributed as dist
+
     gpu = accelerator != "cpu" and torch.cuda.is_available()
     if gpu:
         torch.cuda.set_device(env.local_rank())
@@ -103,18 +115,18 @@ def init(timeout_minutes: int, accelerator: str) -> None:
 def close() -> None:
     """Leaves the process group. Left to interpreter exit, gloo's threads are torn down
     while still joinable and the process can abort (SIGABRT) after a finished run."""
-    if dist.is_initialized():
+    if (dist := _group()) is not None:
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if dist.is_initialized():
+    if (dist := _group()) is not None:
         dist.barrier()
 
 
 def broadcast(obj: T) -> T:
     """Rank 0's value of obj on every rank."""
-    if not dist.is_initialized():
+    if (dist := _group()) is None:
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -123,7 +135,7 @@ def broadcast(obj: T) -> T:
 
 def gather(obj: Any) -> list[Any]:
     """Every rank's obj, in rank order, on rank 0 (an empty list elsewhere)."""
-    if not dist.is_initialized():
+    if (dist := _group()) is None:
         return [obj]
     out = [None] * world_size() if rank() == 0 else None
     dist.gather_object(obj, out, dst=0)
@@ -134,7 +146,7 @@ def on_rank_zero(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """fn(*args) on rank 0 once every rank got here (so it sees their files), its result
     on every rank when it is done; an error there is raised on every rank, so that no rank
     waits for a write that never comes."""
-    if not dist.is_initialized():
+    if (dist := _group()) is None:
         return fn(*args, **kwargs)
     dist.barrier()
     outcome: tuple[bool, Any] = (True, None)
@@ -228,6 +240,8 @@ def engine_env(replica_size: int) -> dict[str, str | None]:
     if devices_per_node() % replica_size:
         raise UserError(f"generator.tensor_parallel_size={replica_size} must divide the {devices_per_node()} ranks per node (an engine stays on one node)")
     env: dict[str, str | None] = dict.fromkeys(_LAUNCHER_VARS)
+    import torch
+
     if torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count())))).split(",")
         env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[local_rank() : local_rank() + replica_size])

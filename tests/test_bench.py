@@ -24,3 +24,27 @@ def test_train_step_bench_quick_prints_both_sides_at_equal_loss():
         assert any(line.startswith(side) and "MiB" in line for line in out.splitlines())
     assert "ratio irpo/TRL" in out and "equal loss: yes" in out and "same tokens fed: yes" in out
     assert "prompt share" in out and "padding" in out
+
+
+def test_generation_bench_ends_each_row_at_its_drawn_length():
+    """bench/generation.py's HF side: a row may not end (EOS or pad) before its length and ends
+    at it, as vLLM's max_tokens with ignore_eos does."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("generation_bench", ROOT / "bench/generation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    width, eos, pad = 3, 2, 0
+    end = bench.EndAt(width, [1, 3], eos, pad)
+    ids = torch.zeros(2, width, dtype=torch.long)
+    made = []
+    for _ in range(4):
+        scores = end(ids, torch.zeros(2, 5))
+        made.append(scores.argmax(-1).tolist())
+        if len(made) < 3:
+            assert (scores[1, [eos, pad]] == float("-inf")).all()
+        ids = torch.cat([ids, torch.full((2, 1), 4)], dim=1)
+    assert made[0][0] == eos and made[2][1] == eos  # row 0 at its 1st token, row 1 at its 3rd
+    assert made[1][1] != eos and made[0][1] != eos

@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 
-import torch
-
 from irpo import hub
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch loads with the first model, not with this module: configs resolve `ASSETS` and the
+# CLI's error handling names `ModelLoadError` before any model is needed.
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ModelLoadError(RuntimeError):
@@ -77,6 +77,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def load_policy(path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    import torch
     from transformers import AutoModelForCausalLM
 
     _check_local(path, "weights")
@@ -84,20 +85,21 @@ def load_policy(path: str, dtype: str = "float32", trust_remote_code: bool = Fal
         raise ModelLoadError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     with _hub_errors(path):
         return AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code
+            path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
         )
 
 
 def policy_skeleton(path: str, dtype: str = "float32", trust_remote_code: bool = False):
     """The policy's modules on the meta device, no weights read: what a sharded strategy
     shards before each rank receives only its part of the weights."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     _check_local(path, "weights")
     with _hub_errors(path):
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+        return AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
 
 
 def weight_files(path: str) -> list[str]:
