@@ -117,6 +117,15 @@ def test_sample_is_fixed_by_its_seed(vllm_gen):
 
 
 @pytest.mark.vllm
+def test_seeded_samples_of_more_prompt_tokens_than_an_engine_step_holds(vllm_gen):
+    # 64 x 8 seeded requests of ~90 tokens: more than a step's 4,096-token budget, where a
+    # prefill split over steps killed vLLM's CPU engine (irpo prefills whole prompts there)
+    long = [("7+" * 48)[: 80 + i % 15] + "1=" for i in range(64)]
+    out = vllm_gen.sample(long, 8, 1.0, seed=0)
+    assert [len(c) for c in out] == [8] * len(long)
+
+
+@pytest.mark.vllm
 def test_a_repeated_prompt_gets_fresh_samples(vllm_gen):
     out = vllm_gen.sample(PROMPTS * 2, 4, 1.0, seed=0)
     assert out[: len(PROMPTS)] != out[len(PROMPTS) :]

@@ -194,6 +194,12 @@ def serve(conn, engine_args: dict, env: dict[str, str | None] | None = None) -> 
     if engine_args["enforce_eager"] is None:
         # Compiling (torch.compile on CPU, CUDA graphs on GPU) pays off only on a GPU.
         engine_args["enforce_eager"] = not cuda
+    if not cuda:
+        # A prompt's prefill split over engine steps makes vLLM's CPU worker rewind a seeded
+        # request's generator with a CUDA-only call ("CPU Generator does not use offset"),
+        # which kills the engine once a batch's prompts exceed the step's token budget
+        # (seen with 16 GSM8K prompts x 8 samples): whole prefills only.
+        engine_args["enable_chunked_prefill"] = False
     try:
         llm = LLM(**engine_args)
     except Exception as exc:
