@@ -38,8 +38,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# As `python -m irpo` does, before torch loads (the matmul peak is measured in this process).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from irpo.threads import SPINS_BEFORE_SLEEP, wait_briefly
+
+# As `python -m irpo` does, before torch loads (the matmul peak is measured in this process);
+# the sides' subprocesses inherit it.
+wait_briefly()
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 DATA = Path(os.environ.get("IRPO_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
@@ -254,10 +257,7 @@ def worker(side: str, spec: dict) -> None:
 
 def run_side(side: str, w: Workload, pairs_file: Path, threads: int, alpha: float, step_tokens: list[int], env: dict | None = None) -> dict:
     spec = {"workload": asdict(w), "pairs": str(pairs_file), "threads": threads, "alpha": alpha}
-    # Both sides wait passively, as `python -m irpo` does (irpo/__main__.py): spinning OpenMP
-    # threads collapse on a shared machine, whichever side runs.
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-           "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     proc = subprocess.run([sys.executable, __file__, "--worker", side, json.dumps(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -357,13 +357,14 @@ def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float, 
 
 def threads_check(w: Workload, cores: int) -> None:
     """irpo's tiny step with another process spinning on one core, as on a shared machine:
-    every core with passive waiting (irpo's default), one thread fewer, and every core with
-    OpenMP's default spinning wait."""
+    every core with irpo's brief spin (the default), one thread fewer, every core sleeping at
+    once (passive), and every core with OpenMP's own ~3-ms spin."""
     pairs_file = pairs_path(w)
     step_tokens = workload_numbers(w, json.loads(pairs_file.read_text()))["step_tokens"]
-    settings = [(f"num_threads={cores} (all cores), passive wait (default)", cores, {"OMP_WAIT_POLICY": "PASSIVE"}),
-                (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {"OMP_WAIT_POLICY": "PASSIVE"}),
-                (f"num_threads={cores}, spinning wait (OMP default)", cores, {"OMP_WAIT_POLICY": "ACTIVE"})]
+    settings = [(f"num_threads={cores} (all cores), {SPINS_BEFORE_SLEEP:,}-spin wait (default)", cores, {}),
+                (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {}),
+                (f"num_threads={cores}, passive wait (no spin)", cores, {"GOMP_SPINCOUNT": "0"}),
+                (f"num_threads={cores}, OpenMP's default wait (300,000 spins)", cores, {"GOMP_SPINCOUNT": "300000"})]
     print(f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s, A B C A B C, median)")
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
@@ -374,7 +375,7 @@ def threads_check(w: Workload, cores: int) -> None:
     finally:
         competitor.kill()
     for label, rs in rates.items():
-        print(f"  {label:<52}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
+        print(f"  {label:<58}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
 
 
 def print_model(w: Workload, r: dict, peak: float) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -61,6 +60,7 @@ def run_loop(cfg: DictConfig) -> float | None:
     # The training stack loads only once a run starts, so that plan=true, dry_run=true and
     # the one-line errors before a run answer in seconds.
     import lightning as L
+    import torch
 
     from irpo.data import IterationData
     from irpo.strategies import reference_policy

@@ -8,8 +8,22 @@ core then stalls every matmul (bench/NOTES.md, "Threads")."""
 from __future__ import annotations
 
 import os
+from typing import MutableMapping
 
-import torch
+# libgomp's idle threads spin 300,000 times (~3 ms) before they sleep: on cores another
+# process shares, that spin burns the time slice a descheduled teammate needs (2x slower
+# training and generation on the tiny model, bench/NOTES.md); sleeping at once
+# (OMP_WAIT_POLICY=PASSIVE) pays a wake-up at every op instead (10-30% slower on a quiet
+# machine). ~0.1 ms of spinning bridges the gap between one op and the next on a quiet
+# machine and gives the core away soon enough on a shared one.
+SPINS_BEFORE_SLEEP = 3000
+
+
+def wait_briefly(env: MutableMapping[str, str] = os.environ) -> None:
+    """How torch's idle OpenMP threads wait for the next op. Call it before torch loads: its
+    OpenMP runtime reads the setting once. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins."""
+    if "OMP_WAIT_POLICY" not in env:
+        env.setdefault("GOMP_SPINCOUNT", str(SPINS_BEFORE_SLEEP))
 
 
 def available_cores() -> int:
@@ -28,6 +42,8 @@ def set_threads(num_threads: int | None) -> int:
     """Sets torch's intra-op threads (None: an equal share of the available cores among the
     ranks that share them: 2 ranks x 2 threads on 2 cores made evaluation 18x slower);
     returns the count."""
+    import torch  # here, not at import: a config error is reported before torch loads
+
     n = num_threads or max(1, available_cores() // ranks_sharing_cores())
     torch.set_num_threads(n)
     return n
