@@ -12,10 +12,10 @@ from typing import MutableMapping
 
 # libgomp's idle threads spin 300,000 times (~3 ms) before they sleep: on cores another
 # process shares, that spin burns the time slice a descheduled teammate needs (2x slower
-# training and generation on the tiny model, bench/NOTES.md); sleeping at once
-# (OMP_WAIT_POLICY=PASSIVE) pays a wake-up at every op instead (10-30% slower on a quiet
-# machine). ~0.1 ms of spinning bridges the gap between one op and the next on a quiet
-# machine and gives the core away soon enough on a shared one.
+# training and generation on the tiny model); sleeping at once (OMP_WAIT_POLICY=PASSIVE)
+# pays a wake-up at every op instead (the default run 29% slower on a quiet VM). ~0.1 ms of
+# spinning bridges most gaps between ops on a quiet machine and costs 20-30% on a shared one,
+# where the default's spin costs 2x (bench/NOTES.md, "the OpenMP wait").
 SPINS_BEFORE_SLEEP = 3000
 
 
