@@ -26,13 +26,17 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from irpo.threads import wait_briefly
 
-from irpo.generation.base import encode_prompts, render_prompt
-from irpo.generation.hf import HFGenerator
-from irpo.generation.vllm import VLLMGenerator
-from irpo.models.load import load_tokenizer, tiny_m0_dir
-from irpo.tasks.arith import ArithTask
+wait_briefly()  # as `python -m irpo` does, before torch loads (vLLM's engine inherits it)
+
+import torch  # noqa: E402
+
+from irpo.generation.base import encode_prompts, render_prompt  # noqa: E402
+from irpo.generation.hf import HFGenerator  # noqa: E402
+from irpo.generation.vllm import VLLMGenerator  # noqa: E402
+from irpo.models.load import load_tokenizer, tiny_m0_dir  # noqa: E402
+from irpo.tasks.arith import ArithTask  # noqa: E402
 
 
 def generated_tokens(tokenizer, completions: list[str]) -> int:
