@@ -365,7 +365,7 @@ def threads_check(w: Workload, cores: int) -> None:
                 (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {}),
                 (f"num_threads={cores}, passive wait (no spin)", cores, {"GOMP_SPINCOUNT": "0"}),
                 (f"num_threads={cores}, OpenMP's default wait (300,000 spins)", cores, {"GOMP_SPINCOUNT": "300000"})]
-    print(f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s, A B C A B C, median)")
+    print(f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s: median, then each run; the settings alternate)")
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         rates = {label: [] for label, _, _ in settings}
