@@ -1,4 +1,5 @@
-"""How many threads torch computes with, set once per process before any stage runs.
+"""How many threads torch computes with, and how its idle threads wait, set once per process
+before any stage runs.
 
 Training, HF generation and the reference pass all run in this process, so one
 `torch.set_num_threads` covers them. On a machine whose cores other jobs also use, an OpenMP
