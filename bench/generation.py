@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from irpo.threads import wait_briefly
+from irpo.threads import set_wait
 
-wait_briefly()  # as `python -m irpo` does, before torch loads (vLLM's engine inherits it)
+set_wait()  # as `python -m irpo` does, before torch loads (vLLM's engine inherits it)
 
 import torch  # noqa: E402
 

@@ -38,11 +38,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from irpo.threads import SPINS_BEFORE_SLEEP, wait_briefly
+from irpo.threads import set_wait
 
 # As `python -m irpo` does, before torch loads (the matmul peak is measured in this process);
-# the sides' subprocesses inherit it.
-wait_briefly()
+# each side's subprocess chooses again, as a run would from where it starts.
+WAIT = set_wait()
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 DATA = Path(os.environ.get("IRPO_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
@@ -252,6 +252,7 @@ def worker(side: str, spec: dict) -> None:
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent.
     hwm = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
     out["peak_rss_mib"] = int(hwm.split()[1]) / 1024
+    out["omp_wait"] = WAIT
     print("RESULT " + json.dumps(out))
 
 
@@ -361,21 +362,25 @@ def threads_check(w: Workload, cores: int) -> None:
     once (passive), and every core with OpenMP's own ~3-ms spin."""
     pairs_file = pairs_path(w)
     step_tokens = workload_numbers(w, json.loads(pairs_file.read_text()))["step_tokens"]
-    settings = [(f"num_threads={cores} (all cores), {SPINS_BEFORE_SLEEP:,}-spin wait (default)", cores, {}),
+    settings = [(f"num_threads={cores} (all cores), the wait chosen at start (default)", cores, {}),
                 (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {}),
                 (f"num_threads={cores}, passive wait (no spin)", cores, {"GOMP_SPINCOUNT": "0"}),
                 (f"num_threads={cores}, OpenMP's default wait (300,000 spins)", cores, {"GOMP_SPINCOUNT": "300000"})]
     print(f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s: median, then each run; the settings alternate)")
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        rates = {label: [] for label, _, _ in settings}
+        rates, waits = {label: [] for label, _, _ in settings}, set()
         for _ in range(2):
             for label, threads, env in settings:
-                rates[label].append(run_side("irpo", w, pairs_file, threads, 0.0, step_tokens, env)["tokens_per_s"])
+                r = run_side("irpo", w, pairs_file, threads, 0.0, step_tokens, env)
+                rates[label].append(r["tokens_per_s"])
+                if label == settings[0][0]:
+                    waits.add(r["omp_wait"])
     finally:
         competitor.kill()
     for label, rs in rates.items():
         print(f"  {label:<58}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
+    print("  the default's wait: " + "; ".join(sorted(waits)))
 
 
 def print_model(w: Workload, r: dict, peak: float) -> None:
@@ -412,6 +417,7 @@ def main() -> None:
     t0 = time.perf_counter()
     peak = matmul_peak(args.threads)
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({args.threads} threads); timings on a shared machine are noisy: rerun on a quiet one")
+    print(f"OpenMP wait at start: {WAIT}")
     tiny = tiny_m0_dir()
     workloads = [Workload("tiny M_0", tiny, perturbed_copy(tiny, CACHE / "tiny_ref", 1), pairs=8, warmup=2, steps=4 if not args.quick else 2,
                           prompt=(30, 60), completion=(10, 60))]

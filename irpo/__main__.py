@@ -1,8 +1,8 @@
 """`python -m irpo [overrides]`: compose the config with Hydra and run the loop."""
 
-from irpo.threads import wait_briefly
+from irpo.threads import set_wait
 
-wait_briefly()  # before anything loads torch's OpenMP runtime
+set_wait()  # before anything loads torch's OpenMP runtime
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

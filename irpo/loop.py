@@ -34,7 +34,7 @@ from irpo.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split
-from irpo.threads import set_threads
+from irpo import threads
 
 if TYPE_CHECKING:
     from irpo.data import IterationData
@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> float | None:
 
 def run_loop(cfg: DictConfig) -> float | None:
     validate(cfg)
-    set_threads(cfg.num_threads)
+    num_threads = threads.set_threads(cfg.num_threads)
     quiet_libraries()
     task: Task = instantiate(cfg.task)
     if cfg.dry_run or cfg.plan:
@@ -69,7 +69,7 @@ def run_loop(cfg: DictConfig) -> float | None:
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.claim()
-    run_dir.event(event="launch", argv=sys.argv[1:], **source_revision())
+    run_dir.event(event="launch", argv=sys.argv[1:], threads=num_threads, omp_wait=threads.chosen_wait, **source_revision())
     stages = Stages(run_dir, partial(stage_config, cfg))
     stages.check(overwrite=cfg.resume == "overwrite")
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -9,22 +9,73 @@ core then stalls every matmul (bench/NOTES.md, "Threads")."""
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import MutableMapping
 
-# libgomp's idle threads spin 300,000 times (~3 ms) before they sleep: on cores another
-# process shares, that spin burns the time slice a descheduled teammate needs (2x slower
-# training and generation on the tiny model); sleeping at once (OMP_WAIT_POLICY=PASSIVE)
-# pays a wake-up at every op instead (the default run 29% slower on a quiet VM). ~0.1 ms of
-# spinning bridges most gaps between ops on a quiet machine and costs 20-30% on a shared one,
-# where the default's spin costs 2x (bench/NOTES.md, "the OpenMP wait").
+# libgomp's idle threads spin 300,000 times (~3 ms) before they sleep. On a quiet machine
+# that is the fastest wait; on cores another process keeps busy the spin burns the time slice
+# a descheduled teammate needs (2x slower training and generation on the tiny model), and
+# ~0.1 ms of spinning costs 20-30% there instead, ~10% end to end on a quiet one; sleeping at
+# once (OMP_WAIT_POLICY=PASSIVE) pays a wake-up at every op (the default run 29% slower on a
+# quiet VM). bench/NOTES.md, "the OpenMP wait".
 SPINS_BEFORE_SLEEP = 3000
+# Other processes' use of this process's cores, in cores, above which the machine counts as
+# shared: a quiet VM shows ~0.01-0.05, one busy process ~1.
+SHARED_ABOVE = 0.5
 
 
-def wait_briefly(env: MutableMapping[str, str] = os.environ) -> None:
-    """How torch's idle OpenMP threads wait for the next op. Call it before torch loads: its
-    OpenMP runtime reads the setting once. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins."""
-    if "OMP_WAIT_POLICY" not in env:
-        env.setdefault("GOMP_SPINCOUNT", str(SPINS_BEFORE_SLEEP))
+def busy_elsewhere(window_s: float = 0.1, stat: str = "/proc/stat") -> float | None:
+    """Cores' worth of time spent on this process's cores by everything else, over a short
+    window while this process sleeps; None where the kernel does not say (not Linux)."""
+    try:
+        before = _core_times(stat)
+        time.sleep(window_s)
+        after = _core_times(stat)
+    except OSError:
+        return None
+    busy = sum((a[0] - b[0]) for a, b in zip(after, before))
+    total = sum((a[1] - b[1]) for a, b in zip(after, before))
+    return len(after) * busy / total if total else None
+
+
+def _core_times(stat: str) -> list[tuple[int, int]]:
+    """(busy, all) jiffies of each core in this process's affinity."""
+    mine = os.sched_getaffinity(0)
+    times = []
+    for line in Path(stat).read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in mine:
+            user, nice, system, idle, iowait, *rest = (int(x) for x in fields[:8])
+            times.append((user + nice + system + sum(rest), user + nice + system + idle + iowait + sum(rest)))
+    return times
+
+
+def choose_wait(env: MutableMapping[str, str], busy: float | None) -> str:
+    """How torch's idle OpenMP threads will wait, given the cores other processes keep busy
+    (None: unknown): libgomp's own spin on a quiet machine, a brief one on a shared machine or
+    where it cannot be told. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins. Returns the
+    choice in words, for the run's launch record."""
+    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
+        return f"user's: {' '.join(f'{k}={env[k]}' for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT') if k in env)}"
+    if busy is not None and busy < SHARED_ABOVE:
+        return f"OpenMP's default spin (cores quiet at start: {busy:.2f} busy elsewhere)"
+    env["GOMP_SPINCOUNT"] = str(SPINS_BEFORE_SLEEP)
+    seen = "unknown" if busy is None else f"{busy:.2f}"
+    return f"GOMP_SPINCOUNT={SPINS_BEFORE_SLEEP} (cores shared at start: {seen} busy elsewhere)"
+
+
+# What set_wait chose in this process, in words (None: it did not run), for the launch record.
+chosen_wait: str | None = None
+
+
+def set_wait(env: MutableMapping[str, str] = os.environ) -> str:
+    """Chooses the OpenMP wait from how busy this process's cores are now. Call it before
+    torch loads: its OpenMP runtime reads the setting once."""
+    global chosen_wait
+    decided = "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env
+    chosen_wait = choose_wait(env, None if decided else busy_elsewhere())
+    return chosen_wait
 
 
 def available_cores() -> int:

@@ -1,6 +1,6 @@
 """torch's thread count: an explicit num_threads, else the available cores shared equally by
 the torchrun ranks of a node (each rank taking every core oversubscribes them); and how its
-idle OpenMP threads wait (a brief spin, set before torch loads)."""
+idle OpenMP threads wait (chosen from how busy the cores are, before torch loads)."""
 
 import os
 import subprocess
@@ -33,20 +33,52 @@ def test_explicit_count_wins(monkeypatch):
     assert threads.set_threads(1) == 1 == torch.get_num_threads()
 
 
-@pytest.mark.parametrize("given,want", [
-    ({}, {"GOMP_SPINCOUNT": str(threads.SPINS_BEFORE_SLEEP)}),
-    ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    ({"GOMP_SPINCOUNT": "0"}, {"GOMP_SPINCOUNT": "0"}),
+@pytest.mark.parametrize("given,busy,want", [
+    ({}, 0.03, {}),  # quiet: OpenMP's own spin, as a run without irpo's choice
+    ({}, 1.0, {"GOMP_SPINCOUNT": str(threads.SPINS_BEFORE_SLEEP)}),  # a busy process beside it
+    ({}, None, {"GOMP_SPINCOUNT": str(threads.SPINS_BEFORE_SLEEP)}),  # cannot tell: the safe one
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, 1.0, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    ({"GOMP_SPINCOUNT": "0"}, 0.0, {"GOMP_SPINCOUNT": "0"}),
 ])
-def test_a_brief_spin_unless_the_user_chose_a_wait(given, want):
+def test_the_wait_follows_how_busy_the_cores_are_unless_the_user_chose_one(given, busy, want):
     env = dict(given)
-    threads.wait_briefly(env)
+    said = threads.choose_wait(env, busy)
     assert env == want
+    assert ("user's" in said) == bool(given)
+
+
+def fake_stat(path, cores):
+    """/proc/stat with the given (busy, idle) jiffies per core, user and system split."""
+    total = [sum(x) for x in zip(*cores)]
+    lines = [f"cpu  {total[0] // 2} 0 {total[0] - total[0] // 2} {total[1]} 0 0 0 0 0 0"]
+    lines += [f"cpu{i} {b // 2} 0 {b - b // 2} {idle} 0 0 0 0 0 0" for i, (b, idle) in enumerate(cores)]
+    path.write_text("\n".join(lines + ["intr 1 2 3", "ctxt 42"]) + "\n")
+
+
+def test_busy_elsewhere_counts_the_cores_of_this_process(tmp_path, monkeypatch):
+    """Busy jiffies over all jiffies of this process's cores, times their count: one core
+    fully busy and one idle is one core busy; a core outside the affinity does not count."""
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    fake_stat(stat, [(500, 900), (20, 1300), (7, 7)])
+    # while the window passes, core 0 is busy throughout, core 1 idle, core 2 (not ours) busy
+    monkeypatch.setattr(threads.time, "sleep", lambda s: fake_stat(stat, [(600, 900), (20, 1400), (107, 7)]))
+    assert threads.busy_elsewhere(stat=str(stat)) == pytest.approx(1.0)
+
+
+def test_busy_elsewhere_is_unknown_without_proc_stat(tmp_path):
+    assert threads.busy_elsewhere(window_s=0, stat=str(tmp_path / "absent")) is None
 
 
 def test_python_m_irpo_sets_the_wait_before_torch_loads():
-    """OpenMP reads the wait once, when torch loads it: set later, it does nothing."""
-    probe = "import os, sys, irpo.__main__; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    """OpenMP reads the wait once, when torch loads it: set later, it does nothing. Beside a
+    busy process the brief spin is chosen, and before torch is imported."""
+    probe = ("import os, sys, irpo.__main__, irpo.threads as t; "
+             "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, t.chosen_wait.startswith('GOMP'))")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout.split()
-    assert out == [str(threads.SPINS_BEFORE_SLEEP), "False"]
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout.split()
+    finally:
+        busy.kill()
+    assert out == [str(threads.SPINS_BEFORE_SLEEP), "False", "True"]
