@@ -42,7 +42,7 @@ def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
 
     The prompt is computed once and attended by both completions: segment_ids (0 prompt,
     1 chosen, 2 rejected) let a completion see its pair's prompt and itself only (attention
-    runs within each pair's span, pair_bounds [P+1] offsets), and the rejected tokens' position ids
+    runs pair by pair over pair_bounds [P+1] offsets), and the rejected tokens' position ids
     continue from the prompt's end, so each completion is scored exactly as in its own
     [prompt, completion] sequence.
 

@@ -74,49 +74,28 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mas
 
 
 def shared_prompt_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """[P, 1, n, n] boolean attention masks (True: attend) of P pairs' spans of a
-    `batching.collate` row, from their segment_ids [P, n] (0 prompt, 1 chosen, 2 rejected,
-    -1 padding past a shorter span's end): causal, a completion sees its prompt and itself,
-    never the other completion, and no slot sees padding."""
-    q, k = segment_ids[:, :, None], segment_ids[:, None, :]
-    n = segment_ids.shape[1]
-    causal = torch.ones(n, n, dtype=torch.bool, device=segment_ids.device).tril()
-    return (causal & (k >= 0) & ((k == 0) | (k == q)))[:, None]
+    """[1, 1, n, n] boolean attention mask (True: attend) of one pair's span of a
+    `batching.collate` row, from its segment_ids [n] (0 prompt, 1 chosen, 2 rejected):
+    causal, and a completion sees the prompt and itself, never the other completion."""
+    q, k = segment_ids[:, None], segment_ids[None, :]
+    causal = torch.ones(len(segment_ids), len(segment_ids), dtype=torch.bool, device=segment_ids.device).tril()
+    return (causal & ((k == 0) | (k == q)))[None, None]
 
 
-def pair_layout(pair_bounds: list[int], segment_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Where a packed row's pairs sit in one [P, L] batch for a single attention call: each
-    pair's span of segment_ids [T] padded to the longest span L, their `shared_prompt_mask`s,
-    and which of the P*L slots are the row's T positions. Batches are grouped by length, so L
-    is close to every span and the padding costs little, against one attention call per pair
-    (tiny models are bound by calls, not FLOPs). A padded query slot sees its pair's prompt
-    (never empty, so never NaN) and is dropped after."""
-    dev = segment_ids.device
-    starts = torch.tensor(pair_bounds[:-1], device=dev)[:, None]
-    lengths = torch.tensor(pair_bounds[1:], device=dev)[:, None] - starts
-    slots = torch.arange(int(lengths.max()), device=dev)
-    real = slots < lengths  # [P, L]
-    index = torch.where(real, starts + slots, 0)
-    mask = shared_prompt_mask(torch.where(real, segment_ids[index], -1))
-    return {"index": index.flatten(), "mask": mask, "keep": real.flatten().nonzero().squeeze(1)}
-
-
-def _pairwise_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, pair_layout=None, **kwargs):
-    """SDPA over a packed row's pairs at once, each within its own span under its
-    shared-prompt mask (`pair_layout`), so attention costs the pairs' squared lengths, not
-    the row's. Without pair_layout (a plain forward of one unpadded sequence) it is causal
-    SDPA."""
+def _pairwise_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, pair_bounds=None, pair_masks=None, **kwargs):
+    """SDPA pair by pair over a packed row: each pair attends within its own span under its
+    shared-prompt mask, so attention costs the sum of the pairs' squared lengths, not the
+    row's. Without pair_bounds (a plain forward of one unpadded sequence) it is causal SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if pair_layout is None:
+    if pair_bounds is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    pairs = pair_layout["mask"].shape[0]
-
-    def spread(x):  # [1, H, T, d] -> [P, H, L, d]
-        return x[0][:, pair_layout["index"]].unflatten(1, (pairs, -1)).transpose(0, 1)
-
-    out = sdpa_attention_forward(module, spread(query), spread(key), spread(value), pair_layout["mask"], dropout=dropout, scaling=scaling, is_causal=False)[0]
-    return out.flatten(0, 1)[pair_layout["keep"]][None], None  # [1, T, H, d]
+    spans = zip(pair_bounds[:-1], pair_bounds[1:])
+    outs = [
+        sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], mask, dropout=dropout, scaling=scaling, is_causal=False)[0]
+        for (a, b), mask in zip(spans, pair_masks)
+    ]
+    return torch.cat(outs, dim=1), None
 
 
 PAIRWISE_ATTENTION = "irpo_pairwise_sdpa"
@@ -136,12 +115,14 @@ def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     if model.config._attn_implementation != PAIRWISE_ATTENTION:
         AttentionInterface.register(PAIRWISE_ATTENTION, _pairwise_attention)
         model.config._attn_implementation = PAIRWISE_ATTENTION
-    layout = pair_layout(batch["pair_bounds"].tolist(), batch["segment_ids"][0])
+    bounds = batch["pair_bounds"].tolist()
+    segments = batch["segment_ids"][0]
+    masks = [shared_prompt_mask(segments[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     # The model's own forward, not its decoder alone: FSDP gathers the root's parameters
     # (embeddings, final norm, head) in hooks on that call. logits_to_keep runs the LM head
     # at the scored positions of the one packed row only: logits [N, V].
     logits = model(
-        input_ids=batch["input_ids"], position_ids=batch["position_ids"], pair_layout=layout,
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], pair_bounds=bounds, pair_masks=masks,
         use_cache=False, logits_to_keep=batch["score_index"],
     ).logits[0]
     picked = logits.gather(-1, batch["score_target"][:, None]).squeeze(-1).float()

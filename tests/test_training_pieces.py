@@ -8,7 +8,7 @@ from transformers import LlamaForCausalLM
 
 from irpo.batching import collate, encode_examples, pair_tokens
 from irpo.models.tiny_tokenizer import build_tokenizer
-from irpo.loss import batch_logps, dpo_nll_loss, pair_layout, sequence_logps, shared_prompt_mask
+from irpo.loss import batch_logps, dpo_nll_loss, sequence_logps, shared_prompt_mask
 from irpo.module import PreferenceModule
 
 
@@ -41,22 +41,10 @@ def test_collate_packs_the_prompt_once_and_scores_only_completions():
 
 
 def test_shared_prompt_mask_keeps_the_completions_apart():
-    m = shared_prompt_mask(torch.tensor([[0, 0, 1, 1, 2, 2]]))[0, 0]
+    m = shared_prompt_mask(torch.tensor([0, 0, 1, 1, 2, 2]))[0, 0]
     assert m[4].tolist() == [True, True, False, False, True, False]  # loser sees prompt + itself
     assert m[3].tolist() == [True, True, True, True, False, False]
     assert m[1].tolist() == [True, True, False, False, False, False]
-
-
-def test_pair_layout_pads_each_span_to_the_longest_and_keeps_the_real_slots():
-    segments = torch.tensor([0, 1, 2, 0, 0, 1, 1, 2])  # pairs of 3 and 5 tokens
-    layout = pair_layout([0, 3, 8], segments)
-    assert layout["index"].view(2, 5).tolist() == [[0, 1, 2, 0, 0], [3, 4, 5, 6, 7]]
-    assert layout["keep"].tolist() == [0, 1, 2, 5, 6, 7, 8, 9]  # slot p*5 + i is position bounds[p] + i
-    short = layout["mask"][0, 0]
-    assert short[:3, :3].equal(shared_prompt_mask(segments[None, :3])[0, 0])
-    assert not short[:, 3:].any()  # padding is never attended
-    assert short[3:].tolist() == [[True, False, False, False, False]] * 2  # a padded slot sees the prompt
-    assert layout["mask"][1, 0].equal(shared_prompt_mask(segments[None, 3:])[0, 0])
 
 
 def plain_logps(model, items):
