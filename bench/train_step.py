@@ -379,7 +379,7 @@ def threads_check(w: Workload, cores: int) -> None:
     finally:
         competitor.kill()
     for label, rs in rates.items():
-        print(f"  {label:<58}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
+        print(f"  {label:<64}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
     print("  the default's wait: " + "; ".join(sorted(waits)))
 
 
