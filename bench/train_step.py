@@ -26,6 +26,7 @@ of ../shared/data), and cached under bench/.cache/.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import os
@@ -38,12 +39,22 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from irpo.threads import set_wait
+ROOT = Path(__file__).resolve().parents[1]
 
+
+def checkout_threads():
+    """This checkout's irpo/threads.py, by path: a --before worker imports irpo from another
+    tree (one from before irpo set threads has none), and every side then threads alike."""
+    spec = importlib.util.spec_from_file_location("bench_threads", ROOT / "irpo" / "threads.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+THREADS = checkout_threads()
 # As `python -m irpo` does, before torch loads (the matmul peak is measured in this process);
 # each side's subprocess chooses again, as a run would from where it starts.
-WAIT = set_wait()
-ROOT = Path(__file__).resolve().parents[1]
+WAIT = THREADS.set_wait()
 CACHE = ROOT / "bench" / ".cache"
 DATA = Path(os.environ.get("IRPO_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
 if not DATA.exists():
@@ -242,9 +253,7 @@ def trl_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
 
 
 def worker(side: str, spec: dict) -> None:
-    import torch
-
-    torch.set_num_threads(spec["threads"])
+    threads = THREADS.set_threads(spec["threads"])  # None: irpo's default, from how busy the cores are
     w = Workload(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["workload"].items()})
     pairs = json.loads(Path(spec["pairs"]).read_text())
     with tempfile.TemporaryDirectory(prefix=f"bench-{side}-") as work:
@@ -252,13 +261,15 @@ def worker(side: str, spec: dict) -> None:
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent.
     hwm = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
     out["peak_rss_mib"] = int(hwm.split()[1]) / 1024
-    out["omp_wait"] = WAIT
+    out["omp_wait"], out["threads"] = WAIT, threads
     print("RESULT " + json.dumps(out))
 
 
-def run_side(side: str, w: Workload, pairs_file: Path, threads: int, alpha: float, step_tokens: list[int], env: dict | None = None) -> dict:
+def run_side(side: str, w: Workload, pairs_file: Path, threads: int | None, alpha: float, step_tokens: list[int], env: dict | None = None) -> dict:
     spec = {"workload": asdict(w), "pairs": str(pairs_file), "threads": threads, "alpha": alpha}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    env = {**os.environ, "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run([sys.executable, __file__, "--worker", side, json.dumps(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -358,11 +369,13 @@ def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float, 
 
 def threads_check(w: Workload, cores: int) -> None:
     """irpo's tiny step with another process spinning on one core, as on a shared machine:
-    every core with irpo's brief spin (the default), one thread fewer, every core sleeping at
-    once (passive), and every core with OpenMP's own ~3-ms spin."""
+    irpo's default (threads and wait chosen from how busy the cores are at start), every core
+    with the wait it chooses, one thread fewer, every core sleeping at once (passive), and
+    every core with OpenMP's own ~3-ms spin."""
     pairs_file = pairs_path(w)
     step_tokens = workload_numbers(w, json.loads(pairs_file.read_text()))["step_tokens"]
-    settings = [(f"num_threads={cores} (all cores), the wait chosen at start (default)", cores, {}),
+    settings = [("irpo's default: threads and wait chosen at start", None, {}),
+                (f"num_threads={cores} (all cores), the wait chosen at start", cores, {}),
                 (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {}),
                 (f"num_threads={cores}, passive wait (no spin)", cores, {"GOMP_SPINCOUNT": "0"}),
                 (f"num_threads={cores}, OpenMP's default wait (300,000 spins)", cores, {"GOMP_SPINCOUNT": "300000"})]
@@ -375,12 +388,12 @@ def threads_check(w: Workload, cores: int) -> None:
                 r = run_side("irpo", w, pairs_file, threads, 0.0, step_tokens, env)
                 rates[label].append(r["tokens_per_s"])
                 if label == settings[0][0]:
-                    waits.add(r["omp_wait"])
+                    waits.add(f"{r['threads']} thread(s), {r['omp_wait']}")
     finally:
         competitor.kill()
     for label, rs in rates.items():
         print(f"  {label:<64}{statistics.median(rs):>10,.0f}   " + " ".join(f"{x:,.0f}" for x in rs))
-    print("  the default's wait: " + "; ".join(sorted(waits)))
+    print("  the default chose: " + "; ".join(sorted(waits)))
 
 
 def print_model(w: Workload, r: dict, peak: float) -> None:

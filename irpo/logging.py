@@ -85,7 +85,9 @@ class RunLogger:
             ("samples/eval", eval_samples(it, self.prompts["test"], self.table_prompts)),
         ):
             if rows:
-                tables[key] = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
+                # rows=, not data=: for data= W&B imports pandas to ask whether it is a
+                # DataFrame (~2 s, once per run)
+                tables[key] = wandb.Table(columns=list(rows[0]), rows=[list(r.values()) for r in rows])
         return tables
 
     def table(self) -> None:

@@ -4,7 +4,8 @@ before any stage runs.
 Training, HF generation and the reference pass all run in this process, so one
 `torch.set_num_threads` covers them. On a machine whose cores other jobs also use, an OpenMP
 team as wide as the machine waits on its slowest member at every parallel region: a busy
-core then stalls every matmul (bench/NOTES.md, "Threads")."""
+core then stalls every matmul (bench/NOTES.md, "Threads"). So both the thread count and the
+wait follow how busy the cores are when the process starts (measured over 0.1 s)."""
 
 from __future__ import annotations
 
@@ -65,16 +66,18 @@ def choose_wait(env: MutableMapping[str, str], busy: float | None) -> str:
     return f"GOMP_SPINCOUNT={SPINS_BEFORE_SLEEP} (cores shared at start: {seen} busy elsewhere)"
 
 
-# What set_wait chose in this process, in words (None: it did not run), for the launch record.
+# What set_wait saw and chose in this process (None: it did not run), for set_threads and
+# the launch record.
+busy_at_start: float | None = None
 chosen_wait: str | None = None
 
 
 def set_wait(env: MutableMapping[str, str] = os.environ) -> str:
-    """Chooses the OpenMP wait from how busy this process's cores are now. Call it before
-    torch loads: its OpenMP runtime reads the setting once."""
-    global chosen_wait
-    decided = "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env
-    chosen_wait = choose_wait(env, None if decided else busy_elsewhere())
+    """Measures how busy this process's cores are now and chooses the OpenMP wait from it.
+    Call it before torch loads: its OpenMP runtime reads the setting once."""
+    global busy_at_start, chosen_wait
+    busy_at_start = busy_elsewhere()
+    chosen_wait = choose_wait(env, busy_at_start)
     return chosen_wait
 
 
@@ -90,12 +93,22 @@ def ranks_sharing_cores() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
+def default_threads(cores: int, ranks: int, busy: float | None) -> int:
+    """An equal share of the cores among the ranks that share them (2 ranks x 2 threads on 2
+    cores made evaluation 18x slower); a process alone leaves out the cores other processes
+    kept busy at start (beside one busy process, 1 thread of 2 trains 2x faster than 2:
+    bench/NOTES.md). Ranks of one launch start together and see each other busy, so theirs is
+    the share alone."""
+    share = max(1, cores // ranks)
+    if ranks == 1 and busy is not None and busy >= SHARED_ABOVE:
+        share = max(1, share - max(1, round(busy)))
+    return share
+
+
 def set_threads(num_threads: int | None) -> int:
-    """Sets torch's intra-op threads (None: an equal share of the available cores among the
-    ranks that share them: 2 ranks x 2 threads on 2 cores made evaluation 18x slower);
-    returns the count."""
+    """Sets torch's intra-op threads (None: `default_threads`); returns the count."""
     import torch  # here, not at import: a config error is reported before torch loads
 
-    n = num_threads or max(1, available_cores() // ranks_sharing_cores())
+    n = num_threads or default_threads(available_cores(), ranks_sharing_cores(), busy_at_start)
     torch.set_num_threads(n)
     return n

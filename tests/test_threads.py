@@ -22,10 +22,20 @@ def restore_threads():
 @pytest.mark.parametrize("cores,local_ranks,want", [(8, None, 8), (8, "2", 4), (8, "8", 1), (2, "4", 1), (6, "4", 1)])
 def test_default_shares_the_cores_among_a_nodes_ranks(monkeypatch, cores, local_ranks, want):
     monkeypatch.setattr(threads, "available_cores", lambda: cores)
+    monkeypatch.setattr(threads, "busy_at_start", 0.02)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     if local_ranks is not None:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
     assert threads.set_threads(None) == want == torch.get_num_threads()
+
+
+@pytest.mark.parametrize("cores,ranks,busy,want", [
+    (2, 1, 0.03, 2), (2, 1, None, 2),  # quiet, or not known: every core
+    (2, 1, 1.0, 1), (2, 1, 0.6, 1), (8, 1, 2.6, 5), (1, 1, 3.0, 1),  # the cores left free
+    (8, 2, 1.0, 4),  # a launch's ranks see each other starting: the equal share alone
+])
+def test_a_process_alone_leaves_out_the_cores_busy_at_start(cores, ranks, busy, want):
+    assert threads.default_threads(cores, ranks, busy) == want
 
 
 def test_explicit_count_wins(monkeypatch):
@@ -72,13 +82,14 @@ def test_busy_elsewhere_is_unknown_without_proc_stat(tmp_path):
 
 def test_python_m_irpo_sets_the_wait_before_torch_loads():
     """OpenMP reads the wait once, when torch loads it: set later, it does nothing. Beside a
-    busy process the brief spin is chosen, and before torch is imported."""
+    busy process the brief spin is chosen, before torch is imported, and the busy core is seen
+    (set_threads leaves it out)."""
     probe = ("import os, sys, irpo.__main__, irpo.threads as t; "
-             "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, t.chosen_wait.startswith('GOMP'))")
+             "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, t.chosen_wait.startswith('GOMP'), t.busy_at_start >= 0.5)")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout.split()
     finally:
         busy.kill()
-    assert out == [str(threads.SPINS_BEFORE_SLEEP), "False", "True"]
+    assert out == [str(threads.SPINS_BEFORE_SLEEP), "False", "True", "True"]
