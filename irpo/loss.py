@@ -90,12 +90,10 @@ def _pairwise_attention(module, query, key, value, attention_mask, dropout: floa
 
     if pair_bounds is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    # split, not slices: a slice's backward writes its gradient into a zeroed copy of the
-    # whole row (P full-size copies per tensor and layer); split's is one concatenation
-    lengths = [b - a for a, b in zip(pair_bounds[:-1], pair_bounds[1:])]
+    spans = zip(pair_bounds[:-1], pair_bounds[1:])
     outs = [
-        sdpa_attention_forward(module, q, k, v, mask, dropout=dropout, scaling=scaling, is_causal=False)[0]
-        for q, k, v, mask in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), pair_masks)
+        sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], mask, dropout=dropout, scaling=scaling, is_causal=False)[0]
+        for (a, b), mask in zip(spans, pair_masks)
     ]
     return torch.cat(outs, dim=1), None
 
