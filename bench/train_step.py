@@ -53,7 +53,7 @@ def checkout_threads():
 
 THREADS = checkout_threads()
 # As `python -m irpo` does, before torch loads (the matmul peak is measured in this process);
-# each side's subprocess chooses again, as a run would from where it starts.
+# each side's subprocess measures its cores again (a spin set here it inherits, as a user's).
 WAIT = THREADS.set_wait()
 CACHE = ROOT / "bench" / ".cache"
 DATA = Path(os.environ.get("IRPO_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))

@@ -28,7 +28,10 @@ SHARED_ABOVE = 0.5
 
 def busy_elsewhere(window_s: float = 0.1, stat: str = "/proc/stat") -> float | None:
     """Cores' worth of time spent on this process's cores by everything else, over a short
-    window while this process sleeps; None where the kernel does not say (not Linux)."""
+    window while this process sleeps; None where the kernel does not say (no /proc/stat, or
+    no CPU affinity, as on macOS)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
     try:
         before = _core_times(stat)
         time.sleep(window_s)

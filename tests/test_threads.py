@@ -80,6 +80,14 @@ def test_busy_elsewhere_is_unknown_without_proc_stat(tmp_path):
     assert threads.busy_elsewhere(window_s=0, stat=str(tmp_path / "absent")) is None
 
 
+def test_busy_elsewhere_is_unknown_without_cpu_affinity(tmp_path, monkeypatch):
+    """macOS has no sched_getaffinity: `python -m irpo` must still start there."""
+    stat = tmp_path / "stat"
+    fake_stat(stat, [(0, 0)])
+    monkeypatch.delattr(threads.os, "sched_getaffinity")
+    assert threads.busy_elsewhere(window_s=0, stat=str(stat)) is None
+
+
 def test_python_m_irpo_sets_the_wait_before_torch_loads():
     """OpenMP reads the wait once, when torch loads it: set later, it does nothing. Beside a
     busy process the brief spin is chosen, before torch is imported, and the busy core is seen
