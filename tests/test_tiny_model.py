@@ -60,3 +60,22 @@ def test_build_m0_writes_a_loadable_directory(tmp_path):
     assert 0.0 <= record["greedy_test_accuracy"] <= 1.0
     AutoModelForCausalLM.from_pretrained(str(out), use_safetensors=True)
     AutoTokenizer.from_pretrained(str(out))
+
+
+def test_hf_generator_frees_its_model_on_exit_without_a_gc_collection():
+    """HFGenerator.__exit__ skips gc.collect() on CPU: that is safe only while dropping the
+    references frees the model, i.e. while generation leaves no reference cycle holding it."""
+    import gc
+    import weakref
+
+    from irpo.generation.hf import HFGenerator
+
+    gc.disable()
+    try:
+        with HFGenerator(str(tiny_m0_dir()), 8) as gen:
+            gen.greedy(["1+2="])
+            gen.sample(["3+4="], 2, 0.8, 0)
+            model = weakref.ref(gen.model)
+        assert model() is None
+    finally:
+        gc.enable()

@@ -37,8 +37,11 @@ class HFGenerator:
 
     def __exit__(self, *exc: object) -> None:
         self.model = self.tokenizer = None
-        gc.collect()
+        # Dropping the references frees the model (it holds no reference cycle); a full
+        # collection, 0.25 s in a loaded process, is paid only where CUDA's caching allocator
+        # must get the memory back before training loads the next model.
         if torch.cuda.is_available():
+            gc.collect()
             torch.cuda.empty_cache()
 
     def sample(self, prompts: Sequence[str], n: int, temperature: float, seed: int) -> list[list[str]]:
