@@ -38,9 +38,9 @@ class HFGenerator:
     def __exit__(self, *exc: object) -> None:
         self.model = self.tokenizer = None
         # Dropping the references frees the model (it holds no reference cycle); a full
-        # collection, 0.25 s in a loaded process, is paid only where CUDA's caching allocator
-        # must get the memory back before training loads the next model.
-        if torch.cuda.is_available():
+        # collection, 0.25 s in a loaded process, is paid only where the model sat on a GPU,
+        # whose caching allocator must get the memory back before training loads the next one.
+        if torch.device(self.device).type == "cuda":
             gc.collect()
             torch.cuda.empty_cache()
 
