@@ -26,9 +26,11 @@ import sys
 import time
 from pathlib import Path
 
+from irpo.allocator import keep_freed_memory
 from irpo.threads import set_wait
 
 set_wait()  # as `python -m irpo` does, before torch loads (vLLM's engine inherits it)
+keep_freed_memory()  # as `python -m irpo` does (in this process: vLLM's engine has its own)
 
 import torch  # noqa: E402
 

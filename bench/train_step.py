@@ -42,19 +42,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def checkout_threads():
-    """This checkout's irpo/threads.py, by path: a --before worker imports irpo from another
-    tree (one from before irpo set threads has none), and every side then threads alike."""
-    spec = importlib.util.spec_from_file_location("bench_threads", ROOT / "irpo" / "threads.py")
+def checkout_module(name: str):
+    """This checkout's irpo/<name>.py, by path: a --before worker imports irpo from another
+    tree (one from before irpo set threads or the allocator has neither), and every side then
+    threads and allocates alike."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "irpo" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-THREADS = checkout_threads()
+THREADS = checkout_module("threads")
 # As `python -m irpo` does, before torch loads (the matmul peak is measured in this process);
 # each side's subprocess measures its cores again (a spin set here it inherits, as a user's).
 WAIT = THREADS.set_wait()
+# Every side keeps freed blocks as `python -m irpo` does: a process setting, like the threads,
+# not a part of the step being compared.
+ALLOCATOR = checkout_module("allocator").keep_freed_memory()
 CACHE = ROOT / "bench" / ".cache"
 DATA = Path(os.environ.get("IRPO_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
 if not DATA.exists():
@@ -431,6 +435,7 @@ def main() -> None:
     peak = matmul_peak(args.threads)
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({args.threads} threads); timings on a shared machine are noisy: rerun on a quiet one")
     print(f"OpenMP wait at start: {WAIT}")
+    print(f"allocator: {ALLOCATOR}")
     tiny = tiny_m0_dir()
     workloads = [Workload("tiny M_0", tiny, perturbed_copy(tiny, CACHE / "tiny_ref", 1), pairs=8, warmup=2, steps=4 if not args.quick else 2,
                           prompt=(30, 60), completion=(10, 60))]

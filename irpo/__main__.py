@@ -1,8 +1,10 @@
 """`python -m irpo [overrides]`: compose the config with Hydra and run the loop."""
 
+from irpo.allocator import keep_freed_memory
 from irpo.threads import set_wait
 
 set_wait()  # before anything loads torch's OpenMP runtime
+keep_freed_memory()  # before the imports that allocate, so they too leave reusable blocks
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

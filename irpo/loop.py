@@ -34,7 +34,7 @@ from irpo.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split
-from irpo import threads
+from irpo import allocator, threads
 
 if TYPE_CHECKING:
     from irpo.data import IterationData
@@ -69,7 +69,7 @@ def run_loop(cfg: DictConfig) -> float | None:
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.claim()
-    run_dir.event(event="launch", argv=sys.argv[1:], threads=num_threads, omp_wait=threads.chosen_wait, **source_revision())
+    run_dir.event(event="launch", argv=sys.argv[1:], threads=num_threads, omp_wait=threads.chosen_wait, allocator=allocator.chosen, **source_revision())
     stages = Stages(run_dir, partial(stage_config, cfg))
     stages.check(overwrite=cfg.resume == "overwrite")
     L.seed_everything(cfg.seed, workers=True, verbose=False)

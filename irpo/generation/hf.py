@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 
 from irpo.generation.base import encode_prompts, truncate_at_stop
+from irpo.generation.kv_cache import generate_kwargs as cache_kwargs
 from irpo.models.load import load_policy, load_tokenizer
 from irpo.progress import Progress
 
@@ -81,6 +82,7 @@ class HFGenerator:
                 pad_token_id=pad,  # EOS ids come from the model's generation_config (some models have several)
                 stop_strings=self.stop or None,
                 tokenizer=tok if self.stop else None,
+                **cache_kwargs(self.model, width + self.max_new_tokens),
                 **decoding,
             )
             new = generated[:, width:]
