@@ -7,8 +7,9 @@ for the longest the batch can get (prompt + max_new_tokens), written a step at a
 attention reads the filled part as a view: the same keys and values, so the same tokens. On
 CPU the unfilled tail is never written, so the kernel never gives it pages; on a GPU the
 buffer is allocated whole, about what DynamicCache's last concatenation holds (the old copy
-and the new one) once completions run to half of max_new_tokens. StaticCache preallocates too, but attends over the whole buffer under a mask: slower wherever
-completions stop well before max_new_tokens (GSM8K's and MATH's case)."""
+and the new one) once completions run to half of max_new_tokens. StaticCache preallocates
+too, but attends over the whole buffer under a mask: slower wherever completions stop well
+before max_new_tokens (GSM8K's and MATH's case)."""
 
 from __future__ import annotations
 
