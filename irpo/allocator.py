@@ -5,8 +5,8 @@ with their own mmap and returns the top of its heap to the kernel once 128 KiB o
 Every training step, scoring batch and decoding step allocates and frees the same activation
 and KV-cache tensors, so the kernel unmaps them and then faults and zeroes them in again, page
 by page: the default run took ~3M page faults and ~15 s of system time on 2 cores that way.
-Kept in the heap, the next step reuses them (the run's peak memory is the same: these are
-blocks it held anyway). Allocators tuned for PyTorch on CPU do the same (jemalloc with
+Kept in the heap, the next step reuses them (the default run's peak RSS rose by 60-90 MB,
+bench/NOTES.md: blocks it held anyway, less what fragmentation keeps). Allocators tuned for PyTorch on CPU do the same (jemalloc with
 decay off, as Intel's launcher sets it); this is that, in glibc itself, with no preload."""
 
 from __future__ import annotations
