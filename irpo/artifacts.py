@@ -296,7 +296,7 @@ class Stages:
         for name, record in self.run.manifest()["stages"].items():
             t, kind = _parse(name)
             now = self.depends_on(t, kind)
-            if record["hash"] != config_hash(now) and (stale is None or (t, STAGE_KINDS.index(kind)) < stale[0]):
+            if not _holds(record, now) and (stale is None or (t, STAGE_KINDS.index(kind)) < stale[0]):
                 stale = ((t, STAGE_KINDS.index(kind)), name, _changed(record["config"], now))
         if stale is None:
             return
@@ -342,5 +342,12 @@ def _parse(name: str) -> tuple[int, str]:
     return int(it.split("_")[1]), kind
 
 
+def _holds(record: dict, now: dict) -> bool:
+    """Whether a finished stage's record still holds: a key added to the schema after the
+    stage was recorded changes nothing while it is unset (None)."""
+    now = {k: v for k, v in now.items() if k in record["config"] or v is not None}
+    return record["hash"] == config_hash(now)
+
+
 def _changed(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return sorted(k for k in set(old) | set(new) if old.get(k, None) != new.get(k, None))

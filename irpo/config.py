@@ -52,7 +52,10 @@ class ArchConfig:
 @dataclass
 class ModelConfig:
     path: str = MISSING  # a checkpoint directory or a hub id
+    # What the checkpoint, the generators and the reference files are read in; a trainer with
+    # mixed precision trains float32 master weights whatever this says (irpo/precision.py).
     dtype: str = "float32"
+    save_dtype: Optional[str] = None  # M_{t+1}'s weights on disk; None: model.dtype
     lr: float = 1e-6
     max_length: int = 1024  # prompt + completion tokens; longer pairs are dropped, not cut
     chat_template: bool = True  # render prompts through the tokenizer's template when it has one
@@ -204,6 +207,8 @@ def register() -> None:
 _CHOICES = {
     "method.train_on": ("pairs", "winners", "gold", "none"),
     "trainer.reference": ("precomputed", "live"),
+    "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
     "trainer.strategy": ("auto", "ddp", "fsdp", "deepspeed_zero3"),
     "logger.wandb.mode": ("offline", "online", "disabled"),
     "resume": ("auto", "overwrite"),
@@ -269,6 +274,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'")
     if cfg.trainer.strategy == "fsdp" and cfg.trainer.reference == "live":
         raise ConfigError("trainer.reference=live keeps a whole second model on every rank; with trainer=fsdp use reference=precomputed")
+    if cfg.model.save_dtype not in (None, *_CHOICES["model.dtype"]):
+        raise ConfigError(f"model.save_dtype must be one of {', '.join(_CHOICES['model.dtype'])} or null; got {cfg.model.save_dtype!r}")
     for key, allowed in _CHOICES.items():
         value = cfg
         for part in key.split("."):

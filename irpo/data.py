@@ -24,7 +24,8 @@ from irpo.batching import collate, encode_examples, pair_tokens
 from irpo.distributed import gather, on_rank_zero, rank, rank_slice, world_size
 from irpo.generation.base import Generator
 from irpo.errors import UserError
-from irpo.loss import batch_logps
+from irpo.precision import numerics
+from irpo.scoring import batch_logps
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
@@ -133,13 +134,14 @@ class IterationData(L.LightningDataModule):
             for it in self.items:
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
 
-    def reference_logps(self, load_model: Callable[[], torch.nn.Module], device: str) -> int:
+    def reference_logps(self, load_model: Callable[[], torch.nn.Module], device: str, precision: str = "32-true") -> int:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN.
+        Scored under the trainer's `precision` as training's first step scores them.
         Returns the pair-tokens this rank scored (batching.pair_tokens), for the stage's
         tokens/s."""
         self.setup()
-        (chosen, rejected), tokens = self._score(self.items, self.dropped_too_long, load_model, device)
+        (chosen, rejected), tokens = self._score(self.items, self.dropped_too_long, load_model, device, precision)
         on_rank_zero(self._write, self.reference_path, {"chosen": chosen, "rejected": rejected})
         self.setup()
         return tokens
@@ -148,7 +150,8 @@ class IterationData(L.LightningDataModule):
     def pair_logps_path(self) -> Path:
         return self.out / "pair_logps.safetensors"
 
-    def pair_logps(self, load_start: Callable[[], torch.nn.Module], load_end: Callable[[], torch.nn.Module], device: str) -> int:
+    def pair_logps(self, load_start: Callable[[], torch.nn.Module], load_end: Callable[[], torch.nn.Module], device: str,
+                   precision: str = "32-true") -> int:
         """The summed log-probs of every pair's winner and loser under M_t (the start of
         training) and M_{t+1} (its end), whatever the method trained on: how training moved
         the chosen and the rejected sequences (the paper's Figs. 2 and 3). The start is the
@@ -161,8 +164,8 @@ class IterationData(L.LightningDataModule):
             ref = load_file(self.reference_path)
             start = ref["chosen"], ref["rejected"]
         else:
-            start, tokens = self._score(items, dropped, load_start, device)
-        end, scored = self._score(items, dropped, load_end, device)
+            start, tokens = self._score(items, dropped, load_start, device, precision)
+        end, scored = self._score(items, dropped, load_end, device, precision)
         scores = {"chosen_start": start[0], "rejected_start": start[1], "chosen_end": end[0], "rejected_end": end[1]}
         on_rank_zero(self._write, self.pair_logps_path, scores)
         return tokens + scored
@@ -173,7 +176,7 @@ class IterationData(L.LightningDataModule):
         return {f"{side}_logp_{when}": scores[f"{side}_{when}"].nanmean().item() for side in ("chosen", "rejected") for when in ("start", "end")}
 
     @torch.no_grad()
-    def _score(self, items: list[dict], dropped: int, load_model: Callable[[], torch.nn.Module], device: str):
+    def _score(self, items: list[dict], dropped: int, load_model: Callable[[], torch.nn.Module], device: str, precision: str):
         """((chosen, rejected) summed log-probs aligned with pairs.jsonl, NaN where a pair was
         dropped; pair-tokens scored here). Each rank scores its share of the pairs with the
         model from load_model (whole, or its shard of it); rank 0 gets them all."""
@@ -184,7 +187,8 @@ class IterationData(L.LightningDataModule):
         for batch in self._loader(items=rank_slice(items)):
             tokens += pair_tokens(batch)
             batch = {k: v.to(device) for k, v in batch.items()}
-            c, r = batch_logps(model, batch)[0].float().cpu().chunk(2)
+            with numerics(precision, torch.device(device).type):
+                c, r = batch_logps(model, batch)[0].float().cpu().chunk(2)
             chosen[batch["index"].cpu()], rejected[batch["index"].cpu()] = c, r
         del model
         parts = gather((chosen, rejected))

@@ -112,7 +112,7 @@ def run_loop(cfg: DictConfig) -> float | None:
                 stage("pairs", lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats
             if train_on == "pairs" and cfg.trainer.reference == "precomputed":
-                stage("reference", lambda: data.reference_logps(partial(scorer, model_dir, device), device))
+                stage("reference", lambda: data.reference_logps(partial(scorer, model_dir, device), device, cfg.trainer.precision))
 
             def train_stage():
                 ckpt_dir = stages.partial_dir(t, "train", "train")
@@ -124,7 +124,8 @@ def run_loop(cfg: DictConfig) -> float | None:
             if val:
                 stage("select", lambda: select_into(it, cfg, task, stages, t, val, val_prompts, model_dir))
             if sample:
-                stage("logps", lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / "model"), device), device))
+                stage("logps", lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / "model"), device), device,
+                                                       cfg.trainer.precision))
             # the stages' seconds and tokens/s, the train stage's own included once it is finished
             on_rank_zero(write_json, it / "metrics.json", read_json(it / "metrics.json") | stages.timings(t) | after_training(it, data, val, sample))
             logger.log_iteration(t, read_json(it / "metrics.json"))

@@ -15,7 +15,8 @@ import torch
 
 from irpo.batching import pair_tokens
 from irpo.errors import UserError
-from irpo.loss import batch_logps, dpo_nll_loss, nll_loss
+from irpo.loss import dpo_nll_loss, nll_loss
+from irpo.scoring import batch_logps
 from irpo.models.load import load_policy, policy_skeleton
 from irpo.models.lora import init_adapters, with_lora
 from irpo.strategies import SHARDED, load_sharded, shard_policy

@@ -23,6 +23,7 @@ from irpo.artifacts import remove_tree
 from irpo.distributed import barrier, broadcast, on_rank_zero, rank, world_size
 from irpo.models.load import load_policy, policy_skeleton, weight_files
 from irpo.models.lora import checkpoint_key
+from irpo.precision import policy_dtype
 
 SHARDED = ("fsdp",)  # irpo shards the policy itself (configure_model)
 GATHERED = ("fsdp", "deepspeed_zero3")  # no rank holds the whole trained policy
@@ -124,11 +125,12 @@ def load_sharded(model: torch.nn.Module, model_dir: str, device: torch.device) -
 def reference_policy(cfg: DictConfig, model_dir: str, device: torch.device) -> torch.nn.Module:
     """M_t for the reference pass before training: sharded over all ranks as training
     shards it (no rank can hold a whole 70B model), else one copy per rank."""
+    dtype = policy_dtype(cfg)  # as training holds it: the passes score with training's numerics
     if cfg.trainer.strategy not in SHARDED or world_size() == 1:
-        return load_policy(model_dir, cfg.model.dtype, cfg.model.trust_remote_code)
+        return load_policy(model_dir, dtype, cfg.model.trust_remote_code)
     from torch.distributed.device_mesh import init_device_mesh
 
-    model = policy_skeleton(model_dir, cfg.model.dtype, cfg.model.trust_remote_code)
+    model = policy_skeleton(model_dir, dtype, cfg.model.trust_remote_code)
     shard_policy(model, init_device_mesh(device.type, (world_size(),)), cfg.trainer.precision, cfg.trainer.cpu_offload)
     load_sharded(model, model_dir, device)
     return model

@@ -20,6 +20,7 @@ from irpo.errors import UserError
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
 from irpo.module import PreferenceModule
+from irpo.precision import policy_dtype
 from irpo.selection import candidate_dir, candidate_steps
 from irpo.strategies import GATHERED, build_strategy, full_state_dict
 
@@ -63,7 +64,7 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     t = cfg.trainer
     module = PreferenceModule(
         model_dir=model_dir, train_on=cfg.method.train_on, beta=cfg.beta, alpha=cfg.alpha, lr=cfg.model.lr,
-        weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=cfg.model.dtype, reference=t.reference,
+        weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=policy_dtype(cfg), reference=t.reference,
         trust_remote_code=cfg.model.trust_remote_code, iteration=data.iteration, strategy=t.strategy, precision=t.precision,
         activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, lora=lora_args(cfg),
     )
@@ -92,6 +93,10 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
         save(out)
     logged = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
     return logged | {"pair_tokens": module.pair_tokens}
+
+
+def save_dtype(cfg: DictConfig) -> str:
+    return cfg.model.save_dtype or cfg.model.dtype
 
 
 def lora_args(cfg: DictConfig) -> dict:
@@ -123,17 +128,25 @@ def save_policy(module: PreferenceModule, cfg: DictConfig, model_dir: str, token
     if cfg.trainer.strategy in GATHERED:
         on_rank_zero(_save_gathered, full_state_dict(module.policy, cfg.trainer.strategy), cfg, model_dir, tokenizer, out)
     else:
-        on_rank_zero(_save, merged(module.policy), tokenizer, out)
+        on_rank_zero(_save, merged(module.policy), tokenizer, out, save_dtype(cfg))
 
 
-def _save(policy, tokenizer, out: Path) -> None:
+def _save(policy, tokenizer, out: Path, dtype: str) -> None:
+    """The policy in `dtype` (its float32 master weights rounded once, here), tokenizer beside."""
+    import torch
+
+    state = {k: v.to(getattr(torch, dtype)) for k, v in policy.state_dict().items()}
     with atomic_path(out) as tmp:
-        policy.save_pretrained(tmp, safe_serialization=True)
+        policy.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        # save_pretrained records the dtype of the module, not of the state it was given
+        config = policy.config.__class__.from_pretrained(tmp)
+        config.dtype = dtype
+        config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
 
 def _save_gathered(state: dict, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:
-    policy = with_lora(policy_skeleton(model_dir, cfg.model.dtype, cfg.model.trust_remote_code), **lora_args(cfg))
+    policy = with_lora(policy_skeleton(model_dir, save_dtype(cfg), cfg.model.trust_remote_code), **lora_args(cfg))
     policy.load_state_dict(state, assign=True)
     policy.tie_weights()  # assign= gave tied embeddings two tensors
-    _save(merged(policy), tokenizer, out)
+    _save(merged(policy), tokenizer, out, save_dtype(cfg))

@@ -52,6 +52,26 @@ def random_model_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def bf16_qwen2_dir(tmp_path_factory) -> Path:
+    """A random Qwen2-architecture model (q/k/v biases, tied embeddings, GQA; weights of std
+    0.02) saved in bfloat16, with the tiny tokenizer: a GPU preset's checkpoint in miniature."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from irpo.models.tiny_tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.02,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("qwen2_bf16")
+    Qwen2ForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def launched_on_16_ranks(monkeypatch):
     """This process as torchrun starts rank 0 of 2 nodes x 8 GPUs, the paper presets' layout

@@ -8,7 +8,9 @@ from transformers import LlamaForCausalLM
 
 from irpo.batching import collate, encode_examples, pair_tokens
 from irpo.models.tiny_tokenizer import build_tokenizer
-from irpo.loss import batch_logps, dpo_nll_loss, sequence_logps, shared_prompt_mask
+from irpo.loss import dpo_nll_loss, sequence_logps
+from irpo.packed_attention import shared_prompt_mask
+from irpo.scoring import batch_logps
 from irpo.module import PreferenceModule
 
 

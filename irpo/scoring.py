@@ -1,0 +1,83 @@
+"""Log-probabilities of completions under a model: one forward over a packed batch
+(`batching.collate`), the LM head and its float32 log-softmax run over chunks of the scored
+positions, never over [tokens × vocabulary] at once.
+
+At Qwen's 151,936-token vocabulary, 8k scored tokens would hold ~5 GB of float32 logits (and
+as much again for their gradient); in chunks of LOGIT_CHUNK_ELEMENTS logits a chunk's are
+freed before the next is computed, and in backward each chunk is recomputed from the hidden
+states it came from (activation checkpointing of the head alone). A batch that fits in one
+chunk (a small vocabulary) is computed as one plain head call, with the same numbers.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from irpo.packed_attention import packed_inputs, use_packed_attention
+
+# Logits per chunk: 2**26 float32 values are 256 MiB (441 positions at a 151,936 vocabulary).
+LOGIT_CHUNK_ELEMENTS = 2**26
+
+
+def batch_logps(model, batch: dict, chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs [2B] (winners, then losers; [B] for SFT), float32, and
+    their token counts, from one forward over a `batching.collate` batch.
+
+    Nothing padded is computed and each prompt once (irpo/packed_attention.py); the LM head
+    runs at the scored positions only (`logits_to_keep`). The model's own forward is called,
+    not its decoder alone: FSDP gathers the root's parameters (embeddings, final norm, head)
+    in hooks on that call, and the head's chunked log-probs run inside it."""
+    use_packed_attention(model)
+    with token_logps_head(model, batch["score_target"], chunk_elements):
+        token_logps = model(**packed_inputs(batch), logits_to_keep=batch["score_index"]).logits[0]
+    n_seq = int(batch["n_seq"])
+    logps = token_logps.new_zeros(n_seq).index_add(0, batch["score_seq"], token_logps)
+    return logps, torch.bincount(batch["score_seq"], minlength=n_seq)
+
+
+@contextmanager
+def token_logps_head(model, targets: torch.Tensor, chunk_elements: int):
+    """While open, the model's LM head returns log p(target) [1, N] float32 at the N positions
+    it is given, instead of their [1, N, V] logits."""
+    head = model.get_output_embeddings()
+    had_own = "forward" in vars(head)
+    own = vars(head).get("forward")
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        return token_logps(hidden[0], head.weight, head.bias, targets, chunk_elements)[None]
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        if had_own:
+            head.forward = own
+        else:
+            del head.forward
+
+
+def token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """log softmax(hidden @ weightᵀ + bias)[target] per position, float32 [N], from hidden
+    [N, H], weight [V, H] and targets [N]; at most chunk_elements logits exist at once, in
+    forward and (recomputed) in backward."""
+    step = max(1, chunk_elements // weight.shape[0])
+    if len(hidden) <= step:
+        return _chunk_logps(hidden, weight, bias, targets)
+    recompute = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    parts = []
+    for a in range(0, len(hidden), step):
+        args = (hidden[a : a + step], weight, bias, targets[a : a + step])
+        parts.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if recompute else _chunk_logps(*args))
+    return torch.cat(parts)
+
+
+def _chunk_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+    # log p = logit − logsumexp(logits), in float32: no [N, V] log-softmax copy is kept.
+    logits = F.linear(hidden, weight, bias)
+    picked = logits.gather(-1, targets[:, None]).squeeze(-1).float()
+    return picked - torch.logsumexp(logits.float(), dim=-1)

@@ -1,0 +1,138 @@
+"""Mixed precision: float32 master weights under bf16 compute, the reference pass scored with
+training's numerics, M_{t+1} saved in model.save_dtype; and one iteration of a bf16
+checkpoint that moves as many weights as float32 training does (one process and FSDP2)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+from safetensors.torch import load_file
+
+from conftest import ROOT, run_cli
+from irpo.batching import collate, encode_examples
+from irpo.loss import dpo_nll_loss
+from irpo.models.load import load_policy
+from irpo.models.tiny_tokenizer import build_tokenizer
+from irpo.precision import half_ulp, numerics, train_dtype
+from irpo.scoring import batch_logps
+
+
+def test_mixed_precision_trains_float32_master_weights():
+    assert train_dtype("bf16-mixed", "bfloat16", "auto", lora=False) == "float32"
+    assert train_dtype("bf16-mixed", "bfloat16", "fsdp", lora=False) == "float32"
+    assert train_dtype("32-true", "bfloat16", "ddp", lora=False) == "float32"
+    assert train_dtype("bf16-true", "float32", "auto", lora=False) == "bfloat16"  # named: no master copy
+    assert train_dtype("bf16-mixed", "bfloat16", "deepspeed_zero3", lora=False) == "bfloat16"  # DeepSpeed keeps its own
+    assert train_dtype("bf16-mixed", "bfloat16", "auto", lora=True) == "bfloat16"  # the frozen base
+
+
+def test_half_ulp_is_where_a_bf16_weight_stops_moving():
+    w = torch.tensor(0.02).to(torch.bfloat16).float()  # a weight a bf16 checkpoint holds
+    assert half_ulp(0.02) == 2.0**-6 * 2.0**-7 / 2  # 6.1e-5
+    assert (w + 0.9 * half_ulp(0.02)).to(torch.bfloat16) == w.to(torch.bfloat16)
+    assert (w + 1.1 * half_ulp(0.02)).to(torch.bfloat16) != w.to(torch.bfloat16)
+
+
+def pairs(tok):
+    items, _ = encode_examples(tok, ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"], [" 2\n", " 151\n", " 7 7 7 7\n"],
+                               [" 3\n", " 1234567\n", " 8\n"], 64)
+    return collate(items)
+
+
+def test_bf16_mixed_step_is_the_float32_step_within_bf16_rounding(bf16_qwen2_dir):
+    # The same float32 master weights (a bf16 checkpoint read in float32), the step once in
+    # float32 and once under Lightning's bf16 autocast: log-probs and the loss stay float32,
+    # and the loss and gradients agree to bf16's resolution (8 bits: ~0.4% per operation).
+    batch, ref = pairs(build_tokenizer()), torch.full((6,), -20.0)
+    results = []
+    for context in (torch.autocast("cpu", enabled=False), MixedPrecision("bf16-mixed", "cpu").forward_context()):
+        model = load_policy(str(bf16_qwen2_dir), "float32").train()
+        with context:
+            logps, counts = batch_logps(model, batch)
+            parts = dpo_nll_loss(*logps.chunk(2), *ref.chunk(2), counts.chunk(2)[0], beta=0.1, alpha=1.0)
+        assert logps.dtype == parts.loss.dtype == torch.float32
+        parts.loss.backward()
+        assert all(p.dtype == p.grad.dtype == torch.float32 for p in model.parameters())
+        results.append((parts.loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (loss32, grad32), (loss16, grad16) = results
+    assert loss16 == pytest.approx(loss32, rel=1e-2)
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.999
+    assert (grad16 - grad32).norm() <= 0.05 * grad32.norm()
+
+
+def test_reference_pass_scores_as_the_first_training_step(bf16_qwen2_dir):
+    # Step 0's policy is M_t: the reference log-probs, scored with training's numerics, make
+    # every sequence's log-ratio ~0. Scored in the checkpoint's bf16 without autocast (as the
+    # pass did before master weights), they are off by far more.
+    batch = pairs(build_tokenizer())
+    policy = load_policy(str(bf16_qwen2_dir), "float32").train()
+    with MixedPrecision("bf16-mixed", "cpu").forward_context():
+        trained = batch_logps(policy, batch)[0].detach()
+    with torch.no_grad(), numerics("bf16-mixed", "cpu"):
+        reference = batch_logps(load_policy(str(bf16_qwen2_dir), "float32").eval(), batch)[0]
+    with torch.no_grad():
+        plain_bf16 = batch_logps(load_policy(str(bf16_qwen2_dir), "bfloat16").eval(), batch)[0]
+    assert (trained - reference).abs().max() <= 1e-5
+    assert (trained - plain_bf16).abs().max() > 1e-4
+
+
+def test_saved_model_is_the_master_weights_rounded_once(bf16_qwen2_dir, tmp_path):
+    from irpo.train import _save
+
+    policy = load_policy(str(bf16_qwen2_dir), "float32")
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(1e-5 * torch.randn_like(p))  # below a bf16 ulp: what a few steps move
+    _save(policy, build_tokenizer(), tmp_path / "m1", "bfloat16")
+    saved = load_file(tmp_path / "m1" / "model.safetensors")
+    state = policy.state_dict()
+    assert all(v.dtype == torch.bfloat16 and torch.equal(v, state[k].to(torch.bfloat16)) for k, v in saved.items())
+    assert json.loads((tmp_path / "m1" / "config.json").read_text())["dtype"] == "bfloat16"
+    reloaded = load_policy(str(tmp_path / "m1"), "bfloat16")
+    assert all(torch.equal(p, state[k].to(torch.bfloat16)) for k, p in reloaded.state_dict().items())
+
+
+ONE_ITERATION = [
+    "iterations=1", "task.train_size=48", "task.test_size=8", "num_samples=2", "pairs_per_prompt=1", "gold_winner=true",
+    "eval.maj_k=0", "trainer.batch_size=4", "model.lr=2e-5", "logger=none", "trainer.progress_bar=false",
+]
+
+
+def moved(m0_dir, run) -> float:
+    """The share of M_0's weights that differ in the saved M_1, both read in bf16."""
+    m0, m1 = load_file(m0_dir / "model.safetensors"), load_file(run / "iter_0/model/model.safetensors")
+    changed = sum(int((m1[k].to(torch.bfloat16) != v).sum()) for k, v in m0.items())
+    return changed / sum(v.numel() for v in m0.values())
+
+
+@pytest.mark.slow
+def test_a_bf16_checkpoint_learns_as_float32_does(bf16_qwen2_dir, tmp_path):
+    # 48 pairs (gold winners: a random model is never right), 12 optimizer steps at lr 2e-5.
+    runs = {}
+    for name, overrides in {
+        "float32": ["model.dtype=float32", "trainer.precision=32-true"],
+        "bf16-mixed": ["model.dtype=bfloat16", "trainer.precision=bf16-mixed"],
+        "bf16-true": ["model.dtype=bfloat16", "trainer.precision=bf16-true"],
+    }.items():
+        runs[name] = tmp_path / name
+        proc = run_cli(f"model.path={bf16_qwen2_dir}", *ONE_ITERATION, *overrides, f"hydra.run.dir={runs[name]}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    fsdp = runs["fsdp"] = tmp_path / "fsdp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "irpo", f"model.path={bf16_qwen2_dir}",
+         *ONE_ITERATION, "model.dtype=bfloat16", "trainer=fsdp", f"hydra.run.dir={fsdp}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((runs["bf16-mixed"] / "iter_0/metrics.json").read_text())["pairs"] == 48  # 12 steps of 4
+    share = {name: moved(bf16_qwen2_dir, run) for name, run in runs.items()}
+    assert json.loads((fsdp / "iter_0/model/config.json").read_text())["dtype"] == "bfloat16"
+    assert share["float32"] > 0.5, share
+    assert share["bf16-mixed"] >= 0.9 * share["float32"], share
+    assert share["fsdp"] >= 0.9 * share["float32"], share
+    # without master weights most steps round away: what every GPU preset did before
+    assert share["bf16-true"] < 0.5 * share["float32"], share
