@@ -8,6 +8,7 @@ losers, so `.chunk(2)` splits them. An SFT batch (no losers) gives the B winners
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -34,6 +35,54 @@ def encode_examples(tokenizer, prompts: Sequence[str], chosen: Sequence[str], re
             continue
         kept.append({"index": i, "prompt_ids": p, "chosen_ids": c, "rejected_ids": r})
     return kept, len(prompt_ids) - len(kept)
+
+
+def packed_tokens(item: dict) -> int:
+    """Tokens an item takes in a `collate` row: its prompt once, its completions."""
+    return len(item["prompt_ids"]) + len(item["chosen_ids"]) + len(item["rejected_ids"] or [])
+
+
+def micro_batches(items: Sequence[dict], max_items: int | None = None, max_tokens: int | None = None) -> list[list[dict]]:
+    """Items in order, cut into micro-batches of at most max_items items and max_tokens packed
+    tokens (an item longer than max_tokens alone): what one forward holds, so activation and
+    logits memory is bounded by construction, whatever lengths the samples came out at."""
+    groups: list[list[dict]] = []
+    tokens = 0
+    for item in items:
+        n = packed_tokens(item)
+        full = groups and ((max_items and len(groups[-1]) >= max_items) or (max_tokens and tokens + n > max_tokens))
+        if not groups or full:
+            groups.append([])
+            tokens = 0
+        groups[-1].append(item)
+        tokens += n
+    return groups
+
+
+@dataclass(frozen=True)
+class MicroBatching:
+    """How a rank's share of an optimizer step is cut into forwards."""
+
+    step_items: int  # this rank's items (pairs, or SFT sequences) per optimizer step
+    max_items: int  # items per forward
+    max_tokens: int | None = None  # packed tokens per forward; None: no bound
+
+    def split(self, items: Sequence[dict]) -> list[list[dict]]:
+        return micro_batches(items, self.max_items, self.max_tokens)
+
+
+def split_to(groups: list[list[dict]], count: int) -> list[list[dict]]:
+    """The micro-batches split (the largest in halves, order kept) until there are `count`:
+    the ranks of a sharded model run as many forwards, each a collective. Smaller micro-batches
+    keep every bound."""
+    groups = list(groups)
+    while len(groups) < count:
+        i = max(range(len(groups)), key=lambda j: len(groups[j]))
+        if len(groups[i]) < 2:
+            raise ValueError(f"{sum(map(len, groups))} items cannot make {count} micro-batches")
+        half = len(groups[i]) // 2
+        groups[i : i + 1] = [groups[i][:half], groups[i][half:]]
+    return groups
 
 
 def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:

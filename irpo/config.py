@@ -76,7 +76,11 @@ class TrainerConfig:
     gpu_memory_gb: Optional[float] = None  # per GPU, for the planner's fit check; None: detected (80 without a GPU)
     timeout_minutes: int = 720  # collectives between stages wait through hours of generation on other ranks
     batch_size: int = 16  # pairs per optimizer step (the paper's 16)
-    micro_batch_size: Optional[int] = None  # pairs per forward; None = batch_size
+    micro_batch_size: Optional[int] = None  # pairs per forward at most; None: a rank's whole share of a step
+    # Packed tokens (prompt once, both completions) per forward at most, so activation and
+    # logits memory is bounded whatever lengths the samples come out at; a longer pair goes
+    # alone. None: no bound. The optimizer step still sees batch_size pairs.
+    micro_batch_tokens: Optional[int] = None
     max_epochs: int = 1
     max_steps: int = -1
     warmup_steps: int = 0
@@ -247,13 +251,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.wandb.table_prompts must be >= 0, got {cfg.logger.wandb.table_prompts}")
     if cfg.eval.maj_k < 0:
         raise ConfigError(f"eval.maj_k must be >= 0, got {cfg.eval.maj_k}")
-    micro, ranks = cfg.trainer.micro_batch_size, launch_size()
-    if micro is not None and (micro < 1 or cfg.trainer.batch_size % micro):
-        raise ConfigError(f"trainer.micro_batch_size must divide trainer.batch_size={cfg.trainer.batch_size}, got {micro}")
-    if cfg.trainer.batch_size % ((micro or cfg.trainer.batch_size // ranks or 1) * ranks):
+    ranks = launch_size()
+    for key in ("micro_batch_size", "micro_batch_tokens"):
+        if cfg.trainer[key] is not None and cfg.trainer[key] < 1:
+            raise ConfigError(f"trainer.{key} must be >= 1 or null, got {cfg.trainer[key]}")
+    if cfg.trainer.batch_size % ranks:
         raise ConfigError(
-            f"trainer.batch_size={cfg.trainer.batch_size} must be a multiple of {ranks} ranks x trainer.micro_batch_size "
-            f"({micro or 'default'}): each optimizer step takes as many pairs from every rank"
+            f"trainer.batch_size={cfg.trainer.batch_size} must be a multiple of the {ranks} ranks: each optimizer step takes as many pairs from every rank"
         )
     if not (cfg.plan or cfg.dry_run) and (str(cfg.trainer.devices) not in ("1", "auto") or cfg.trainer.num_nodes > 1) and ranks == 1:
         raise ConfigError(

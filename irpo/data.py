@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from irpo.artifacts import atomic_path, read_jsonl, shard_seed, write_sharded_jsonl
-from irpo.batching import collate, encode_examples, pair_tokens
-from irpo.distributed import gather, on_rank_zero, rank, rank_slice, world_size
+from irpo.batching import MicroBatching, collate, encode_examples, pair_tokens, split_to
+from irpo.distributed import gather, max_over_ranks, on_rank_zero, rank, rank_slice, world_size
 from irpo.generation.base import Generator
 from irpo.errors import UserError
 from irpo.precision import numerics
@@ -47,7 +47,7 @@ class IterationData(L.LightningDataModule):
         gold_winner: bool,
         seed: int,
         max_length: int,
-        micro_batch_size: int,
+        batching: MicroBatching,
         shard_size: int,
     ) -> None:
         super().__init__()
@@ -55,7 +55,7 @@ class IterationData(L.LightningDataModule):
         self.iteration, self.tokenizer, self.train_on = iteration, tokenizer, train_on
         self.num_samples, self.temperature, self.k, self.max_pairs = num_samples, temperature, pairs_per_prompt, max_pairs
         self.gold_winner, self.seed, self.max_length = gold_winner, seed, max_length
-        self.micro_batch_size, self.shard_size = micro_batch_size, shard_size
+        self.batching, self.shard_size = batching, shard_size
         self.items: list[dict] = []
         self.dropped_too_long = 0
 
@@ -184,7 +184,9 @@ class IterationData(L.LightningDataModule):
         chosen = torch.full((len(items) + dropped,), float("nan"))
         rejected = chosen.clone()
         tokens = 0
-        for batch in self._loader(items=rank_slice(items)):
+        groups = self.batching.split(rank_slice(items))
+        for group in split_to(groups, max_over_ranks(len(groups))):  # a sharded model's forward is a collective
+            batch = collate(group)
             tokens += pair_tokens(batch)
             batch = {k: v.to(device) for k, v in batch.items()}
             with numerics(precision, torch.device(device).type):
@@ -202,17 +204,16 @@ class IterationData(L.LightningDataModule):
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp))
 
-    def _loader(self, sampler: Sampler | None = None, items: list[dict] | None = None) -> DataLoader:
-        return DataLoader(self.items if items is None else items, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=collate)
-
     def train_dataloader(self) -> DataLoader:
+        """This rank's share of each optimizer step, cut into micro-batches (module.py)."""
         done = 0
         if self.trainer is not None:
             # A mid-epoch checkpoint is restored before this is called: skip what was trained
             # on. `processed`, not `completed`: checkpoints are written in on_train_batch_end,
             # after a batch is processed and before Lightning counts it completed.
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.micro_batch_size
-        return self._loader(EpochSampler(len(self.items), shard_seed(self.seed, self.iteration, -1), skip=done, rank=rank(), world=world_size()))
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.batching.step_items
+        sampler = EpochSampler(len(self.items), shard_seed(self.seed, self.iteration, -1), skip=done, rank=rank(), world=world_size())
+        return DataLoader(self.items, batch_size=self.batching.step_items, sampler=sampler, collate_fn=self.batching.split)
 
 
 class EpochSampler(Sampler[int]):

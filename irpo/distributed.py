@@ -142,6 +142,17 @@ def gather(obj: Any) -> list[Any]:
     return out or []
 
 
+def max_over_ranks(n: int) -> int:
+    """The largest of every rank's n (n itself in one process)."""
+    if (dist := _group()) is None:
+        return n
+    import torch
+
+    value = torch.tensor([n], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return int(value.item())
+
+
 def on_rank_zero(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """fn(*args) on rank 0 once every rank got here (so it sees their files), its result
     on every rank when it is done; an error there is raised on every rank, so that no rank

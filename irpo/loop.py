@@ -64,7 +64,7 @@ def run_loop(cfg: DictConfig) -> float | None:
 
     from irpo.data import IterationData
     from irpo.strategies import reference_policy
-    from irpo.train import micro_batch_size, train_policy
+    from irpo.train import micro_batching, train_policy
 
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
@@ -102,7 +102,7 @@ def run_loop(cfg: DictConfig) -> float | None:
                 data = IterationData(
                     task, train, train_prompts, it, t, tokenizer, train_on, cfg.num_samples, temperature(cfg, t),
                     cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.seed, cfg.model.max_length,
-                    micro_batch_size(cfg.trainer), cfg.shard_size,
+                    micro_batching(cfg.trainer), cfg.shard_size,
                 )
                 if sample:
                     stage("generate", counted(generator, lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations"), replica_size(cfg))))
@@ -174,8 +174,9 @@ def quiet_libraries() -> None:
     transformers draws a progress bar per model load: keep one copy and no bars. The CSV
     logger's warning that iter_<t>/train/ is not empty is a false alarm on every run (the
     stage stamp and the checkpoints live there); so are the advice to make the dataloader
-    resumable (data.EpochSampler resumes mid-epoch) and the note that a live reference
-    model is in eval mode (it is frozen on purpose)."""
+    resumable (data.EpochSampler resumes mid-epoch), the note that a live reference
+    model is in eval mode (it is frozen on purpose), and the note that a checkpoint under
+    manual optimization holds the weights after the step (as irpo resumes from them)."""
     import logging
     import warnings
 
@@ -184,7 +185,8 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.pytorch").propagate = False
     hf_logging.disable_progress_bar()
     warnings.filterwarnings(
-        "ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|Experiment logs directory|dataloader is not resumable|in eval mode).*"
+        "ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|Experiment logs directory|dataloader is not resumable|in eval mode|"
+        r"manual optimization and every_n_train_steps).*"
     )
 
 

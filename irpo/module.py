@@ -9,11 +9,13 @@ trains, and no second model then sits in memory); `reference="live"` keeps a fro
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import lightning as L
 import torch
 
-from irpo.batching import pair_tokens
+from irpo.batching import collate, pair_tokens, split_to
+from irpo.distributed import max_over_ranks
 from irpo.errors import UserError
 from irpo.loss import dpo_nll_loss, nll_loss
 from irpo.scoring import batch_logps
@@ -40,6 +42,12 @@ def build_policy(model_dir: str, dtype: str, trust_remote_code: bool, sharded: b
 
 
 class PreferenceModule(L.LightningModule):
+    """One Lightning batch is this rank's share of one optimizer step (`trainer.batch_size`
+    pairs over all ranks), already cut into micro-batches bounded in pairs and tokens
+    (batching.micro_batches); the step runs forward and backward over each, its loss weighted
+    by its share of the step's pairs, then steps the optimizer once: the gradient of the mean
+    loss over the step's pairs, however many micro-batches their lengths needed."""
+
     def __init__(
         self,
         model_dir: str,
@@ -58,21 +66,23 @@ class PreferenceModule(L.LightningModule):
         activation_checkpointing: bool = False,
         cpu_offload: bool = False,
         lora: dict | None = None,
+        gradient_clip_val: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.automatic_optimization = False  # micro-batches of varying count per step
         self.sharded = strategy in SHARDED
         # from_pretrained returns eval mode
         self.policy = build_policy(model_dir, dtype, trust_remote_code, self.sharded, lora, activation_checkpointing).train()
         self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and train_on == "pairs" else None
         self.pair_tokens = 0  # trained on so far, counted as a plain step feeds them (prompt once per sequence)
-        self._step_start = 0.0
+        self._step_start, self._step_tokens = 0.0, 0
 
-    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        self._step_start = time.perf_counter()
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_start, self._step_tokens = time.perf_counter(), 0
 
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
-        rate = pair_tokens(batch) / max(time.perf_counter() - self._step_start, 1e-9)
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        rate = self._step_tokens / max(time.perf_counter() - self._step_start, 1e-9)
         self.log("train/tokens_per_s", rate, prog_bar=True)
 
     def configure_model(self) -> None:
@@ -86,15 +96,60 @@ class PreferenceModule(L.LightningModule):
         load_sharded(self.policy, hp.model_dir, self.trainer.strategy.root_device)
         init_adapters(self.policy)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, groups: list[list[dict]], batch_idx: int) -> torch.Tensor:
+        # Every rank runs as many forwards (each a collective under a sharded policy).
+        groups = split_to(groups, max_over_ranks(len(groups)))
+        pairs = sum(len(g) for g in groups)
+        optimizer, schedule = self.optimizers(), self.lr_schedulers()
+        totals: dict[str, torch.Tensor] = {}
+        for i, group in enumerate(groups):
+            batch = {k: v.to(self.device) for k, v in collate(group).items()}
+            self._step_tokens += pair_tokens(batch)
+            loss, metrics = self.micro_batch_loss(batch)
+            share = len(group) / pairs
+            with self._gradient_sync(i == len(groups) - 1):
+                self.manual_backward(loss * share)
+            for name, value in metrics.items():
+                totals[name] = totals.get(name, 0.0) + value.detach() * share
+        if self.hparams.gradient_clip_val and self.hparams.strategy != "deepspeed_zero3":  # DeepSpeed clips in its engine
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        self.pair_tokens += self._step_tokens
+        self._log(totals)
+        return totals["train/loss"]
+
+    @contextmanager
+    def _gradient_sync(self, last: bool):
+        """Gradients are reduced over the ranks at the step's last backward only."""
+        strategy = self.trainer.strategy
+        if last:
+            yield
+        elif self.sharded:
+            self.policy.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                self.policy.set_requires_gradient_sync(True)
+        elif self.hparams.strategy == "deepspeed_zero3":
+            strategy.model.set_gradient_accumulation_boundary(False)
+            try:
+                yield
+            finally:
+                strategy.model.set_gradient_accumulation_boundary(True)
+        else:
+            with strategy.block_backward_sync():
+                yield
+
+    def micro_batch_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean loss over a collated micro-batch's items, and what is logged of it."""
         hp = self.hparams
-        self.pair_tokens += pair_tokens(batch)
         logps, counts = batch_logps(self.policy, batch)
         if hp.train_on != "pairs":
             loss = nll_loss(logps, counts)
             self._check_finite(loss)
-            self._log({"train/loss": loss, "train/nll_loss": loss, "train/chosen_logps": logps.detach().mean()})
-            return loss
+            return loss, {"train/loss": loss, "train/nll_loss": loss, "train/chosen_logps": logps.mean()}
         chosen, rejected = logps.chunk(2)
         if self.reference is not None:
             with torch.no_grad():
@@ -104,18 +159,15 @@ class PreferenceModule(L.LightningModule):
         parts = dpo_nll_loss(chosen, rejected, ref_chosen, ref_rejected, counts.chunk(2)[0], hp.beta, hp.alpha)
         self._check_finite(parts.loss)
         margin = parts.chosen_rewards - parts.rejected_rewards
-        self._log(
-            {
-                "train/loss": parts.loss,
-                "train/dpo_loss": parts.dpo,
-                "train/nll_loss": parts.nll,
-                "train/reward_accuracy": (margin > 0).float().mean(),
-                "train/reward_margin": margin.mean(),
-                "train/chosen_logps": chosen.detach().mean(),
-                "train/rejected_logps": rejected.detach().mean(),
-            }
-        )
-        return parts.loss
+        return parts.loss, {
+            "train/loss": parts.loss,
+            "train/dpo_loss": parts.dpo,
+            "train/nll_loss": parts.nll,
+            "train/reward_accuracy": (margin > 0).float().mean(),
+            "train/reward_margin": margin.mean(),
+            "train/chosen_logps": chosen.mean(),
+            "train/rejected_logps": rejected.mean(),
+        }
 
     def _log(self, metrics: dict) -> None:
         # `iteration` on every row: W&B and metrics.csv curves of all iterations in one run;

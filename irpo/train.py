@@ -14,6 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from irpo.artifacts import atomic_path
+from irpo.batching import MicroBatching
 from irpo.data import IterationData
 from irpo.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
 from irpo.errors import UserError
@@ -49,8 +50,8 @@ class CandidateCheckpoints(Callback):
             self.saved.add(step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Under gradient accumulation global_step holds still for several micro-batches:
-        # the set keeps each step to one save.
+        # global_step holds still where a step ends no batch (a resumed epoch's skipped
+        # ones): the set keeps each step to one save.
         if trainer.global_step and trainer.global_step % self.every == 0:
             self.save_step(trainer.global_step)
 
@@ -67,6 +68,7 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=policy_dtype(cfg), reference=t.reference,
         trust_remote_code=cfg.model.trust_remote_code, iteration=data.iteration, strategy=t.strategy, precision=t.precision,
         activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, lora=lora_args(cfg),
+        gradient_clip_val=t.gradient_clip_val,
     )
     devices, num_nodes = processes(t)
     save = partial(save_policy, module, cfg, model_dir, data.tokenizer)
@@ -74,8 +76,7 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     candidates = CandidateCheckpoints(candidates_in, cfg.selection.val_every_n_steps, save) if candidates_in is not None else None
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=build_strategy(t), precision=t.precision,
-        max_epochs=t.max_epochs, max_steps=t.max_steps, accumulate_grad_batches=accumulation(t.batch_size, data.micro_batch_size),
-        gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps, logger=loggers,
+        max_epochs=t.max_epochs, max_steps=t.max_steps, log_every_n_steps=t.log_every_n_steps, logger=loggers,
         callbacks=callbacks + ([candidates] if candidates else []),
         plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(ckpt_dir),
         use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
@@ -111,15 +112,12 @@ def processes(t: DictConfig) -> tuple[int, int]:
     return (devices_per_node(), nodes()) if launched() else (1, 1)
 
 
-def micro_batch_size(t: DictConfig) -> int:
-    """Pairs per forward on each rank; by default each rank's whole share of a step."""
-    return t.micro_batch_size or max(1, t.batch_size // world_size())
-
-
-def accumulation(batch_size: int, micro_batch_size: int) -> int:
-    """Micro-batches per optimizer step on each rank: the step's batch_size pairs are spread
-    over all ranks (config.validate checks that they divide)."""
-    return batch_size // (micro_batch_size * world_size())
+def micro_batching(t: DictConfig) -> MicroBatching:
+    """Each rank's share of an optimizer step (batch_size pairs spread over all ranks:
+    config.validate checks that they divide), cut into forwards of at most micro_batch_size
+    pairs (default: the whole share) and micro_batch_tokens tokens."""
+    share = max(1, t.batch_size // world_size())
+    return MicroBatching(share, min(t.micro_batch_size or share, share), t.micro_batch_tokens)
 
 
 def save_policy(module: PreferenceModule, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:

@@ -15,7 +15,10 @@ import pytest
         ("alhpa=1", "alhpa"),
         ("task.num_termz=3", "num_termz"),
         ("trainer.reference=other", "trainer.reference"),
-        ("trainer.micro_batch_size=5", "trainer.micro_batch_size"),
+        ("trainer.micro_batch_size=0", "trainer.micro_batch_size"),
+        ("trainer.micro_batch_tokens=0", "trainer.micro_batch_tokens"),
+        ("trainer.precision=fp8", "trainer.precision"),
+        ("model.save_dtype=int8", "model.save_dtype"),
         ("beta=-0.1", "beta"),
     ],
 )

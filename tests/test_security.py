@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from irpo.cli import register_all
 from irpo.errors import UserError
+from irpo.batching import MicroBatching
 from irpo.data import IterationData
 from irpo.models.load import ModelLoadError, load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
@@ -100,7 +101,7 @@ def tiny_fit(tmp_path, composer, model_dir):
     data = IterationData(
         task=task, examples=task.load("train"), prompts=["Q"] * 4, out_dir=it, iteration=0, tokenizer=tok, train_on="pairs",
         num_samples=2, temperature=1.0, pairs_per_prompt=1, max_pairs=None, gold_winner=False, seed=0, max_length=64,
-        micro_batch_size=2, shard_size=4,
+        batching=MicroBatching(2, 2), shard_size=4,
     )
 
     def fit(max_steps: int, ckpt_dir: Path) -> None:

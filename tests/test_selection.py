@@ -46,7 +46,7 @@ def test_candidates_saved_every_n_optimizer_steps_once_each(tmp_path):
 
     (tmp_path / "candidates" / "step_2" / "model").mkdir(parents=True)  # left by a killed run
     cb = CandidateCheckpoints(tmp_path, 2, save)
-    # micro-batches of a run with gradient accumulation: global_step holds for two batches
+    # each step seen twice, as where global_step holds still for batches that end no step
     for step in (0, 1, 1, 2, 2, 3, 3, 4, 4, 5):
         cb.on_train_batch_end(SimpleNamespace(global_step=step), None, None, None, 0)
     cb.save_step(5)  # the last step, after fit

@@ -64,7 +64,10 @@ def plain_logps(model, items):
     return torch.cat(logps), torch.cat(counts)
 
 
-def test_fast_step_equals_plain_step_in_loss_and_gradients(model_dir):
+@pytest.mark.parametrize("chunk_positions", [None, 3])
+def test_fast_step_equals_plain_step_in_loss_and_gradients(model_dir, chunk_positions):
+    # chunk_positions=3: the LM head and its log-softmax over 3 scored positions at a time,
+    # each chunk recomputed in backward; None: the whole batch in one chunk.
     tok = build_tokenizer()
     # two copies: batch_logps switches its model's attention to the pairwise kind
     model = LlamaForCausalLM.from_pretrained(model_dir).train()
@@ -80,7 +83,8 @@ def test_fast_step_equals_plain_step_in_loss_and_gradients(model_dir):
         parts.loss.backward()
         return parts.loss.detach(), [p.grad for p in m.parameters()]
 
-    fast_loss, fast_grads = loss_and_grads(model, *batch_logps(model, collate(items)))
+    chunk = {} if chunk_positions is None else {"chunk_elements": chunk_positions * model.config.vocab_size}
+    fast_loss, fast_grads = loss_and_grads(model, *batch_logps(model, collate(items), **chunk))
     plain_loss, plain_grads = loss_and_grads(plain, *plain_logps(plain, items))
     assert abs(fast_loss.item() - plain_loss.item()) <= 1e-5
     for f, p in zip(fast_grads, plain_grads):
@@ -107,14 +111,13 @@ def test_padding_does_not_change_sequence_logps(model_dir):
 def test_first_step_loss_is_log2_plus_alpha_nll(model_dir, reference):
     tok = build_tokenizer()
     module = PreferenceModule(model_dir, "pairs", beta=0.1, alpha=0.5, lr=1e-3, reference=reference)
-    module.log_dict = lambda *a, **k: None
     items, _ = encode_examples(tok, ["Q: 1+1\nA:"] * 2, [" 2\n", " 1+1=2\n"], [" 3\n", " 5\n"], 64)
     batch = collate(items)
     with torch.no_grad():
         logps, counts = batch_logps(module.policy, batch)
     if reference == "precomputed":
         batch["ref_chosen"], batch["ref_rejected"] = logps.chunk(2)
-    loss = module.training_step(batch, 0)
+    loss, _ = module.micro_batch_loss(batch)
     nll = (-logps.chunk(2)[0] / counts.chunk(2)[0]).mean()
     assert loss.item() == pytest.approx(math.log(2) + 0.5 * nll.item(), rel=1e-5)
 
@@ -122,12 +125,11 @@ def test_first_step_loss_is_log2_plus_alpha_nll(model_dir, reference):
 def test_sft_methods_minimise_the_nll_alone(model_dir):
     tok = build_tokenizer()
     module = PreferenceModule(model_dir, "winners", beta=0.1, alpha=1.0, lr=1e-3)
-    module.log_dict = lambda *a, **k: None
     items, _ = encode_examples(tok, ["Q: 1+1\nA:"], [" 2\n"], None, 64)
     batch = collate(items)
     assert batch["input_ids"].shape[0] == 1
     logps, counts = batch_logps(module.policy, batch)
-    assert module.training_step(batch, 0).item() == pytest.approx((-logps / counts).item(), rel=1e-5)
+    assert module.micro_batch_loss(batch)[0].item() == pytest.approx((-logps / counts).item(), rel=1e-5)
 
 
 def test_pairwise_attention_survives_activation_checkpointing(model_dir):
