@@ -144,3 +144,51 @@ def test_pairwise_attention_survives_activation_checkpointing(model_dir):
         batch_logps(model, collate(items))[0].sum().backward()
         grads.append([p.grad for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_micro_batches_are_bounded_in_items_and_tokens():
+    from irpo.batching import micro_batches, packed_tokens, split_to
+
+    items = [{"prompt_ids": [0] * p, "chosen_ids": [1] * c, "rejected_ids": [2] * r} for p, c, r in
+             [(4, 3, 3), (4, 10, 2), (2, 1, 1), (30, 30, 30), (1, 1, 1), (3, 3, 3)]]
+    sizes = [packed_tokens(it) for it in items]
+    assert sizes == [10, 16, 4, 90, 3, 9]
+    groups = micro_batches(items, max_items=3, max_tokens=30)
+    assert [[sizes[items.index(it)] for it in g] for g in groups] == [[10, 16, 4], [90], [3, 9]]  # the long one alone
+    assert micro_batches(items, max_items=4) == [items[:4], items[4:]]
+    assert micro_batches(items) == [items]
+    split = split_to(groups, 5)
+    assert len(split) == 5 and [it for g in split for it in g] == items  # order kept, each bound still holds
+    with pytest.raises(ValueError):
+        split_to([[items[0]], [items[1]]], 3)
+
+
+def test_a_step_in_token_bounded_micro_batches_is_the_step_in_one(model_dir):
+    # The optimizer step's gradient is that of the mean loss over its pairs, however many
+    # micro-batches their lengths needed (each loss weighted by its share of the pairs).
+    from types import SimpleNamespace
+
+    from irpo.batching import micro_batches
+
+    tok = build_tokenizer()
+    items, _ = encode_examples(tok, ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:", "Q: 9\nA:"],
+                               [" 2\n", " 151\n", " 7 7 7 7\n", " 9\n"], [" 3\n", " 1234567\n", " 8\n", " 99\n"], 64)
+    g = torch.Generator().manual_seed(0)
+    for it in items:
+        it["ref_chosen"], it["ref_rejected"] = (torch.randn(2, generator=g) - 20).tolist()
+    grads, logged = [], []
+    for max_tokens in (None, 40):
+        module = PreferenceModule(model_dir, "pairs", beta=0.1, alpha=1.0, lr=0.0)
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.0)
+        module.optimizers = lambda: optimizer
+        module.lr_schedulers = lambda: SimpleNamespace(step=lambda: None)
+        module.manual_backward = lambda loss: loss.backward()
+        module._gradient_sync = lambda last: torch.autocast("cpu", enabled=False)
+        module.log_dict = lambda metrics, **k: logged.append(metrics)
+        groups = micro_batches(items, max_tokens=max_tokens)
+        assert len(groups) == (1 if max_tokens is None else 3)  # unequal micro-batches: 1 pair, 1, 2
+        optimizer.zero_grad = lambda set_to_none=True: None  # keep the step's gradient to compare
+        module.training_step(groups, 0)
+        grads.append(torch.cat([p.grad.flatten() for p in module.policy.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    assert logged[1]["train/loss"] == pytest.approx(logged[0]["train/loss"].item(), rel=1e-6)
