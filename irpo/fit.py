@@ -114,13 +114,27 @@ def weight_bytes(cfg: DictConfig) -> int:
     return 4 if cfg.model.dtype == "float32" else 2
 
 
+def pair_tokens(cfg: DictConfig) -> int:
+    """The most tokens one training item packs: prompt + chosen + rejected of a pair, each
+    sequence at most model.max_length (an SFT item: one sequence)."""
+    return (2 if cfg.method.train_on == "pairs" else 1) * cfg.model.max_length
+
+
+def micro_tokens(cfg: DictConfig, ranks: int) -> int:
+    """The most tokens one forward holds: micro_batch_size items (default a rank's share of a
+    step) of at most pair_tokens each, and at most micro_batch_tokens unless one item alone is
+    longer (batching.micro_batches)."""
+    tr = cfg.trainer
+    items = (tr.micro_batch_size or max(1, tr.batch_size // ranks)) * pair_tokens(cfg)
+    return min(items, max(tr.micro_batch_tokens, pair_tokens(cfg))) if tr.micro_batch_tokens else items
+
+
 def training(cfg: DictConfig, arch: Arch, per_node: int, nodes: int) -> Training:
     tr = cfg.trainer
-    sequences = 2 if cfg.method.train_on == "pairs" else 1
     lora = planner.lora_params(arch, cfg.model.lora.r, tuple(cfg.model.lora.target_modules)) if cfg.model.lora.r else 0
     return Training(
         strategy=tr.strategy, gpus_per_node=per_node, nodes=nodes, precision=str(tr.precision), weight_bytes=weight_bytes(cfg),
-        tokens=sequences * (tr.micro_batch_size or tr.batch_size) * cfg.model.max_length,
+        tokens=micro_tokens(cfg, per_node * nodes),
         checkpointing=tr.activation_checkpointing, cpu_offload=tr.cpu_offload, live_reference=tr.reference == "live", lora=lora,
     )
 
@@ -133,11 +147,12 @@ def generation(cfg: DictConfig, arch: Arch, budget: int) -> planner.Generation:
 def changes_that_fit(cfg: DictConfig, arch: Arch, t: Training, usable: int, gpus: bool = True) -> list[str]:
     """Single changes to the config under which training fits, least disruptive first (without
     GPUs, none that adds nodes)."""
-    micro = cfg.trainer.micro_batch_size or cfg.trainer.batch_size
     targets = tuple(cfg.model.lora.target_modules)
+    most = planner.max_tokens(arch, t, usable) // 1024 * 1024
+    bound = most >= pair_tokens(cfg) and most < t.tokens and replace(t, tokens=most)
     candidates = [
+        (f"trainer.micro_batch_tokens={most}", bound),
         ("trainer.activation_checkpointing=true", not t.checkpointing and replace(t, checkpointing=True)),
-        ("trainer.micro_batch_size=1", micro > 1 and replace(t, tokens=t.tokens // micro)),
         ("trainer.cpu_offload=true", t.sharded and not t.cpu_offload and replace(t, cpu_offload=True)),
         (f"model.lora.r=16 (on {','.join(targets)})", not t.lora and replace(t, lora=planner.lora_params(arch, 16, targets))),
     ]
@@ -149,8 +164,8 @@ def changes_that_fit(cfg: DictConfig, arch: Arch, t: Training, usable: int, gpus
         out.insert(0 if t.sharded else len(out), f"{prefix}trainer.num_nodes={nodes}")
     shortest = sum(lengths(cfg)[:2])
     for max_length in (2048, 1024, 512):
-        if shortest <= max_length < cfg.model.max_length and planner.fits(arch, replace(t, tokens=t.tokens * max_length // cfg.model.max_length), usable):
-            out.append(f"model.max_length={max_length} (longer pairs are dropped)")
+        if shortest <= max_length < cfg.model.max_length and planner.fits(arch, replace(t, tokens=min(t.tokens, pair_tokens(cfg) * max_length // cfg.model.max_length)), usable):
+            out.append(f"model.max_length={max_length} trainer.micro_batch_tokens={pair_tokens(cfg) * max_length // cfg.model.max_length} (longer pairs are dropped)")
             break
     return out
 
@@ -167,9 +182,8 @@ def gpu_plan(cfg: DictConfig, arch: Arch) -> str:
     per rank, on the fewest nodes the batch splits over, else with cpu_offload on the most
     (the least host memory per node); vLLM at planner.vllm_tp."""
     usable = int(DEFAULT_GPU_GIB * GiB * (1 - HEADROOM))
-    sequences = 2 if cfg.method.train_on == "pairs" else 1
     t = replace(training(cfg, arch, GPUS_PER_NODE, 1), strategy="fsdp", precision="bf16-mixed", checkpointing=True,
-                weight_bytes=2, tokens=sequences * cfg.model.max_length)
+                weight_bytes=2, tokens=pair_tokens(cfg))
     counts = even_splits(cfg, GPUS_PER_NODE, micro=1) or [1]
     nodes, offload = planner.min_nodes(arch, t, usable, counts), ""
     if nodes is None:

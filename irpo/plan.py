@@ -5,13 +5,16 @@ iteration (irpo/planner.py's arithmetic on irpo/fit.py's view of the config).
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from irpo import fit, planner
 from irpo.config import temperature
 from irpo.planner import Arch, Training
+from irpo.precision import compute_dtype, half_ulp, is_mixed
 from irpo.tasks import subsets
 from irpo.tasks.base import Task
 
@@ -44,6 +47,8 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
           f"lr {cfg.model.lr}, {length} per iteration")
     print(f"method     {cfg.method.name}: train on {cfg.method.train_on}, alpha={cfg.alpha}, beta={cfg.beta}")
     print(f"data       {n_train} train prompts, {n_test} test problems")
+    for line in precision_lines(cfg, n_train - cfg.selection.val_size):
+        print(line)
     if splits is not None:
         print(subsets.describe(cfg.task, train=splits[0], test=splits[1]))
     sel = cfg.selection
@@ -79,6 +84,36 @@ def prompt_counts(cfg: DictConfig, task: Task, splits) -> tuple[int, int]:
     train += ARC_EASY_TRAIN if cfg.task.get("include_easy") else 0
     return min(train, cfg.task.train_size or train), min(test, cfg.task.test_size or test)
 
+def trained_items(cfg: DictConfig, n_train: int) -> tuple[int, int]:
+    """(items an iteration makes at most, items it trains on at most, epochs and max_steps applied)."""
+    tr, train_on = cfg.trainer, cfg.method.train_on
+    items = {"pairs": n_train * cfg.pairs_per_prompt, "winners": n_train * cfg.pairs_per_prompt, "gold": n_train, "none": 0}[train_on]
+    items = min(items, cfg.max_pairs or items)  # at most: prompts without a winner or a loser make none
+    trained = min(items * tr.max_epochs if tr.max_epochs > 0 else 10**12, tr.max_steps * tr.batch_size if tr.max_steps > 0 else 10**12)
+    return items, trained if train_on != "none" else 0
+
+
+def precision_lines(cfg: DictConfig, n_train: int) -> list[str]:
+    """What the trainer's precision keeps of an update (irpo/precision.py): bf16-true keeps no
+    float32 master weights; a half save_dtype rounds an iteration's progress away when steps x
+    lr is below half an ulp of a typical weight (the median |w| of the checkpoint's init,
+    0.674 x initializer_range, read from a local config.json, else 0.02)."""
+    tr, lines = cfg.trainer, []
+    if tr.strategy != "deepspeed_zero3" and not is_mixed(tr.precision) and compute_dtype(tr.precision) != "float32":
+        lines.append(f"precision   {tr.precision}: the policy trains in {compute_dtype(tr.precision)} with no float32 master weights: an update below "
+                     f"half an ulp of its weight ({half_ulp(0.02, compute_dtype(tr.precision)):.1e} at |w| = 0.02) is lost at every step; bf16-mixed keeps them")
+    save = cfg.model.save_dtype or cfg.model.dtype
+    config = Path(str(cfg.model.path)) / "config.json"
+    init = json.loads(config.read_text()).get("initializer_range", 0.02) if config.is_file() else 0.02
+    steps = -(-trained_items(cfg, n_train)[1] // tr.batch_size)
+    weight, move = 0.674 * init, steps * cfg.model.lr
+    if save != "float32" and 0 < move < half_ulp(weight, save):
+        lines.append(f"warning     {steps} steps x lr {cfg.model.lr:g} = {move:.1e} per iteration, below half a {save} ulp of the median weight "
+                     f"(~{weight:.3g}: {half_ulp(weight, save):.1e}): M_t+1 saved in {save} rounds most of an iteration's progress away; "
+                     "raise model.lr or the steps, or set model.save_dtype=float32")
+    return lines
+
+
 def hours(h: float) -> str:
     return f"{h:,.0f}" if h >= 10 else f"{h:.2g}"
 
@@ -100,10 +135,13 @@ def resource_lines(cfg: DictConfig, n_train: int, n_test: int) -> list[str]:
              f"model       {fit.count(arch.params)} params, {arch.layers} layers, hidden {arch.hidden}, MLP {arch.intermediate}, "
              f"heads {arch.heads} ({arch.kv_heads} KV), vocab {arch.vocab}",
              f"rule        {planner.rule(t)}"]
-    micro = cfg.trainer.micro_batch_size or cfg.trainer.batch_size
+    tr = cfg.trainer
     other = planner.activation_bytes(arch, t.tokens, planner.compute_bytes(t.precision), not t.checkpointing)
-    notes = {"gathered": " (one layer unsharded while it computes)" if mem.gathered else "",
-             "activations": f" ({micro} item(s), {t.tokens} tokens at max_length {cfg.model.max_length}; "
+    bound = (f"trainer.micro_batch_tokens={tr.micro_batch_tokens}" if tr.micro_batch_tokens else
+             f"{tr.micro_batch_size or max(1, tr.batch_size // t.world)} item(s) at max_length {cfg.model.max_length}")
+    copies = "one layer unsharded while it computes" if t.sharded else "autocast's bf16 copies of the float32 weights"
+    notes = {"gathered": f" ({copies})" if mem.gathered else "",
+             "activations": f" (at most {t.tokens} tokens a micro-batch: {bound}; "
                             f"{fit.gib(other)} {'without' if t.checkpointing else 'with'} activation checkpointing)",
              "reference": " (live)" if t.live_reference else " (precomputed before training)"}
     for name in ("weights", "gradients", "optimizer", "gathered", "activations", "reference"):
@@ -120,9 +158,12 @@ def resource_lines(cfg: DictConfig, n_train: int, n_test: int) -> list[str]:
         for strategy, offload in (("fsdp", False), ("deepspeed_zero3", False), ("fsdp", True), ("deepspeed_zero3", True)):
             need = planner.min_gpus(arch, replace(t, strategy=strategy, cpu_offload=offload), where.usable)
             mine = " (this plan's rule)" if (strategy, offload) == (t.strategy, t.cpu_offload) else ""
-            host = planner.training_memory(arch, replace(t, strategy=strategy, cpu_offload=offload)).host * t.world if offload else 0
-            counts.append(f"{strategy}{' + cpu_offload' if offload else ''}{mine} {need or '> 4096'}" + (f" ({fit.gib(host)} on hosts)" if host else ""))
+            host = planner.training_memory(arch, replace(t, strategy=strategy, cpu_offload=offload)).host * need if offload and need else 0
+            counts.append(f"{strategy}{' + cpu_offload' if offload else ''}{mine} {need or 'none'}" + (f" ({fit.gib(host)} on hosts)" if host else ""))
         lines.append(f"GPUs        this training needs at least, of {fit.gib(where.capacity)}: " + ", ".join(counts))
+        if "none" in lines[-1]:
+            lines.append(f"            none: what no sharding shrinks (one gathered unit, {t.tokens} tokens of activations) is over "
+                         f"{fit.gib(where.usable)} alone; lower trainer.micro_batch_tokens or model.max_length")
     return lines + generation_lines(cfg, arch, where, t.world) + cost_lines(cfg, arch, t, n_train, n_test)
 
 
@@ -145,10 +186,7 @@ def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: i
     prompt, completion, _ = fit.lengths(cfg)
     tr, p = cfg.trainer, cfg.planner
     train_on, sequences = cfg.method.train_on, 2 if cfg.method.train_on == "pairs" else 1
-    items = {"pairs": n_train * cfg.pairs_per_prompt, "winners": n_train * cfg.pairs_per_prompt, "gold": n_train, "none": 0}[train_on]
-    items = min(items, cfg.max_pairs or items)  # at most: prompts without a winner or a loser make none
-    trained = min(items * tr.max_epochs if tr.max_epochs > 0 else 10**12, tr.max_steps * tr.batch_size if tr.max_steps > 0 else 10**12)
-    trained = trained if train_on != "none" else 0
+    items, trained = trained_items(cfg, n_train)
     # The reference scores pairs only: each pair once before training, or every trained pair when live.
     reference = 0 if train_on != "pairs" else trained if tr.reference == "live" else items
     evaluated = n_test * (1 + cfg.eval.maj_k)

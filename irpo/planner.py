@@ -2,16 +2,19 @@
 generating, and what an iteration costs in FLOPs. No config, no torch; `irpo/plan.py` maps a
 config onto these functions and prints them. Sizes are bytes; GiB = 2**30.
 
-Training memory per GPU = model states + the layer gathered unsharded + activations + reference:
+Training memory per GPU = model states + compute copies + activations + reference:
 
-- Model states of full fine-tuning with AdamW: 16 bytes/param under mixed precision (bf16
-  weights 2, bf16 gradients 2, fp32 master weights + Adam m + v 12) and under 32-true (4 + 4
-  + 8); 8 under bf16-true (2 + 2 + m, v in bf16 4).
-  * auto, ddp: every rank holds all of them (not sharded).
-  * fsdp: sharded over the N ranks, 16·P/N, plus one FSDP unit (a decoder layer, or the root's
-    embeddings + head if larger) gathered unsharded: its weights and gradient in the compute
-    dtype, 4 bytes/param in bf16. cpu_offload keeps all model states on the host (16·P/N per
-    rank there) and only the gathered unit on the GPU.
+- Model states of full fine-tuning with AdamW, as irpo/precision.py holds them:
+  * mixed precision (bf16-mixed, 16-mixed): float32 weights 4, float32 gradients 4, Adam m + v
+    8 bytes/param; 32-true the same; bf16-true 2 + 2 + 4 (no master copy).
+  * auto, ddp: every rank holds all of them, plus under mixed precision the bf16 copy of every
+    weight autocast makes for its matmul, kept for backward (2 bytes/param): 18 in all.
+  * fsdp: the float32 states sharded over the N ranks, 16·P/N, plus one FSDP unit (a decoder
+    layer, or the root's embeddings + head if larger) gathered unsharded: under mixed
+    precision its bf16 weights 2, bf16 gradient 2 and the float32 buffer the gradient is
+    reduced in 4 (MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=float32)); otherwise
+    weights and gradient in the compute dtype. cpu_offload keeps the sharded states on the
+    host (16·P/N per rank there) and only the gathered unit on the GPU.
   * deepspeed_zero3: DeepSpeed's own rule, `estimate_zero3_model_states_mem_needs` in
     deepspeed/runtime/zero/stage3.py (zero_init, additional_buffer_factor 1.5):
     without offload 4·L + 18·P/N per GPU (host 4·L·gpus_per_node·1.5); with the optimizer
@@ -21,21 +24,23 @@ Training memory per GPU = model states + the layer gathered unsharded + activati
   The two sharded rules differ (18 vs 16 bytes/param, largest module vs decoder layer), so they
   can need different GPU counts: a plan uses the rule of its own strategy and names it.
 - LoRA (r > 0): the frozen base in the model dtype (2 bytes/param in bf16, sharded like the
-  policy), the adapters at 16 bytes/param; a live reference is the base with the adapters
-  disabled, so it costs nothing.
+  policy), the adapters' states as above (PEFT keeps them in float32); a live reference is
+  the base with the adapters disabled, so it costs nothing.
 - Reference: precomputed, nothing during training (its log-probs are computed before, with
-  less memory than training); live, another copy in the model dtype, sharded like the policy.
-- Activations per rank of a micro-batch of `tokens` = sequences x max_length (winner and loser
-  in one forward; the worst case, a batch padded to max_length), after Korthikanti et al.
-  2022 ("Reducing Activation Recomputation in Large Transformer Models", Sec. 4.1: s·b·h·(34 +
-  5·a·s/h) bytes per GPT layer with 16-bit activations), adapted to a Llama decoder layer with
-  c-byte activations, SDPA/flash attention (no s² scores kept), no dropout, GQA and SwiGLU:
+  less memory than training); live, another copy in the training dtype, sharded like the policy.
+- Activations per rank of a micro-batch of `tokens` (bounded by trainer.micro_batch_tokens, or
+  one pair alone if longer; without it micro_batch_size pairs at max_length, the worst case),
+  after Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
+  Models", Sec. 4.1: s·b·h·(34 + 5·a·s/h) bytes per GPT layer with 16-bit activations), adapted
+  to a Llama decoder layer with c-byte activations, SDPA/flash attention (no s² scores kept),
+  no dropout, GQA and SwiGLU:
       attention  c·(4h + 2kv)   norm input, q/k/v input, q (h) + k, v (kv each), output
       MLP        c·(2h + 4i)    norm input, gate/up input, gate, up, silu(gate), silu·up
   i.e. c/2·(12h + 4kv + 8i) bytes per token per layer (kv = kv_heads·head_dim, i the MLP width).
   With activation checkpointing only each layer's input is kept (c·h per token per layer) and
-  one layer is recomputed at a time. The logits add tokens·vocab·(c + 8): the c-byte logits,
-  the fp32 copy log-softmax keeps, and its fp32 gradient.
+  one layer is recomputed at a time. The LM head keeps its input (c·h per token) and computes
+  its logits in chunks of LOGIT_CHUNK_ELEMENTS (irpo/scoring.py), recomputed in backward: at
+  most a chunk's c-byte logits, their float32 copy and its float32 gradient exist at once.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ from dataclasses import dataclass, replace
 from typing import Iterable
 
 GiB = 2**30
+
+# Logits the LM head computes at once in training and scoring (irpo/scoring.py): 2**26 float32
+# values are 256 MiB, 441 positions at a 151,936-token vocabulary.
+LOGIT_CHUNK_ELEMENTS = 2**26
 
 # Dense bf16 tensor-core peaks (the datasheets print twice these, "with sparsity"):
 # NVIDIA A100 datasheet (SXM): 312 TFLOP/s; NVIDIA H100 datasheet (SXM5): 989 TFLOP/s;
@@ -108,19 +117,30 @@ def arch_from_hf_config(config: dict) -> Arch:
 
 
 def state_bytes(precision: str) -> tuple[int, int, int]:
-    """Bytes per trained parameter of (weights, gradients, AdamW states) under a Lightning precision."""
-    if "mixed" in precision:
-        return 2, 2, 12
-    if precision.startswith(("bf16", "16")):
-        return 2, 2, 4
+    """Bytes per trained parameter of (weights, gradients, AdamW states) under a Lightning
+    precision: float32 master weights under mixed precision, no master copy under *-true."""
     if precision.startswith("64"):
         return 8, 8, 16
+    if precision.startswith(("bf16", "16")) and not precision.endswith("-mixed"):
+        return 2, 2, 4
     return 4, 4, 8
 
 
 def compute_bytes(precision: str) -> int:
     """Bytes of an activation (and of a gathered weight) under a Lightning precision."""
     return 8 if precision.startswith("64") else 4 if precision.startswith("32") else 2
+
+
+def autocast_copy_bytes(precision: str) -> int:
+    """Bytes per parameter of the half copy autocast makes of a float32 weight for its matmul."""
+    return 2 if precision.endswith("-mixed") else 0
+
+
+def gathered_unit_bytes(precision: str) -> int:
+    """Bytes per parameter of the FSDP unit gathered unsharded: its weights and gradient in the
+    compute dtype, and under mixed precision the float32 buffer its gradient is reduced in."""
+    c = compute_bytes(precision)
+    return 2 * c + (4 if precision.endswith("-mixed") else 0)
 
 
 LORA_SHAPES = {  # (in, out) of each projection a LoRA adapter can target, as functions of the Arch
@@ -136,11 +156,20 @@ def lora_params(arch: Arch, r: int, targets: tuple[str, ...]) -> int:
 
 
 def activation_bytes(arch: Arch, tokens: int, c: int, checkpointing: bool) -> int:
-    """Activations kept for backward by one rank's forward over `tokens` (module docstring)."""
+    """Activations kept for backward by one rank's forward over `tokens`, and the LM head's
+    chunk of logits (module docstring)."""
     h, layer = arch.hidden, c * (12 * arch.hidden + 4 * arch.kv_dim + 8 * arch.intermediate) // 2
-    logits = arch.vocab * (c + 8)
     kept = arch.layers * c * h + layer if checkpointing else arch.layers * layer
-    return tokens * (kept + logits)
+    logits = min(tokens * arch.vocab, max(arch.vocab, LOGIT_CHUNK_ELEMENTS)) * (c + 8)
+    return tokens * (kept + c * h) + logits
+
+
+def max_tokens(arch: Arch, t: "Training", usable: int) -> int:
+    """The most tokens a micro-batch may hold for t's training to fit `usable` bytes (0: none)."""
+    fixed = training_memory(arch, replace(t, tokens=0)).total
+    logits = max(arch.vocab, LOGIT_CHUNK_ELEMENTS) * (compute_bytes(t.precision) + 8)
+    per_token = activation_bytes(arch, 1, compute_bytes(t.precision), t.checkpointing) - min(arch.vocab, LOGIT_CHUNK_ELEMENTS) * (compute_bytes(t.precision) + 8)
+    return max(0, (usable - fixed - logits) // per_token)
 
 
 @dataclass(frozen=True)
@@ -152,7 +181,7 @@ class Training:
     nodes: int
     precision: str
     weight_bytes: int  # of the model dtype (the frozen LoRA base, a live reference)
-    tokens: int  # per rank per forward: micro-batch x sequences per item (2 for a pair) x max_length
+    tokens: int  # per rank per forward: what a micro-batch holds at most (irpo/fit.py, micro_tokens)
     checkpointing: bool
     cpu_offload: bool
     live_reference: bool
@@ -208,7 +237,9 @@ def training_memory(arch: Arch, t: Training) -> Memory:
     activations = activation_bytes(arch, t.tokens, c, t.checkpointing)
     reference = 0
     if t.live_reference and not t.lora:
-        reference = t.weight_bytes * (p // n + (arch.fsdp_unit_params if t.sharded else 0))
+        # held as the policy is: float32 under mixed precision (DeepSpeed: the model dtype)
+        held = t.weight_bytes if t.strategy == "deepspeed_zero3" else w
+        reference = held * (p // n + (arch.fsdp_unit_params if t.sharded else 0))
     if t.strategy == "deepspeed_zero3" and not t.lora:
         host, gpu = zero3_model_states(p, arch.largest_module_params, t.gpus_per_node, t.nodes, t.cpu_offload)
         gathered = 4 * arch.largest_module_params
@@ -216,7 +247,10 @@ def training_memory(arch: Arch, t: Training) -> Memory:
             return Memory(gpu - gathered, 0, 0, gathered, activations, reference, host // t.gpus_per_node)
         half = 2 * p // n  # bf16 weights, bf16 gradients; the rest of the 18 bytes is optimizer state
         return Memory(half, half, gpu - gathered - 2 * half, gathered, activations, reference, 0)
-    gathered = 2 * c * arch.fsdp_unit_params if t.sharded else 0
+    # compute copies: the FSDP unit gathered unsharded, or autocast's half copy of each weight
+    # (a LoRA unit gathers its frozen weights alone: no gradient of them to reduce)
+    unit = compute_bytes(t.precision) if t.lora else gathered_unit_bytes(t.precision)
+    gathered = unit * arch.fsdp_unit_params if t.sharded else autocast_copy_bytes(t.precision) * trained
     weights, gradients, optimizer = (frozen + w * trained) // n, g * trained // n, o * trained // n
     if t.cpu_offload and t.sharded:
         return Memory(0, 0, 0, gathered, activations, reference, weights + gradients + optimizer)
@@ -229,12 +263,15 @@ def rule(t: Training) -> str:
     states = f"{w + g + o} B/param ({t.precision}: weights {w}, gradients {g}, AdamW {o})"
     if t.lora:
         states = f"frozen base {t.weight_bytes} B/param + LoRA adapters {w + g + o} B/param"
+    elif not t.sharded and autocast_copy_bytes(t.precision):
+        states += f" + {autocast_copy_bytes(t.precision)} B/param of autocast's bf16 copies"
     if t.strategy == "deepspeed_zero3" and not t.lora:
         offload = "4 x largest layer + 2 B/param / N, optimizer on the host" if t.cpu_offload else "4 x largest layer + 18 B/param / N"
         return f"deepspeed_zero3: DeepSpeed's estimate_zero3_model_states_mem_needs, {offload}"
     if t.sharded:
         where = "on the host" if t.cpu_offload else f"sharded over {t.world} ranks"
-        return f"fsdp: {states} {where}, + 1 unit gathered unsharded (weights + gradient)"
+        unit = "bf16 weights 2 + gradient 2 + float32 reduce buffer 4" if t.precision.endswith("-mixed") else "weights + gradient"
+        return f"fsdp: {states} {where}, + 1 unit gathered unsharded ({unit} B/param)"
     return f"{t.strategy}: {states} on every rank, not sharded"
 
 
@@ -248,12 +285,23 @@ def min_nodes(arch: Arch, t: Training, usable: int, counts: Iterable[int] = rang
     return next((n for n in counts if fits(arch, replace(t, nodes=n), usable)), None)
 
 
-def min_gpus(arch: Arch, t: Training, usable: int, most: int = 4096) -> int | None:
-    """The fewest GPUs on which t fits, by memory alone (not asking whether the batch splits evenly over them)."""
-    for n in range(1, most + 1):
-        if fits(arch, replace(t, gpus_per_node=n, nodes=1), usable):
-            return n
-    return None
+def min_gpus(arch: Arch, t: Training, usable: int) -> int | None:
+    """The fewest GPUs on which t fits, by memory alone (not asking whether the batch splits
+    evenly over them); None when no count does: what sharding cannot shrink (a gathered unit,
+    a micro-batch's activations) is over `usable` on its own."""
+    if not t.sharded:
+        return 1 if fits(arch, t, usable) else None
+    floor = training_memory(arch, replace(t, gpus_per_node=1, nodes=1 << 40))
+    if floor.total >= usable:
+        return None
+    n = 1
+    while not fits(arch, replace(t, gpus_per_node=n, nodes=1), usable):
+        n *= 2
+    lo = n // 2 + 1
+    while lo < n:  # the fewest in (n/2, n]
+        mid = (lo + n) // 2
+        lo, n = (lo, mid) if fits(arch, replace(t, gpus_per_node=mid, nodes=1), usable) else (mid + 1, n)
+    return n
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from irpo.packed_attention import packed_inputs, use_packed_attention
-
-# Logits per chunk: 2**26 float32 values are 256 MiB (441 positions at a 151,936 vocabulary).
-LOGIT_CHUNK_ELEMENTS = 2**26
+from irpo.planner import LOGIT_CHUNK_ELEMENTS  # the bound the planner counts
 
 
 def batch_logps(model, batch: dict, chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:

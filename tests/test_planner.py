@@ -4,6 +4,7 @@ and the plan and fit check a config gets (irpo/plan.py) without loading weights 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from irpo.errors import UserError
 from irpo.models.load import tiny_m0_dir
 from irpo.planner import Arch, GiB, Training
 
-CONF = Path(__file__).parents[1] / "conf"
+ROOT = Path(__file__).parents[1]
+CONF = ROOT / "conf"
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 
 # Llama-2 config.json shapes. 7B: 32 layers x (q, k, v, o 4 x 4096^2 = 67,108,864 + gate, up,
@@ -53,24 +55,29 @@ def test_tiny_models_arch_from_its_config_counts_its_parameters():
     assert arch.params == sum(p.numel() for p in model.parameters())  # tied: the head is the embedding
 
 
-def test_ddp_holds_16_bytes_per_parameter_on_every_gpu():
+def test_ddp_holds_18_bytes_per_parameter_on_every_gpu():
     m = planner.training_memory(L7, train(L7, strategy="ddp", nodes=1))
-    # 2 x 6,738,415,616 = 13,476,831,232; 12 x = 80,860,987,392; 16 x = 107,814,649,856
-    assert (m.weights, m.gradients, m.optimizer, m.gathered) == (13_476_831_232, 13_476_831_232, 80_860_987_392, 0)
-    assert m.total == 107_814_649_856
+    # float32 weights and gradients 4 x 6,738,415,616 = 26,953,662,464 each; AdamW m, v 8 x =
+    # 53,907,324,928; autocast's bf16 copies 2 x = 13,476,831,232; 18 x = 121,291,481,088
+    assert (m.weights, m.gradients, m.optimizer, m.gathered) == (26_953_662_464, 26_953_662_464, 53_907_324_928, 13_476_831_232)
+    assert m.total == 121_291_481_088
+    # 32-true makes no copy (16 B/param); bf16-true keeps no master weights (2 + 2 + 4)
+    assert planner.training_memory(L7, train(L7, strategy="ddp", nodes=1, precision="32-true")).total == 16 * L7.params
+    assert planner.training_memory(L7, train(L7, strategy="ddp", nodes=1, precision="bf16-true")).total == 8 * L7.params
 
 
 def test_fsdp_shards_16_bytes_per_parameter_and_gathers_one_unit():
     m = planner.training_memory(L70, train())  # 16 ranks
-    # 2P/16 = 137,953,296,384 / 16 = 8,622,081,024; 12P/16 = 827,719,778,304 / 16 = 51,732,486,144
-    assert (m.weights, m.gradients, m.optimizer) == (8_622_081_024, 8_622_081_024, 51_732_486_144)
+    # float32 shards: 4P/16 = 275,906,592,768 / 16 = 17,244,162,048 (weights, gradients); 8P/16 = 34,488,324,096
+    assert (m.weights, m.gradients, m.optimizer) == (17_244_162_048, 17_244_162_048, 34_488_324_096)
     assert m.weights + m.gradients + m.optimizer == L70.params  # 16 B/param over 16 ranks
-    # The unit is a decoder layer (855,654,400 > root 524,296,192), in bf16 weights + gradient: 4 x.
-    assert m.gathered == 3_422_617_600
+    # The unit is a decoder layer (855,654,400 > root 524,296,192), gathered as bf16 weights 2 +
+    # bf16 gradient 2 + the float32 buffer its gradient is reduced in 4: 8 x.
+    assert m.gathered == 6_845_235_200
     # 7B: the root (embeddings + head + norm, 262,148,096) outgrows a layer (202,383,360).
-    assert planner.training_memory(L7, train(L7, nodes=1)).gathered == 4 * 262_148_096
+    assert planner.training_memory(L7, train(L7, nodes=1)).gathered == 8 * 262_148_096
     offloaded = planner.training_memory(L70, train(cpu_offload=True))
-    assert (offloaded.total, offloaded.host) == (3_422_617_600, 68_976_648_192)  # 16P/16 per rank on the host
+    assert (offloaded.total, offloaded.host) == (6_845_235_200, 68_976_648_192)  # 16P/16 per rank on the host
 
 
 def test_zero3_is_deepspeeds_estimate_with_and_without_offload():
@@ -92,21 +99,25 @@ def test_zero3_is_deepspeeds_estimate_with_and_without_offload():
 
 def test_the_two_sharded_rules_need_different_gpu_counts_for_70b():
     usable = 72 * GiB  # 80 GiB less 10%: 77,309,411,328
-    # fsdp: 16P/N + 3,422,617,600 <= usable -> N >= 1,103,626,371,072 / 73,886,793,728 = 14.9 -> 15
-    assert planner.min_gpus(L70, train(), usable) == 15
+    # fsdp: 16P/N + 6,845,235,200 <= usable -> N >= 1,103,626,371,072 / 70,464,176,128 = 15.7 -> 16
+    assert planner.min_gpus(L70, train(), usable) == 16
     # zero3: 18P/N + 1,048,576,000 <= usable -> N >= 1,241,579,667,456 / 76,260,835,328 = 16.3 -> 17
     assert planner.min_gpus(L70, train(strategy="deepspeed_zero3"), usable) == 17
 
 
 def test_activations_per_korthikanti_adapted_to_llama():
-    # 70B, bf16, per token per layer: 12 x 8192 + 4 x 1024 + 8 x 28672 = 331,776; logits 32000 x 10.
-    # Checkpointed, 1 pair x 1024 = 2048 tokens: (80 x 2 x 8192 + 331,776 + 320,000) x 2048.
-    assert planner.activation_bytes(L70, 2048, 2, True) == 1_962_496 * 2048 == 4_019_191_808
-    assert planner.activation_bytes(L70, 2048, 2, False) == (80 * 331_776 + 320_000) * 2048 == 55_013_539_840
-    # 7B (no GQA): 12 x 4096 + 4 x 4096 + 8 x 11008 = 153,600 per layer; 8192 tokens, not checkpointed.
-    assert planner.activation_bytes(L7, 8192, 2, False) == (32 * 153_600 + 320_000) * 8192 == 42_886_758_400
+    # 70B, bf16, per token per layer: 12 x 8192 + 4 x 1024 + 8 x 28672 = 331,776; the head's input
+    # 2 x 8192. Checkpointed, 1 pair x 1024 = 2048 tokens: (80 x 2 x 8192 + 331,776 + 16,384) x 2048,
+    # and the logits of 2048 positions x 32000 (65,536,000, one chunk: under 2**26) x (2 + 8).
+    assert planner.activation_bytes(L70, 2048, 2, True) == 1_658_880 * 2048 + 655_360_000 == 4_052_746_240
+    assert planner.activation_bytes(L70, 2048, 2, False) == (80 * 331_776 + 16_384) * 2048 + 655_360_000 == 55_047_094_272
+    # 7B (no GQA): 12 x 4096 + 4 x 4096 + 8 x 11008 = 153,600 per layer; 8192 tokens, not
+    # checkpointed: 262,144,000 logits, of which a chunk of 2**26 exist at once.
+    assert planner.activation_bytes(L7, 8192, 2, False) == (32 * 153_600 + 8_192) * 8192 + 2**26 * 10 == 41_003_515_904
     # fp32 doubles the layers' share; the logits take 4 + 8 bytes per entry.
-    assert planner.activation_bytes(L7, 1, 4, False) == 32 * 307_200 + 32000 * 12
+    assert planner.activation_bytes(L7, 1, 4, False) == 32 * 307_200 + 4 * 4096 + 32000 * 12
+    # the logits' share is bounded: twice the tokens, twice the layers' share, the same chunk
+    assert planner.activation_bytes(L7, 16384, 2, False) - 2 * planner.activation_bytes(L7, 8192, 2, False) == -(2**26 * 10)
 
 
 def test_lora_trains_adapters_over_a_frozen_bf16_base():
@@ -114,14 +125,16 @@ def test_lora_trains_adapters_over_a_frozen_bf16_base():
     adapters = planner.lora_params(L70, 16, ("q_proj", "k_proj", "v_proj", "o_proj"))
     assert adapters == 65_536_000
     m = planner.training_memory(L70, train(lora=adapters, live_reference=True))
-    # (2P + 2A) / 16, 2A / 16, 12A / 16; the live reference is the base with adapters disabled.
-    assert (m.weights, m.gradients, m.optimizer, m.reference) == (8_630_273_024, 8_192_000, 49_152_000, 0)
+    # (2P + 4A) / 16 (adapters in float32), 4A / 16, 8A / 16; a unit gathers its bf16 weights
+    # alone (2 x 855,654,400); the live reference is the base with adapters disabled.
+    assert (m.weights, m.gradients, m.optimizer, m.gathered, m.reference) == (8_638_465_024, 16_384_000, 32_768_000, 1_711_308_800, 0)
 
 
 def test_a_live_reference_is_another_copy_sharded_like_the_policy():
-    assert planner.training_memory(L7, train(L7, strategy="ddp", nodes=1, live_reference=True)).reference == 2 * L7.params
-    # 2P/16 + 2 x 855,654,400 (its gathered layer)
-    assert planner.training_memory(L70, train(live_reference=True)).reference == 8_622_081_024 + 1_711_308_800
+    # held as the policy is, float32 under mixed precision: scored with training's numerics
+    assert planner.training_memory(L7, train(L7, strategy="ddp", nodes=1, live_reference=True)).reference == 4 * L7.params
+    # 4P/16 + 4 x 855,654,400 (its gathered layer)
+    assert planner.training_memory(L70, train(live_reference=True)).reference == 17_244_162_048 + 3_422_617_600
 
 
 def test_vllm_shards_weights_and_kv_heads_over_tensor_parallel_ranks():
@@ -183,8 +196,10 @@ def test_a_70b_run_on_this_kind_of_machine_is_refused_with_what_to_run_instead(c
 
 def test_too_few_gpus_are_refused_with_the_smallest_change(composer, on):
     on(H100S)
-    with pytest.raises(UserError, match=r"each of its GPUs has 80.0 GiB .*; set trainer.num_nodes=2"):
-        fit.check_fits(composer("experiment=paper_gsm8k", "trainer.num_nodes=1"))
+    # 16 ranks hold 16P/16 of float32 states + a gathered layer + activations: 74.4 of 72 GiB;
+    # the batch of 16 splits over no more ranks, so the optimizer states go to the host
+    with pytest.raises(UserError, match=r"each of its GPUs has 80.0 GiB .*; set trainer.cpu_offload=true"):
+        fit.check_fits(composer("experiment=paper_gsm8k", "trainer.cpu_offload=false"))
 
 
 def test_a_gpu_trainer_without_a_gpu_is_refused(composer, on):
@@ -223,7 +238,7 @@ def test_known_split_sizes_match_the_data(composer):
 
 
 def test_changes_that_fit_are_checked_by_the_planner(composer):
-    cfg = composer("experiment=paper_gsm8k", "trainer.num_nodes=1", "model.max_length=4096")
+    cfg = composer("experiment=paper_gsm8k", "trainer.num_nodes=1", "trainer.cpu_offload=false", "model.max_length=4096")
     t = fit.training(cfg, L70, 8, 1)
     usable = int(72 * GiB)
     changes = fit.changes_that_fit(cfg, L70, t, usable)
@@ -239,3 +254,48 @@ def test_cli_refuses_70b_here_and_plans_the_paper(cli):
     planned = cli("experiment=paper_gsm8k", "plan=true", "trainer.gpu_memory_gb=80")
     assert planned.returncode == 0, planned.stderr
     assert "16 rank(s) = 2 node(s) x 8" in planned.stdout and "GPU-hours per iteration" in planned.stdout
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def gpu_commands() -> list[tuple[str, list[str], int, int]]:
+    """Every GPU run the README and docs/ show, as (where, overrides, ranks per node, nodes):
+    a `python -m irpo`, torchrun or srun line (continuations joined) naming a GPU trainer or
+    a paper preset; torchrun's --nproc-per-node/--nnodes and an sbatch block's --nodes and
+    --ntasks-per-node give the layout it names."""
+    found = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = doc.read_text().replace("\\\n", " ")
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S):
+            sbatch = dict(re.findall(r"#SBATCH --(nodes|ntasks-per-node)=(\d+)", block))
+            for line in block.splitlines():
+                if "-m irpo" not in line or "..." in line or "<" in line:
+                    continue
+                args = line.split("-m irpo", 1)[1].split()
+                if not any(re.match(r"(trainer=(gpu|ddp|fsdp|deepspeed_zero3)|experiment=paper_)", a) for a in args):
+                    continue
+                launcher = dict(re.findall(r"--(nproc-per-node|nnodes)[= ](\d+)", line))
+                per_node = int(launcher.get("nproc-per-node", sbatch.get("ntasks-per-node", 0)))
+                nodes = int(launcher.get("nnodes", sbatch.get("nodes", 1)))
+                overrides = [a for a in args if not a.startswith(("hydra.run.dir=", "dry_run=", "plan="))]
+                overrides = [f"task.data_path={FIXTURES / a.split('/')[-1]}" if a.startswith("task.data_path=") else a for a in overrides]
+                found.append((f"{doc.name}: {line.strip()[:60]}", overrides, per_node, nodes))
+    return found
+
+
+def test_every_gpu_command_in_the_docs_fits_the_machine_it_names(composer, on, monkeypatch):
+    commands = gpu_commands()
+    assert any("trainer=gpu" in " ".join(o) and "model=qwen2_5_1_5b" in o for _, o, _, _ in commands)  # the one-GPU command
+    on(NO_GPU)  # planned for the GPUs each command names (trainer.gpu_memory_gb, else 80 GiB)
+    for where, overrides, per_node, nodes in commands:
+        if per_node:  # as torchrun or srun would start it
+            monkeypatch.setenv("WORLD_SIZE", str(per_node * nodes))
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", str(per_node))
+        else:
+            monkeypatch.delenv("WORLD_SIZE", raising=False)
+        cfg = composer(*overrides, "plan=true")
+        lines = plan.resource_lines(cfg, 7473, 1319)
+        assert any(line.startswith("total") and line.endswith("fits") for line in lines), (where, lines)
+        assert any(line.startswith("KV cache") and "does NOT fit" not in line for line in lines), (where, lines)
+        assert not any(line.startswith("GPUs") and "none" in line for line in lines), (where, lines)
