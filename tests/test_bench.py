@@ -48,3 +48,13 @@ def test_generation_bench_ends_each_row_at_its_drawn_length():
         ids = torch.cat([ids, torch.full((2, 1), 4)], dim=1)
     assert made[0][0] == eos and made[2][1] == eos  # row 0 at its 1st token, row 1 at its 3rd
     assert made[1][1] != eos and made[0][1] != eos
+
+
+@pytest.mark.slow
+def test_logits_memory_bench_quick_prints_both_sides():
+    proc = subprocess.run([sys.executable, "bench/logits_memory.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["64"], ["256"])]
+    assert [(r[0], r[1]) for r in rows] == [("64", "before"), ("64", "after"), ("256", "before"), ("256", "after")]
+    assert rows[3][2] == "2"  # 256-token completions: two micro-batches of at most 512 tokens
+    assert "after: peak from 64 to 256 completion tokens within" in proc.stdout

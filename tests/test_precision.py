@@ -136,3 +136,50 @@ def test_a_bf16_checkpoint_learns_as_float32_does(bf16_qwen2_dir, tmp_path):
     assert share["fsdp"] >= 0.9 * share["float32"], share
     # without master weights most steps round away: what every GPU preset did before
     assert share["bf16-true"] < 0.5 * share["float32"], share
+
+
+@pytest.mark.parametrize("precision,lora", [("bf16-mixed", 0), ("32-true", 0), ("bf16-true", 0), ("bf16-mixed", 8)])
+def test_planner_model_states_are_what_training_allocates(bf16_qwen2_dir, precision, lora):
+    # One optimizer step of a policy built as module.py builds it (model.dtype bfloat16):
+    # weights, gradients and AdamW states counted tensor by tensor, and the half copies autocast
+    # makes of weights for their matmuls (saved for backward, so held through it), against
+    # the planner's rule for a single-device trainer.
+    from lightning.pytorch.plugins.precision import HalfPrecision
+
+    from irpo import planner
+    from irpo.module import build_policy
+
+    lora_cfg = {"r": lora, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    policy = build_policy(str(bf16_qwen2_dir), train_dtype(precision, "bfloat16", "auto", lora > 0), False, lora=lora_cfg).train()
+    trained = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-3)
+    sizes, own = {p.numel() for p in policy.parameters()}, {p.untyped_storage().data_ptr() for p in policy.parameters()}
+    copies = {}
+
+    def pack(t):  # a bf16 tensor of a parameter's size that is no parameter: a weight's cast (or its transpose)
+        storage = t.untyped_storage()
+        if t.dtype == torch.bfloat16 and t.numel() in sizes and storage.data_ptr() not in own and storage.nbytes() == 2 * t.numel():
+            copies[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    context = (MixedPrecision(precision, "cpu") if precision.endswith("mixed") else HalfPrecision(precision) if "bf16" in precision
+               else None)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), (context.forward_context() if context else torch.autocast("cpu", enabled=False)):
+        logps, counts = batch_logps(policy, pairs(build_tokenizer()))
+        loss = dpo_nll_loss(*logps.chunk(2), *torch.full((6,), -20.0).chunk(2), counts.chunk(2)[0], 0.1, 1.0).loss
+    loss.backward()
+    optimizer.step()
+    nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
+    measured = dict(
+        weights=nbytes(policy.parameters()), gradients=nbytes(p.grad for p in trained),
+        optimizer=nbytes(v for state in optimizer.state.values() for k, v in state.items() if k != "step"),
+    )
+    arch = planner.arch_from_hf_config(json.loads((bf16_qwen2_dir / "config.json").read_text()))
+    assert arch.params == sum(p.numel() for p in load_policy(str(bf16_qwen2_dir)).parameters())
+    adapters = planner.lora_params(arch, lora, ("q_proj", "v_proj")) if lora else 0
+    rule = planner.training_memory(arch, planner.Training("auto", 1, 1, precision, 2, 0, False, False, False, adapters))
+    assert measured == dict(weights=rule.weights, gradients=rule.gradients, optimizer=rule.optimizer), (measured, rule)
+    # autocast's copies: every weight a matmul reads (all but the norms' and the embedding's own
+    # lookup; the tied head is a matmul) is cast once; the rule counts every trained parameter.
+    # Under LoRA the base is bf16 already (no copy) and the adapters' copies are a bound only.
+    assert (0 if lora else 0.9 * rule.gathered) <= sum(copies.values()) <= rule.gathered, (sum(copies.values()), rule.gathered)
