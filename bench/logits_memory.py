@@ -8,8 +8,8 @@ backward: irpo/scoring.py).
     python bench/logits_memory.py --quick      # a small model and short completions (the test)
 
 The model is Qwen2-shaped with random weights (tied embeddings, q/k/v biases) built here,
-trained as a GPU preset trains it: float32 master weights and AdamW states, bf16 autocast
-(`bf16-mixed`). Each row runs in its own subprocess (peak RSS cannot be reset within one);
+with float32 weights and AdamW states, and computes in float32 (this CPU has no fast bf16
+matmul; under bf16 autocast the logits' own share halves, their float32 copies stay). Each row runs in its own subprocess (peak RSS cannot be reset within one);
 `peak` is the process's peak RSS over the step, `step rise` its rise over the RSS before it
 (the weights, AdamW states and the libraries were loaded then). A "before" row whose logits
 alone would not fit in the host's memory is not run, and says so.
@@ -67,9 +67,8 @@ def step(spec: dict) -> dict:
     before = rss_mib()
     for group in groups:
         batch = collate(group)
-        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
-            logps, counts = batch_logps(model, batch, chunk_elements=chunk)
-            loss = dpo_nll_loss(*logps.chunk(2), batch["ref_chosen"], batch["ref_rejected"], counts.chunk(2)[0], 0.1, 1.0).loss
+        logps, counts = batch_logps(model, batch, chunk_elements=chunk)
+        loss = dpo_nll_loss(*logps.chunk(2), batch["ref_chosen"], batch["ref_rejected"], counts.chunk(2)[0], 0.1, 1.0).loss
         (loss * len(group) / len(items)).backward()
     optimizer.step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -89,10 +88,10 @@ def main() -> None:
         print(json.dumps(step(json.loads(args.worker))))
         return
     base = dict(vocab=4096, hidden=64, prompt=32, pairs=2, micro_batch_tokens=512) if args.quick else \
-        dict(vocab=VOCAB, hidden=128, prompt=128, pairs=4, micro_batch_tokens=2048)
+        dict(vocab=VOCAB, hidden=64, prompt=128, pairs=2, micro_batch_tokens=2048)
     lengths = [64, 256] if args.quick else [256, 512, 1024, 2048, 4096]
     print(f"one training step: {base['pairs']} pairs of a {base['prompt']}-token prompt and two completions, vocabulary {base['vocab']:,}, "
-          f"hidden {base['hidden']}, 2 layers, float32 master weights, bf16 autocast; after: micro_batch_tokens={base['micro_batch_tokens']}, "
+          f"hidden {base['hidden']}, 2 layers, float32; after: micro_batch_tokens={base['micro_batch_tokens']}, "
           f"the head in chunks", flush=True)
     print(f"{'completion':>10} {'side':>6} {'micro-batches':>13} {'peak MiB':>9} {'step rise MiB':>14}", flush=True)
     rows = []
@@ -100,8 +99,8 @@ def main() -> None:
         for after in (False, True):
             spec = {**base, "completion": length, "after": after}
             side = "after" if after else "before"
-            # bf16 logits, their float32 copy and its gradient, and softmax's: ~14 bytes a logit
-            logits_mib = base["pairs"] * (base["prompt"] + 2 * length) * base["vocab"] * 14 / 2**20
+            # float32 logits, log-softmax's intermediates and the gradient: ~16 bytes a logit
+            logits_mib = base["pairs"] * (base["prompt"] + 2 * length) * base["vocab"] * 16 / 2**20
             if not after and logits_mib > 0.6 * host_mib():
                 print(f"{length:>10} {side:>6} {'':>13} not run: ~{logits_mib / 1024:.0f} GiB of logits on a {host_mib() / 1024:.0f} GiB host", flush=True)
                 continue

@@ -137,8 +137,8 @@ def resource_lines(cfg: DictConfig, n_train: int, n_test: int) -> list[str]:
              f"rule        {planner.rule(t)}"]
     tr = cfg.trainer
     other = planner.activation_bytes(arch, t.tokens, planner.compute_bytes(t.precision), not t.checkpointing)
-    bound = (f"trainer.micro_batch_tokens={tr.micro_batch_tokens}" if tr.micro_batch_tokens else
-             f"{tr.micro_batch_size or max(1, tr.batch_size // t.world)} item(s) at max_length {cfg.model.max_length}")
+    bound = f"{tr.micro_batch_size or max(1, tr.batch_size // t.world)} item(s) of up to {fit.pair_tokens(cfg)} tokens" + (
+        f", trainer.micro_batch_tokens={tr.micro_batch_tokens}" if tr.micro_batch_tokens else "")
     copies = "one layer unsharded while it computes" if t.sharded else "autocast's bf16 copies of the float32 weights"
     notes = {"gathered": f" ({copies})" if mem.gathered else "",
              "activations": f" (at most {t.tokens} tokens a micro-batch: {bound}; "
