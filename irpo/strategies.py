@@ -39,7 +39,10 @@ def build_strategy(t: DictConfig):
         # processes per node, so that the ranks of one node would all see the same batches.
         return AtomicModelParallelStrategy(data_parallel_size=world_size(), tensor_parallel_size=1, timeout=timeout)
     if t.strategy == "deepspeed_zero3":
-        return AtomicDeepSpeedStrategy(stage=3, offload_optimizer=t.cpu_offload, timeout=timeout)
+        strategy = AtomicDeepSpeedStrategy(stage=3, offload_optimizer=t.cpu_offload, timeout=timeout)
+        # under manual optimization Lightning passes no clipping value on: the engine clips
+        strategy.config["gradient_clipping"] = t.gradient_clip_val or 0.0
+        return strategy
     return "auto"
 
 

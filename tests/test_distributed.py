@@ -53,7 +53,10 @@ def runs(tmp_path_factory):
     one = root / "one"
     proc = run_cli(*SMALL, f"hydra.run.dir={one}", env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"one": one, "ddp": finish_torchrun(root / "ddp", "trainer=ddp"), "fsdp": finish_torchrun(root / "fsdp", "trainer=fsdp")}
+    # One pair per forward: each rank accumulates two micro-batches per step (gradients reduced
+    # at the last), the one process one of four pairs: the same step.
+    return {"one": one, "ddp": finish_torchrun(root / "ddp", "trainer=ddp", "trainer.micro_batch_size=1"),
+            "fsdp": finish_torchrun(root / "fsdp", "trainer=fsdp", "trainer.micro_batch_size=1")}
 
 
 def losses(run, t=0):

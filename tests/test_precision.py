@@ -121,10 +121,11 @@ def test_a_bf16_checkpoint_learns_as_float32_does(bf16_qwen2_dir, tmp_path):
         runs[name] = tmp_path / name
         proc = run_cli(f"model.path={bf16_qwen2_dir}", *ONE_ITERATION, *overrides, f"hydra.run.dir={runs[name]}")
         assert proc.returncode == 0, proc.stderr[-3000:]
+    # FSDP2 over 2 CPU ranks, each pair (~90 tokens) its own micro-batch of at most 64 tokens
     fsdp = runs["fsdp"] = tmp_path / "fsdp"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "irpo", f"model.path={bf16_qwen2_dir}",
-         *ONE_ITERATION, "model.dtype=bfloat16", "trainer=fsdp", f"hydra.run.dir={fsdp}"],
+         *ONE_ITERATION, "model.dtype=bfloat16", "trainer=fsdp", "trainer.micro_batch_tokens=64", f"hydra.run.dir={fsdp}"],
         cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
