@@ -202,7 +202,11 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     it = work / "iter_0"
     it.mkdir(parents=True)
     write_jsonl(it / "pairs.jsonl", pairs)
-    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), "pairs", 1, 1.0, 1, None, False, w.seed, 100_000, w.pairs, 1)
+    import irpo.batching
+
+    # one micro-batch of the step's pairs (a --before tree takes the micro-batch size itself)
+    batching = irpo.batching.MicroBatching(w.pairs, w.pairs) if hasattr(irpo.batching, "MicroBatching") else w.pairs
+    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), "pairs", 1, 1.0, 1, None, False, w.seed, 100_000, batching, 1)
     if "load_model" in inspect.signature(data.reference_logps).parameters:
         data.reference_logps(lambda: load_policy(w.ref_dir, "float32", False), "cpu")
     else:  # a source tree from before the multi-process loop (--before)
