@@ -9,7 +9,7 @@ from transformers import LlamaForCausalLM
 from irpo.batching import collate, encode_examples, pair_tokens
 from irpo.models.tiny_tokenizer import build_tokenizer
 from irpo.loss import dpo_nll_loss, sequence_logps
-from irpo.packed_attention import shared_prompt_mask
+from irpo.packed_attention import packed_inputs, pairwise_attention
 from irpo.scoring import batch_logps
 from irpo.module import PreferenceModule
 
@@ -42,11 +42,47 @@ def test_collate_packs_the_prompt_once_and_scores_only_completions():
     assert pair_tokens(batch) == sum(2 * len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"]) for it in items)
 
 
+def shared_prompt_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """What a pair's attention must be: causal, and a completion sees the prompt and itself,
+    never the other completion ([n, n], True: attend)."""
+    q, k = segment_ids[:, None], segment_ids[None, :]
+    causal = torch.ones(len(segment_ids), len(segment_ids), dtype=torch.bool).tril()
+    return causal & ((k == 0) | (k == q))
+
+
 def test_shared_prompt_mask_keeps_the_completions_apart():
-    m = shared_prompt_mask(torch.tensor([0, 0, 1, 1, 2, 2]))[0, 0]
+    m = shared_prompt_mask(torch.tensor([0, 0, 1, 1, 2, 2]))
     assert m[4].tolist() == [True, True, False, False, True, False]  # loser sees prompt + itself
     assert m[3].tolist() == [True, True, True, True, False, False]
     assert m[1].tolist() == [True, True, False, False, False, False]
+
+
+def test_pairwise_attention_equals_masked_attention_pair_by_pair():
+    # a pair with no prompt, an SFT item (no loser), a full pair: outputs and gradients of the
+    # two causal calls per pair against one SDPA over each pair's span under the mask
+    tok = build_tokenizer()
+    items, _ = encode_examples(tok, ["Q: 1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"], [" 2\n", " 151\n", " 7 7 7 7\n"], [" 3\n", " 1\n", " 8\n"], 64)
+    items[0]["prompt_ids"], items[1]["rejected_ids"] = [], None
+    batch = collate(items)
+    layout = packed_inputs(batch)["pair_layout"]
+    assert [(p, c, r) for _, p, c, r in layout] == [(len(it["prompt_ids"]), len(it["chosen_ids"]), len(it["rejected_ids"] or [])) for it in items]
+    n = batch["input_ids"].shape[1]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, n, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups, module.training = True, 1, False
+    fast = pairwise_attention(module, q, k, v, None, pair_layout=layout)[0]
+    bounds, segments = batch["pair_bounds"].tolist(), batch["segment_ids"][0]
+    masked = torch.cat([
+        torch.nn.functional.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], attn_mask=shared_prompt_mask(segments[a:b]))
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ], dim=2).transpose(1, 2)
+    torch.testing.assert_close(fast, masked, rtol=0, atol=1e-12)
+    w = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    grads_fast = torch.autograd.grad((fast * w).sum(), (q, k, v))
+    grads_masked = torch.autograd.grad((masked * w).sum(), (q, k, v))
+    for a, b in zip(grads_fast, grads_masked):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
 def plain_logps(model, items):
