@@ -145,18 +145,18 @@ class RunDir:
 
     @rank_zero
     def claim(self) -> None:
-        """Hold the run directory and clear what a killed run left half-written; rank 0
-        alone, for the ranks of one launch (a lock per rank would refuse the others, and
-        flock is unreliable across nodes on network file systems)."""
+        """Hold the run directory; rank 0 alone, for the ranks of one launch (a lock per
+        rank would refuse the others, and flock is unreliable across nodes on network file
+        systems). Nothing in it is written yet: a launch refused after this (a stale
+        config) must leave it as it was."""
         self.lock()
-        self.remove_partial_writes()
 
     def lock(self) -> None:
         """Hold the run directory for this process: a second process in the same directory
         would write the same files and delete the first one's half-written ones."""
         import fcntl
 
-        self._lock = open(self.root / ".lock", "w")
+        self._lock = open(self.root / ".lock", "a")  # "a": a refused launch does not even truncate it
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

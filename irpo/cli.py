@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 # A full disk or quota is the user's to fix, not a bug: the one kind of OSError reported in one line.
@@ -37,7 +38,7 @@ def sweeps_dir() -> Path:
 
 def register_all() -> None:
     """Config schemas, the named sweeps, the `${irpo_asset:name}` resolver (files shipped
-    in the package) and the resolvers that keep the ranks of one launch in one run directory. The sweeps live outside conf/ (a top-level folder of their own), so
+    in the package) and the resolver that keeps the ranks of one launch in one run directory. The sweeps live outside conf/ (a top-level folder of their own), so
     they join the config as the group `sweep` through the ConfigStore rather than through a
     second search path, which would only see them at its root."""
     from hydra.core.config_store import ConfigStore
@@ -53,7 +54,6 @@ def register_all() -> None:
     OmegaConf.register_new_resolver("irpo_suffix", lambda name: f"_{name}" if name else "", replace=True)
     # The ranks of one launch share one run directory (irpo.distributed).
     OmegaConf.register_new_resolver("irpo_run_name", _run_name, use_cache=True, replace=True)
-    OmegaConf.register_new_resolver("irpo_rank_zero", _rank_zero_value, replace=True)
 
 
 def _asset(name: str) -> str:
@@ -66,12 +66,6 @@ def _run_name() -> str:
     from irpo.distributed import run_name
 
     return run_name()
-
-
-def _rank_zero_value(value):
-    from irpo.distributed import rank_zero_value
-
-    return rank_zero_value(value)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config"):
@@ -161,6 +155,20 @@ def exit_on_user_error(fn: Callable[[], object], full_errors: bool) -> object:
 def full_errors_requested() -> bool:
     return os.environ.get("IRPO_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "")) not in ("", "0")
 
+
+class SweptKeyNotice(Callback):
+    """Hydra lets a key given on the command line replace the values a named sweep gives
+    it (`sweep=paper_mini seed=3,4,5` keeps the sweep's other axes): one line says so, since
+    a single value shrinks the sweep along that axis."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        name = config.hydra.runtime.choices.get("sweep")
+        params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+        for override in config.hydra.overrides.task:
+            key, _, value = override.partition("=")
+            key = key.lstrip("+~")
+            if name and key in params:
+                print(f"irpo: {key}={value} replaces the values {params[key]} that sweep {name} gives {key}", file=sys.stderr)
 
 def run_cli(main: Callable[[], object]) -> None:
     full = full_errors_requested()

@@ -231,11 +231,6 @@ def run_name() -> str:
     return f"torchrun-{run_id}"
 
 
-def rank_zero_value(value: Any) -> Any:
-    """value on rank 0, None elsewhere: Hydra writes `.hydra/` once, from rank 0."""
-    return value if rank() == 0 else None
-
-
 # What torchrun and srun tell a rank about its process group; an engine's own processes
 # (vLLM's tensor-parallel workers) form a group of their own and must not read them.
 _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",

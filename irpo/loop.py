@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from irpo.artifacts import STAGE_KINDS, RunDir, Stages, read_json, read_jsonl, shard_seed, source_revision, write_json, write_jsonl, write_sharded_jsonl
+from irpo.artifacts import STAGE_KINDS, RunDir, atomic_path, Stages, read_json, read_jsonl, shard_seed, source_revision, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
 from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero
 from irpo.errors import UserError
@@ -69,9 +69,10 @@ def run_loop(cfg: DictConfig) -> float | None:
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.claim()
-    run_dir.event(event="launch", argv=sys.argv[1:], threads=num_threads, omp_wait=threads.chosen_wait, allocator=allocator.chosen, **source_revision())
     stages = Stages(run_dir, partial(stage_config, cfg))
     stages.check(overwrite=cfg.resume == "overwrite")
+    on_rank_zero(own_run_directory, run_dir, cfg, {"argv": sys.argv[1:], "threads": num_threads, "omp_wait": threads.chosen_wait,
+                                                   "allocator": allocator.chosen, **source_revision()})
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     train, test = task.load("train"), task.load("test")
@@ -138,6 +139,27 @@ def run_loop(cfg: DictConfig) -> float | None:
         logger.finish()
     report_at_end(run_dir.root)
     return logger.rows[-1]["test_accuracy"]
+
+
+def own_run_directory(run_dir: RunDir, cfg: DictConfig, launch: dict) -> None:
+    """What the launch that holds the run directory, and found its finished stages still
+    valid, writes first: it clears what a killed launch left half-written, records the
+    config it runs under (`.hydra/`, as Hydra would have, read by irpo.report), opens the
+    job log and appends its launch to events.jsonl. Hydra is told to write none of these
+    itself, since it would before irpo's lock and stale-config check."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    run_dir.remove_partial_writes()
+    hydra = HydraConfig.instance().cfg
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra), ("overrides.yaml", hydra.hydra.overrides.task)):
+        with atomic_path(run_dir.root / ".hydra" / name) as tmp:
+            tmp.write_text(OmegaConf.to_yaml(node))
+    log = logging.FileHandler(run_dir.root / f"{HydraConfig.get().job.name}.log")
+    log.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(log)
+    run_dir.event(event="launch", **launch)
 
 
 def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, val, val_prompts, model_dir: str) -> None:

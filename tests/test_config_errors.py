@@ -20,6 +20,8 @@ import pytest
         ("trainer.precision=fp8", "trainer.precision"),
         ("model.save_dtype=int8", "model.save_dtype"),
         ("beta=-0.1", "beta"),
+        ("experiment=paper_gsm8kk", "paper_gsm8k,"),  # a typo is refused, naming the choices
+        ("sweep=nll_ablaton", "nll_ablation,"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(cli, override, needle):
@@ -39,3 +41,20 @@ def test_task_error_lists_the_options(cli):
 def test_bad_task_knob_is_one_line(cli):
     proc = cli("task.num_terms=1", timeout=120)
     assert proc.returncode == 2 and "num_terms" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_typo_in_a_sweep_name_runs_no_job(cli):
+    proc = cli("-m", "sweep=nope", "plan=true", timeout=120)
+    assert proc.returncode == 2 and "sweep/nope" in proc.stderr and "nll_ablation" in proc.stderr
+    assert "plan" not in proc.stdout
+
+
+def test_a_value_for_a_swept_key_says_it_replaces_that_axis(cli):
+    """Hydra lets the command line's alpha win over the sweep's alpha=0,1: one line says
+    the sweep shrank, and the other axes stay (sweep=paper_mini seed=3,4,5 keeps its arms)."""
+    proc = cli("-m", "sweep=nll_ablation", "alpha=0.5", "plan=true", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "alpha=0.5 replaces the values 0,1 that sweep nll_ablation gives alpha" in proc.stderr
+    assert proc.stdout.count("== plan ==") == 1
+    proc = cli("-m", "sweep=nll_ablation", "beta=0.2", "plan=true", timeout=300)
+    assert proc.returncode == 0 and "replaces" not in proc.stderr and proc.stdout.count("== plan ==") == 2

@@ -141,6 +141,25 @@ def test_killed_rank_resumes_from_the_sharded_checkpoint(tmp_path, runs):
     assert len(finished) == len(set(finished)) and not list(run.rglob(".tmp-*"))
 
 
+def test_a_refused_torchrun_launch_changes_no_file(tmp_path, runs):
+    """Under torchrun as in one process: a stale config, or a run directory held by
+    another launch, is refused on every rank and leaves every file as it was."""
+    import shutil
+
+    from irpo.artifacts import RunDir
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["ddp"], run)
+    files = lambda: {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}  # noqa: E731
+    before = files()
+    _, err = (proc := torchrun(run, "trainer=ddp", "trainer.micro_batch_size=1", "alpha=0")).communicate(timeout=300)
+    assert proc.returncode != 0 and "other values of alpha" in err, err[-2000:]
+    RunDir(run).lock()
+    _, err = (proc := torchrun(run, "trainer=ddp", "trainer.micro_batch_size=1")).communicate(timeout=300)
+    assert proc.returncode != 0 and "in use by another irpo process" in err, err[-2000:]
+    assert files() == before
+
+
 @pytest.mark.slow
 def test_lora_trains_adapters_and_saves_a_full_checkpoint(tmp_path):
     from transformers import AutoModelForCausalLM

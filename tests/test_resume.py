@@ -133,6 +133,32 @@ def test_changed_config_is_refused_then_overwritten(tmp_path, reference_run):
     assert [s for s, e in stage_events(run) if e == "finish"].count("iter_0/eval") == 1
 
 
+def files_of(run):
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_launch_changes_no_file(tmp_path, reference_run):
+    """Refused for a stale config, refused by the lock of a launch still going, and a
+    plan-only launch: each leaves every file of the finished run as it was, the recorded
+    config included (the report reads the run's alpha from it)."""
+    from irpo.artifacts import RunDir
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    before = files_of(run)
+    proc = run_cli(*SMALL, "alpha=0", f"hydra.run.dir={run}", timeout=120)
+    assert proc.returncode == 2 and "alpha" in proc.stderr, proc.stderr[-2000:]
+    proc = run_cli(*SMALL, "alpha=0.3", "plan=true", f"hydra.run.dir={run}", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    holder = RunDir(run)
+    holder.lock()
+    proc = run_cli(*SMALL, f"hydra.run.dir={run}", timeout=120)
+    assert proc.returncode == 2 and "in use by another irpo process" in proc.stderr
+    assert files_of(run) == before
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").alpha == 1.0
+
+
 def test_kill_during_evaluation(tmp_path, reference_run):
     run = tmp_path / "run"
     proc = start(run, {"IRPO_FAILPOINT": "before-rename:eval_generations.jsonl"})
