@@ -118,7 +118,8 @@ def one_line(exc: BaseException) -> str:
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-        return f"disk full while writing {exc.filename or 'the run directory'} ({exc.strerror}); free space and rerun to resume"
+        where = f"{exc.strerror}{filesystem_of(exc.filename) if exc.filename else ''}"
+        return f"disk full while writing {exc.filename or 'the run directory'} ({where}); free space and rerun to resume"
     cause = exc
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
@@ -137,6 +138,19 @@ def one_line(exc: BaseException) -> str:
                 options.append(line)
         return f"{lines[0]}" + (f" (options: {', '.join(options)})" if options else "")
     return " ".join(lines) if len(lines) <= 3 else lines[0]
+
+
+def filesystem_of(path: str) -> str:
+    """`, on the filesystem mounted at <mount>, <n> free` for the nearest existing parent of path."""
+    import shutil
+
+    p = Path(path).resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    mount = p
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    return f", on the filesystem mounted at {mount}, {shutil.disk_usage(p).free / 2**20:,.0f} MiB free"
 
 
 def exit_on_user_error(fn: Callable[[], object], full_errors: bool) -> object:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
@@ -27,12 +28,14 @@ from irpo.strategies import GATHERED, build_strategy, full_state_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning writes checkpoints in place; a kill mid-write would leave a truncated
-    last.ckpt that the resumed run then fails to load. Write aside, then rename."""
+    """A checkpoint written beside its destination and renamed into place, so that a kill
+    mid-write leaves no truncated last.ckpt. Lightning's own writer serialises the whole
+    checkpoint into memory, then stages the file in $TMPDIR (fsspec's transaction): a copy
+    of the model states in RAM and a node-local $TMPDIR too small for them."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+            torch.save(checkpoint, tmp)
 
 
 class CandidateCheckpoints(Callback):
@@ -131,8 +134,6 @@ def save_policy(module: PreferenceModule, cfg: DictConfig, model_dir: str, token
 
 def _save(policy, tokenizer, out: Path, dtype: str) -> None:
     """The policy in `dtype` (its float32 master weights rounded once, here), tokenizer beside."""
-    import torch
-
     state = {k: v.to(getattr(torch, dtype)) for k, v in policy.state_dict().items()}
     with atomic_path(out) as tmp:
         policy.save_pretrained(tmp, state_dict=state, safe_serialization=True)

@@ -5,6 +5,7 @@ and a full disk each end the run with one line that names the cause, and exit co
 from __future__ import annotations
 
 import errno
+import os
 import json
 import re
 from pathlib import Path
@@ -232,3 +233,31 @@ def test_library_disk_full_errors_become_enospc_naming_the_artifact(tmp_path, ra
             raise raised
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert not target.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_checkpoints_are_written_beside_their_destination_not_in_tmpdir(tmp_path, monkeypatch):
+    """A node-local $TMPDIR too small (here: unusable) for the model states must not stop
+    checkpoints that the run's own disk has room for."""
+    import tempfile
+
+    import torch
+
+    from irpo.train import AtomicCheckpointIO
+
+    not_a_dir = tmp_path / "tmpdir-is-a-file"
+    not_a_dir.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_dir))
+    path = tmp_path / "iter_0" / "train" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3, "w": torch.arange(4.0)}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 3 and not list(path.parent.glob(".tmp-*"))
+
+
+def test_disk_full_names_the_filesystem(tmp_path, capsys):
+    path = tmp_path / "iter_0" / "train" / "last.ckpt"
+    with pytest.raises(SystemExit):
+        exit_on_user_error(lambda: _raise(OSError(errno.ENOSPC, "No space left on device", str(path))), full_errors=False)
+    line = capsys.readouterr().err.strip()
+    mount = tmp_path
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    assert f"disk full while writing {path} (No space left on device, on the filesystem mounted at {mount}, " in line and "MiB free" in line
