@@ -174,7 +174,7 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     from irpo.train import train_policy
 
     class StepClock(Logger):
-        """Lightning logs every step (log_every_n_steps=1) right after the optimizer step."""
+        """irpo logs every step (log_every_n_steps=1) right after the optimizer step."""
 
         name, version = "clock", "0"
         times: list[float] = []

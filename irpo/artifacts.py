@@ -168,6 +168,16 @@ class RunDir:
         for tmp in sorted(self.root.rglob(".tmp-*"), reverse=True):
             remove_tree(tmp)
 
+    def recorded_threads(self) -> int | None:
+        """The thread count the run's first launch computed with (threads.choose_threads)."""
+        return self.manifest().get("num_threads")
+
+    @rank_zero
+    def record_threads(self, n: int) -> None:
+        manifest = self.manifest()
+        if "num_threads" not in manifest:
+            write_json(self.manifest_path, manifest | {"num_threads": n})
+
     def iter_dir(self, t: int) -> Path:
         return self.root / f"iter_{t}"
 

@@ -75,6 +75,8 @@ class TrainerConfig:
     cpu_offload: bool = False  # fsdp: parameters and optimizer states on the CPU; deepspeed_zero3: optimizer states
     gpu_memory_gb: Optional[float] = None  # per GPU, for the planner's fit check; None: detected (80 without a GPU)
     timeout_minutes: int = 720  # collectives between stages wait through hours of generation on other ranks
+    # A rank whose heartbeat stopped (frozen, dead) or a launcher gone ends the launch after this (irpo.liveness)
+    liveness_seconds: float = 300.0
     batch_size: int = 16  # pairs per optimizer step (the paper's 16)
     micro_batch_size: Optional[int] = None  # pairs per forward at most; None: a rank's whole share of a step
     # Packed tokens (prompt once, both completions) per forward at most, so activation and
@@ -182,10 +184,11 @@ class IrpoConfig:
     iterations: int = 3  # T
     temperatures: list[float] = field(default_factory=lambda: [0.8])  # per iteration; last repeats
     seed: int = 0
-    # torch threads for training, HF generation and the reference pass; None: the cores this
-    # process may run on. On a machine shared with other jobs, fewer threads than cores keeps
-    # OpenMP's waiting threads from stalling every step (bench/NOTES.md, "Threads").
-    num_threads: Optional[int] = None
+    # torch threads for training, HF generation and the reference pass: a count; None: the
+    # cores this process may run on, shared by a node's ranks; "adaptive": fewer when other
+    # processes keep cores busy at start (irpo.threads). A resumed run keeps its first
+    # launch's count unless given one.
+    num_threads: Optional[str] = None
     shard_size: int = 256  # prompts per generation shard: the unit a killed generation resumes from
     dry_run: bool = False  # compose, load data, print a prompt and the plan; no weights
     plan: bool = False
@@ -228,10 +231,12 @@ def validate(cfg: DictConfig) -> None:
         "pairs_per_prompt": cfg.pairs_per_prompt,
         "iterations": cfg.iterations,
         "trainer.batch_size": cfg.trainer.batch_size,
+        "trainer.liveness_seconds": cfg.trainer.liveness_seconds,
         "model.max_length": cfg.model.max_length,
         "shard_size": cfg.shard_size,
-        **({"num_threads": cfg.num_threads} if cfg.num_threads is not None else {}),
     }
+    if cfg.num_threads not in (None, "adaptive") and not (str(cfg.num_threads).isdigit() and int(cfg.num_threads) >= 1):
+        raise ConfigError(f"num_threads must be a count >= 1, adaptive or null, got {cfg.num_threads}")
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
@@ -313,7 +318,7 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 # Keys that change how a run is watched or how far it goes, never what a stage computes.
 _NO_EFFECT = (
     "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
-    "trainer.gpu_memory_gb", "trainer.timeout_minutes", "model.arch.", "planner.",
+    "trainer.gpu_memory_gb", "trainer.timeout_minutes", "trainer.liveness_seconds", "model.arch.", "planner.",
     "generator.batch_size", "generator.device", "num_threads", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
     "selection.patience", "selection.min_delta",
 )

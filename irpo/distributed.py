@@ -91,30 +91,44 @@ def devices_per_node() -> int:
     return world_size() // nodes()
 
 
-def init(timeout_minutes: int, accelerator: str) -> None:
+# This rank's liveness.Watchdog while it is in a process group.
+_watchdog = None
+
+
+def init(timeout_minutes: int, accelerator: str, liveness_seconds: float) -> None:
     """Joins the process group once, when a launcher started several processes: gloo on
     CPU, nccl on GPUs (one per local rank). The timeout covers the longest wait between
     stages, which is another replica's generation (hours at scale), not the 30 minutes
-    torch assumes."""
+    torch assumes; a rank or launcher that is gone ends the launch after liveness_seconds
+    instead (irpo.liveness)."""
+    global _watchdog
     env = launcher_env()
     if _group() is not None or env is None or env.world_size() <= 1:
         return
     import torch
     import torch.distributed as dist
 
+    from irpo.liveness import Watchdog
+
     gpu = accelerator != "cpu" and torch.cuda.is_available()
     if gpu:
         torch.cuda.set_device(env.local_rank())
     os.environ["MASTER_ADDR"] = env.main_address
     os.environ["MASTER_PORT"] = str(env.main_port)
+    _watchdog = Watchdog(env.main_address, env.main_port, env.global_rank(), env.world_size(), liveness_seconds).start()
     dist.init_process_group(
         "nccl" if gpu else "gloo", rank=env.global_rank(), world_size=env.world_size(), timeout=timedelta(minutes=timeout_minutes)
     )
 
 
 def close() -> None:
-    """Leaves the process group. Left to interpreter exit, gloo's threads are torn down
-    while still joinable and the process can abort (SIGABRT) after a finished run."""
+    """Leaves the process group (this rank's watchdog first, so that the others stop
+    watching it). Left to interpreter exit, gloo's threads are torn down while still
+    joinable and the process can abort (SIGABRT) after a finished run."""
+    global _watchdog
+    if _watchdog is not None:
+        _watchdog.stop()
+        _watchdog = None
     if (dist := _group()) is not None:
         dist.destroy_process_group()
 

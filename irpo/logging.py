@@ -55,11 +55,10 @@ class RunLogger:
             self.tensorboard = TensorBoardLogger(save_dir=str(run.root), name="tensorboard", version="", default_hp_metric=False)
             self.tensorboard.log_hyperparams(flat_config(cfg))
 
-    def lightning_loggers(self, iter_dir) -> list:
-        """Per-step training metrics: a CSV in iter_<t>/train/ and the shared W&B or TensorBoard run."""
-        from lightning.pytorch.loggers import CSVLogger
-
-        return [CSVLogger(save_dir=str(iter_dir), name="train", version="")] + [x for x in (self.wandb, self.tensorboard) if x]
+    def lightning_loggers(self) -> list:
+        """The shared W&B or TensorBoard run, for the per-step training metrics (besides
+        train.StepCSV's iter_<t>/train/metrics.csv)."""
+        return [x for x in (self.wandb, self.tensorboard) if x]
 
     def log_iteration(self, iteration: int, metrics: dict[str, float]) -> None:
         row = {"iteration": iteration, **metrics}

@@ -50,7 +50,6 @@ def run(cfg: DictConfig) -> float | None:
 
 def run_loop(cfg: DictConfig) -> float | None:
     validate(cfg)
-    num_threads = threads.set_threads(cfg.num_threads)
     quiet_libraries()
     task: Task = instantiate(cfg.task)
     if cfg.dry_run or cfg.plan:
@@ -66,13 +65,17 @@ def run_loop(cfg: DictConfig) -> float | None:
     from irpo.strategies import reference_policy
     from irpo.train import micro_batching, train_policy
 
-    init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator)
+    init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator, cfg.trainer.liveness_seconds)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.claim()
     stages = Stages(run_dir, partial(stage_config, cfg))
     stages.check(overwrite=cfg.resume == "overwrite")
-    on_rank_zero(own_run_directory, run_dir, cfg, {"argv": sys.argv[1:], "threads": num_threads, "omp_wait": threads.chosen_wait,
-                                                   "allocator": allocator.chosen, **source_revision()})
+    on_rank_zero(own_run_directory, run_dir, cfg)
+    num_threads, threads_from = threads.choose_threads(cfg.num_threads, on_rank_zero(run_dir.recorded_threads))
+    torch.set_num_threads(num_threads)
+    run_dir.record_threads(num_threads)
+    run_dir.event(event="launch", argv=sys.argv[1:], threads=num_threads, threads_from=threads_from, omp_wait=threads.chosen_wait,
+                  allocator=allocator.chosen, **source_revision())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     train, test = task.load("train"), task.load("test")
@@ -117,9 +120,10 @@ def run_loop(cfg: DictConfig) -> float | None:
 
             def train_stage():
                 ckpt_dir = stages.partial_dir(t, "train", "train")
-                trained = train_policy(cfg, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(it), it if val else None)
+                trained = train_policy(cfg, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if val else None)
+                launch_tokens = trained.pop("launch_pair_tokens")  # the stage's tokens/s: this launch's work over its seconds
                 on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
-                return trained["pair_tokens"]
+                return launch_tokens
 
             stage("train", train_stage)
             if val:
@@ -141,12 +145,12 @@ def run_loop(cfg: DictConfig) -> float | None:
     return logger.rows[-1]["test_accuracy"]
 
 
-def own_run_directory(run_dir: RunDir, cfg: DictConfig, launch: dict) -> None:
+def own_run_directory(run_dir: RunDir, cfg: DictConfig) -> None:
     """What the launch that holds the run directory, and found its finished stages still
-    valid, writes first: it clears what a killed launch left half-written, records the
-    config it runs under (`.hydra/`, as Hydra would have, read by irpo.report), opens the
-    job log and appends its launch to events.jsonl. Hydra is told to write none of these
-    itself, since it would before irpo's lock and stale-config check."""
+    valid, writes first (on rank 0): it clears what a killed launch left half-written,
+    records the config it runs under (`.hydra/`, as Hydra would have, read by irpo.report)
+    and opens the job log. Hydra is told to write none of these itself, since it would
+    before irpo's lock and stale-config check."""
     import logging
 
     from omegaconf import OmegaConf
@@ -159,7 +163,6 @@ def own_run_directory(run_dir: RunDir, cfg: DictConfig, launch: dict) -> None:
     log = logging.FileHandler(run_dir.root / f"{HydraConfig.get().job.name}.log")
     log.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(log)
-    run_dir.event(event="launch", **launch)
 
 
 def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, val, val_prompts, model_dir: str) -> None:
@@ -193,12 +196,11 @@ def after_training(it: Path, data: IterationData, selected: bool, sampled: bool)
 
 def quiet_libraries() -> None:
     """Lightning prints through its own handler and Hydra's root handler (every line twice),
-    transformers draws a progress bar per model load: keep one copy and no bars. The CSV
-    logger's warning that iter_<t>/train/ is not empty is a false alarm on every run (the
-    stage stamp and the checkpoints live there); so are the advice to make the dataloader
-    resumable (data.EpochSampler resumes mid-epoch), the note that a live reference
-    model is in eval mode (it is frozen on purpose), and the note that a checkpoint under
-    manual optimization holds the weights after the step (as irpo resumes from them)."""
+    transformers draws a progress bar per model load: keep one copy and no bars. Warnings
+    that are false alarms for irpo are dropped: the advice to make the dataloader resumable
+    (data.EpochSampler resumes mid-epoch), the note that a live reference model is in eval
+    mode (it is frozen on purpose), and the note that a checkpoint under manual
+    optimization holds the weights after the step (as irpo resumes from them)."""
     import logging
     import warnings
 
@@ -207,7 +209,7 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.pytorch").propagate = False
     hf_logging.disable_progress_bar()
     warnings.filterwarnings(
-        "ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|Experiment logs directory|dataloader is not resumable|in eval mode|"
+        "ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|dataloader is not resumable|in eval mode|"
         r"manual optimization and every_n_train_steps).*"
     )
 

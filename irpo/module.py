@@ -75,15 +75,23 @@ class PreferenceModule(L.LightningModule):
         # from_pretrained returns eval mode
         self.policy = build_policy(model_dir, dtype, trust_remote_code, self.sharded, lora, activation_checkpointing).train()
         self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and train_on == "pairs" else None
-        self.pair_tokens = 0  # trained on so far, counted as a plain step feeds them (prompt once per sequence)
+        # Pair-tokens trained on (counted as a plain step feeds them, prompt once per
+        # sequence) and the last step's metrics, over the whole training: both are kept in
+        # its checkpoints, so a resumed training reports what an uninterrupted one does.
+        self.pair_tokens, self.last_metrics = 0, {}
+        self.resumed_pair_tokens = 0  # of pair_tokens, those trained on before this launch
         self._step_start, self._step_tokens = 0.0, 0
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._step_start, self._step_tokens = time.perf_counter(), 0
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        rate = self._step_tokens / max(time.perf_counter() - self._step_start, 1e-9)
-        self.log("train/tokens_per_s", rate, prog_bar=True)
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["irpo"] = {"pair_tokens": self.pair_tokens, "last_metrics": self.last_metrics}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("irpo", {})
+        self.pair_tokens = self.resumed_pair_tokens = state.get("pair_tokens", 0)
+        self.last_metrics = state.get("last_metrics", {})
 
     def configure_model(self) -> None:
         """Under a sharded strategy: shard the meta-device policy over the data-parallel
@@ -117,6 +125,7 @@ class PreferenceModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
         self.pair_tokens += self._step_tokens
+        totals["train/tokens_per_s"] = torch.tensor(self._step_tokens / max(time.perf_counter() - self._step_start, 1e-9), device=self.device)
         self._log(totals)
         return totals["train/loss"]
 
@@ -169,10 +178,21 @@ class PreferenceModule(L.LightningModule):
             "train/rejected_logps": rejected.mean(),
         }
 
-    def _log(self, metrics: dict) -> None:
-        # `iteration` on every row: W&B and metrics.csv curves of all iterations in one run;
-        # sync_dist: the mean over all ranks' pairs, not rank 0's share.
-        self.log_dict({**metrics, "iteration": float(self.hparams.iteration)}, prog_bar=True, sync_dist=True)
+    def _log(self, metrics: dict[str, torch.Tensor]) -> None:
+        """The step's metrics, averaged over the ranks' pairs (one collective), to the
+        progress bar and, every log_every_n_steps, to the loggers. The row is handed to them
+        here, before Lightning checkpoints this step: logged through self.log, it would
+        reach them only after the checkpoint, and a kill in between would lose it for good.
+        `step` is the number of optimizer steps before this one, as Lightning counts;
+        `iteration` on every row draws all iterations' curves in one W&B run."""
+        names = sorted(metrics)
+        mean = self.trainer.strategy.reduce(torch.stack([metrics[n].float() for n in names]), reduce_op="mean")
+        row = dict(zip(names, mean.tolist())) | {"iteration": float(self.hparams.iteration)}
+        self.last_metrics = row
+        self.log_dict(row, prog_bar=True, logger=False)
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            for logger in self.loggers:
+                logger.log_metrics(row | {"epoch": self.current_epoch}, step=self.global_step - 1)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         # Stopping here, before backward and before this step's checkpoint, keeps the last

@@ -4,8 +4,9 @@ before any stage runs.
 Training, HF generation and the reference pass all run in this process, so one
 `torch.set_num_threads` covers them. On a machine whose cores other jobs also use, an OpenMP
 team as wide as the machine waits on its slowest member at every parallel region: a busy
-core then stalls every matmul (bench/NOTES.md, "Threads"). So both the thread count and the
-wait follow how busy the cores are when the process starts (measured over 0.1 s)."""
+core then stalls every matmul (bench/NOTES.md, "Threads"). So the wait follows how busy the
+cores are when the process starts (measured over 0.1 s), which changes speed only; the thread
+count follows it only when asked (`num_threads=adaptive`), since it changes the bits."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def choose_wait(env: MutableMapping[str, str], busy: float | None) -> str:
     return f"GOMP_SPINCOUNT={SPINS_BEFORE_SLEEP} (cores shared at start: {seen} busy elsewhere)"
 
 
-# What set_wait saw and chose in this process (None: it did not run), for set_threads and
+# What set_wait saw and chose in this process (None: it did not run), for choose_threads and
 # the launch record.
 busy_at_start: float | None = None
 chosen_wait: str | None = None
@@ -98,8 +99,8 @@ def ranks_sharing_cores() -> int:
 
 def default_threads(cores: int, ranks: int, busy: float | None) -> int:
     """An equal share of the cores among the ranks that share them (2 ranks x 2 threads on 2
-    cores made evaluation 18x slower); a process alone leaves out the cores other processes
-    kept busy at start (beside one busy process, 1 thread of 2 trains 2x faster than 2:
+    cores made evaluation 18x slower); given `busy` (None: not asked), a process alone leaves
+    out the cores other processes kept busy at start (beside one busy process, 1 thread of 2 trains 2x faster than 2:
     bench/NOTES.md). Ranks of one launch start together and see each other busy, so theirs is
     the share alone."""
     share = max(1, cores // ranks)
@@ -108,10 +109,30 @@ def default_threads(cores: int, ranks: int, busy: float | None) -> int:
     return share
 
 
-def set_threads(num_threads: int | None) -> int:
-    """Sets torch's intra-op threads (None: `default_threads`); returns the count."""
+ADAPTIVE = "adaptive"
+
+
+def choose_threads(requested: int | str | None, recorded: int | None = None) -> tuple[int, str]:
+    """The thread count, and where it came from, for the run's launch record: a count the
+    user gave; else the count the run's first launch recorded (`recorded`), since another
+    count sums in another order and a resumed model would differ from an uninterrupted one
+    in its last bits; else the cores this process may use, shared by a node's ranks,
+    whatever else runs; with `adaptive`, fewer when other processes keep cores busy at
+    start (about 2x faster beside one busy process, bench/NOTES.md, "Threads", at the price
+    of bits that depend on the load)."""
+    if requested not in (None, ADAPTIVE):
+        return int(requested), "num_threads"
+    if recorded:
+        return recorded, "recorded by the run's first launch"
+    if requested == ADAPTIVE:
+        return default_threads(available_cores(), ranks_sharing_cores(), busy_at_start), f"adaptive (cores busy elsewhere at start: {'unknown' if busy_at_start is None else f'{busy_at_start:.2f}'})"
+    return default_threads(available_cores(), ranks_sharing_cores(), None), "the cores this process may use"
+
+
+def set_threads(requested: int | str | None, recorded: int | None = None) -> int:
+    """Sets torch's intra-op threads to `choose_threads`'s count; returns it."""
     import torch  # here, not at import: a config error is reported before torch loads
 
-    n = num_threads or default_threads(available_cores(), ranks_sharing_cores(), busy_at_start)
+    n = choose_threads(requested, recorded)[0]
     torch.set_num_threads(n)
     return n

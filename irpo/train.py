@@ -3,6 +3,7 @@ initialised from M_t, and M_{t+1} saved in Hugging Face format for the next gene
 
 from __future__ import annotations
 
+import csv
 import pickle
 from functools import partial
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Callable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
@@ -36,6 +39,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+
+class StepCSV(Logger):
+    """iter_<t>/train/metrics.csv, a row per logged training step, that survives a resume:
+    the rows of an earlier launch up to the step this one starts from are kept (Lightning's
+    CSVLogger deletes them), the ones it logged after its last checkpoint are dropped (this
+    launch logs those steps again). Each row is appended and flushed as it comes; a row
+    half-written by a kill is discarded on reading."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path, self._fields = path, None
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the run's config is in .hydra/config.yaml
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if rank_zero_only.rank != 0:
+            return
+        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        if self._fields is None or set(row) - set(self._fields):
+            kept = [r for r in self.rows() if int(r["step"]) < step] if self._fields is None else self.rows()
+            self._fields = sorted(set(row).union(*kept))
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self._fields)
+                writer.writeheader()
+                writer.writerows(kept)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self._fields).writerow(row)
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        text = self.path.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        return list(csv.DictReader(complete.splitlines()))
 
 
 class CandidateCheckpoints(Callback):
@@ -64,7 +111,8 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
     left one; saves M_{t+1} to `out`, or, when selecting (`candidates_in`: the iteration's
     directory), a candidate every selection.val_every_n_steps and at the last step there.
-    Returns the last logged training metrics and the pair-tokens trained on in this process."""
+    Returns the last step's training metrics and the pair-tokens trained on, in all (a
+    resumed training counts those before its checkpoint) and by this launch."""
     t = cfg.trainer
     module = PreferenceModule(
         model_dir=model_dir, train_on=cfg.method.train_on, beta=cfg.beta, alpha=cfg.alpha, lr=cfg.model.lr,
@@ -79,7 +127,7 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     candidates = CandidateCheckpoints(candidates_in, cfg.selection.val_every_n_steps, save) if candidates_in is not None else None
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=build_strategy(t), precision=t.precision,
-        max_epochs=t.max_epochs, max_steps=t.max_steps, log_every_n_steps=t.log_every_n_steps, logger=loggers,
+        max_epochs=t.max_epochs, max_steps=t.max_steps, log_every_n_steps=t.log_every_n_steps, logger=[StepCSV(ckpt_dir / "metrics.csv"), *loggers],
         callbacks=callbacks + ([candidates] if candidates else []),
         plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(ckpt_dir),
         use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
@@ -95,8 +143,8 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
         candidates.save_step(trainer.global_step)
     else:
         save(out)
-    logged = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-    return logged | {"pair_tokens": module.pair_tokens}
+    logged = {k.removeprefix("train/"): v for k, v in module.last_metrics.items() if k.startswith("train/")}
+    return logged | {"pair_tokens": module.pair_tokens, "launch_pair_tokens": module.pair_tokens - module.resumed_pair_tokens}
 
 
 def save_dtype(cfg: DictConfig) -> str:

@@ -20,6 +20,8 @@ import pytest
         ("trainer.precision=fp8", "trainer.precision"),
         ("model.save_dtype=int8", "model.save_dtype"),
         ("beta=-0.1", "beta"),
+        ("num_threads=two", "num_threads"),
+        ("num_threads=0", "num_threads"),
         ("experiment=paper_gsm8kk", "paper_gsm8k,"),  # a typo is refused, naming the choices
         ("sweep=nll_ablaton", "nll_ablation,"),
     ],

@@ -133,7 +133,11 @@ def test_killed_rank_resumes_from_the_sharded_checkpoint(tmp_path, runs):
     assert proc.returncode != 0 and last.is_dir() and not (run / "iter_0/model").exists()
     step = torch.load(last / "meta.pt", weights_only=True)["global_step"]
     finish_torchrun(run, "trainer=fsdp", "iterations=1")
-    assert step > 0 and min(losses(run)) >= step  # went on from the checkpoint, not from step 0
+    # Went on from the checkpoint, not from step 0: the relaunch trained on fewer pair-tokens
+    # than the whole training did; and its metrics.csv kept the steps before the kill.
+    resumed = json.loads((run / "manifest.json").read_text())["stages"]["iter_0/train"]["tokens"]
+    assert step > 0 and 0 < resumed < json.loads((run / "iter_0/metrics.json").read_text())["train_pair_tokens"]
+    assert losses(run) == pytest.approx(losses(runs["fsdp"]), abs=LOSS_TOL)
     a, b = weights(runs["fsdp"]), weights(run)
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
@@ -154,10 +158,63 @@ def test_a_refused_torchrun_launch_changes_no_file(tmp_path, runs):
     before = files()
     _, err = (proc := torchrun(run, "trainer=ddp", "trainer.micro_batch_size=1", "alpha=0")).communicate(timeout=300)
     assert proc.returncode != 0 and "other values of alpha" in err, err[-2000:]
-    RunDir(run).lock()
+    holder = RunDir(run)
+    holder.lock()  # as a launch still going would
     _, err = (proc := torchrun(run, "trainer=ddp", "trainer.micro_batch_size=1")).communicate(timeout=300)
     assert proc.returncode != 0 and "in use by another irpo process" in err, err[-2000:]
     assert files() == before
+
+
+def alive(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(predicate, seconds):
+    deadline = time.time() + seconds
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_a_frozen_rank_ends_the_launch_in_seconds_not_hours(tmp_path):
+    """Rank 1 stopped (SIGSTOP) mid-run: rank 0 would wait trainer.timeout_minutes (720) in
+    its next collective; its watchdog ends it after trainer.liveness_seconds, naming rank 1."""
+    run = tmp_path / "run"
+    proc = torchrun(run, "trainer=ddp", "iterations=1", "trainer.liveness_seconds=20")
+    try:
+        assert wait_for(lambda: (run / "events.jsonl").exists() or proc.poll() is not None, 300), "the launch never started"
+        ranks = [rank_pid(proc.pid, 0), rank_pid(proc.pid, 1)]
+        os.kill(ranks[1], signal.SIGSTOP)
+        stopped = time.time()
+        assert wait_for(lambda: not alive(ranks[0]), 60), "rank 0 still waits 60 s after rank 1 froze"
+        assert time.time() - stopped >= 20  # not before the limit
+        os.kill(ranks[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "irpo: error: rank 1 has sent no heartbeat for 20 s" in err, err[-2000:]
+
+
+def test_a_launch_whose_agent_died_before_its_ranks_met_ends(tmp_path):
+    """torchrun's agent killed as its workers start: they would wait trainer.timeout_minutes
+    for its rendezvous store; they end after trainer.liveness_seconds."""
+    proc = torchrun(tmp_path / "run", "trainer=ddp", "iterations=1", "trainer.liveness_seconds=20")
+    workers = []
+    try:
+        assert wait_for(lambda: rank_pid(proc.pid, 0) and rank_pid(proc.pid, 1), 120)
+        workers = [rank_pid(proc.pid, 0), rank_pid(proc.pid, 1)]
+        proc.kill()
+        proc.wait()
+        assert wait_for(lambda: not any(alive(pid) for pid in workers), 120), "the workers outlived their launcher by 2 minutes"
+        err = proc.stderr.read()
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert "the launch's rendezvous store" in err and "answer" in err and "20 s" in err, err[-2000:]
 
 
 @pytest.mark.slow

@@ -33,8 +33,11 @@ def start(run, env=None):
     )
 
 
-def finish(run):
-    proc = run_cli(*SMALL, f"hydra.run.dir={run}")
+def finish(run, *prefix):
+    """Runs the same command to its end (prefix: a command it runs under, as taskset)."""
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([*prefix, sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -55,6 +58,26 @@ def assert_same_result(run, reference):
     a, b = json.loads((run / "iter_1/eval.json").read_text()), json.loads((reference / "iter_1/eval.json").read_text())
     assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1 / 16)
     assert not list(run.rglob(".tmp-*"))
+
+
+def training_record(run):
+    """iter_0's per-step rows (less the step's speed) and its training metrics."""
+    with open(run / "iter_0/train/metrics.csv") as f:
+        rows = [{k: float(v) for k, v in row.items() if k != "train/tokens_per_s"} for row in csv.DictReader(f)]
+    metrics = json.loads((run / "iter_0/metrics.json").read_text())
+    return rows, {k: v for k, v in metrics.items() if k.startswith("train_") and k not in ("train_tokens_per_s", "train_seconds")}
+
+
+def assert_same_training_record(run, reference):
+    """A resumed training keeps every row an uninterrupted one logs, and reports the whole
+    training's metrics (pair-tokens, losses, reward accuracy and margin)."""
+    (rows, metrics), (want_rows, want_metrics) = training_record(run), training_record(reference)
+    assert [r["step"] for r in rows] == [r["step"] for r in want_rows]
+    for row, want in zip(rows, want_rows):
+        assert row == pytest.approx(want, abs=1e-4)
+    assert metrics.keys() == want_metrics.keys() and {"train_loss", "train_reward_accuracy", "train_reward_margin"} <= metrics.keys()
+    assert metrics["train_pair_tokens"] == want_metrics["train_pair_tokens"]
+    assert metrics == pytest.approx(want_metrics, abs=1e-4)
 
 
 def stage_events(run):
@@ -101,13 +124,21 @@ def test_kill_during_training(tmp_path, reference_run):
     proc.wait()
     assert last.exists() and not (run / "iter_0" / "model").exists()
     step = torch.load(last, weights_only=True)["global_step"]
-    finish(run)
+    # Resumed on one core: it computes with the thread count its first launch recorded, so
+    # its model is the uninterrupted run's to the bit, whatever the machine offers now.
+    finish(run, "taskset", "-c", "0")
     assert_same_result(run, reference_run)
+    ours, theirs = load_file(run / "iter_0/model/model.safetensors"), load_file(reference_run / "iter_0/model/model.safetensors")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    launches = [e for e in read_jsonl(run / "events.jsonl") if e.get("event") == "launch"]
+    assert [e["threads_from"] for e in launches] == ["the cores this process may use", "recorded by the run's first launch"]
+    assert launches[0]["threads"] == launches[1]["threads"] == len(os.sched_getaffinity(0))
     assert_no_stage_ran_twice(run)
-    # Training went on from the checkpoint, not from step 0: the rerun logged no earlier step.
-    with open(run / "iter_0/train/metrics.csv") as f:
-        logged = [int(row["step"]) for row in csv.DictReader(f)]
-    assert step > 0 and min(logged) >= step
+    # Training went on from the checkpoint, not from step 0: the rerun trained on fewer
+    # pair-tokens than the whole training did.
+    resumed = json.loads((run / "manifest.json").read_text())["stages"]["iter_0/train"]["tokens"]
+    assert step > 0 and 0 < resumed < training_record(run)[1]["train_pair_tokens"]
+    assert_same_training_record(run, reference_run)
 
 
 def test_kill_while_saving_the_model(tmp_path, reference_run):
@@ -119,6 +150,7 @@ def test_kill_while_saving_the_model(tmp_path, reference_run):
     finish(run)
     assert_same_result(run, reference_run)
     assert_no_stage_ran_twice(run)
+    assert_same_training_record(run, reference_run)
 
 
 def test_changed_config_is_refused_then_overwritten(tmp_path, reference_run):

@@ -41,6 +41,23 @@ def test_a_process_alone_leaves_out_the_cores_busy_at_start(cores, ranks, busy, 
 def test_explicit_count_wins(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert threads.set_threads(1) == 1 == torch.get_num_threads()
+    assert threads.choose_threads("3", recorded=2) == (3, "num_threads")
+
+
+@pytest.mark.parametrize("requested", [None, "adaptive"])
+def test_a_resume_keeps_the_count_its_run_recorded(monkeypatch, requested):
+    monkeypatch.setattr(threads, "available_cores", lambda: 1)
+    assert threads.choose_threads(requested, recorded=2) == (2, "recorded by the run's first launch")
+
+
+def test_only_adaptive_follows_the_load(monkeypatch):
+    """The default count is the same beside a busy process and on a quiet machine: a run's
+    bits do not depend on what else ran when it started."""
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(threads, "busy_at_start", 1.0)
+    assert threads.choose_threads(None)[0] == 2
+    assert threads.choose_threads("adaptive")[0] == 1
 
 
 @pytest.mark.parametrize("given,busy,want", [
