@@ -3,11 +3,12 @@ user's mistake (a bad key, value, file or path) into one line on stderr and exit
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
@@ -156,13 +157,29 @@ def filesystem_of(path: str) -> str:
 def exit_on_user_error(fn: Callable[[], object], full_errors: bool) -> object:
     """Run fn; a user error becomes `irpo: error: <one line>` and exit code 2. Used around
     Hydra (compose-time errors) and inside the job (errors found while running), since Hydra
-    would otherwise print its own multi-line report for the latter."""
+    would otherwise print its own multi-line report for the latter. Under torchrun or srun
+    every rank exits 2 and rank 0 alone prints the line (every rank meets the same config
+    error, and rank 0's own errors are raised on every rank), except a full disk, which a
+    rank may meet alone."""
+    from irpo.distributed import rank
+
     try:
         return fn()
     except (*user_errors(), OSError) as exc:
         if full_errors or not is_user_error(exc):
             raise
-        print(f"irpo: error: {one_line(exc)}", file=sys.stderr)
+        if rank() == 0 or isinstance(exc, OSError):
+            print(f"irpo: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser for irpo's other entry points (irpo.report, irpo.dashboard): a
+    usage error is one line and exit code 2, as for `python -m irpo`, not argparse's usage
+    block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"irpo: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 

@@ -90,7 +90,8 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = 1.0
     log_every_n_steps: int = 5
     checkpoint_every_n_steps: int = 50  # Lightning checkpoints in iter_<t>/train/ to resume from
-    progress_bar: bool = True
+    keep_checkpoints: bool = False  # keep them once the iteration's M_{t+1} is saved and recorded (resuming no longer needs them)
+    progress_bar: bool = True  # Lightning's training bar, drawn only where stderr is a terminal
     # precomputed: reference log-probs of M_t computed once before training (no second model
     # in memory); live: a frozen copy of M_t scores each batch.
     reference: str = "precomputed"
@@ -235,6 +236,12 @@ def validate(cfg: DictConfig) -> None:
         "model.max_length": cfg.model.max_length,
         "shard_size": cfg.shard_size,
     }
+    # A size of 0 would run a loop that measures or learns nothing (a test accuracy of 0
+    # every iteration, or no pairs found only after generation): refused at start.
+    for key in ("task.train_size", "task.test_size", "task.validation_size", "max_pairs"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1 or null, got {value}")
     if cfg.num_threads not in (None, "adaptive") and not (str(cfg.num_threads).isdigit() and int(cfg.num_threads) >= 1):
         raise ConfigError(f"num_threads must be a count >= 1, adaptive or null, got {cfg.num_threads}")
     for key, value in positive.items():
@@ -317,7 +324,7 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 
 # Keys that change how a run is watched or how far it goes, never what a stage computes.
 _NO_EFFECT = (
-    "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
+    "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps", "trainer.keep_checkpoints",
     "trainer.gpu_memory_gb", "trainer.timeout_minutes", "trainer.liveness_seconds", "model.arch.", "planner.",
     "generator.batch_size", "generator.device", "num_threads", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
     "selection.patience", "selection.min_delta",

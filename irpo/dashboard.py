@@ -12,9 +12,11 @@ workspace's JSON spec instead, without network.
 
 from __future__ import annotations
 
-import argparse
+from argparse import Namespace
 import json
 from pathlib import Path
+
+from irpo.cli import ArgumentParser
 
 X_AXIS = "iteration"
 
@@ -65,7 +67,7 @@ def spec(workspace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m irpo.dashboard", description="A W&B workspace comparing the iterations of irpo runs.")
+    p = ArgumentParser(prog="python -m irpo.dashboard", description="A W&B workspace comparing the iterations of irpo runs.")
     p.add_argument("--entity", required=True)
     p.add_argument("--project", required=True)
     p.add_argument("--group", help="only the runs of this W&B group (a sweep directory's name)")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     exit_on_user_error(lambda: _run(args), full_errors_requested())
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: Namespace) -> None:
     from irpo.errors import UserError
 
     try:

@@ -227,7 +227,9 @@ def check_fits(cfg: DictConfig) -> None:
     else:
         need = f"generation needs {gib(g.weights)} of weights"
     if where.device == "CPU":
-        instead = f"run it on GPUs: {gpu_plan(cfg, arch)}; or here a model that fits (plan=true sizes one)"
+        changes = changes_that_fit(cfg, arch, t, where.usable, gpus=False) if train > where.usable else []
+        here = f"here, set {changes[0]}" if changes else "here, a smaller model (plan=true sizes one)"
+        instead = f"{here}; or run it on GPUs: {gpu_plan(cfg, arch)}"
     elif train > where.usable:
         changes = changes_that_fit(cfg, arch, t, where.usable)
         instead = f"set {changes[0]}" if changes else f"run it on more GPUs: {gpu_plan(cfg, arch)}"

@@ -5,6 +5,7 @@ loop's metrics in both."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from irpo.artifacts import RunDir, read_jsonl, write_jsonl
+from irpo.artifacts import STAGE_KINDS, RunDir, read_jsonl, write_jsonl
 from irpo.config import flat_config
 from irpo.distributed import on_rank_zero
 from irpo.report import eval_samples, generation_samples
+
+log = logging.getLogger("irpo")
 
 TABLE_COLUMNS = [
     ("iteration", "iteration"),
@@ -42,10 +45,15 @@ class RunLogger:
 
             # One W&B run per run directory: a resumed run appends to the same W&B run.
             run_id = hashlib.sha1(str(run.root.resolve()).encode()).hexdigest()[:12]
+            import wandb
+
+            # quiet: W&B's own end-of-run history and summary stay in its files, not irpo's output.
             self.wandb = WandbLogger(
                 save_dir=str(run.root), offline=w.mode == "offline", mode=w.mode, project=w.project, entity=w.entity,
-                id=run_id, resume="allow", config=flat_config(cfg), **wandb_identity(cfg),
+                id=run_id, resume="allow", config=flat_config(cfg), settings=wandb.Settings(quiet=True), **wandb_identity(cfg),
             )
+            # Lightning passes anonymous=None, which W&B warns about on every run ("has no effect").
+            self.wandb._wandb_init.pop("anonymous", None)
             self.wandb.experiment.define_metric("iteration")
             self.wandb.experiment.define_metric("iter/*", step_metric="iteration")
             self.wandb.experiment.define_metric("samples/*", step_metric="iteration")
@@ -61,7 +69,10 @@ class RunLogger:
         return [x for x in (self.wandb, self.tensorboard) if x]
 
     def log_iteration(self, iteration: int, metrics: dict[str, float]) -> None:
+        """Records iteration t's row (metrics.jsonl, W&B, TensorBoard) and says it in one line
+        as it finishes: at the paper's scale the table at the end comes days later."""
         row = {"iteration": iteration, **metrics}
+        on_rank_zero(log.info, iteration_line(row, self.maj_key))
         self.rows = [r for r in self.rows if r["iteration"] != iteration] + [row]
         self.rows.sort(key=lambda r: r["iteration"])
         on_rank_zero(write_jsonl, self.path, self.rows)
@@ -128,6 +139,16 @@ def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
     choices = hydra.runtime.choices
     tags = [f"task:{choices.get('task')}", f"model:{choices.get('model')}", f"method:{cfg.method.name}", *w.tags]
     return {"group": group, "job_type": cfg.method.name, "name": hydra.job.override_dirname or None, "tags": tags}
+
+
+def iteration_line(row: dict[str, Any], maj_key: str | None) -> str:
+    """`iteration 1: M_1 test accuracy 0.435 (maj@8 0.470); train pass@N 0.612, 96 pairs; 57 s`."""
+    t = row["iteration"]
+    parts = [f"iteration {t}: M_{t} test accuracy {_fmt(row.get('test_accuracy'))}" + (f" ({maj_key} {_fmt(row.get(maj_key))})" if maj_key else "")]
+    if "pairs" in row or "train_pass_at_n" in row:
+        parts.append(f"train pass@N {_fmt(row.get('train_pass_at_n'))}, {row.get('pairs', 0)} pairs")
+    seconds = sum(v for k, v in row.items() if k.endswith("_seconds") and k.removesuffix("_seconds") in STAGE_KINDS)
+    return "; ".join(parts) + f"; {seconds:.0f} s"
 
 
 def _fmt(value: Any) -> str:

@@ -10,6 +10,7 @@ stages and picks unfinished ones up where they stopped.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from functools import partial
 from pathlib import Path
@@ -20,9 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from irpo.artifacts import STAGE_KINDS, RunDir, atomic_path, Stages, read_json, read_jsonl, shard_seed, source_revision, write_json, write_jsonl, write_sharded_jsonl
+from irpo.artifacts import STAGE_KINDS, RunDir, atomic_path, Stages, read_json, read_jsonl, remove_tree, shard_seed, source_revision, write_json, write_jsonl, write_sharded_jsonl
 from irpo.config import stage_config, temperature, validate
-from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero
+from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
 from irpo.fit import check_fits
@@ -34,7 +35,7 @@ from irpo.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split
-from irpo import allocator, threads
+from irpo import allocator, progress, threads
 
 if TYPE_CHECKING:
     from irpo.data import IterationData
@@ -46,6 +47,20 @@ def run(cfg: DictConfig) -> float | None:
         return run_loop(cfg)
     finally:
         close_process_group()
+        if rank() == 0:
+            remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+
+
+def remove_if_empty(root: Path) -> None:
+    """Hydra creates the run directory before irpo runs: a launch that never owned it (a
+    plan, a dry run, a refusal before the lock) leaves it empty, and removes it, and the
+    `outputs/<task>/` above it if that is empty too."""
+    with contextlib.suppress(OSError):  # not empty (rmdir refuses), or already gone
+        root.rmdir()
+        outputs = Path.cwd() / "outputs"
+        if root.parent.parent == outputs:
+            root.parent.rmdir()
+            outputs.rmdir()
 
 
 def run_loop(cfg: DictConfig) -> float | None:
@@ -96,7 +111,7 @@ def run_loop(cfg: DictConfig) -> float | None:
         for t in range(last + 1):
             it = run_dir.iter_dir(t)
 
-            stage = partial(stages.run_once, t)
+            stage = partial(run_stage, stages, t)
             with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
                 stage("eval", counted(generator, lambda: evaluate_into(it, "eval", generator, stages.partial_dir(t, "eval", "eval_shards"), cfg, task, test, test_prompts, t)))
                 metrics = read_json(it / "eval.json")
@@ -126,6 +141,8 @@ def run_loop(cfg: DictConfig) -> float | None:
                 return launch_tokens
 
             stage("train", train_stage)
+            if not cfg.trainer.keep_checkpoints:  # M_{t+1} is saved and recorded: a resume starts from it
+                on_rank_zero(remove_checkpoints, it / "train")
             if val:
                 stage("select", lambda: select_into(it, cfg, task, stages, t, val, val_prompts, model_dir))
             if sample:
@@ -143,6 +160,17 @@ def run_loop(cfg: DictConfig) -> float | None:
         logger.finish()
     report_at_end(run_dir.root)
     return logger.rows[-1]["test_accuracy"]
+
+
+def run_stage(stages: Stages, t: int, kind: str, fn) -> None:
+    """Stage `iter_<t>/<kind>` once (Stages.run_once), named for what it shows as it runs."""
+    with progress.stage(f"iter {t} · {kind}", runs=not stages.done(t, kind)):
+        stages.run_once(t, kind, fn)
+
+
+def remove_checkpoints(train_dir: Path) -> None:
+    for ckpt in train_dir.glob("*.ckpt"):  # a file, or a directory of shards under fsdp
+        remove_tree(ckpt)
 
 
 def own_run_directory(run_dir: RunDir, cfg: DictConfig) -> None:

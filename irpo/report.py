@@ -21,7 +21,6 @@ and any other comparison use.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -37,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from irpo.artifacts import atomic_path, read_jsonl, write_json
+from irpo.cli import ArgumentParser
 from irpo.errors import UserError
 
 FIGURES = ("accuracy.png", "train.png", "logps.png")
@@ -434,7 +434,7 @@ class ReportCallback(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m irpo.report", description="Summary tables and figures of an irpo run or sweep directory.")
+    parser = ArgumentParser(prog="python -m irpo.report", description="Summary tables and figures of an irpo run or sweep directory.")
     parser.add_argument("directory", help="a run directory (outputs/...) or a sweep directory (multirun/...)")
     args = parser.parse_args(argv)
     from irpo.cli import exit_on_user_error, full_errors_requested

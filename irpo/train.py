@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -129,7 +130,7 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
         accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=build_strategy(t), precision=t.precision,
         max_epochs=t.max_epochs, max_steps=t.max_steps, log_every_n_steps=t.log_every_n_steps, logger=[StepCSV(ckpt_dir / "metrics.csv"), *loggers],
         callbacks=callbacks + ([candidates] if candidates else []),
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar, enable_model_summary=False, default_root_dir=str(ckpt_dir),
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar and sys.stderr.isatty(), enable_model_summary=False, default_root_dir=str(ckpt_dir),
         use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
     )
     last = ckpt_dir / "last.ckpt"

@@ -21,6 +21,9 @@ import pytest
         ("model.save_dtype=int8", "model.save_dtype"),
         ("beta=-0.1", "beta"),
         ("num_threads=two", "num_threads"),
+        ("task.test_size=0", "task.test_size"),  # measured nothing: accuracy 0.000 every iteration
+        ("task.train_size=0", "task.train_size"),  # found no pairs only after generating
+        ("max_pairs=0", "max_pairs"),
         ("num_threads=0", "num_threads"),
         ("experiment=paper_gsm8kk", "paper_gsm8k,"),  # a typo is refused, naming the choices
         ("sweep=nll_ablaton", "nll_ablation,"),
@@ -60,3 +63,13 @@ def test_a_value_for_a_swept_key_says_it_replaces_that_axis(cli):
     assert proc.stdout.count("== plan ==") == 1
     proc = cli("-m", "sweep=nll_ablation", "beta=0.2", "plan=true", timeout=300)
     assert proc.returncode == 0 and "replaces" not in proc.stderr and proc.stdout.count("== plan ==") == 2
+
+
+@pytest.mark.parametrize("argv", [["irpo.report"], ["irpo.dashboard", "--dry-run"], ["irpo.report", "--nope"]])
+def test_the_other_entry_points_answer_a_usage_error_in_one_line(argv):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("irpo: error:"), proc.stderr

@@ -158,6 +158,7 @@ def test_a_refused_torchrun_launch_changes_no_file(tmp_path, runs):
     before = files()
     _, err = (proc := torchrun(run, "trainer=ddp", "trainer.micro_batch_size=1", "alpha=0")).communicate(timeout=300)
     assert proc.returncode != 0 and "other values of alpha" in err, err[-2000:]
+    assert err.count("irpo: error:") == 1 and "exitcode  : 2" in err  # said once, by rank 0; every rank exits 2
     holder = RunDir(run)
     holder.lock()  # as a launch still going would
     _, err = (proc := torchrun(run, "trainer=ddp", "trainer.micro_batch_size=1")).communicate(timeout=300)

@@ -1,6 +1,10 @@
 """`python -m irpo` as a user runs it: two iterations of the whole loop on a reduced config."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,17 +13,37 @@ from safetensors.torch import load_file
 from irpo.artifacts import read_jsonl
 from irpo.models.load import tiny_m0_dir
 
-SMALL = ["iterations=2", "task.train_size=64", "task.test_size=32", "num_samples=4", "eval.maj_k=2", "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
+SMALL = ["iterations=2", "task.train_size=64", "task.test_size=32", "num_samples=4", "eval.maj_k=2", "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from conftest import run_cli
+    """The run as a user starts it with its output sent to a log file: W&B offline and
+    unsilenced, stdout and stderr into one file (no terminal)."""
+    root = tmp_path_factory.mktemp("e2e")
+    run, log = root / "run", root / "out.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_FULL_ERROR"))}
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"], cwd=root, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=900)
+    output = log.read_text()
+    assert proc.returncode == 0, output[-4000:]
+    return run, output
 
-    run = tmp_path_factory.mktemp("e2e") / "run"
-    proc = run_cli(*SMALL, f"hydra.run.dir={run}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return run, proc
+
+@pytest.mark.slow
+def test_a_log_file_says_each_iteration_as_it_finishes_and_nothing_else(finished_run):
+    run, output = finished_run
+    lines = output.splitlines()
+    done = [i for i, line in enumerate(lines) if re.search(r"\[irpo\]\[INFO\] - iteration \d: M_\d test accuracy \d\.\d{3} \(maj@2 \d\.\d{3}\)", line)]
+    assert len(done) == 3, output
+    # each as its iteration finishes, not with the table at the end
+    assert done[0] < next(i for i, line in enumerate(lines) if "iter 1 · eval: started" in line) < done[1]
+    assert "pairs; " in lines[done[0]] and lines[done[0]].endswith(" s")
+    assert any(line.endswith("iter 0 · generate: finished in " + line.rsplit(" in ", 1)[-1]) for line in lines)
+    for noise in ("\r", "█", "it/s", "Epoch 0", "v_num", "Run history", "Run summary", "anonymous", "WARNING", "Warning", "font"):
+        assert noise not in output, (noise, output)
+    size = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    assert size < 15 * 2**20 and not list(run.glob("iter_*/train/*.ckpt"))
 
 
 @pytest.mark.slow
@@ -64,7 +88,7 @@ def test_metrics_table_and_wandb(finished_run):
     run, proc = finished_run
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [0, 1, 2]
-    assert "test accuracy" in proc.stdout and "pairs" in proc.stdout
+    assert "test accuracy" in proc and "pairs" in proc
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert (run / ".hydra" / "config.yaml").exists()
 
@@ -83,3 +107,23 @@ def test_every_method_runs(tmp_path, method, trained):
     # Sampling serves the pair-based methods only; SFT on gold CoT needs no samples.
     assert (run / "iter_0" / "generations.jsonl").exists() == (method in ("sft_chosen", "dpo"))
     assert (run / "iter_0" / "reference_logps.safetensors").exists() == (method == "dpo")
+
+
+def test_a_plan_or_a_refusal_leaves_no_run_directory(cli, tmp_path):
+    """Hydra creates outputs/<task>/<time>/ before irpo runs: a launch that never owned it
+    (a plan, a dry run, a config refused at start) removes it."""
+    for args in (["plan=true"], ["dry_run=true", "logger=none"], ["num_samples=0"], ["task.test_size=0"]):
+        proc = cli(*args, cwd=tmp_path, timeout=300)
+        assert proc.returncode == (0 if args[0].startswith(("plan", "dry")) else 2), proc.stderr[-2000:]
+        assert not (tmp_path / "outputs").exists(), args
+
+
+@pytest.mark.slow
+def test_finished_iterations_keep_their_checkpoints_only_when_asked(tmp_path):
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    proc = run_cli("iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=0", "logger=none",
+                   "trainer.checkpoint_every_n_steps=1", "trainer.keep_checkpoints=true", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "iter_0" / "train" / "last.ckpt").is_file()

@@ -190,8 +190,14 @@ def test_paper_presets_fit_their_gpus(composer, on, experiment):
 
 def test_a_70b_run_on_this_kind_of_machine_is_refused_with_what_to_run_instead(composer, on):
     on(NO_GPU)
-    with pytest.raises(UserError, match=r"68.98B params\) does not fit this machine: training needs .* no GPU; run it on GPUs: trainer=fsdp"):
+    with pytest.raises(UserError, match=r"68.98B params\) does not fit this machine: training needs .* no GPU; here, a smaller model \(plan=true sizes one\); or run it on GPUs: trainer=fsdp"):
         fit.check_fits(composer("task=arc", "model=llama2_70b"))
+
+
+def test_a_small_model_on_this_kind_of_machine_is_told_what_fits_here(composer, on):
+    on(NO_GPU)
+    with pytest.raises(UserError, match=r"no GPU; here, set model.max_length=\d+ trainer.micro_batch_tokens=\d+ .*; or run it on GPUs"):
+        fit.check_fits(composer("model=qwen2_5_0_5b"))
 
 
 def test_too_few_gpus_are_refused_with_the_smallest_change(composer, on):

@@ -9,7 +9,6 @@ same weights on the same torch build and CPU (BUILD.json records the settings an
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import math
@@ -22,6 +21,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from irpo.cli import ArgumentParser
 from irpo.generation.hf import HFGenerator
 from irpo.models.load import tiny_m0_dir
 from irpo.models.tiny_tokenizer import SPECIALS, build_tokenizer
@@ -184,7 +184,7 @@ def build_m0(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Rebuild the built-in tiny M_0 and report what IRPO starts from.")
+    p = ArgumentParser(description="Rebuild the built-in tiny M_0 and report what IRPO starts from.")
     p.add_argument("--out", default=tiny_m0_dir())
     for name, param in list(inspect.signature(build_m0).parameters.items())[1:]:
         p.add_argument(f"--{name}", type=type(param.default), default=param.default)
