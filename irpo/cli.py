@@ -3,12 +3,11 @@ user's mistake (a bad key, value, file or path) into one line on stderr and exit
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, Sequence
 
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
@@ -170,16 +169,6 @@ def exit_on_user_error(fn: Callable[[], object], full_errors: bool) -> object:
             raise
         if rank() == 0 or isinstance(exc, OSError):
             print(f"irpo: error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser for irpo's other entry points (irpo.report, irpo.dashboard): a
-    usage error is one line and exit code 2, as for `python -m irpo`, not argparse's usage
-    block."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"irpo: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 

@@ -16,7 +16,7 @@ from argparse import Namespace
 import json
 from pathlib import Path
 
-from irpo.cli import ArgumentParser
+from irpo.errors import ArgumentParser
 
 X_AXIS = "iteration"
 

@@ -36,8 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from irpo.artifacts import atomic_path, read_jsonl, write_json
-from irpo.cli import ArgumentParser
-from irpo.errors import UserError
+from irpo.errors import ArgumentParser, UserError
 
 FIGURES = ("accuracy.png", "train.png", "logps.png")
 # Overrides that name the sweep or place its files: the same for every job, never a compared value.

@@ -21,7 +21,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from irpo.cli import ArgumentParser
+from irpo.errors import ArgumentParser
 from irpo.generation.hf import HFGenerator
 from irpo.models.load import tiny_m0_dir
 from irpo.models.tiny_tokenizer import SPECIALS, build_tokenizer
