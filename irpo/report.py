@@ -415,7 +415,9 @@ def describe(sweep: Sweep) -> str:
 def report_at_end(path: str | os.PathLike) -> None:
     """The report a run writes when it ends: by one process only when a run has several
     ranks. A report that fails leaves the run's results as they are and says so."""
-    if int(os.environ.get("RANK", 0)) != 0:
+    from irpo.distributed import rank
+
+    if rank() != 0:  # the launcher's rank (srun sets no RANK)
         return
     try:
         print(describe(write_report(path)))

@@ -243,3 +243,21 @@ def test_tensorboard_logger_carries_iteration_metrics(tmp_path):
     assert [(e.step, e.value) for e in events.Scalars("iter/test_accuracy")] == [(r["iteration"], pytest.approx(r["test_accuracy"])) for r in rows]
     assert [e.step for e in events.Scalars("iter/pairs")] == [0]
     assert "train/chosen_logps" in events.Tags()["scalars"]
+
+
+def test_under_srun_only_rank_zero_writes_the_report(tmp_path, monkeypatch, capsys):
+    """srun sets SLURM_PROCID, not RANK: the rank comes from the launcher, as everywhere."""
+    from irpo.report import report_at_end
+
+    for name in ("RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", "irpo")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    report_at_end(tmp_path / "run")  # rank 1: nothing, not even an attempt
+    assert capsys.readouterr() == ("", "") and not list(tmp_path.iterdir())
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    report_at_end(tmp_path / "run")  # rank 0 tries (and, with no run there, says so)
+    assert "the report failed" in capsys.readouterr().err
