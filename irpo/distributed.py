@@ -61,6 +61,14 @@ def launch_size() -> int:
     return env.world_size() if env is not None else 1
 
 
+def ranks_per_node() -> int:
+    """Processes the launcher started on each node (1 without one); known before the
+    process group is."""
+    if not launched():
+        return 1
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", launch_size())))
+
+
 def rank() -> int:
     if (dist := _group()) is not None:
         return dist.get_rank()

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from irpo import planner
+from irpo.distributed import launch_size, launched, ranks_per_node
 from irpo.errors import UserError
 from irpo.planner import Arch, GiB, Training
 
@@ -91,9 +92,9 @@ def target(cfg: DictConfig, found: Machine, per_node: int, planning: bool) -> Ta
 
 def layout(cfg: DictConfig, found: Machine) -> tuple[int, int]:
     """(ranks per node, nodes): as torchrun or srun started them, else as the trainer config says."""
-    if "WORLD_SIZE" in os.environ:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", os.environ["WORLD_SIZE"])))
-        return local, max(1, int(os.environ["WORLD_SIZE"]) // local)
+    if launched():  # srun sets no WORLD_SIZE: the launcher's own view
+        local = ranks_per_node()
+        return local, max(1, launch_size() // local)
     devices = cfg.trainer.devices
     if isinstance(devices, int) and devices > 0:
         return devices, cfg.trainer.num_nodes

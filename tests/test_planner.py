@@ -295,13 +295,31 @@ def test_every_gpu_command_in_the_docs_fits_the_machine_it_names(composer, on, m
     assert any("trainer=gpu" in " ".join(o) and "model=qwen2_5_1_5b" in o for _, o, _, _ in commands)  # the one-GPU command
     on(NO_GPU)  # planned for the GPUs each command names (trainer.gpu_memory_gb, else 80 GiB)
     for where, overrides, per_node, nodes in commands:
-        if per_node:  # as torchrun or srun would start it
-            monkeypatch.setenv("WORLD_SIZE", str(per_node * nodes))
-            monkeypatch.setenv("LOCAL_WORLD_SIZE", str(per_node))
+        if per_node:  # as torchrun would start it
+            torchrun_env(monkeypatch, per_node, nodes)
         else:
-            monkeypatch.delenv("WORLD_SIZE", raising=False)
+            for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
+                monkeypatch.delenv(name, raising=False)
         cfg = composer(*overrides, "plan=true")
         lines = plan.resource_lines(cfg, 7473, 1319)
         assert any(line.startswith("total") and line.endswith("fits") for line in lines), (where, lines)
         assert any(line.startswith("KV cache") and "does NOT fit" not in line for line in lines), (where, lines)
         assert not any(line.startswith("GPUs") and "none" in line for line in lines), (where, lines)
+
+
+def torchrun_env(monkeypatch, per_node: int, nodes: int) -> None:
+    for name, value in {"TORCHELASTIC_RUN_ID": "t", "RANK": "0", "GROUP_RANK": "0", "LOCAL_RANK": "0",
+                        "LOCAL_WORLD_SIZE": str(per_node), "WORLD_SIZE": str(per_node * nodes)}.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "srun"])
+def test_the_layout_is_the_launchers_own(composer, monkeypatch, request, launcher):
+    """16 ranks, 8 a node, as each launcher says it (srun sets no WORLD_SIZE)."""
+    if launcher == "torchrun":
+        request.getfixturevalue("launched_on_16_ranks")
+    else:
+        for name, value in {"SLURM_NTASKS": "16", "SLURM_NTASKS_PER_NODE": "8", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                            "SLURM_NODEID": "0", "SLURM_JOB_NAME": "irpo"}.items():
+            monkeypatch.setenv(name, value)
+    assert fit.layout(composer("trainer=fsdp"), H100S) == (8, 2)
