@@ -99,10 +99,14 @@ def test_every_method_runs(tmp_path, method, trained):
     from conftest import run_cli
 
     run = tmp_path / "run"
+    # dpo's run also keeps its finished iteration's checkpoints, as asked (the others' go)
+    keep = method == "dpo"
     proc = run_cli("iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=0", "logger=none",
-                   "trainer.progress_bar=false", f"method={method}", f"hydra.run.dir={run}")
+                   "trainer.progress_bar=false", f"method={method}", "trainer.checkpoint_every_n_steps=1", f"trainer.keep_checkpoints={keep}",
+                   f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "iter_0" / "model").exists() == trained
+    assert (run / "iter_0" / "train" / "last.ckpt").is_file() == (trained and keep)
     assert (run / "iter_1" / "eval.json").exists() == trained
     # Sampling serves the pair-based methods only; SFT on gold CoT needs no samples.
     assert (run / "iter_0" / "generations.jsonl").exists() == (method in ("sft_chosen", "dpo"))
@@ -116,14 +120,3 @@ def test_a_plan_or_a_refusal_leaves_no_run_directory(cli, tmp_path):
         proc = cli(*args, cwd=tmp_path, timeout=300)
         assert proc.returncode == (0 if args[0].startswith(("plan", "dry")) else 2), proc.stderr[-2000:]
         assert not (tmp_path / "outputs").exists(), args
-
-
-@pytest.mark.slow
-def test_finished_iterations_keep_their_checkpoints_only_when_asked(tmp_path):
-    from conftest import run_cli
-
-    run = tmp_path / "run"
-    proc = run_cli("iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=0", "logger=none",
-                   "trainer.checkpoint_every_n_steps=1", "trainer.keep_checkpoints=true", f"hydra.run.dir={run}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (run / "iter_0" / "train" / "last.ckpt").is_file()
