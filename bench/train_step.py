@@ -261,7 +261,7 @@ def trl_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
 
 
 def worker(side: str, spec: dict) -> None:
-    threads = THREADS.set_threads(spec["threads"])  # None: irpo's default, from how busy the cores are
+    threads = THREADS.set_threads(spec["threads"])  # None: irpo's default, the cores this process may use
     w = Workload(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["workload"].items()})
     pairs = json.loads(Path(spec["pairs"]).read_text())
     with tempfile.TemporaryDirectory(prefix=f"bench-{side}-") as work:

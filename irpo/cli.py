@@ -190,6 +190,7 @@ class SweptKeyNotice(Callback):
             if name and key in params:
                 print(f"irpo: {key}={value} replaces the values {params[key]} that sweep {name} gives {key}", file=sys.stderr)
 
+
 def run_cli(main: Callable[[], object]) -> None:
     full = full_errors_requested()
     # Asking Hydra to raise (instead of printing its multi-line report) lets one place word

@@ -12,8 +12,8 @@ workspace's JSON spec instead, without network.
 
 from __future__ import annotations
 
-from argparse import Namespace
 import json
+from argparse import Namespace
 from pathlib import Path
 
 from irpo.errors import ArgumentParser

@@ -188,9 +188,10 @@ def own_run_directory(run_dir: RunDir, cfg: DictConfig) -> None:
     for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra), ("overrides.yaml", hydra.hydra.overrides.task)):
         with atomic_path(run_dir.root / ".hydra" / name) as tmp:
             tmp.write_text(OmegaConf.to_yaml(node))
+    root = logging.getLogger()
     log = logging.FileHandler(run_dir.root / f"{HydraConfig.get().job.name}.log")
-    log.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logging.getLogger().addHandler(log)
+    log.setFormatter(next((h.formatter for h in root.handlers if h.formatter), None))  # the console's, as conf/ sets it
+    root.addHandler(log)
 
 
 def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, val, val_prompts, model_dir: str) -> None:

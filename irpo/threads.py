@@ -129,10 +129,10 @@ def choose_threads(requested: int | str | None, recorded: int | None = None) -> 
     return default_threads(available_cores(), ranks_sharing_cores(), None), "the cores this process may use"
 
 
-def set_threads(requested: int | str | None, recorded: int | None = None) -> int:
-    """Sets torch's intra-op threads to `choose_threads`'s count; returns it."""
+def set_threads(requested: int | str | None) -> int:
+    """Sets torch's intra-op threads to `choose_threads`'s count for a fresh run; returns it."""
     import torch  # here, not at import: a config error is reported before torch loads
 
-    n = choose_threads(requested, recorded)[0]
+    n = choose_threads(requested)[0]
     torch.set_num_threads(n)
     return n
