@@ -206,13 +206,19 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
 
     # one micro-batch of the step's pairs (a --before tree takes the micro-batch size itself)
     batching = irpo.batching.MicroBatching(w.pairs, w.pairs) if hasattr(irpo.batching, "MicroBatching") else w.pairs
-    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), "pairs", 1, 1.0, 1, None, False, w.seed, 100_000, batching, 1)
+    try:
+        from irpo import methods
+
+        method, leading = methods.build(cfg), (cfg, methods.build(cfg))
+    except ImportError:  # a source tree from before methods were objects (--before)
+        method, leading = "pairs", (cfg,)
+    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), method, 1, 1.0, 1, None, False, w.seed, 100_000, batching, 1)
     if "load_model" in inspect.signature(data.reference_logps).parameters:
         data.reference_logps(lambda: load_policy(w.ref_dir, "float32", False), "cpu")
     else:  # a source tree from before the multi-process loop (--before)
         data.reference_logps(w.ref_dir, "float32", False, "cpu")
     clock = StepClock()
-    train_policy(cfg, data, w.model_dir, it / "model", it / "train", [clock])
+    train_policy(*leading, data, w.model_dir, it / "model", it / "train", [clock])
     return {"step_end": clock.times, "first_loss": clock.losses[0], "tokens": None}
 
 

@@ -228,15 +228,23 @@ class StaleStageError(RuntimeError):
 
 class Stages:
     """The manifest seen as a sequence of stages `iter_<t>/<kind>`, each finished under the
-    hash of the config values it depends on (`depends_on(t, kind)`)."""
+    hash of the config values it depends on (`depends_on(t, kind)`). `upgrade` reads a
+    record's values in today's keys, where a key was renamed since it was written."""
 
-    def __init__(self, run: RunDir, depends_on) -> None:
-        self.run, self.depends_on = run, depends_on
+    def __init__(self, run: RunDir, depends_on, upgrade: Callable[[dict], dict] = lambda values: values) -> None:
+        self.run, self.depends_on, self.upgrade = run, depends_on, upgrade
+
+    def _record(self, name: str, run: RunDir | None = None) -> dict | None:
+        record = (run or self.run).stage(name)
+        if record is None:
+            return None
+        config = self.upgrade(record["config"])
+        return record if config is record["config"] else record | {"config": config, "hash": config_hash(config)}
 
     @rank_zero  # rank 0's reading, so that every rank skips or runs the stage alike
     def done(self, t: int, kind: str) -> bool:
-        record = self.run.stage(f"iter_{t}/{kind}")
-        return record is not None and record["hash"] == config_hash(self.depends_on(t, kind))
+        record = self._record(f"iter_{t}/{kind}")
+        return record is not None and _holds(record, self.depends_on(t, kind))
 
     def run_once(self, t: int, kind: str, fn) -> None:
         """fn() unless the stage is finished, or another job of the same sweep finished it
@@ -274,7 +282,7 @@ class Stages:
             return None
         want = config_hash(self.depends_on(t, kind))
         for other in sorted(d for d in sweep.iterdir() if d != self.run.root and (d / "manifest.json").is_file()):
-            record = RunDir(other).stage(f"iter_{t}/{kind}")
+            record = self._record(f"iter_{t}/{kind}", RunDir(other))
             if record is not None and record["hash"] == want:
                 return str(other)
         return None
@@ -303,8 +311,8 @@ class Stages:
         Otherwise refuse, naming the changed keys, or (overwrite) delete that stage and
         everything after it so that it is redone."""
         stale = None
-        for name, record in self.run.manifest()["stages"].items():
-            t, kind = _parse(name)
+        for name in self.run.manifest()["stages"]:
+            record, (t, kind) = self._record(name), _parse(name)
             now = self.depends_on(t, kind)
             if not _holds(record, now) and (stale is None or (t, STAGE_KINDS.index(kind)) < stale[0]):
                 stale = ((t, STAGE_KINDS.index(kind)), name, _changed(record["config"], now))

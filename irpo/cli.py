@@ -101,8 +101,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     from irpo.artifacts import RunDirBusyError, StaleStageError
-    from irpo.config import ConfigError
-    from irpo.errors import UserError
+    from irpo.errors import ConfigError, UserError
     from irpo.models.load import ModelLoadError
 
     return (HydraException, OmegaConfBaseException, ConfigError, ModelLoadError, UserError, StaleStageError, RunDirBusyError)

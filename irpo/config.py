@@ -15,14 +15,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from irpo import methods
 from irpo.dependencies import describe_files
 from irpo.distributed import launch_size
+from irpo.errors import ConfigError
 from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
 from irpo.tasks.schemas import TASK_SCHEMAS, TaskConfig
-
-
-class ConfigError(ValueError):
-    """A config value that composes but cannot run; the message names the key."""
 
 
 @dataclass
@@ -120,18 +118,6 @@ class LoggerConfig:
 
 
 @dataclass
-class MethodConfig:
-    name: str = "irpo"
-    # What M_{t+1} is trained on: (winner, loser) pairs with DPO+alpha*NLL, or NLL alone on
-    # `winners` (STaR-like) or on the `gold` CoT; `none` trains nothing (evaluation only).
-    train_on: str = "pairs"
-    # Sample and pair every iteration even when training needs no samples (`gold`), so that
-    # the log-prob pass measures the model's own winners and losers under every method
-    # (the paper's Fig. 2); None: only when training uses them.
-    sample: Optional[bool] = None
-
-
-@dataclass
 class SelectionConfig:
     """Checkpoint selection on train prompts held out as a validation split, and a stop rule
     (the paper's GSM8K recipe, Sec. 3.1: the best of the checkpoints saved while training,
@@ -172,7 +158,8 @@ class IrpoConfig:
     generator: GeneratorConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    # A Method's fields (irpo/methods.py), typed by its class and checked by `validate`.
+    method: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -207,13 +194,11 @@ def register() -> None:
         ("model", "model_schema", ModelConfig),
         ("trainer", "trainer_schema", TrainerConfig),
         ("logger", "logger_schema", LoggerConfig),
-        ("method", "method_schema", MethodConfig),
     ]:
         cs.store(group=group, name=name, node=node)
 
 
 _CHOICES = {
-    "method.train_on": ("pairs", "winners", "gold", "none"),
     "trainer.reference": ("precomputed", "live"),
     "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"),
     "model.dtype": ("float32", "bfloat16", "float16"),
@@ -250,8 +235,7 @@ def validate(cfg: DictConfig) -> None:
     for key, value in {"alpha": cfg.alpha, "beta": cfg.beta, "model.lr": cfg.model.lr}.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
-    if cfg.beta == 0 and cfg.method.train_on == "pairs":
-        raise ConfigError("beta must be > 0 for the DPO term")
+    methods.build(cfg)
     if not cfg.temperatures or any(t < 0 for t in cfg.temperatures):
         raise ConfigError(f"temperatures must be a non-empty list of values >= 0, got {list(cfg.temperatures)}")
     if not 0 < cfg.generator.top_p <= 1:
@@ -346,6 +330,7 @@ def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:
     are recorded by content (irpo/dependencies.py), so a moved checkout or run directory
     still resumes."""
     flat = describe_files(flat_config(cfg))
+    flat = {k: v for k, v in flat.items() if not k.startswith("method.")} | methods.described(methods.build(cfg))
     keep = {k: v for k, v in flat.items() if not k.startswith(_NO_EFFECT)}
     if iteration == 0 and kind in ("eval", "generate"):
         keep = {k: v for k, v in keep.items() if not k.startswith(_TRAINING)}

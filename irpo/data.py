@@ -23,6 +23,7 @@ from irpo.artifacts import atomic_path, read_jsonl, shard_seed, write_sharded_js
 from irpo.batching import MicroBatching, collate, encode_examples, pair_tokens, split_to
 from irpo.distributed import gather, max_over_ranks, on_rank_zero, rank, rank_slice, world_size
 from irpo.generation.base import Generator
+from irpo.methods import Items, Method
 from irpo.errors import UserError
 from irpo.precision import numerics
 from irpo.scoring import batch_logps
@@ -39,7 +40,7 @@ class IterationData(L.LightningDataModule):
         out_dir: Path,
         iteration: int,
         tokenizer,
-        train_on: str,
+        method: Method,
         num_samples: int,
         temperature: float,
         pairs_per_prompt: int,
@@ -52,7 +53,7 @@ class IterationData(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.task, self.examples, self.prompts, self.out = task, list(examples), list(prompts), Path(out_dir)
-        self.iteration, self.tokenizer, self.train_on = iteration, tokenizer, train_on
+        self.iteration, self.tokenizer, self.method = iteration, tokenizer, method
         self.num_samples, self.temperature, self.k, self.max_pairs = num_samples, temperature, pairs_per_prompt, max_pairs
         self.gold_winner, self.seed, self.max_length = gold_winner, seed, max_length
         self.batching, self.shard_size = batching, shard_size
@@ -102,34 +103,30 @@ class IterationData(L.LightningDataModule):
         return pairs, pair_stats([[r["reward"] for r in by_prompt[ex.id]] for ex in self.examples], pairs)
 
     # --- training sequences and reference log-probs ---------------------------------------
-    def _sequences(self) -> tuple[list[str], list[str], list[str] | None]:
-        """(prompts, chosen, rejected) of what this method trains on."""
-        if self.train_on == "gold":
-            golds = [(p, self.task.gold_completion(ex)) for ex, p in zip(self.examples, self.prompts)]
-            golds = [(p, g) for p, g in golds if g is not None]
-            return [p for p, _ in golds], [g for _, g in golds], None
+    # --- what a method chooses its training items from (irpo.methods.TrainingData) --------
+    def pairs(self) -> Items:
         pairs = read_jsonl(self.pairs_path)
-        if self.train_on == "winners":
-            # STaR-like SFT on the chosen sequences of the pairs, each once.
-            chosen = list(dict.fromkeys((p["prompt"], p["chosen"]) for p in pairs))
-            return [p for p, _ in chosen], [c for _, c in chosen], None
-        return [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs]
+        return Items([p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs])
+
+    def golds(self) -> Items:
+        golds = [(p, self.task.gold_completion(ex)) for ex, p in zip(self.examples, self.prompts)]
+        golds = [(p, g) for p, g in golds if g is not None]
+        return Items([p for p, _ in golds], [g for _, g in golds], None)
 
     @property
     def reference_path(self) -> Path:
         return self.out / "reference_logps.safetensors"
 
     def setup(self, stage: str | None = None) -> None:
-        """Token ids of what this method trains on (encoded once), with the reference
+        """Token ids of the method's training items (encoded once), with the reference
         log-probs attached once they exist."""
         if not self.items:
-            prompts, chosen, rejected = self._sequences()
+            prompts, chosen, rejected = self.method.items(self)
             self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
             if not self.items:
-                why = (f"all {self.dropped_too_long} are longer than model.max_length={self.max_length}" if prompts
-                       else f"task {self.task.name} has no gold chain of thought" if self.train_on == "gold" else "there are none")
-                raise UserError(f"iteration {self.iteration} has no {self.train_on} sequences to train on: {why}")
-        if self.items[0]["rejected_ids"] is not None and self.reference_path.exists():
+                why = f"all {self.dropped_too_long} are longer than model.max_length={self.max_length}" if prompts else f"task {self.task.name} gave none"
+                raise UserError(f"iteration {self.iteration} has no {self.method.items_name} to train on ({self.method.name}): {why}")
+        if self.method.reference and self.reference_path.exists():
             ref = load_file(self.reference_path)
             for it in self.items:
                 it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
@@ -156,9 +153,7 @@ class IterationData(L.LightningDataModule):
         training) and M_{t+1} (its end), whatever the method trained on: how training moved
         the chosen and the rejected sequences (the paper's Figs. 2 and 3). The start is the
         reference pass's when there was one. Returns the pair-tokens this rank scored."""
-        pairs = read_jsonl(self.pairs_path)
-        items, dropped = encode_examples(self.tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
-                                         [p["rejected"] for p in pairs], self.max_length)
+        items, dropped = encode_examples(self.tokenizer, *self.pairs(), self.max_length)
         tokens = 0
         if self.reference_path.exists():
             ref = load_file(self.reference_path)

@@ -10,6 +10,10 @@ class UserError(RuntimeError):
     """A problem with the user's input or setup; the message says what and what to change."""
 
 
+class ConfigError(ValueError):
+    """A config value that composes but cannot run; the message names the key."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser for irpo's other entry points (irpo.report, irpo.dashboard): a
     usage error is one line and exit code 2, as for `python -m irpo`, not argparse's usage

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from irpo import planner
+from irpo import methods, planner
 from irpo.distributed import launch_size, launched, ranks_per_node
 from irpo.errors import UserError
 from irpo.planner import Arch, GiB, Training
@@ -118,7 +118,7 @@ def weight_bytes(cfg: DictConfig) -> int:
 def pair_tokens(cfg: DictConfig) -> int:
     """The most tokens one training item packs: prompt + chosen + rejected of a pair, each
     sequence at most model.max_length (an SFT item: one sequence)."""
-    return (2 if cfg.method.train_on == "pairs" else 1) * cfg.model.max_length
+    return (2 if methods.build(cfg).paired else 1) * cfg.model.max_length
 
 
 def micro_tokens(cfg: DictConfig, ranks: int) -> int:
@@ -136,7 +136,7 @@ def training(cfg: DictConfig, arch: Arch, per_node: int, nodes: int) -> Training
     return Training(
         strategy=tr.strategy, gpus_per_node=per_node, nodes=nodes, precision=str(tr.precision), weight_bytes=weight_bytes(cfg),
         tokens=micro_tokens(cfg, per_node * nodes),
-        checkpointing=tr.activation_checkpointing, cpu_offload=tr.cpu_offload, live_reference=tr.reference == "live", lora=lora,
+        checkpointing=tr.activation_checkpointing, cpu_offload=tr.cpu_offload, live_reference=tr.reference == "live" and methods.build(cfg).reference, lora=lora,
     )
 
 
@@ -215,7 +215,7 @@ def check_fits(cfg: DictConfig) -> None:
     per_node, nodes = layout(cfg, found)
     t = training(cfg, arch, per_node, nodes)
     where = target(cfg, found, per_node, planning=False)
-    train = planner.training_memory(arch, t).total if cfg.method.train_on != "none" else 0
+    train = planner.training_memory(arch, t).total if methods.build(cfg).trains else 0
     g = generation(cfg, arch, where.engine_budget(cfg))
     if train <= where.usable and g.fits_weights and g.sequences >= 1:
         return

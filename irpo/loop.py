@@ -35,7 +35,7 @@ from irpo.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split
-from irpo import allocator, progress, threads
+from irpo import allocator, methods, progress, threads
 
 if TYPE_CHECKING:
     from irpo.data import IterationData
@@ -83,7 +83,7 @@ def run_loop(cfg: DictConfig) -> float | None:
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator, cfg.trainer.liveness_seconds)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     run_dir.claim()
-    stages = Stages(run_dir, partial(stage_config, cfg))
+    stages = Stages(run_dir, partial(stage_config, cfg), methods.upgrade_recorded)
     stages.check(overwrite=cfg.resume == "overwrite")
     on_rank_zero(own_run_directory, run_dir, cfg)
     num_threads, threads_from = threads.choose_threads(cfg.num_threads, on_rank_zero(run_dir.recorded_threads))
@@ -100,9 +100,9 @@ def run_loop(cfg: DictConfig) -> float | None:
         return [render_prompt(tokenizer, task.prompt(ex), cfg.model.chat_template) for ex in examples]
 
     train_prompts, test_prompts, val_prompts = render(train), render(test), render(val)
-    train_on = cfg.method.train_on
-    sample = cfg.method.sample if cfg.method.sample is not None else train_on != "gold"
-    last = 0 if train_on == "none" else cfg.iterations
+    method = methods.build(cfg)
+    sample = method.samples
+    last = cfg.iterations if method.trains else 0
     logger = RunLogger(cfg, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test, test_prompts)}})
     model_dir = str(cfg.model.path)
     device = torch.device("cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
@@ -119,7 +119,7 @@ def run_loop(cfg: DictConfig) -> float | None:
                     logger.log_iteration(t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < cfg.iterations else {}))
                     break
                 data = IterationData(
-                    task, train, train_prompts, it, t, tokenizer, train_on, cfg.num_samples, temperature(cfg, t),
+                    task, train, train_prompts, it, t, tokenizer, method, cfg.num_samples, temperature(cfg, t),
                     cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.seed, cfg.model.max_length,
                     micro_batching(cfg.trainer), cfg.shard_size,
                 )
@@ -130,12 +130,12 @@ def run_loop(cfg: DictConfig) -> float | None:
                 require_pairs(stats, t)
                 stage("pairs", lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats
-            if train_on == "pairs" and cfg.trainer.reference == "precomputed":
+            if method.reference and cfg.trainer.reference == "precomputed":
                 stage("reference", lambda: data.reference_logps(partial(scorer, model_dir, device), device, cfg.trainer.precision))
 
             def train_stage():
                 ckpt_dir = stages.partial_dir(t, "train", "train")
-                trained = train_policy(cfg, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if val else None)
+                trained = train_policy(cfg, method, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if val else None)
                 launch_tokens = trained.pop("launch_pair_tokens")  # the stage's tokens/s: this launch's work over its seconds
                 on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
                 return launch_tokens

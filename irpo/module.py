@@ -1,9 +1,10 @@
 """The LightningModule: the policy M_θ (initialised from M_t), the reference M_t, the loss.
 
-One module serves every method: `train_on="pairs"` minimises Eq. 1 (DPO + α·NLL; α = 0 is
-DPO), the SFT baselines minimise the NLL term alone on their sequences. The reference's
-log-probs are precomputed once per iteration by default (they do not change while θ
-trains, and no second model then sits in memory); `reference="live"` keeps a frozen copy.
+One module serves every method (irpo/methods.py): it scores a micro-batch's items under the
+policy (and the reference, where the method needs it) and minimises the method's objective.
+The reference's log-probs are precomputed once per iteration by default (they do not change
+while θ trains, and no second model then sits in memory); `reference="live"` keeps a
+frozen copy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from irpo.batching import collate, pair_tokens, split_to
 from irpo.distributed import max_over_ranks
 from irpo.errors import UserError
-from irpo.loss import dpo_nll_loss, nll_loss
+from irpo.methods import BatchLogps, Method
 from irpo.scoring import batch_logps
 from irpo.models.load import load_policy, policy_skeleton
 from irpo.models.lora import init_adapters, with_lora
@@ -50,10 +51,8 @@ class PreferenceModule(L.LightningModule):
 
     def __init__(
         self,
+        method: Method,
         model_dir: str,
-        train_on: str,
-        beta: float,
-        alpha: float,
         lr: float,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -69,12 +68,13 @@ class PreferenceModule(L.LightningModule):
         gradient_clip_val: float | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["method"])  # a checkpoint holds data only (loaded with weights_only)
+        self.method = method
         self.automatic_optimization = False  # micro-batches of varying count per step
         self.sharded = strategy in SHARDED
         # from_pretrained returns eval mode
         self.policy = build_policy(model_dir, dtype, trust_remote_code, self.sharded, lora, activation_checkpointing).train()
-        self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and train_on == "pairs" else None
+        self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and method.reference else None
         # Pair-tokens trained on (counted as a plain step feeds them, prompt once per
         # sequence) and the last step's metrics, over the whole training: both are kept in
         # its checkpoints, so a resumed training reports what an uninterrupted one does.
@@ -153,30 +153,24 @@ class PreferenceModule(L.LightningModule):
 
     def micro_batch_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The mean loss over a collated micro-batch's items, and what is logged of it."""
-        hp = self.hparams
         logps, counts = batch_logps(self.policy, batch)
-        if hp.train_on != "pairs":
-            loss = nll_loss(logps, counts)
-            self._check_finite(loss)
-            return loss, {"train/loss": loss, "train/nll_loss": loss, "train/chosen_logps": logps.mean()}
-        chosen, rejected = logps.chunk(2)
+        policy = self._split(logps, counts)
+        reference = None
         if self.reference is not None:
             with torch.no_grad():
-                ref_chosen, ref_rejected = batch_logps(self.reference, batch)[0].chunk(2)
-        else:
-            ref_chosen, ref_rejected = batch["ref_chosen"], batch["ref_rejected"]
-        parts = dpo_nll_loss(chosen, rejected, ref_chosen, ref_rejected, counts.chunk(2)[0], hp.beta, hp.alpha)
-        self._check_finite(parts.loss)
-        margin = parts.chosen_rewards - parts.rejected_rewards
-        return parts.loss, {
-            "train/loss": parts.loss,
-            "train/dpo_loss": parts.dpo,
-            "train/nll_loss": parts.nll,
-            "train/reward_accuracy": (margin > 0).float().mean(),
-            "train/reward_margin": margin.mean(),
-            "train/chosen_logps": chosen.mean(),
-            "train/rejected_logps": rejected.mean(),
-        }
+                reference = self._split(*batch_logps(self.reference, batch))
+        elif self.method.reference:
+            reference = BatchLogps(batch["ref_chosen"], batch.get("ref_rejected"), policy.chosen_tokens, policy.rejected_tokens)
+        loss, metrics = self.method.objective(policy, reference)
+        self._check_finite(loss)
+        return loss, {f"train/{name}": value for name, value in metrics.items()}
+
+    def _split(self, logps: torch.Tensor, counts: torch.Tensor) -> BatchLogps:
+        """A collated batch's log-probs as its items' (winners first, then losers, for pairs)."""
+        if not self.method.paired:
+            return BatchLogps(logps, None, counts, None)
+        (chosen, rejected), (chosen_tokens, rejected_tokens) = logps.chunk(2), counts.chunk(2)
+        return BatchLogps(chosen, rejected, chosen_tokens, rejected_tokens)
 
     def _log(self, metrics: dict[str, torch.Tensor]) -> None:
         """The step's metrics, averaged over the ranks' pairs (one collective), to the

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from irpo import fit, planner
+from irpo import fit, methods, planner
 from irpo.config import temperature
 from irpo.planner import Arch, Training
 from irpo.precision import compute_dtype, half_ulp, is_mixed
@@ -45,7 +45,9 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
     length = f"{tr.max_steps} steps" if tr.max_steps > 0 else f"{tr.max_epochs} epoch(s)"
     print(f"trainer    {tr.strategy} on {tr.devices} {tr.accelerator} device(s) x {tr.num_nodes} node(s), batch {tr.batch_size} pairs, "
           f"lr {cfg.model.lr}, {length} per iteration")
-    print(f"method     {cfg.method.name}: train on {cfg.method.train_on}, alpha={cfg.alpha}, beta={cfg.beta}")
+    method = methods.build(cfg)
+    trains = f"trains on {method.items_name}" if method.trains else "trains nothing"
+    print(f"method     {method.name} ({type(method).__name__}): {trains}" + "".join(f", {k}={v}" for k, v in method.hyperparameters().items()))
     print(f"data       {n_train} train prompts, {n_test} test problems")
     for line in precision_lines(cfg, n_train - cfg.selection.val_size):
         print(line)
@@ -60,9 +62,10 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
               f"and at the last, each evaluated greedily on it; M_t+1 = the most accurate{stop}")
     most = n_train * k if cfg.max_pairs is None else min(n_train * k, cfg.max_pairs)
     pick = " (the best candidate on the validation split)" if sel.val_size else ""
+    T = T if method.trains else 0
     for t in range(T):
-        print(f"iteration {t}: evaluate M_{t}; sample {n_train} x {n} = {n_train * n} completions at T={temperature(cfg, t)}; "
-              f"at most {most} pairs; train M_{t + 1}{pick}")
+        sample = f"sample {n_train} x {n} = {n_train * n} completions at T={temperature(cfg, t)}; at most {most} pairs; " if method.samples else ""
+        print(f"iteration {t}: evaluate M_{t}; {sample}train M_{t + 1} on {method.items_name}{pick}")
     print(f"iteration {T}: evaluate M_{T} (greedy" + (f", maj@{cfg.eval.maj_k}" if cfg.eval.maj_k else "") + ")")
     print("\n".join(resource_lines(cfg, n_train, n_test)))
 
@@ -86,11 +89,11 @@ def prompt_counts(cfg: DictConfig, task: Task, splits) -> tuple[int, int]:
 
 def trained_items(cfg: DictConfig, n_train: int) -> tuple[int, int]:
     """(items an iteration makes at most, items it trains on at most, epochs and max_steps applied)."""
-    tr, train_on = cfg.trainer, cfg.method.train_on
-    items = {"pairs": n_train * cfg.pairs_per_prompt, "winners": n_train * cfg.pairs_per_prompt, "gold": n_train, "none": 0}[train_on]
+    tr, method = cfg.trainer, methods.build(cfg)
+    items = n_train * method.items_per_prompt(cfg.pairs_per_prompt)
     items = min(items, cfg.max_pairs or items)  # at most: prompts without a winner or a loser make none
     trained = min(items * tr.max_epochs if tr.max_epochs > 0 else 10**12, tr.max_steps * tr.batch_size if tr.max_steps > 0 else 10**12)
-    return items, trained if train_on != "none" else 0
+    return items, trained if method.trains else 0
 
 
 def precision_lines(cfg: DictConfig, n_train: int) -> list[str]:
@@ -185,14 +188,15 @@ def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: i
     """An iteration's tokens, FLOPs and GPU-hours (planner.iteration_cost), and the run's."""
     prompt, completion, _ = fit.lengths(cfg)
     tr, p = cfg.trainer, cfg.planner
-    train_on, sequences = cfg.method.train_on, 2 if cfg.method.train_on == "pairs" else 1
+    method = methods.build(cfg)
+    sequences = 2 if method.paired else 1
     items, trained = trained_items(cfg, n_train)
     # The reference scores pairs only: each pair once before training, or every trained pair when live.
-    reference = 0 if train_on != "pairs" else trained if tr.reference == "live" else items
+    reference = 0 if not method.reference else trained if tr.reference == "live" else items
     evaluated = n_test * (1 + cfg.eval.maj_k)
     sel = cfg.selection
     # each candidate, greedily on the validation problems
-    validated = sel.val_size * -(-(trained // tr.batch_size) // sel.val_every_n_steps) if sel.val_size and train_on != "none" else 0
+    validated = sel.val_size * -(-(trained // tr.batch_size) // sel.val_every_n_steps) if sel.val_size and method.trains else 0
     cost = planner.iteration_cost(arch.params, n_train * cfg.num_samples + evaluated + validated, n_train + n_test + validated, prompt, completion,
                                   trained, reference, sequences, t.checkpointing, bool(t.lora))
     peak = planner.PEAK_TFLOPS[p.gpu]
@@ -206,7 +210,7 @@ def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: i
             + (f" + {validated} for selection" if validated else "") + f" = {cost.generated / 1e6:.1f}M tokens "
             f"+ {cost.prefilled / 1e6:.1f}M prompt tokens, at 2P: {cost.generate_flops:.2e} FLOP = {hours(gen_h)} GPU-hours at "
             f"{p.generate_utilization:.0%} of peak",
-            f"train       {trained} {train_on} x {sequences * (prompt + completion)} tokens = {cost.trained / 1e6:.1f}M tokens at {per_token}P"
+            f"train       {trained} {method.items_name} x {sequences * (prompt + completion)} tokens = {cost.trained / 1e6:.1f}M tokens at {per_token}P"
             f" + reference {cost.referenced / 1e6:.1f}M at 2P: {cost.train_flops:.2e} FLOP = {hours(train_h)} GPU-hours at "
             f"{p.train_utilization:.0%} of peak",
             f"total       {hours(gen_h + train_h)} GPU-hours per iteration ({hours((gen_h + train_h) / t.world)} h on {t.world} GPU(s)); "

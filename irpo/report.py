@@ -36,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from irpo.artifacts import atomic_path, read_jsonl, write_json
+from irpo import methods
 from irpo.errors import ArgumentParser, UserError
 
 FIGURES = ("accuracy.png", "train.png", "logps.png")
@@ -141,7 +142,7 @@ def load(path: str | os.PathLike) -> Sweep:
 
 def read_job(path: Path, name: str) -> Job:
     cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
-    last = 0 if cfg.method.train_on == "none" else int(cfg.iterations)
+    last = int(cfg.iterations) if methods.build(cfg).trains else 0
     rows = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
     job = Job(name, path, dict(_split(o) for o in _overrides_list(path)), rows, last)
     if not job.finished and (path / "events.jsonl").exists():

@@ -23,6 +23,7 @@ from irpo.batching import MicroBatching
 from irpo.data import IterationData
 from irpo.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
 from irpo.errors import UserError
+from irpo.methods import Method
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
 from irpo.module import PreferenceModule
@@ -107,7 +108,7 @@ class CandidateCheckpoints(Callback):
             self.save_step(trainer.global_step)
 
 
-def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list,
+def train_policy(cfg: DictConfig, method: Method, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list,
                  candidates_in: Path | None = None) -> dict[str, float]:
     """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
     left one; saves M_{t+1} to `out`, or, when selecting (`candidates_in`: the iteration's
@@ -116,7 +117,7 @@ def train_policy(cfg: DictConfig, data: IterationData, model_dir: str, out: Path
     resumed training counts those before its checkpoint) and by this launch."""
     t = cfg.trainer
     module = PreferenceModule(
-        model_dir=model_dir, train_on=cfg.method.train_on, beta=cfg.beta, alpha=cfg.alpha, lr=cfg.model.lr,
+        method=method, model_dir=model_dir, lr=cfg.model.lr,
         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=policy_dtype(cfg), reference=t.reference,
         trust_remote_code=cfg.model.trust_remote_code, iteration=data.iteration, strategy=t.strategy, precision=t.precision,
         activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, lora=lora_args(cfg),

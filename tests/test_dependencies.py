@@ -18,7 +18,8 @@ from irpo.models.load import tiny_m0_dir
 
 
 def config(model_path: str, data_path: str | None = None):
-    return OmegaConf.create({"model": {"path": model_path}, "task": {"data_path": data_path}, "temperatures": [0.8], "eval": {"maj_k": 0}})
+    return OmegaConf.create({"model": {"path": model_path}, "task": {"data_path": data_path}, "temperatures": [0.8], "eval": {"maj_k": 0},
+                              "method": {"_target_": "irpo.methods.DPO", "name": "irpo"}})
 
 
 @pytest.fixture

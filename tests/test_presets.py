@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from irpo.cli import register_all
 from irpo.config import validate
 from irpo.fit import resolve_arch
+from irpo.methods import build
 from irpo.planner import count_params
 from irpo.tasks.base import Task
 
@@ -40,7 +41,7 @@ def test_experiment_and_method_compose(composer, experiment, method, launched_on
     cfg = composer(f"experiment={experiment}", f"method={method}")
     validate(cfg)
     assert cfg.method.name == method
-    assert cfg.method.train_on == {"irpo": "pairs", "dpo": "pairs", "sft_gold": "gold", "sft_chosen": "winners", "zero_shot": "none"}[method]
+    assert type(build(cfg)).__name__ == {"irpo": "DPO", "dpo": "DPO", "sft_gold": "GoldSFT", "sft_chosen": "WinnerSFT", "zero_shot": "ZeroShot"}[method]
     # alpha is left to the method: the paper's 1 for IRPO, 0 for the plain-DPO ablation.
     assert cfg.alpha == (0.0 if method == "dpo" else 1.0)
 

@@ -25,7 +25,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def make_job(root: Path, name: str, overrides: list[str], accuracies: list[float], iterations: int = 2, stopped_in: str | None = None) -> Path:
     d = root / name
     (d / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"iterations": iterations, "method": {"train_on": "pairs"}}), d / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"iterations": iterations, "method": {"_target_": "irpo.methods.DPO", "name": "irpo"}}), d / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create(overrides), d / ".hydra" / "overrides.yaml")
     write_jsonl(d / "metrics.jsonl", [{"iteration": t, "test_accuracy": a, "pairs": 10 * (t + 1)} for t, a in enumerate(accuracies)])
     if stopped_in:

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from irpo.cli import register_all
 from irpo.errors import UserError
+from irpo.methods import DPO
 from irpo.batching import MicroBatching
 from irpo.data import IterationData
 from irpo.models.load import ModelLoadError, load_policy
@@ -99,7 +100,7 @@ def tiny_fit(tmp_path, composer, model_dir):
         for i in range(4)
     ))
     data = IterationData(
-        task=task, examples=task.load("train"), prompts=["Q"] * 4, out_dir=it, iteration=0, tokenizer=tok, train_on="pairs",
+        task=task, examples=task.load("train"), prompts=["Q"] * 4, out_dir=it, iteration=0, tokenizer=tok, method=DPO("irpo"),
         num_samples=2, temperature=1.0, pairs_per_prompt=1, max_pairs=None, gold_winner=False, seed=0, max_length=64,
         batching=MicroBatching(2, 2), shard_size=4,
     )
@@ -109,7 +110,7 @@ def tiny_fit(tmp_path, composer, model_dir):
             f"model.path={model_dir}", "trainer.reference=live", "trainer.batch_size=2", f"trainer.max_steps={max_steps}",
             "trainer.checkpoint_every_n_steps=1", "trainer.progress_bar=false", "logger=none",
         )
-        train_policy(cfg, data, str(model_dir), it / "model", ckpt_dir, [])
+        train_policy(cfg, DPO("irpo"), data, str(model_dir), it / "model", ckpt_dir, [])
 
     return fit
 

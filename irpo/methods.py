@@ -1,0 +1,244 @@
+"""Methods: what the loop asks of a training method, answered by the object `conf/method/`
+instantiates (`_target_`), so that the loop, the datamodule, the LightningModule and the
+planner never test a method's name or kind.
+
+A method says whether an iteration samples from M_t, what one training item holds (a
+(winner, loser) pair, or one sequence), which items it trains on, whether it needs the
+reference M_t's log-probs, and its objective from the items' log-probs. Its fields are its
+hyperparameters, typed: the config's values are checked against them at start (`build`).
+
+A method of your own is a dataclass subclassing `Method` in any importable module, with a
+YAML file in a `method/` folder on Hydra's search path:
+
+    # my_methods.py                          # conf/method/hinge.yaml
+    @dataclass                               # @package _global_
+    class Hinge(Method):                     method:
+        beta: float = 0.1                      _target_: my_methods.Hinge
+        paired: ClassVar[bool] = True          name: hinge
+        reference: ClassVar[bool] = True       beta: ${beta}
+        def items(self, data): return data.pairs()
+        def objective(self, policy, ref): ...
+
+    python -m irpo method=hinge hydra.searchpath=[file://conf]   (my_methods importable)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Optional, Protocol
+
+import torch
+
+from irpo.errors import ConfigError
+from irpo.loss import dpo_nll_loss, nll_loss
+
+
+class Items(NamedTuple):
+    """What an iteration trains on, aligned by position: item i is (prompts[i], chosen[i])
+    or, for a paired method, (prompts[i], chosen[i], rejected[i])."""
+
+    prompts: list[str]
+    chosen: list[str]
+    rejected: list[str] | None
+
+
+class TrainingData(Protocol):
+    """What a method chooses its items from (irpo.data.IterationData serves both)."""
+
+    def pairs(self) -> Items:
+        """The iteration's (winner, loser) pairs (pairs.jsonl)."""
+
+    def golds(self) -> Items:
+        """Each train prompt's gold chain of thought, where the task has one."""
+
+
+class BatchLogps(NamedTuple):
+    """Summed completion log-probs of a micro-batch's items under one model, float32 [B],
+    and their scored token counts; `rejected*` are None for unpaired items."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor | None
+    chosen_tokens: torch.Tensor
+    rejected_tokens: torch.Tensor | None
+
+
+@dataclass
+class Method:
+    """The interface. Class attributes say what the loop must do for the method; fields are
+    the hyperparameters its YAML sets."""
+
+    name: str
+    # Sample and pair every iteration even when training uses no samples (SFT on gold), so
+    # that the log-prob pass measures the model's own winners and losers under every method
+    # (the paper's Fig. 2); None: only when training uses them.
+    sample: Optional[bool] = None
+
+    trains: ClassVar[bool] = True  # False: M_0 is evaluated, nothing is trained
+    uses_samples: ClassVar[bool] = True  # its items come from M_t's samples
+    paired: ClassVar[bool] = False  # an item is (prompt, winner, loser), both scored in one row
+    reference: ClassVar[bool] = False  # its objective needs the reference M_t's log-probs
+    items_name: ClassVar[str] = "sequences"  # what an item is, in messages and the plan
+
+    @property
+    def samples(self) -> bool:
+        """Whether an iteration samples from M_t and pairs the samples."""
+        return self.uses_samples if self.sample is None else self.sample
+
+    def items(self, data: TrainingData) -> Items:
+        """The iteration's training items."""
+        raise NotImplementedError
+
+    def items_per_prompt(self, pairs_per_prompt: int) -> int:
+        """The most items one train prompt gives (the planner's count)."""
+        return pairs_per_prompt
+
+    def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean loss over a micro-batch's items, and what is logged of it (under
+        `train/`; `loss` among them)."""
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "sample")}
+
+
+@dataclass
+class DPO(Method):
+    """Eq. 1 of Pang et al. (2024): DPO on (winner, loser) pairs against the reference M_t, plus
+    α times the winner's length-normalised NLL (irpo.loss.dpo_nll_loss); α = 0 is DPO."""
+
+    alpha: float = 1.0
+    beta: float = 0.1
+
+    paired: ClassVar[bool] = True
+    reference: ClassVar[bool] = True
+    items_name: ClassVar[str] = "pairs"
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ConfigError(f"beta must be > 0 for the DPO term, got {self.beta}")
+        if self.alpha < 0:
+            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
+
+    def items(self, data: TrainingData) -> Items:
+        return data.pairs()
+
+    def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = dpo_nll_loss(policy.chosen, policy.rejected, reference.chosen, reference.rejected, policy.chosen_tokens,
+                             self.beta, self.alpha)
+        margin = parts.chosen_rewards - parts.rejected_rewards
+        return parts.loss, {
+            "loss": parts.loss, "dpo_loss": parts.dpo, "nll_loss": parts.nll,
+            "reward_accuracy": (margin > 0).float().mean(), "reward_margin": margin.mean(),
+            "chosen_logps": policy.chosen.mean(), "rejected_logps": policy.rejected.mean(),
+        }
+
+
+@dataclass
+class _SFT(Method):
+    """The NLL term alone, per sequence and length-normalised (irpo.loss.nll_loss)."""
+
+    def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = nll_loss(policy.chosen, policy.chosen_tokens)
+        return loss, {"loss": loss, "nll_loss": loss, "chosen_logps": policy.chosen.mean()}
+
+
+@dataclass
+class WinnerSFT(_SFT):
+    """SFT on the model's own correct samples, each winner once (STaR-like; the paper's
+    'SFT on chosen sequences', Table 1)."""
+
+    items_name: ClassVar[str] = "winners"
+
+    def items(self, data: TrainingData) -> Items:
+        pairs = data.pairs()
+        chosen = list(dict.fromkeys(zip(pairs.prompts, pairs.chosen)))
+        return Items([p for p, _ in chosen], [c for _, c in chosen], None)
+
+
+@dataclass
+class GoldSFT(_SFT):
+    """SFT on the dataset's gold chains of thought (the paper's 'SFT on gold CoT', Table 1);
+    no samples needed."""
+
+    uses_samples: ClassVar[bool] = False
+    items_name: ClassVar[str] = "gold chains of thought"
+
+    def items(self, data: TrainingData) -> Items:
+        return data.golds()
+
+    def items_per_prompt(self, pairs_per_prompt: int) -> int:
+        return 1
+
+
+@dataclass
+class ZeroShot(Method):
+    """M_0 evaluated; nothing sampled or trained (the paper's zero-shot CoT row)."""
+
+    trains: ClassVar[bool] = False
+    uses_samples: ClassVar[bool] = False
+
+    def items_per_prompt(self, pairs_per_prompt: int) -> int:
+        return 0
+
+
+def build(cfg) -> Method:
+    """The Method a run's config describes (its `method` node; `alpha` and `beta` are read from
+    the root only for runs recorded before methods were objects). A wrong key, type or value
+    is a ConfigError naming it."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    node = cfg["method"]
+    fields = dict(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node)
+    if "_target_" not in fields:
+        fields = _recorded_before_objects(fields, cfg.get("alpha", 1.0), cfg.get("beta", 0.1))
+    target = fields.pop("_target_")
+    cls = _locate(target)
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(cls), fields)
+        return OmegaConf.to_object(typed)
+    except OmegaConfBaseException as exc:
+        key = f"method.{exc.full_key}" if getattr(exc, "full_key", None) else "method"
+        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
+
+
+def _locate(target: str) -> type[Method]:
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"method._target_={target} cannot be imported: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Method) and dataclasses.is_dataclass(cls)):
+        raise ConfigError(f"method._target_={target} is not a dataclass subclassing irpo.methods.Method")
+    return cls
+
+
+def described(method: Method) -> dict[str, Any]:
+    """The method as dotted config keys: what a stage that trains depends on (its class and
+    every field, defaults included), the same whichever YAML spelled it."""
+    cls = type(method)
+    return {"method._target_": f"{cls.__module__}.{cls.__qualname__}",
+            **{f"method.{f.name}": getattr(method, f.name) for f in dataclasses.fields(method)}}
+
+
+# Runs recorded before methods were objects named what they trained on (`method.train_on`).
+_BEFORE_OBJECTS = {"pairs": DPO, "winners": WinnerSFT, "gold": GoldSFT, "none": ZeroShot}
+
+
+def _recorded_before_objects(fields: dict, alpha: float, beta: float) -> dict:
+    cls = _BEFORE_OBJECTS[fields["train_on"]]
+    out = {"_target_": f"{cls.__module__}.{cls.__qualname__}", "name": fields["name"], "sample": fields.get("sample")}
+    return out | ({"alpha": alpha, "beta": beta} if cls is DPO else {})
+
+
+def upgrade_recorded(flat: dict[str, Any]) -> dict[str, Any]:
+    """A stage's recorded config values in today's keys: a record from before methods were
+    objects (`method.train_on`, with `alpha` and `beta` at the root) is described as the
+    Method it ran, so that such a run resumes without redoing its finished stages."""
+    if "method.train_on" not in flat:
+        return flat
+    fields = {k.removeprefix("method."): v for k, v in flat.items() if k.startswith("method.")}
+    method = build({"method": fields, "alpha": flat.get("alpha", 1.0), "beta": flat.get("beta", 0.1)})
+    return {k: v for k, v in flat.items() if not k.startswith("method.")} | described(method)
