@@ -9,7 +9,9 @@ keep_freed_memory()  # before the imports that allocate, so they too leave reusa
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from irpo.cli import conf_dir, exit_on_user_error, full_errors_requested, run_cli  # noqa: E402
+from irpo.cli import conf_dir, exit_on_user_error, full_errors_requested, register_all, run_cli  # noqa: E402
+
+register_all()  # here, not in main(): a launcher that unpickles main (submitit) imports this module first
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

@@ -1,5 +1,6 @@
 """The LightningDataModule of one iteration: regenerate → reward → pair → reference log-probs,
-then batches. It is the one place where training data is made.
+then batches. It is the one place where training data is made; the passes that run a model
+over the pairs are irpo/scoring.py's.
 
 Each stage reads the files the previous one wrote in `iter_<t>/` and writes its own
 (generations.jsonl, pairs.jsonl, reference_logps.safetensors); the loop records finished
@@ -20,13 +21,12 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from irpo.artifacts import atomic_path, read_jsonl, shard_seed, write_sharded_jsonl
-from irpo.batching import MicroBatching, collate, encode_examples, pair_tokens, split_to
-from irpo.distributed import gather, max_over_ranks, on_rank_zero, rank, rank_slice, world_size
+from irpo.batching import MicroBatching, encode_examples
+from irpo.distributed import on_rank_zero, rank, world_size
 from irpo.generation.base import Generator
 from irpo.methods import Items, Method
 from irpo.errors import UserError
-from irpo.precision import numerics
-from irpo.scoring import batch_logps
+from irpo.scoring import score_pairs
 from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
@@ -138,7 +138,7 @@ class IterationData(L.LightningDataModule):
         Returns the pair-tokens this rank scored (batching.pair_tokens), for the stage's
         tokens/s."""
         self.setup()
-        (chosen, rejected), tokens = self._score(self.items, self.dropped_too_long, load_model, device, precision)
+        (chosen, rejected), tokens = score_pairs(self.items, self.dropped_too_long, load_model, device, precision, self.batching)
         on_rank_zero(self._write, self.reference_path, {"chosen": chosen, "rejected": rejected})
         self.setup()
         return tokens
@@ -159,8 +159,8 @@ class IterationData(L.LightningDataModule):
             ref = load_file(self.reference_path)
             start = ref["chosen"], ref["rejected"]
         else:
-            start, tokens = self._score(items, dropped, load_start, device, precision)
-        end, scored = self._score(items, dropped, load_end, device, precision)
+            start, tokens = score_pairs(items, dropped, load_start, device, precision, self.batching)
+        end, scored = score_pairs(items, dropped, load_end, device, precision, self.batching)
         scores = {"chosen_start": start[0], "rejected_start": start[1], "chosen_end": end[0], "rejected_end": end[1]}
         on_rank_zero(self._write, self.pair_logps_path, scores)
         return tokens + scored
@@ -169,30 +169,6 @@ class IterationData(L.LightningDataModule):
         """`chosen_logp_start`, ... `rejected_logp_end`: the pass's means over its pairs."""
         scores = load_file(self.pair_logps_path)
         return {f"{side}_logp_{when}": scores[f"{side}_{when}"].nanmean().item() for side in ("chosen", "rejected") for when in ("start", "end")}
-
-    @torch.no_grad()
-    def _score(self, items: list[dict], dropped: int, load_model: Callable[[], torch.nn.Module], device: str, precision: str):
-        """((chosen, rejected) summed log-probs aligned with pairs.jsonl, NaN where a pair was
-        dropped; pair-tokens scored here). Each rank scores its share of the pairs with the
-        model from load_model (whole, or its shard of it); rank 0 gets them all."""
-        model = load_model().to(device).eval()
-        chosen = torch.full((len(items) + dropped,), float("nan"))
-        rejected = chosen.clone()
-        tokens = 0
-        groups = self.batching.split(rank_slice(items))
-        for group in split_to(groups, max_over_ranks(len(groups))):  # a sharded model's forward is a collective
-            batch = collate(group)
-            tokens += pair_tokens(batch)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with numerics(precision, torch.device(device).type):
-                c, r = batch_logps(model, batch)[0].float().cpu().chunk(2)
-            chosen[batch["index"].cpu()], rejected[batch["index"].cpu()] = c, r
-        del model
-        parts = gather((chosen, rejected))
-        # each pair was scored by exactly one rank
-        for c, r in parts[1:]:
-            chosen, rejected = torch.where(c.isnan(), chosen, c), torch.where(r.isnan(), rejected, r)
-        return (chosen, rejected), tokens
 
     @staticmethod
     def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -38,17 +38,34 @@ def _group():
 def launcher_env():
     """Lightning's view of the launcher that started this process (torchrun or srun), or
     None for a plain `python -m irpo`; the same check Lightning makes, so that it sees an
-    external launcher and starts no processes of its own."""
-    if not {"TORCHELASTIC_RUN_ID", "SLURM_NTASKS"} & os.environ.keys():
-        # what each detect() below requires first: without either, Lightning (seconds to
-        # import) need not load for a plan, a dry run or an error before the run
+    external launcher and starts no processes of its own. A layout Lightning refuses (srun
+    --ntasks without --ntasks-per-node) is a UserError, at start."""
+    if _launcher() is None:
+        # Lightning (seconds to import) need not load for a plan, a dry run or an error before the run
         return None
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     for env in (SLURMEnvironment, TorchElasticEnvironment):
         if env.detect():
-            return env()
+            try:
+                return env()
+            except RuntimeError as exc:
+                raise UserError(f"this launch's layout cannot train: {exc}") from None
     return None
+
+
+def _launcher() -> str | None:
+    """"srun", "torchrun" or None, as Lightning's detect() decides it (srun first; a SLURM
+    job named bash or interactive is a shell that started this process by hand)."""
+    if "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        return "srun"
+    return "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else None
+
+
+def _launcher_value(torchrun: str, srun: str) -> int:
+    """A rank number as the launcher set it, before any process group exists: srun sets no
+    RANK, torchrun no SLURM_PROCID."""
+    return int(os.environ.get({"srun": srun, "torchrun": torchrun, None: ""}[_launcher()], 0))
 
 
 def launched() -> bool:
@@ -69,11 +86,23 @@ def ranks_per_node() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", launch_size())))
 
 
+def ranks_sharing_cores() -> int:
+    """Processes of this launch that share this process's cores: torchrun's ranks on this
+    node all see every core (srun binds each task to its own cores, so its affinity is
+    already this task's share)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def restart_attempt() -> int:
+    """Which start of the workers this is: torchrun's agent restarts them (and outlives
+    them, with its store) up to --max-restarts times."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
 def rank() -> int:
     if (dist := _group()) is not None:
         return dist.get_rank()
-    env = launcher_env()
-    return env.global_rank() if env is not None and env.world_size() > 1 else 0
+    return _launcher_value("RANK", "SLURM_PROCID")
 
 
 def world_size() -> int:
@@ -81,8 +110,7 @@ def world_size() -> int:
 
 
 def local_rank() -> int:
-    env = launcher_env()
-    return env.local_rank() if env is not None and launched() else 0
+    return _launcher_value("LOCAL_RANK", "SLURM_LOCALID")
 
 
 def nodes() -> int:
@@ -123,7 +151,7 @@ def init(timeout_minutes: int, accelerator: str, liveness_seconds: float) -> Non
         torch.cuda.set_device(env.local_rank())
     os.environ["MASTER_ADDR"] = env.main_address
     os.environ["MASTER_PORT"] = str(env.main_port)
-    _watchdog = Watchdog(env.main_address, env.main_port, env.global_rank(), env.world_size(), liveness_seconds).start()
+    _watchdog = Watchdog(env.main_address, env.main_port, env.global_rank(), env.world_size(), liveness_seconds, restart_attempt()).start()
     dist.init_process_group(
         "nccl" if gpu else "gloo", rank=env.global_rank(), world_size=env.world_size(), timeout=timedelta(minutes=timeout_minutes)
     )

@@ -23,10 +23,10 @@ class Watchdog:
     """Started before the process group is joined (so that a launcher gone before the
     ranks met is noticed too), stopped when this rank leaves it."""
 
-    def __init__(self, host: str, port: int, rank: int, world_size: int, seconds: float) -> None:
+    def __init__(self, host: str, port: int, rank: int, world_size: int, seconds: float, attempt: int = 0) -> None:
         self.host, self.port, self.rank, self.world_size, self.seconds = host, port, rank, world_size, seconds
         # The agent's store outlives restarted workers: keys of an earlier attempt are not this one's.
-        self.prefix = f"irpo/liveness/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+        self.prefix = f"irpo/liveness/{attempt}/"
         self._stop = threading.Event()
         self._store = None
         self._thread = threading.Thread(target=self._watch, name="irpo-liveness", daemon=True)

@@ -14,9 +14,8 @@ Reads only what runs leave on disk (each job's `.hydra/overrides.yaml` and `conf
                                 end to end
 
 It runs by itself at the end of every run and every multirun; by hand it also reads a
-partial sweep and names the jobs that did not finish. The reader below (`load`, `Sweep`,
-`Job`, `train_steps`, `pairs_across_iterations`) is what notebooks/compare_iterations.ipynb
-and any other comparison use.
+partial sweep and names the jobs that did not finish. It reads runs through irpo/results.py,
+as notebooks/compare_iterations.ipynb and any other comparison do.
 """
 
 from __future__ import annotations
@@ -28,233 +27,19 @@ import os
 import statistics
 import sys
 import textwrap
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from irpo.artifacts import atomic_path, read_jsonl, write_json
-from irpo import methods
-from irpo.errors import ArgumentParser, UserError
+from irpo.artifacts import atomic_path, write_json
+from irpo.errors import ArgumentParser
+from irpo.results import Sweep, load, train_steps
 
 FIGURES = ("accuracy.png", "train.png", "logps.png")
-# Overrides that name the sweep or place its files: the same for every job, never a compared value.
-_NOT_COMPARED = ("sweep", "hydra.")
-
-
-@dataclass
-class Job:
-    """One run directory: its overrides, its per-iteration metrics, and how far it got."""
-
-    name: str
-    path: Path
-    overrides: dict[str, str]
-    rows: list[dict]  # metrics.jsonl, one row per finished iteration
-    last_iteration: int  # the iteration whose evaluation ends the run
-    stopped_in: str | None = None  # the last stage started (events.jsonl), for an unfinished job
-
-    @property
-    def finished(self) -> bool:
-        return any(r["iteration"] == self.last_iteration for r in self.rows)
-
-
-@dataclass
-class Sweep:
-    """A sweep directory's jobs (a lone run is a sweep of one) and the jobs it never started."""
-
-    root: Path
-    jobs: list[Job]
-    missing: list[str] = field(default_factory=list)  # overrides of jobs never started
-
-    @property
-    def swept(self) -> list[str]:
-        """The override keys whose values differ between jobs (all of a lone run's)."""
-        keys = list(dict.fromkeys(k for job in self.jobs for k in job.overrides if not k.startswith(_NOT_COMPARED)))
-        if len(self.jobs) == 1:
-            return keys
-        return [k for k in keys if len({job.overrides.get(k) for job in self.jobs}) > 1]
-
-    @property
-    def compared(self) -> list[str]:
-        """The swept keys that tell configurations apart: all but the seed, which repeats one;
-        none for a lone run."""
-        return [k for k in self.swept if k != "seed"] if len(self.jobs) > 1 else []
-
-    def label(self, job: Job) -> str:
-        return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in self.compared) or self.root.name
-
-    @property
-    def unfinished(self) -> list[Job]:
-        return [job for job in self.jobs if not job.finished]
-
-    def configurations(self) -> dict[str, list[Job]]:
-        """Jobs by configuration label, in job order; the seeds of one configuration together."""
-        groups: dict[str, list[Job]] = {}
-        for job in self.jobs:
-            groups.setdefault(self.label(job), []).append(job)
-        return groups
-
-    def table(self) -> list[dict]:
-        """One row per job x iteration: job, swept values, then every per-iteration metric."""
-        return [
-            {"job": job.name, **{k: job.overrides.get(k) for k in self.swept}, **row}
-            for job in self.jobs for row in job.rows
-        ]
-
-    def aggregate(self, metric: str) -> dict[str, list[tuple[int, float, float, int]]]:
-        """Per configuration: (iteration, mean, std, seeds) of a metric over the jobs that
-        reached the iteration; std is 0 for one seed."""
-        out = {}
-        for label, jobs in self.configurations().items():
-            by_iter: dict[int, list[float]] = {}
-            for job in jobs:
-                for row in job.rows:
-                    if isinstance(row.get(metric), (int, float)):
-                        by_iter.setdefault(row["iteration"], []).append(float(row[metric]))
-            points = [(t, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for t, v in sorted(by_iter.items())]
-            if points:
-                out[label] = points
-        return out
-
-    def metrics(self) -> list[str]:
-        """Every numeric per-iteration metric any job logged, in first-seen order."""
-        keys = dict.fromkeys(k for job in self.jobs for row in job.rows for k, v in row.items() if k != "iteration" and isinstance(v, (int, float)))
-        return list(keys)
-
-
-def load(path: str | os.PathLike) -> Sweep:
-    """A run directory (it has .hydra/) or a sweep directory (jobs in subdirectories)."""
-    root = Path(path)
-    if (root / ".hydra").is_dir():
-        return Sweep(root, [read_job(root, root.name)])
-    if not root.is_dir():
-        raise UserError(f"{root} is not a directory")
-    dirs = sorted((d for d in root.iterdir() if (d / ".hydra").is_dir()), key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
-    if not dirs and not (root / "multirun.yaml").exists():
-        raise UserError(f"{root} holds neither an irpo run (.hydra/) nor a sweep (multirun.yaml)")
-    jobs = [read_job(d, d.name) for d in dirs]
-    started = {tuple(sorted(_overrides_list(j.path))) for j in jobs}
-    missing = [" ".join(o) for o in expected_jobs(root) if tuple(sorted(o)) not in started]
-    return Sweep(root, jobs, missing)
-
-
-def read_job(path: Path, name: str) -> Job:
-    cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
-    last = int(cfg.iterations) if methods.build(cfg).trains else 0
-    rows = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
-    job = Job(name, path, dict(_split(o) for o in _overrides_list(path)), rows, last)
-    if not job.finished and (path / "events.jsonl").exists():
-        starts = [e["stage"] for e in read_jsonl(path / "events.jsonl") if e.get("event") == "start"]
-        job.stopped_in = starts[-1] if starts else None
-    return job
-
-
-def _overrides_list(path: Path) -> list[str]:
-    return [str(o) for o in OmegaConf.load(path / ".hydra" / "overrides.yaml")]
-
-
-def _split(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
-
-
-def expected_jobs(root: Path) -> list[list[str]]:
-    """The jobs a sweep defines (its multirun.yaml: the sweeper's params and the command
-    line), expanded as Hydra's basic sweeper does; [] when another sweeper made it."""
-    path = root / "multirun.yaml"
-    if not path.exists():
-        return []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    cfg = OmegaConf.load(path)
-    if "BasicSweeper" not in str(OmegaConf.select(cfg, "hydra.sweeper._target_")):
-        return []
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    args = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
-    return [list(job) for batch in batches for job in batch]
-
-
-def train_steps(job: Job) -> list[dict]:
-    """The rows of every iteration's iter_<t>/train/metrics.csv end to end: `step` counts on
-    across iterations (each iteration's trainer starts again at 0), `iteration` says which,
-    and `progress` = t + the fraction of iteration t's logged steps done, which lines up
-    runs whose iterations have different numbers of steps."""
-    out, offset = [], 0
-    for t in range(job.last_iteration):
-        path = job.path / f"iter_{t}" / "train" / "metrics.csv"
-        if not path.exists():
-            continue
-        rows = [r for r in ({k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(path.open())) if "step" in r]
-        steps = max((int(r["step"]) for r in rows), default=0) + 1
-        out += [{**r, "iteration": t, "step": offset + int(r["step"]), "progress": t + (int(r["step"]) + 1) / steps} for r in rows]
-        offset += steps
-    return out
-
-
 def moving_average(values: list[float], window: int) -> list[float]:
     """The mean of each value and up to window - 1 values before it."""
     return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
-
-
-def _number(value: str) -> Any:
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
-def _pair_roles(it: Path) -> dict[tuple[str, str], str]:
-    roles: dict[tuple[str, str], str] = {}
-    if (it / "pairs.jsonl").exists():
-        for p in read_jsonl(it / "pairs.jsonl"):
-            roles.setdefault((p["prompt_id"], p["rejected"]), "loser")
-            roles[(p["prompt_id"], p["chosen"])] = "winner"
-    return roles
-
-
-def generation_samples(it: Path, prompts: dict[str, str], n_prompts: int) -> list[dict]:
-    """The samples of the first n_prompts train prompts of iteration dir `it` (the same
-    prompts every iteration): prompt, completion, extracted answer, reward, and whether the
-    sample became a winner, a loser or neither."""
-    if not (it / "generations.jsonl").exists() or n_prompts == 0:
-        return []
-    gens = read_jsonl(it / "generations.jsonl")
-    ids = list(dict.fromkeys(g["prompt_id"] for g in gens))[:n_prompts]
-    roles = _pair_roles(it)
-    return [
-        {"iteration": int(it.name.split("_")[1]), "prompt_id": g["prompt_id"], "prompt": prompts.get(g["prompt_id"], ""),
-         "completion": g["completion"], "answer": g["answer"], "reward": g["reward"], "role": roles.get((g["prompt_id"], g["completion"]), "")}
-        for g in gens if g["prompt_id"] in ids
-    ]
-
-
-def eval_samples(it: Path, prompts: dict[str, str], n: int) -> list[dict]:
-    """M_t's greedy answers to the first n test problems."""
-    if not (it / "eval_generations.jsonl").exists() or n == 0:
-        return []
-    return [
-        {"iteration": int(it.name.split("_")[1]), "prompt_id": r["prompt_id"], "prompt": prompts.get(r["prompt_id"], ""),
-         "gold": r["gold"], "completion": r["greedy"], "answer": r["answer"], "reward": r["reward"]}
-        for r in read_jsonl(it / "eval_generations.jsonl")[:n]
-    ]
-
-
-def pairs_across_iterations(job: Job, prompt_id: str | None = None, per_iteration: int = 1) -> list[dict]:
-    """The (winner, loser) pairs of one train question in each iteration (by default the
-    first question that has pairs in every iteration that made pairs)."""
-    by_iter = {t: read_jsonl(p) for t in range(job.last_iteration) if (p := job.path / f"iter_{t}" / "pairs.jsonl").exists()}
-    if prompt_id is None:
-        common = set.intersection(*({p["prompt_id"] for p in pairs} for pairs in by_iter.values())) if by_iter else set()
-        first = next(iter(by_iter.values()), [])
-        prompt_id = next((p["prompt_id"] for p in first if p["prompt_id"] in common), None)
-    return [
-        {"iteration": t, "prompt_id": p["prompt_id"], "prompt": p["prompt"], "winner": p["chosen"], "loser": p["rejected"]}
-        for t, pairs in by_iter.items() for p in [q for q in pairs if q["prompt_id"] == prompt_id][:per_iteration]
-    ]
 
 
 def write_report(path: str | os.PathLike) -> Sweep:
@@ -279,7 +64,7 @@ def write_report(path: str | os.PathLike) -> Sweep:
         "seed_mean_std": _seed_table(sweep) if "seed" in sweep.swept else [],
     })
     plot(sweep)
-    from irpo import reproduction  # it reads through this module's Sweep
+    from irpo import reproduction
 
     if reproduction.compares_methods(sweep):
         reproduction.write(sweep)

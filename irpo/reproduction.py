@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from irpo.artifacts import atomic_path, read_jsonl, write_json
-from irpo.report import Job, Sweep
+from irpo.results import Sweep
 
 # Table 1 of the paper (GSM8K, Llama-2-70b-chat), greedy accuracy in %, by method and by the
 # iteration that produced the row (0 = the untrained model); maj@32 where the table gives it.
@@ -41,18 +41,14 @@ FIGURES = ("fig2_logps.png", "fig3_logps.png")
 
 
 def compares_methods(sweep: Sweep) -> bool:
-    return len({OmegaConf.select(_config(job), "method.name") for job in sweep.jobs}) > 1
-
-
-def _config(job: Job):
-    return OmegaConf.load(job.path / ".hydra" / "config.yaml")
+    return len({OmegaConf.select(job.config, "method.name") for job in sweep.jobs}) > 1
 
 
 def records(sweep: Sweep) -> list[dict]:
     """One record per (method, seed, iteration) of the finished and unfinished jobs alike."""
     out = []
     for job in sweep.jobs:
-        cfg = _config(job)
+        cfg = job.config
         maj = f"maj@{cfg.eval.maj_k}" if cfg.eval.maj_k else None
         rows = {r["iteration"]: r for r in job.rows}
         for t, row in sorted(rows.items()):

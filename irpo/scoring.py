@@ -1,6 +1,8 @@
-"""Log-probabilities of completions under a model: one forward over a packed batch
-(`batching.collate`), the LM head and its float32 log-softmax run over chunks of the scored
-positions, never over [tokens × vocabulary] at once.
+"""Log-probabilities of completions under a model: the reference and log-prob passes over an
+iteration's pairs (`score_pairs`, split over the ranks), and the forward they and training
+share (`batch_logps`): one forward over a packed batch (`batching.collate`), the LM head and
+its float32 log-softmax run over chunks of the scored positions, never over [tokens ×
+vocabulary] at once.
 
 At Qwen's 151,936-token vocabulary, 8k scored tokens would hold ~5 GB of float32 logits (and
 as much again for their gradient); in chunks of LOGIT_CHUNK_ELEMENTS logits a chunk's are
@@ -12,13 +14,44 @@ chunk (a small vocabulary) is computed as one plain head call, with the same num
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from irpo.batching import MicroBatching, collate, pair_tokens, split_to
+from irpo.distributed import gather, max_over_ranks, rank_slice
 from irpo.packed_attention import packed_inputs, use_packed_attention
 from irpo.planner import LOGIT_CHUNK_ELEMENTS  # the bound the planner counts
+from irpo.precision import numerics
+
+
+@torch.no_grad()
+def score_pairs(items: list[dict], dropped: int, load_model: Callable[[], torch.nn.Module], device: str, precision: str,
+                batching: MicroBatching) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    """((chosen, rejected) summed log-probs of encoded pairs (`batching.encode_examples`),
+    aligned with the pairs they were encoded from, NaN where a pair was dropped; pair-tokens
+    scored here). Each rank scores its share of the pairs, under the trainer's `precision`,
+    with the model from load_model (whole, or its shard of it); every rank gets them all."""
+    model = load_model().to(device).eval()
+    chosen = torch.full((len(items) + dropped,), float("nan"))
+    rejected = chosen.clone()
+    tokens = 0
+    groups = batching.split(rank_slice(items))
+    for group in split_to(groups, max_over_ranks(len(groups))):  # a sharded model's forward is a collective
+        batch = collate(group)
+        tokens += pair_tokens(batch)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with numerics(precision, torch.device(device).type):
+            c, r = batch_logps(model, batch)[0].float().cpu().chunk(2)
+        chosen[batch["index"].cpu()], rejected[batch["index"].cpu()] = c, r
+    del model
+    parts = gather((chosen, rejected))
+    # each pair was scored by exactly one rank
+    for c, r in parts[1:]:
+        chosen, rejected = torch.where(c.isnan(), chosen, c), torch.where(r.isnan(), rejected, r)
+    return (chosen, rejected), tokens
 
 
 def batch_logps(model, batch: dict, chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import MutableMapping
 
+from irpo.distributed import ranks_sharing_cores
+
 # libgomp's idle threads spin 300,000 times (~3 ms) before they sleep. On a quiet machine
 # that is the fastest wait; on cores another process keeps busy the spin burns the time slice
 # a descheduled teammate needs (2x slower training and generation on the tiny model), and
@@ -88,13 +90,6 @@ def set_wait(env: MutableMapping[str, str] = os.environ) -> str:
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity, not the machine's core count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def ranks_sharing_cores() -> int:
-    """Processes of this launch that share this process's cores: torchrun's ranks on this
-    node all see every core (srun binds each task to its own cores, so its affinity is
-    already this task's share)."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def default_threads(cores: int, ranks: int, busy: float | None) -> int:

@@ -14,7 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from irpo.artifacts import read_jsonl, write_jsonl
-from irpo.report import FIGURES, generation_samples, load, moving_average, pairs_across_iterations, train_steps, write_report
+from irpo.report import FIGURES, moving_average, write_report
+from irpo.results import generation_samples, load, pairs_across_iterations, train_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=2",

@@ -59,7 +59,7 @@ def test_arith_validation_is_disjoint_from_test_train_and_what_m0_was_tuned_on()
     val = {e.question for e in task.load("validation")}
     assert len(val) == 500
     assert not val & {e.question for e in task.load("test")}
-    # M_0's fine-tuning stream as irpo/models/tiny.py built it (the default 200-problem test set)
+    # M_0's fine-tuning stream as irpo/tiny_m0.py built it (the default 200-problem test set)
     seen = {e.question for e in ArithTask(train_size=SEEN_BY_M0, test_size=200).load("train")}
     assert not val & seen
     assert [e.question for e in task.load("validation")] == [e.question for e in ArithTask(train_size=384, test_size=1100, validation_size=500).load("validation")]

@@ -48,7 +48,7 @@ def test_shipped_build_record_is_in_the_useful_range():
 def test_build_m0_writes_a_loadable_directory(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from irpo.models.tiny import build_m0
+    from irpo.tiny_m0 import build_m0
 
     out = tmp_path / "m0"
     out.mkdir()

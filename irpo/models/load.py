@@ -29,7 +29,7 @@ class ModelLoadError(RuntimeError):
 
 
 def tiny_m0_dir() -> str:
-    """The built-in M_0 shipped inside the package (rebuilt by `python -m irpo.models.tiny`)."""
+    """The built-in M_0 shipped inside the package (rebuilt by `python -m irpo.tiny_m0`)."""
     return str(files("irpo.models") / "tiny_m0")
 
 

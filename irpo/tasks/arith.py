@@ -16,7 +16,7 @@ from irpo.tasks.base import Example
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 # Train-stream problems the shipped M_0 may have seen: the loop's 384 prompts and the 16,000
-# gold solutions it was fine-tuned on (irpo/models/tiny.py). The validation split avoids them.
+# gold solutions it was fine-tuned on (irpo/tiny_m0.py). The validation split avoids them.
 SEEN_BY_M0 = 384 + 16_000
 _FINAL = re.compile(r"Final answer:\s*(-?\d+)")
 

@@ -3,7 +3,7 @@
 M_0 is a ~0.9M-parameter character-level Llama given a short SFT warm-up on gold arith chains
 of thought: long enough to learn the answer format and get some problems right, short enough
 that IRPO has room to improve it and that sampling yields both winners and losers per prompt.
-Rebuild the shipped checkpoint with `python -m irpo.models.tiny`; the same arguments give the
+Rebuild the shipped checkpoint with `python -m irpo.tiny_m0`; the same arguments give the
 same weights on the same torch build and CPU (BUILD.json records the settings and results).
 """
 
