@@ -3,6 +3,9 @@
 A stage's output is written under a temporary name and renamed into place, so a file that
 exists is complete; then the stage is recorded in `manifest.json` with the hash of the
 config values it depends on. Resuming is reading the manifest.
+
+Everything here is one process's code: under several ranks, the caller runs what writes or
+decides on rank 0, visibly (`distributed.on_rank_zero`), and every rank gets its answer.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from irpo.distributed import rank_zero, replica_shards
 from irpo.failpoints import failpoint
 
 
@@ -93,25 +95,26 @@ def shard_seed(seed: int, iteration: int, shard: int) -> int:
     return (seed * 1_000_003 + iteration * 10_007 + shard) % (2**31 - 1)
 
 
-def write_sharded_jsonl(
-    path: Path, shard_dir: Path, size: int, shard_size: int, make_rows: Callable[[int, int, int], list[dict]], replica_size: int = 1
-) -> None:
-    """The rows of items [0, size) into `path`, made `shard_size` items at a time by
-    make_rows(lo, hi, shard) and each shard written as it finishes, so that a process
-    killed half-way through a long generation resumes at its last finished shard. Under
-    several processes each generation replica makes its own shards (irpo.distributed);
-    the file is the same one process writes."""
+def write_shards(shard_dir: Path, size: int, shard_size: int, make_rows: Callable[[int, int, int], list[dict]],
+                 owned: Callable[[int], list[int]]) -> list[Path]:
+    """The rows of items [0, size), made `shard_size` items at a time by make_rows(lo, hi,
+    shard) and each shard written as it finishes, so that a process killed half-way through
+    a long generation resumes at its last finished shard. This process makes the shards
+    owned(n_shards) names that are not there yet (its replica's, irpo.distributed); returns
+    every shard's path, in order, for merge_shards."""
     paths = [shard_dir / f"shard_{s:05d}.jsonl" for s in range(math.ceil(size / shard_size))]
-    for s in replica_shards(len(paths), replica_size):
+    for s in owned(len(paths)):
         if not paths[s].exists():
             write_jsonl(paths[s], make_rows(s * shard_size, min((s + 1) * shard_size, size), s))
-    _merge_shards(path, paths, shard_dir)
+    return paths
 
 
-@rank_zero
-def _merge_shards(path: Path, shards: list[Path], shard_dir: Path) -> None:
+def merge_shards(path: Path, shards: list[Path]) -> None:
+    """The shards' rows, in order, into `path` (the file one process would have written); the
+    shards' directory goes."""
     write_jsonl(path, (row for shard in shards for row in read_jsonl(shard)))
-    shutil.rmtree(shard_dir)
+    for directory in dict.fromkeys(shard.parent for shard in shards):
+        shutil.rmtree(directory)
 
 
 def config_hash(values: dict) -> str:
@@ -143,14 +146,6 @@ class RunDir:
         self.manifest_path = self.root / "manifest.json"
         self._lock = None
 
-    @rank_zero
-    def claim(self) -> None:
-        """Hold the run directory; rank 0 alone, for the ranks of one launch (a lock per
-        rank would refuse the others, and flock is unreliable across nodes on network file
-        systems). Nothing in it is written yet: a launch refused after this (a stale
-        config) must leave it as it was."""
-        self.lock()
-
     def lock(self) -> None:
         """Hold the run directory for this process: a second process in the same directory
         would write the same files and delete the first one's half-written ones."""
@@ -172,7 +167,6 @@ class RunDir:
         """The thread count the run's first launch computed with (threads.choose_threads)."""
         return self.manifest().get("num_threads")
 
-    @rank_zero
     def record_threads(self, n: int) -> None:
         manifest = self.manifest()
         if "num_threads" not in manifest:
@@ -184,7 +178,6 @@ class RunDir:
     def manifest(self) -> dict:
         return read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
 
-    @rank_zero
     def event(self, **row: Any) -> None:
         """Append to events.jsonl, the run's history across restarts (stage starts and ends)."""
         with open(self.root / "events.jsonl", "a") as f:
@@ -193,7 +186,6 @@ class RunDir:
     def stage(self, name: str) -> dict | None:
         return self.manifest()["stages"].get(name)
 
-    @rank_zero
     def finish_stage(self, name: str, depends_on: dict, **info: Any) -> None:
         manifest = self.manifest()
         manifest["stages"][name] = {"config": depends_on, "hash": config_hash(depends_on), **info}
@@ -241,22 +233,16 @@ class Stages:
         config = self.upgrade(record["config"])
         return record if config is record["config"] else record | {"config": config, "hash": config_hash(config)}
 
-    @rank_zero  # rank 0's reading, so that every rank skips or runs the stage alike
     def done(self, t: int, kind: str) -> bool:
         record = self._record(f"iter_{t}/{kind}")
         return record is not None and _holds(record, self.depends_on(t, kind))
 
-    def run_once(self, t: int, kind: str, fn) -> None:
-        """fn() unless the stage is finished, or another job of the same sweep finished it
-        under the same config values (then its files are copied); then record it as
-        finished, with its seconds and the token count fn returns (None: a stage with no
-        tokens to count)."""
-        if self.done(t, kind) or self.reuse(t, kind):
-            return
+    def start(self, t: int, kind: str) -> None:
         self.run.event(stage=f"iter_{t}/{kind}", event="start")
-        start = time.perf_counter()
-        tokens = fn()
-        seconds = time.perf_counter() - start
+
+    def finish(self, t: int, kind: str, seconds: float, tokens: int | None) -> None:
+        """Records the stage as finished, with its seconds and its token count (None: a stage
+        with no tokens to count)."""
         info = {"seconds": round(seconds, 3)} | ({"tokens": tokens, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)} if tokens is not None else {})
         self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind), **info)
         self.run.event(stage=f"iter_{t}/{kind}", event="finish", **info)
@@ -275,7 +261,6 @@ class Stages:
         self.run.event(stage=f"iter_{t}/{kind}", event="reused", **info)
         return True
 
-    @rank_zero
     def _sibling_with(self, t: int, kind: str) -> str | None:
         sweep = self.run.root.parent
         if kind not in SHAREABLE or not (sweep / "multirun.yaml").exists():
@@ -287,7 +272,6 @@ class Stages:
                 return str(other)
         return None
 
-    @rank_zero
     def _copy_stage(self, t: int, kind: str, other: Path) -> float:
         start = time.perf_counter()
         for f in STAGE_FILES[kind]:
@@ -305,7 +289,6 @@ class Stages:
             out |= {f"{kind}_{k}": record[k] for k in ("seconds", "tokens_per_s") if k in record}
         return out
 
-    @rank_zero
     def check(self, overwrite: bool) -> None:
         """Before any work: every finished stage must still hold under the current config.
         Otherwise refuse, naming the changed keys, or (overwrite) delete that stage and
@@ -340,7 +323,6 @@ class Stages:
                     for f in STAGE_FILES[kind]:
                         remove_tree(it / f)
 
-    @rank_zero
     def partial_dir(self, t: int, kind: str, name: str) -> Path:
         """A directory for an unfinished stage's partial work (generation shards, Lightning
         checkpoints), kept across restarts only while the stage's config is unchanged."""

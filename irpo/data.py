@@ -12,6 +12,7 @@ batches an uninterrupted run would have.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,9 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
-from irpo.artifacts import atomic_path, read_jsonl, shard_seed, write_sharded_jsonl
+from irpo.artifacts import atomic_path, merge_shards, read_jsonl, shard_seed, write_shards
 from irpo.batching import MicroBatching, encode_examples
-from irpo.distributed import on_rank_zero, rank, world_size
+from irpo.distributed import on_rank_zero, rank, replica_shards, world_size
 from irpo.generation.base import Generator
 from irpo.methods import Items, Method
 from irpo.errors import UserError
@@ -74,7 +75,8 @@ class IterationData(L.LightningDataModule):
             seed = shard_seed(self.seed, self.iteration, s)
             return self._rewarded(self.examples[lo:hi], open_generator().sample(self.prompts[lo:hi], self.num_samples, self.temperature, seed))
 
-        write_sharded_jsonl(self.generations_path, shard_dir, len(self.prompts), self.shard_size, shard, replica_size)
+        shards = write_shards(shard_dir, len(self.prompts), self.shard_size, shard, partial(replica_shards, replica_size=replica_size))
+        on_rank_zero(merge_shards, self.generations_path, shards)
 
     def _rewarded(self, examples: Sequence[Example], samples: list[list[str]]) -> list[dict]:
         rows = []

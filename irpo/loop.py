@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from irpo.artifacts import STAGE_KINDS, RunDir, atomic_path, Stages, read_json, read_jsonl, remove_tree, shard_seed, source_revision, write_json, write_jsonl, write_sharded_jsonl
+from irpo.artifacts import (STAGE_KINDS, RunDir, Stages, atomic_path, merge_shards, read_json, read_jsonl, remove_tree, shard_seed, source_revision,
+                            write_json, write_jsonl, write_shards)
 from irpo.config import stage_config, temperature, validate
-from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank
+from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank, replica_shards
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
 from irpo.fit import check_fits
@@ -82,14 +84,17 @@ def run_loop(cfg: DictConfig) -> float | None:
 
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator, cfg.trainer.liveness_seconds)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
-    run_dir.claim()
+    # Rank 0 holds the directory for the launch's ranks (a lock per rank would refuse the
+    # others; flock is unreliable across nodes on network file systems) and writes nothing
+    # in it until the finished stages are found still valid.
+    on_rank_zero(run_dir.lock)
     stages = Stages(run_dir, partial(stage_config, cfg), methods.upgrade_recorded)
-    stages.check(overwrite=cfg.resume == "overwrite")
+    on_rank_zero(stages.check, overwrite=cfg.resume == "overwrite")
     on_rank_zero(own_run_directory, run_dir, cfg)
     num_threads, threads_from = threads.choose_threads(cfg.num_threads, on_rank_zero(run_dir.recorded_threads))
     torch.set_num_threads(num_threads)
-    run_dir.record_threads(num_threads)
-    run_dir.event(event="launch", argv=sys.argv[1:], threads=num_threads, threads_from=threads_from, omp_wait=threads.chosen_wait,
+    on_rank_zero(run_dir.record_threads, num_threads)
+    on_rank_zero(run_dir.event, event="launch", argv=sys.argv[1:], threads=num_threads, threads_from=threads_from, omp_wait=threads.chosen_wait,
                   allocator=allocator.chosen, **source_revision())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
@@ -113,7 +118,7 @@ def run_loop(cfg: DictConfig) -> float | None:
 
             stage = partial(run_stage, stages, t)
             with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
-                stage("eval", counted(generator, lambda: evaluate_into(it, "eval", generator, stages.partial_dir(t, "eval", "eval_shards"), cfg, task, test, test_prompts, t)))
+                stage("eval", counted(generator, lambda: evaluate_into(it, "eval", generator, partial_dir(stages, t, "eval", "eval_shards"), cfg, task, test, test_prompts, t)))
                 metrics = read_json(it / "eval.json")
                 if t == last:
                     logger.log_iteration(t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < cfg.iterations else {}))
@@ -124,7 +129,7 @@ def run_loop(cfg: DictConfig) -> float | None:
                     micro_batching(cfg.trainer), cfg.shard_size,
                 )
                 if sample:
-                    stage("generate", counted(generator, lambda: data.generate(generator, stages.partial_dir(t, "generate", "generations"), replica_size(cfg))))
+                    stage("generate", counted(generator, lambda: data.generate(generator, partial_dir(stages, t, "generate", "generations"), replica_size(cfg))))
             if sample:
                 pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
                 require_pairs(stats, t)
@@ -134,7 +139,7 @@ def run_loop(cfg: DictConfig) -> float | None:
                 stage("reference", lambda: data.reference_logps(partial(scorer, model_dir, device), device, cfg.trainer.precision))
 
             def train_stage():
-                ckpt_dir = stages.partial_dir(t, "train", "train")
+                ckpt_dir = partial_dir(stages, t, "train", "train")
                 trained = train_policy(cfg, method, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if val else None)
                 launch_tokens = trained.pop("launch_pair_tokens")  # the stage's tokens/s: this launch's work over its seconds
                 on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
@@ -163,9 +168,24 @@ def run_loop(cfg: DictConfig) -> float | None:
 
 
 def run_stage(stages: Stages, t: int, kind: str, fn) -> None:
-    """Stage `iter_<t>/<kind>` once (Stages.run_once), named for what it shows as it runs."""
-    with progress.stage(f"iter {t} · {kind}", runs=not stages.done(t, kind)):
-        stages.run_once(t, kind, fn)
+    """fn(), every rank, unless stage `iter_<t>/<kind>` is finished, or another job of the
+    same sweep finished it under the same config values (then its files are copied); then
+    it is recorded as finished, with its seconds and the token count fn returns. Rank 0
+    decides and records, so every rank skips or runs the stage alike."""
+    if on_rank_zero(stages.done, t, kind):
+        return
+    with progress.stage(f"iter {t} · {kind}", runs=True):
+        if on_rank_zero(stages.reuse, t, kind):
+            return
+        on_rank_zero(stages.start, t, kind)
+        start = time.perf_counter()
+        tokens = fn()
+        on_rank_zero(stages.finish, t, kind, time.perf_counter() - start, tokens)
+
+
+def partial_dir(stages: Stages, t: int, kind: str, name: str) -> Path:
+    """Stages.partial_dir, made by rank 0, its path on every rank."""
+    return on_rank_zero(stages.partial_dir, t, kind, name)
 
 
 def remove_checkpoints(train_dir: Path) -> None:
@@ -200,7 +220,7 @@ def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, v
 
     def accuracy(d: Path, checkpoint: str) -> float:
         if not on_rank_zero((d / "val.json").exists):
-            shards = stages.partial_dir(t, "select", str((d / "val_shards").relative_to(it)))
+            shards = partial_dir(stages, t, "select", str((d / "val_shards").relative_to(it)))
             with LazyGenerator(lambda: open_generator(cfg, task, checkpoint)) as generator:
                 evaluate_into(d, "val", generator, shards, cfg, task, val, val_prompts, t, maj_k=0)
         return read_json(d / "val.json")["val_accuracy"]
@@ -292,7 +312,8 @@ def evaluate_into(out: Path, name: str, generator, shard_dir, cfg: DictConfig, t
         return evaluate(generator(), task, examples[lo:hi], prompts[lo:hi], maj_k, cfg.eval.maj_temperature, seed)
 
     records = out / f"{name}_generations.jsonl"
-    write_sharded_jsonl(records, shard_dir, len(examples), cfg.shard_size, shard, replica_size(cfg))
+    shards = write_shards(shard_dir, len(examples), cfg.shard_size, shard, partial(replica_shards, replica_size=replica_size(cfg)))
+    on_rank_zero(merge_shards, records, shards)
     split = "test" if name == "eval" else name
     on_rank_zero(lambda: write_json(out / f"{name}.json", summarize(read_jsonl(records), maj_k, split)))
 

@@ -80,7 +80,7 @@ def test_local_paths_keep_their_path_and_hub_ids_stay(checkpoint):
 def test_a_checkpoint_changed_in_place_is_refused_naming_model_path(checkpoint, tmp_path):
     cfg = config(str(checkpoint))
     stages = Stages(RunDir(tmp_path / "run"), partial(stage_config, cfg))
-    stages.run_once(0, "eval", lambda: None)
+    stages.finish(0, "eval", 1.0, None)
     stages.check(overwrite=False)  # unchanged: nothing to refuse
     (checkpoint / "model.safetensors").write_bytes(bytes(1024))
     with pytest.raises(StaleStageError, match=r"stage iter_0/eval made with other values of model.path;"):
