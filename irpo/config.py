@@ -235,7 +235,9 @@ def validate(cfg: DictConfig) -> None:
     for key, value in {"alpha": cfg.alpha, "beta": cfg.beta, "model.lr": cfg.model.lr}.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
-    methods.build(cfg)
+    method = methods.build(cfg)
+    if cfg.trainer.reference == "live" and not method.reference:
+        raise ConfigError(f"trainer.reference=live keeps a reference model that method {method.name} never asks for; use trainer.reference=precomputed")
     if not cfg.temperatures or any(t < 0 for t in cfg.temperatures):
         raise ConfigError(f"temperatures must be a non-empty list of values >= 0, got {list(cfg.temperatures)}")
     if not 0 < cfg.generator.top_p <= 1:

@@ -1,5 +1,5 @@
-"""The IRPO objective and the sequence log-probabilities it is computed from; pure tensor code
-(no model, no transformers, no config).
+"""The objectives and the sequence log-probabilities they are computed from; pure tensor code
+(no model, no transformers, no config). irpo/methods.py makes each one a method.
 
 Eq. 1 of Pang et al. (2024, arXiv 2404.19733 v3), per pair (winner w = (c^w, y^w), loser l):
 
@@ -49,6 +49,67 @@ def dpo_nll_loss(
         chosen_rewards=(beta * chosen_logratios).detach(),
         rejected_rewards=(beta * rejected_logratios).detach(),
     )
+
+
+# The preference terms below take [B] tensors and return the per-pair loss [B]. h is the
+# log-ratio margin of a pair, [log πθ(w) − log π_ref(w)] − [log πθ(l) − log π_ref(l)], from
+# summed completion log-probs unless a docstring says otherwise.
+
+
+def sigmoid_loss(margin: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, Eq. 7): −log σ(β·h). With label smoothing ε, conservative
+    DPO (cDPO; Mitchell 2023; TRL's conservative `sigmoid`, which 1.16 keeps in its CPO
+    trainer), the loss of a pair whose preference is flipped with probability ε:
+    −(1−ε)·log σ(β·h) − ε·log σ(−β·h)."""
+    return -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
+
+
+def robust_loss(margin: torch.Tensor, beta: float, epsilon: float) -> torch.Tensor:
+    """rDPO (Chowdhury et al. 2024, "Provably Robust DPO", Eq. 10; TRL's `robust`): the
+    unbiased estimate of the clean loss under preference flips of rate ε < 1/2,
+    [(1−ε)·(−log σ(β·h)) − ε·(−log σ(−β·h))] / (1 − 2ε)."""
+    return (-(1 - epsilon) * F.logsigmoid(beta * margin) + epsilon * F.logsigmoid(-beta * margin)) / (1 - 2 * epsilon)
+
+
+def ipo_loss(margin_per_token: torch.Tensor, tau: float) -> torch.Tensor:
+    """IPO (Azar et al. 2023, Eq. 17): (h − 1/(2τ))², regressing the margin to 1/(2τ). h here
+    is the margin of per-token mean log-probs (each sequence's log-ratio over its length), as
+    TRL computes it and as the IPO authors' results use."""
+    return (margin_per_token - 1 / (2 * tau)) ** 2
+
+
+def dpop_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float, lam: float) -> torch.Tensor:
+    """DPO-Positive (Pal et al. 2024, "Smaug", Eq. 3): −log σ(β·(h − λ·max(0, log π_ref(w) −
+    log πθ(w)))): a penalty, inside the sigmoid, once the winner's likelihood falls below the
+    reference's (the likelihood displacement plain DPO allows)."""
+    return -F.logsigmoid(beta * (chosen_logratios - rejected_logratios - lam * torch.clamp(-chosen_logratios, min=0)))
+
+
+def simpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """SimPO (Meng et al. 2024, Eq. 6): −log σ(β/|w|·log πθ(w) − β/|l|·log πθ(l) − γ), with no
+    reference model: the implicit reward is the length-normalised log-likelihood, and γ a
+    target margin (TRL: CPO with loss_type="simpo", its `simpo_gamma` being γ)."""
+    return -F.logsigmoid(beta * (chosen_mean_logps - rejected_mean_logps) - gamma)
+
+
+def log_odds(mean_logps: torch.Tensor) -> torch.Tensor:
+    """log[p/(1−p)] of a per-token mean log-prob log p < 0, as log p − log(1 − exp(log p)),
+    stable at both ends."""
+    log1mexp = torch.where(mean_logps > -0.6931471805599453, torch.log(-torch.expm1(mean_logps)), torch.log1p(-torch.exp(mean_logps)))
+    return mean_logps - log1mexp
+
+
+def log_odds_ratio(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor) -> torch.Tensor:
+    """ORPO's log odds ratio (Hong et al. 2024, Eqs. 4-6) of per-token mean log-probs:
+    log[p_w/(1−p_w)] − log[p_l/(1−p_l)]."""
+    return log_odds(chosen_mean_logps) - log_odds(rejected_mean_logps)
+
+
+def orpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor, lam: float) -> torch.Tensor:
+    """ORPO's odds-ratio term (Hong et al. 2024, Eq. 7): −λ·log σ(log odds ratio), on the policy
+    alone (no reference). ORPO's objective adds it to the winner's NLL averaged per token
+    (L_SFT, Eq. 2), which irpo.methods.ORPO adds as the per-sequence NLL/|w| term."""
+    return -lam * F.logsigmoid(log_odds_ratio(chosen_mean_logps, rejected_mean_logps))
 
 
 def nll_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 import torch
 
 from irpo.errors import ConfigError
-from irpo.loss import dpo_nll_loss, nll_loss
+from irpo.loss import dpop_loss, ipo_loss, log_odds, nll_loss, orpo_loss, robust_loss, sigmoid_loss, simpo_loss
 
 
 class Items(NamedTuple):
@@ -104,35 +104,162 @@ class Method:
 
 
 @dataclass
-class DPO(Method):
-    """Eq. 1 of Pang et al. (2024): DPO on (winner, loser) pairs against the reference M_t, plus
-    α times the winner's length-normalised NLL (irpo.loss.dpo_nll_loss); α = 0 is DPO."""
+class Pairwise(Method):
+    """A preference objective on (winner, loser) pairs, plus α times the winner's NLL/|w|
+    (per sequence; α = 0 leaves the preference term alone). A subclass gives its term: the
+    per-pair loss and the implicit rewards of winner and loser that it logs (their mean
+    difference is `reward_margin`, the fraction of pairs where the winner's is higher
+    `reward_accuracy`)."""
 
     alpha: float = 1.0
-    beta: float = 0.1
 
     paired: ClassVar[bool] = True
     reference: ClassVar[bool] = True
     items_name: ClassVar[str] = "pairs"
+    term_name: ClassVar[str] = "preference"
 
     def __post_init__(self) -> None:
-        if self.beta <= 0:
-            raise ConfigError(f"beta must be > 0 for the DPO term, got {self.beta}")
         if self.alpha < 0:
             raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
+        for key in ("beta", "tau", "lam"):
+            if key in self.hyperparameters() and getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be > 0 for the {self.term_name.upper()} term, got {getattr(self, key)}")
 
     def items(self, data: TrainingData) -> Items:
         return data.pairs()
 
+    def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(per-pair loss [B], winner's implicit reward [B], loser's [B])."""
+        raise NotImplementedError
+
     def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = dpo_nll_loss(policy.chosen, policy.rejected, reference.chosen, reference.rejected, policy.chosen_tokens,
-                             self.beta, self.alpha)
-        margin = parts.chosen_rewards - parts.rejected_rewards
-        return parts.loss, {
-            "loss": parts.loss, "dpo_loss": parts.dpo, "nll_loss": parts.nll,
+        losses, chosen_rewards, rejected_rewards = self.term(policy, reference)
+        term, nll = losses.mean(), nll_loss(policy.chosen, policy.chosen_tokens)
+        margin = (chosen_rewards - rejected_rewards).detach()
+        return term + self.alpha * nll, {
+            "loss": term + self.alpha * nll, f"{self.term_name}_loss": term, "nll_loss": nll,
             "reward_accuracy": (margin > 0).float().mean(), "reward_margin": margin.mean(),
             "chosen_logps": policy.chosen.mean(), "rejected_logps": policy.rejected.mean(),
         }
+
+
+def _logratios(policy: BatchLogps, reference: BatchLogps) -> tuple[torch.Tensor, torch.Tensor]:
+    return policy.chosen - reference.chosen, policy.rejected - reference.rejected
+
+
+def _mean_logps(logps: BatchLogps) -> tuple[torch.Tensor, torch.Tensor]:
+    return logps.chosen / logps.chosen_tokens.clamp(min=1), logps.rejected / logps.rejected_tokens.clamp(min=1)
+
+
+@dataclass
+class DPO(Pairwise):
+    """Eq. 1 of Pang et al. (2024): DPO against the reference M_t (irpo.loss.sigmoid_loss) plus
+    α·NLL/|w|: `irpo` (α = 1) and `dpo` (α = 0). Implicit reward: β·log-ratio."""
+
+    beta: float = 0.1
+    term_name: ClassVar[str] = "dpo"
+
+    def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chosen, rejected = _logratios(policy, reference)
+        return sigmoid_loss(chosen - rejected, self.beta), self.beta * chosen, self.beta * rejected
+
+
+@dataclass
+class CDPO(Pairwise):
+    """Conservative DPO (Mitchell 2023; TRL's conservative `sigmoid`): DPO with
+    label smoothing ε, the rate at which a pair's preference is taken to be flipped.
+    Implicit reward: β·log-ratio."""
+
+    beta: float = 0.1
+    label_smoothing: float = 0.1
+    term_name: ClassVar[str] = "cdpo"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+    def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chosen, rejected = _logratios(policy, reference)
+        return sigmoid_loss(chosen - rejected, self.beta, self.label_smoothing), self.beta * chosen, self.beta * rejected
+
+
+@dataclass
+class RDPO(Pairwise):
+    """Robust DPO (Chowdhury et al. 2024; TRL's `robust`): the unbiased loss under preference
+    flips of rate ε (irpo.loss.robust_loss). Implicit reward: β·log-ratio."""
+
+    beta: float = 0.1
+    epsilon: float = 0.1
+    term_name: ClassVar[str] = "rdpo"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.epsilon < 0.5:
+            raise ConfigError(f"epsilon must be in [0, 0.5), got {self.epsilon}")
+
+    def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chosen, rejected = _logratios(policy, reference)
+        return robust_loss(chosen - rejected, self.beta, self.epsilon), self.beta * chosen, self.beta * rejected
+
+
+@dataclass
+class IPO(Pairwise):
+    """IPO (Azar et al. 2023): the per-token log-ratio margin regressed to 1/(2τ)
+    (irpo.loss.ipo_loss). Implicit reward: the per-token log-ratio."""
+
+    tau: float = 0.1
+    term_name: ClassVar[str] = "ipo"
+
+    def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chosen, rejected = _logratios(policy, reference)
+        chosen, rejected = chosen / policy.chosen_tokens.clamp(min=1), rejected / policy.rejected_tokens.clamp(min=1)
+        return ipo_loss(chosen - rejected, self.tau), chosen, rejected
+
+
+@dataclass
+class DPOP(Pairwise):
+    """DPO-Positive (Pal et al. 2024): DPO with a penalty λ once the winner's log-likelihood
+    falls below the reference's (irpo.loss.dpop_loss). Implicit reward: β·log-ratio."""
+
+    beta: float = 0.1
+    lam: float = 50.0  # the paper's λ for its math and reasoning runs
+    term_name: ClassVar[str] = "dpop"
+
+    def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chosen, rejected = _logratios(policy, reference)
+        return dpop_loss(chosen, rejected, self.beta, self.lam), self.beta * chosen, self.beta * rejected
+
+
+@dataclass
+class SimPO(Pairwise):
+    """SimPO (Meng et al. 2024): reference-free, length-normalised, with a target margin γ
+    (irpo.loss.simpo_loss). Implicit reward: β·per-token mean log-prob."""
+
+    beta: float = 2.0  # the paper's range is 2-2.5 (γ/β around 0.5)
+    gamma: float = 1.0
+    reference: ClassVar[bool] = False
+    term_name: ClassVar[str] = "simpo"
+
+    def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chosen, rejected = _mean_logps(policy)
+        return simpo_loss(chosen, rejected, self.beta, self.gamma), self.beta * chosen, self.beta * rejected
+
+
+@dataclass
+class ORPO(Pairwise):
+    """ORPO (Hong et al. 2024): the odds-ratio term λ·(−log σ(log odds ratio)) on the policy
+    alone, plus the winner's NLL averaged per token (its L_SFT, weight α = 1 in the paper;
+    per sequence, as every irpo objective: TRL averages over the batch's tokens instead).
+    Implicit reward: each side's log odds of its per-token mean log-prob."""
+
+    lam: float = 0.1
+    reference: ClassVar[bool] = False
+    term_name: ClassVar[str] = "orpo"
+
+    def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chosen, rejected = _mean_logps(policy)
+        return orpo_loss(chosen, rejected, self.lam), log_odds(chosen), log_odds(rejected)
 
 
 @dataclass
