@@ -131,6 +131,8 @@ def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
         "n_seq": torch.tensor(n_seq),
         "index": torch.tensor([it["index"] for it in items]),
     }
+    if "label" in items[0]:
+        batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.float32)
     if "ref_chosen" in items[0]:
         batch["ref_chosen"] = torch.tensor([it["ref_chosen"] for it in items], dtype=torch.float32)
         batch["ref_rejected"] = torch.tensor([it["ref_rejected"] for it in items], dtype=torch.float32)

@@ -110,6 +110,10 @@ class IterationData(L.LightningDataModule):
         pairs = read_jsonl(self.pairs_path)
         return Items([p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs])
 
+    def samples(self) -> list[dict]:
+        prompts = {ex.id: p for ex, p in zip(self.examples, self.prompts)}
+        return [row | {"prompt": prompts[row["prompt_id"]]} for row in read_jsonl(self.generations_path)]
+
     def golds(self) -> Items:
         golds = [(p, self.task.gold_completion(ex)) for ex, p in zip(self.examples, self.prompts)]
         golds = [(p, g) for p, g in golds if g is not None]
@@ -123,8 +127,10 @@ class IterationData(L.LightningDataModule):
         """Token ids of the method's training items (encoded once), with the reference
         log-probs attached once they exist."""
         if not self.items:
-            prompts, chosen, rejected = self.method.items(self)
+            prompts, chosen, rejected, labels = self.method.items(self)
             self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
+            for it in self.items if labels is not None else ():
+                it["label"] = labels[it["index"]]
             if not self.items:
                 why = f"all {self.dropped_too_long} are longer than model.max_length={self.max_length}" if prompts else f"task {self.task.name} gave none"
                 raise UserError(f"iteration {self.iteration} has no {self.method.items_name} to train on ({self.method.name}): {why}")
@@ -155,7 +161,8 @@ class IterationData(L.LightningDataModule):
         training) and M_{t+1} (its end), whatever the method trained on: how training moved
         the chosen and the rejected sequences (the paper's Figs. 2 and 3). The start is the
         reference pass's when there was one. Returns the pair-tokens this rank scored."""
-        items, dropped = encode_examples(self.tokenizer, *self.pairs(), self.max_length)
+        prompts, chosen, rejected, _ = self.pairs()
+        items, dropped = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
         tokens = 0
         if self.reference_path.exists():
             ref = load_file(self.reference_path)

@@ -112,6 +112,17 @@ def orpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor
     return -lam * F.logsigmoid(log_odds_ratio(chosen_mean_logps, rejected_mean_logps))
 
 
+def kto_loss(logratios: torch.Tensor, kl: torch.Tensor, desirable: torch.Tensor, beta: float, desirable_weight: torch.Tensor,
+             undesirable_weight: torch.Tensor) -> torch.Tensor:
+    """KTO (Ethayarajh et al. 2024, Eq. 7) per sample, on unpaired samples labelled desirable or
+    undesirable: λ_D·(1 − σ(β·(r − z₀))) for a desirable one, λ_U·(1 − σ(β·(z₀ − r))) for an
+    undesirable one, where r is its log-ratio log πθ(y|x) − log π_ref(y|x) and z₀ the reference
+    point, an estimate of KL(πθ ‖ π_ref) ≥ 0 (detached, from mismatched prompt/completion pairs;
+    irpo.methods.KTO)."""
+    value = torch.where(desirable, 1 - torch.sigmoid(beta * (logratios - kl)), 1 - torch.sigmoid(beta * (kl - logratios)))
+    return torch.where(desirable, desirable_weight, undesirable_weight) * value
+
+
 def nll_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over sequences of -log p(completion)/|completion|: the NLL term alone, and the
     objective of the SFT baselines (on winners, STaR-like; or on gold CoTs)."""

@@ -32,16 +32,18 @@ from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 import torch
 
 from irpo.errors import ConfigError
-from irpo.loss import dpop_loss, ipo_loss, log_odds, nll_loss, orpo_loss, robust_loss, sigmoid_loss, simpo_loss
+from irpo.loss import dpop_loss, ipo_loss, kto_loss, log_odds, nll_loss, orpo_loss, robust_loss, sigmoid_loss, simpo_loss
 
 
 class Items(NamedTuple):
     """What an iteration trains on, aligned by position: item i is (prompts[i], chosen[i])
-    or, for a paired method, (prompts[i], chosen[i], rejected[i])."""
+    or, for a paired method, (prompts[i], chosen[i], rejected[i]), both scored in one packed
+    row; labels[i], where a method has them, reaches its objective (BatchLogps.labels)."""
 
     prompts: list[str]
     chosen: list[str]
     rejected: list[str] | None
+    labels: list[float] | None = None
 
 
 class TrainingData(Protocol):
@@ -53,6 +55,10 @@ class TrainingData(Protocol):
     def golds(self) -> Items:
         """Each train prompt's gold chain of thought, where the task has one."""
 
+    def samples(self) -> list[dict]:
+        """Every sample of the iteration (generations.jsonl), each with its prompt's text:
+        prompt_id, prompt, completion, answer, reward."""
+
 
 class BatchLogps(NamedTuple):
     """Summed completion log-probs of a micro-batch's items under one model, float32 [B],
@@ -62,6 +68,7 @@ class BatchLogps(NamedTuple):
     rejected: torch.Tensor | None
     chosen_tokens: torch.Tensor
     rejected_tokens: torch.Tensor | None
+    labels: torch.Tensor | None = None  # Items.labels of the micro-batch's items
 
 
 @dataclass
@@ -77,6 +84,7 @@ class Method:
 
     trains: ClassVar[bool] = True  # False: M_0 is evaluated, nothing is trained
     uses_samples: ClassVar[bool] = True  # its items come from M_t's samples
+    needs_pairs: ClassVar[bool] = True  # an iteration that made no pair has nothing to train on
     paired: ClassVar[bool] = False  # an item is (prompt, winner, loser), both scored in one row
     reference: ClassVar[bool] = False  # its objective needs the reference M_t's log-probs
     items_name: ClassVar[str] = "sequences"  # what an item is, in messages and the plan
@@ -90,7 +98,7 @@ class Method:
         """The iteration's training items."""
         raise NotImplementedError
 
-    def items_per_prompt(self, pairs_per_prompt: int) -> int:
+    def items_per_prompt(self, num_samples: int, pairs_per_prompt: int) -> int:
         """The most items one train prompt gives (the planner's count)."""
         return pairs_per_prompt
 
@@ -290,12 +298,13 @@ class GoldSFT(_SFT):
     no samples needed."""
 
     uses_samples: ClassVar[bool] = False
+    needs_pairs: ClassVar[bool] = False
     items_name: ClassVar[str] = "gold chains of thought"
 
     def items(self, data: TrainingData) -> Items:
         return data.golds()
 
-    def items_per_prompt(self, pairs_per_prompt: int) -> int:
+    def items_per_prompt(self, num_samples: int, pairs_per_prompt: int) -> int:
         return 1
 
 
@@ -305,9 +314,76 @@ class ZeroShot(Method):
 
     trains: ClassVar[bool] = False
     uses_samples: ClassVar[bool] = False
+    needs_pairs: ClassVar[bool] = False
 
-    def items_per_prompt(self, pairs_per_prompt: int) -> int:
+    def items_per_prompt(self, num_samples: int, pairs_per_prompt: int) -> int:
         return 0
+
+
+@dataclass
+class KTO(Method):
+    """KTO (Ethayarajh et al. 2024) on every sample, labelled by its reward (desirable: correct),
+    prompts that gave no pair included (irpo.loss.kto_loss). The reference point z₀ is the
+    mean log-ratio, clamped at 0 and detached, of each micro-batch's mismatched completions:
+    item i is scored with the completion of a sample of another prompt, fixed before the
+    reference pass (the next prompt's sample of the same index), so the precomputed reference
+    log-probs cover both. λ_D/λ_U are set per iteration so that λ_D·n_D / (λ_U·n_U) lies in
+    [1, 4/3], as the paper recommends. An item is two scored sequences, as a pair is, so a
+    step of trainer.batch_size items forwards as many sequences as the pairwise arms'.
+    Implicit reward: β·log-ratio; `kl` logs z₀."""
+
+    beta: float = 0.1
+    alpha: float = 0.0  # α·NLL/|y| on the desirable samples
+
+    paired: ClassVar[bool] = True  # (completion, mismatched completion)
+    reference: ClassVar[bool] = True
+    needs_pairs: ClassVar[bool] = False
+    items_name: ClassVar[str] = "labelled samples"
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ConfigError(f"beta must be > 0 for the KTO term, got {self.beta}")
+        if self.alpha < 0:
+            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
+
+    def items(self, data: TrainingData) -> Items:
+        rows = sorted(data.samples(), key=lambda r: (r["prompt_id"], r.get("sample", 0)))
+        if not rows:
+            return Items([], [], [], [])
+        per_prompt = sum(1 for r in rows if r["prompt_id"] == rows[0]["prompt_id"])
+        mismatched = [rows[(i + per_prompt) % len(rows)]["completion"] for i in range(len(rows))]
+        desirable = [r["reward"] >= 1 for r in rows]
+        wanted_d, wanted_u = self.weights(sum(desirable), len(rows) - sum(desirable))
+        labels = [wanted_d if d else -wanted_u for d in desirable]
+        return Items([r["prompt"] for r in rows], [r["completion"] for r in rows], mismatched, labels)
+
+    @staticmethod
+    def weights(desirable: int, undesirable: int) -> tuple[float, float]:
+        """(λ_D, λ_U), λ_U = 1: λ_D·n_D / n_U is n_D / n_U brought into [1, 4/3]."""
+        if not desirable or not undesirable:
+            return 1.0, 1.0
+        ratio = desirable / undesirable
+        return min(max(ratio, 1.0), 4 / 3) / ratio, 1.0
+
+    def items_per_prompt(self, num_samples: int, pairs_per_prompt: int) -> int:
+        return num_samples
+
+    def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logratios = policy.chosen - reference.chosen
+        kl = (policy.rejected - reference.rejected).mean().clamp(min=0).detach()
+        desirable = policy.labels > 0
+        losses = kto_loss(logratios, kl, desirable, self.beta, policy.labels.abs(), policy.labels.abs())
+        term = losses.mean()
+        has = desirable.any()
+        nll = nll_loss(policy.chosen[desirable], policy.chosen_tokens[desirable]) if has else torch.zeros_like(term)
+        rewards = (self.beta * logratios).detach()
+        return term + self.alpha * nll, {
+            "loss": term + self.alpha * nll, "kto_loss": term, "nll_loss": nll, "kl": kl,
+            "desirable_fraction": desirable.float().mean(),
+            "desirable_reward": rewards[desirable].mean() if has else torch.zeros_like(term),
+            "undesirable_reward": rewards[~desirable].mean() if (~desirable).any() else torch.zeros_like(term),
+            "chosen_logps": policy.chosen.mean(),
+        }
 
 
 def build(cfg) -> Method:

@@ -154,7 +154,7 @@ class PreferenceModule(L.LightningModule):
     def micro_batch_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The mean loss over a collated micro-batch's items, and what is logged of it."""
         logps, counts = batch_logps(self.policy, batch)
-        policy = self._split(logps, counts)
+        policy = self._split(logps, counts)._replace(labels=batch.get("label"))
         reference = None
         if self.reference is not None:
             with torch.no_grad():

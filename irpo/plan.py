@@ -90,7 +90,7 @@ def prompt_counts(cfg: DictConfig, task: Task, splits) -> tuple[int, int]:
 def trained_items(cfg: DictConfig, n_train: int) -> tuple[int, int]:
     """(items an iteration makes at most, items it trains on at most, epochs and max_steps applied)."""
     tr, method = cfg.trainer, methods.build(cfg)
-    items = n_train * method.items_per_prompt(cfg.pairs_per_prompt)
+    items = n_train * method.items_per_prompt(cfg.num_samples, cfg.pairs_per_prompt)
     items = min(items, cfg.max_pairs or items)  # at most: prompts without a winner or a loser make none
     trained = min(items * tr.max_epochs if tr.max_epochs > 0 else 10**12, tr.max_steps * tr.batch_size if tr.max_steps > 0 else 10**12)
     return items, trained if method.trains else 0

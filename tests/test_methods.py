@@ -89,7 +89,7 @@ def test_items_each_method_trains_on():
     assert DPO("irpo").items(Data()) == Data().pairs()
     assert WinnerSFT("sft_chosen").items(Data()) == Items(["p1", "p1", "p2"], ["w1", "w2", "w3"], None)  # each winner once
     assert GoldSFT("sft_gold").items(Data()) == Data().golds()
-    assert [m.items_per_prompt(4) for m in (DPO("a"), WinnerSFT("b"), GoldSFT("c"), ZeroShot("d"))] == [4, 4, 1, 0]
+    assert [m.items_per_prompt(8, 4) for m in (DPO("a"), WinnerSFT("b"), GoldSFT("c"), ZeroShot("d"))] == [4, 4, 1, 0]
 
 
 @pytest.mark.parametrize("train_on, name", [("pairs", "irpo"), ("pairs", "dpo"), ("winners", "sft_chosen"), ("gold", "sft_gold"), ("none", "zero_shot")])

@@ -192,3 +192,97 @@ def test_orpo_odds_ratio_equals_trl(batch):
     theirs = -ORPOTrainer.odds_ratio_loss(trainer, chosen, rejected)[0]
     ours, _, _ = ORPO("orpo", alpha=0.0, lam=0.25).term(policy, None)
     assert torch.allclose(ours.float(), theirs, atol=1e-6, rtol=0)
+
+
+def test_kto_hand_values():
+    """KTO Eq. 7: desirable r = 1, z₀ = 0.5, β = 1: λ_D·(1 − σ(0.5)); undesirable r = −1:
+    λ_U·(1 − σ(0.5 + 1))."""
+    from irpo.loss import kto_loss
+
+    losses = kto_loss(t(1.0, -1.0), t(0.5), torch.tensor([True, False]), 1.0, t(1.2), t(1.0))
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert losses.tolist() == pytest.approx([1.2 * (1 - sig(0.5)), 1 - sig(1.5)], abs=1e-15)
+
+
+@pytest.mark.parametrize("desirable, undesirable, weight", [(10, 10, 1.0), (12, 10, 1.0), (20, 10, (4 / 3) / 2), (5, 10, 2.0), (0, 3, 1.0)])
+def test_kto_weights_bring_the_desirable_share_into_1_to_4_thirds(desirable, undesirable, weight):
+    from irpo.methods import KTO
+
+    assert KTO.weights(desirable, undesirable) == (pytest.approx(weight), 1.0)
+    if desirable and undesirable:
+        assert 1 - 1e-12 <= weight * desirable / undesirable <= 4 / 3 + 1e-12
+
+
+def test_kto_items_are_every_sample_with_a_mismatched_completion():
+    from irpo.methods import KTO
+
+    rows = [{"prompt_id": p, "sample": j, "prompt": f"Q{p}", "completion": f"{p}{j}", "reward": float(p == "a" and j == 0)}
+            for p in "abc" for j in range(2)]
+
+    class Data:
+        def samples(self):
+            return list(reversed(rows))
+
+    prompts, chosen, mismatched, labels = KTO("kto").items(Data())
+    assert chosen == ["a0", "a1", "b0", "b1", "c0", "c1"]  # prompts b and c (no winner, so no pair) included
+    assert mismatched == ["b0", "b1", "c0", "c1", "a0", "a1"]  # another prompt's sample, fixed
+    weight = KTO.weights(1, 5)[0]
+    assert labels == [weight, -1.0, -1.0, -1.0, -1.0, -1.0]
+
+
+def test_kto_equals_trl(batch):
+    """KTOTrainer._compute_loss with a stand-in model: the same per-token log-probs for the
+    completions and for the mismatched (KL) completions, the reference's precomputed; one
+    micro-batch is TRL's batch (its z₀ is the batch's mean KL log-ratio)."""
+    from trl import KTOTrainer
+
+    from irpo.methods import KTO
+
+    per_token, mask, ref, policy, reference = batch
+    n, length = per_token.shape  # 8 unpaired samples
+    kl_per_token = per_token.flip(0)  # the KL completions' log-probs: another row's
+    labels = torch.tensor([1, 0, 1, 1, 0, 0, 0, 1], dtype=torch.bool)
+    ref_kl = ref.flip(0) - 0.3
+    accelerator = types.SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda x: x, gather=lambda x: x)
+    trainer = types.SimpleNamespace(
+        model=types.SimpleNamespace(training=True), accelerator=accelerator, aux_loss_enabled=False, calculate_KL=True,
+        precompute_ref_logps=True, loss_type="kto", beta=0.4, desirable_weight=1.25, undesirable_weight=1.0,
+        _metrics={"train": collections.defaultdict(list)}, _total_train_tokens=0, _tp_size=1,
+    )
+    trainer._compute_kl_logps = lambda model, b: kl_per_token.sum(-1)
+
+    def model(**kwargs):
+        zeros = torch.zeros(n, length)
+        return types.SimpleNamespace(log_probs=per_token, entropy=zeros, mean_logits=zeros)
+
+    inputs = {"input_ids": torch.zeros_like(mask), "attention_mask": torch.ones_like(mask), "completion_mask": mask,
+              "label": labels, "ref_logps": ref, "ref_KL_logps": ref_kl}
+    theirs = KTOTrainer._compute_loss(trainer, model, inputs, False)
+    lengths = mask[:, 1:].sum(1)
+    signed = torch.where(labels, 1.25, -1.0)
+    ours = KTO("kto", beta=0.4).objective(BatchLogps(per_token.sum(-1), kl_per_token.sum(-1), lengths, lengths, signed),
+                                          BatchLogps(ref, ref_kl, lengths, lengths))[0]
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["kto", "orpo"])
+def test_kto_and_a_reference_free_objective_run_an_iteration(tmp_path, cli, method):
+    """KTO trains on every sample, prompts that gave no pair included; a reference-free
+    objective runs no reference stage."""
+    import json
+
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    proc = cli(f"method={method}", f"hydra.run.dir={run}", "iterations=1", "task.train_size=16", "task.test_size=8", "num_samples=4",
+               "eval.maj_k=0", "logger=none", "trainer.batch_size=8", "trainer.progress_bar=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stages = [json.loads(line).get("stage") for line in (run / "events.jsonl").read_text().splitlines()]
+    metrics = json.loads((run / "iter_0" / "metrics.json").read_text())
+    if method == "kto":
+        assert "iter_0/reference" in stages and "train_kl" in metrics
+        scored = load_file(run / "iter_0" / "reference_logps.safetensors")["chosen"]
+        assert len(scored) == 16 * 4 > metrics["pairs"] and metrics["prompts_with_pairs"] < 16  # every sample, paired or not
+    else:
+        assert "iter_0/reference" not in stages and "train_orpo_loss" in metrics
