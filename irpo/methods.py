@@ -6,6 +6,8 @@ A method says whether an iteration samples from M_t, what one training item hold
 (winner, loser) pair, or one sequence), which items it trains on, whether it needs the
 reference M_t's log-probs, and its objective from the items' log-probs. Its fields are its
 hyperparameters, typed: the config's values are checked against them at start (`build`).
+The objectives' math (irpo/loss.py) is imported where a step computes it, so that building
+and checking a method at start loads no torch: a config error answers in a second.
 
 A method of your own is a dataclass subclassing `Method` in any importable module, with a
 YAML file in a `method/` folder on Hydra's search path:
@@ -29,10 +31,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 
-import torch
+from typing import TYPE_CHECKING
 
 from irpo.errors import ConfigError
-from irpo.loss import dpop_loss, ipo_loss, kto_loss, log_odds, nll_loss, orpo_loss, robust_loss, sigmoid_loss, simpo_loss
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Items(NamedTuple):
@@ -141,6 +145,7 @@ class Pairwise(Method):
         raise NotImplementedError
 
     def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from irpo.loss import nll_loss
         losses, chosen_rewards, rejected_rewards = self.term(policy, reference)
         term, nll = losses.mean(), nll_loss(policy.chosen, policy.chosen_tokens)
         margin = (chosen_rewards - rejected_rewards).detach()
@@ -168,6 +173,7 @@ class DPO(Pairwise):
     term_name: ClassVar[str] = "dpo"
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from irpo.loss import sigmoid_loss
         chosen, rejected = _logratios(policy, reference)
         return sigmoid_loss(chosen - rejected, self.beta), self.beta * chosen, self.beta * rejected
 
@@ -188,6 +194,7 @@ class CDPO(Pairwise):
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from irpo.loss import sigmoid_loss
         chosen, rejected = _logratios(policy, reference)
         return sigmoid_loss(chosen - rejected, self.beta, self.label_smoothing), self.beta * chosen, self.beta * rejected
 
@@ -207,6 +214,7 @@ class RDPO(Pairwise):
             raise ConfigError(f"epsilon must be in [0, 0.5), got {self.epsilon}")
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from irpo.loss import robust_loss
         chosen, rejected = _logratios(policy, reference)
         return robust_loss(chosen - rejected, self.beta, self.epsilon), self.beta * chosen, self.beta * rejected
 
@@ -220,6 +228,7 @@ class IPO(Pairwise):
     term_name: ClassVar[str] = "ipo"
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from irpo.loss import ipo_loss
         chosen, rejected = _logratios(policy, reference)
         chosen, rejected = chosen / policy.chosen_tokens.clamp(min=1), rejected / policy.rejected_tokens.clamp(min=1)
         return ipo_loss(chosen - rejected, self.tau), chosen, rejected
@@ -235,6 +244,7 @@ class DPOP(Pairwise):
     term_name: ClassVar[str] = "dpop"
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from irpo.loss import dpop_loss
         chosen, rejected = _logratios(policy, reference)
         return dpop_loss(chosen, rejected, self.beta, self.lam), self.beta * chosen, self.beta * rejected
 
@@ -250,6 +260,7 @@ class SimPO(Pairwise):
     term_name: ClassVar[str] = "simpo"
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from irpo.loss import simpo_loss
         chosen, rejected = _mean_logps(policy)
         return simpo_loss(chosen, rejected, self.beta, self.gamma), self.beta * chosen, self.beta * rejected
 
@@ -266,6 +277,7 @@ class ORPO(Pairwise):
     term_name: ClassVar[str] = "orpo"
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from irpo.loss import log_odds, orpo_loss
         chosen, rejected = _mean_logps(policy)
         return orpo_loss(chosen, rejected, self.lam), log_odds(chosen), log_odds(rejected)
 
@@ -275,6 +287,7 @@ class _SFT(Method):
     """The NLL term alone, per sequence and length-normalised (irpo.loss.nll_loss)."""
 
     def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from irpo.loss import nll_loss
         loss = nll_loss(policy.chosen, policy.chosen_tokens)
         return loss, {"loss": loss, "nll_loss": loss, "chosen_logps": policy.chosen.mean()}
 
@@ -369,19 +382,20 @@ class KTO(Method):
         return num_samples
 
     def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from irpo.loss import kto_loss, nll_loss
         logratios = policy.chosen - reference.chosen
         kl = (policy.rejected - reference.rejected).mean().clamp(min=0).detach()
         desirable = policy.labels > 0
         losses = kto_loss(logratios, kl, desirable, self.beta, policy.labels.abs(), policy.labels.abs())
         term = losses.mean()
         has = desirable.any()
-        nll = nll_loss(policy.chosen[desirable], policy.chosen_tokens[desirable]) if has else torch.zeros_like(term)
+        nll = nll_loss(policy.chosen[desirable], policy.chosen_tokens[desirable]) if has else term.new_zeros(())
         rewards = (self.beta * logratios).detach()
         return term + self.alpha * nll, {
             "loss": term + self.alpha * nll, "kto_loss": term, "nll_loss": nll, "kl": kl,
             "desirable_fraction": desirable.float().mean(),
-            "desirable_reward": rewards[desirable].mean() if has else torch.zeros_like(term),
-            "undesirable_reward": rewards[~desirable].mean() if (~desirable).any() else torch.zeros_like(term),
+            "desirable_reward": rewards[desirable].mean() if has else term.new_zeros(()),
+            "undesirable_reward": rewards[~desirable].mean() if (~desirable).any() else term.new_zeros(()),
             "chosen_logps": policy.chosen.mean(),
         }
 
