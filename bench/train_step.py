@@ -208,11 +208,12 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     batching = irpo.batching.MicroBatching(w.pairs, w.pairs) if hasattr(irpo.batching, "MicroBatching") else w.pairs
     try:
         from irpo import methods
+        from irpo.pairs import PairRule
 
-        method, leading = methods.build(cfg), (cfg, methods.build(cfg))
+        method, leading, rule = methods.build(cfg), (cfg, methods.build(cfg)), (PairRule(1),)
     except ImportError:  # a source tree from before methods were objects (--before)
-        method, leading = "pairs", (cfg,)
-    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), method, 1, 1.0, 1, None, False, w.seed, 100_000, batching, 1)
+        method, leading, rule = "pairs", (cfg,), (1, None, False)
+    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), method, 1, 1.0, *rule, w.seed, 100_000, batching, 1)
     if "load_model" in inspect.signature(data.reference_logps).parameters:
         data.reference_logps(lambda: load_policy(w.ref_dir, "float32", False), "cpu")
     else:  # a source tree from before the multi-process loop (--before)

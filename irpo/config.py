@@ -169,6 +169,9 @@ class IrpoConfig:
     pairs_per_prompt: int = 4  # K
     max_pairs: Optional[int] = None  # cap per iteration, drawn at random (paper footnote 4)
     gold_winner: bool = False  # add the gold CoT as a winner when no sample is correct (GSM8K)
+    # Graded rewards: a loser's reward is below the winner's 1 by at least this; None: 0 (any
+    # reward below 1), the binary split (None, not 0, so that runs recorded before it resume).
+    pair_margin: Optional[float] = None
     iterations: int = 3  # T
     temperatures: list[float] = field(default_factory=lambda: [0.8])  # per iteration; last repeats
     seed: int = 0
@@ -238,6 +241,8 @@ def validate(cfg: DictConfig) -> None:
     method = methods.build(cfg)
     if cfg.trainer.reference == "live" and not method.reference:
         raise ConfigError(f"trainer.reference=live keeps a reference model that method {method.name} never asks for; use trainer.reference=precomputed")
+    if cfg.pair_margin is not None and not 0 <= cfg.pair_margin <= 1:
+        raise ConfigError(f"pair_margin must be in [0, 1] or null, got {cfg.pair_margin}")
     if not cfg.temperatures or any(t < 0 for t in cfg.temperatures):
         raise ConfigError(f"temperatures must be a non-empty list of values >= 0, got {list(cfg.temperatures)}")
     if not 0 < cfg.generator.top_p <= 1:
@@ -318,7 +323,7 @@ _NO_EFFECT = (
 
 
 # Keys that shape training only: M_0, and the samples drawn from it, do not depend on them.
-_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "method.", "trainer.", "model.lora.", "selection.val_every_n_steps")
+_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "pair_margin", "method.", "trainer.", "model.lora.", "selection.val_every_n_steps")
 
 
 def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from irpo.generation.base import Generator
 from irpo.methods import Items, Method
 from irpo.errors import UserError
 from irpo.scoring import score_pairs
-from irpo.pairs import Pair, cap_pairs, pair_stats, prompt_pairs
+from irpo.pairs import Pair, PairRule, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
 
@@ -44,9 +44,7 @@ class IterationData(L.LightningDataModule):
         method: Method,
         num_samples: int,
         temperature: float,
-        pairs_per_prompt: int,
-        max_pairs: int | None,
-        gold_winner: bool,
+        pair_rule: PairRule,
         seed: int,
         max_length: int,
         batching: MicroBatching,
@@ -55,8 +53,8 @@ class IterationData(L.LightningDataModule):
         super().__init__()
         self.task, self.examples, self.prompts, self.out = task, list(examples), list(prompts), Path(out_dir)
         self.iteration, self.tokenizer, self.method = iteration, tokenizer, method
-        self.num_samples, self.temperature, self.k, self.max_pairs = num_samples, temperature, pairs_per_prompt, max_pairs
-        self.gold_winner, self.seed, self.max_length = gold_winner, seed, max_length
+        self.num_samples, self.temperature, self.pair_rule = num_samples, temperature, pair_rule
+        self.seed, self.max_length = seed, max_length
         self.batching, self.shard_size = batching, shard_size
         self.items: list[dict] = []
         self.dropped_too_long = 0
@@ -99,9 +97,11 @@ class IterationData(L.LightningDataModule):
         pairs: list[Pair] = []
         for ex, prompt in zip(self.examples, self.prompts):
             rows = by_prompt[ex.id]
-            gold = self.task.gold_completion(ex) if self.gold_winner else None
-            pairs += prompt_pairs(ex.id, prompt, [r["completion"] for r in rows], [r["reward"] for r in rows], self.k, self.seed, gold)
-        pairs = cap_pairs(pairs, self.max_pairs, self.seed + self.iteration)
+            rule = self.pair_rule
+            gold = self.task.gold_completion(ex) if rule.gold_winner else None
+            pairs += prompt_pairs(ex.id, prompt, [r["completion"] for r in rows], [r["reward"] for r in rows], rule.per_prompt, self.seed, gold,
+                                  rule.margin)
+        pairs = cap_pairs(pairs, self.pair_rule.max_pairs, self.seed + self.iteration)
         return pairs, pair_stats([[r["reward"] for r in by_prompt[ex.id]] for ex in self.examples], pairs)
 
     # --- training sequences and reference log-probs ---------------------------------------

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Sequence
 
 from irpo.generation.base import Generator
-from irpo.tasks.base import Example, Task, check, reward
+from irpo.tasks.base import Example, Task, check, correct, reward
 
 
 def majority_vote(answers: Sequence[str | None]) -> str | None:
@@ -46,7 +46,7 @@ def evaluate(
 def summarize(records: Sequence[dict], maj_k: int, split: str = "test") -> dict[str, float]:
     """{"<split>_accuracy", "maj@k", "<split>_size"} of evaluate()'s records."""
     n = max(len(records), 1)
-    metrics = {f"{split}_accuracy": sum(r["reward"] for r in records) / n, f"{split}_size": len(records)}
+    metrics = {f"{split}_accuracy": sum(correct(r["reward"]) for r in records) / n, f"{split}_size": len(records)}
     if maj_k > 0:
         metrics[f"maj@{maj_k}"] = sum(r["maj_reward"] for r in records) / n
     return metrics

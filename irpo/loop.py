@@ -31,6 +31,7 @@ from irpo.evaluate import evaluate, summarize
 from irpo.fit import check_fits
 from irpo.generation.base import LazyGenerator, render_prompt
 from irpo.logging import RunLogger
+from irpo.pairs import PairRule
 from irpo.models.load import load_tokenizer
 from irpo.plan import print_plan
 from irpo.report import report_at_end
@@ -125,7 +126,7 @@ def run_loop(cfg: DictConfig) -> float | None:
                     break
                 data = IterationData(
                     task, train, train_prompts, it, t, tokenizer, method, cfg.num_samples, temperature(cfg, t),
-                    cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.seed, cfg.model.max_length,
+                    PairRule(cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.pair_margin or 0.0), cfg.seed, cfg.model.max_length,
                     micro_batching(cfg.trainer), cfg.shard_size,
                 )
                 if sample:

@@ -347,6 +347,7 @@ class KTO(Method):
 
     beta: float = 0.1
     alpha: float = 0.0  # α·NLL/|y| on the desirable samples
+    desirable_at: float = 1.0  # the reward from which a sample is desirable (graded rewards)
 
     paired: ClassVar[bool] = True  # (completion, mismatched completion)
     reference: ClassVar[bool] = True
@@ -365,7 +366,7 @@ class KTO(Method):
             return Items([], [], [], [])
         per_prompt = sum(1 for r in rows if r["prompt_id"] == rows[0]["prompt_id"])
         mismatched = [rows[(i + per_prompt) % len(rows)]["completion"] for i in range(len(rows))]
-        desirable = [r["reward"] >= 1 for r in rows]
+        desirable = [r["reward"] >= self.desirable_at for r in rows]
         wanted_d, wanted_u = self.weights(sum(desirable), len(rows) - sum(desirable))
         labels = [wanted_d if d else -wanted_u for d in desirable]
         return Items([r["prompt"] for r in rows], [r["completion"] for r in rows], mismatched, labels)

@@ -4,6 +4,10 @@ Sec. 2 of Pang et al. (2024): split a prompt's N samples into correct (winners, 
 incorrect (losers, G^l); "iterate over both sets at once, cycling back to the start of a
 set when it runs out" to make K pairs; a prompt with an empty set is skipped (footnote 2).
 For GSM8K the gold CoT joins the winners when no sample is correct (Sec. 3.1).
+
+Rewards may be graded, in [0, 1] (partial credit, a verifier's score): a winner is a correct
+sample (reward 1), a loser one whose reward is below 1 by at least `margin`; with binary
+rewards and margin 0 this is the paper's split.
 """
 
 from __future__ import annotations
@@ -12,6 +16,20 @@ import math
 import random
 from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+from irpo.tasks.base import correct
+
+
+@dataclass(frozen=True)
+class PairRule:
+    """How an iteration's samples become pairs: K pairs per prompt at most, a cap on the
+    iteration's pairs (footnote 4), the gold CoT as the winner of a prompt with no correct
+    sample (GSM8K), and the reward margin a loser must trail the winner by."""
+
+    per_prompt: int
+    max_pairs: int | None = None
+    gold_winner: bool = False
+    margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,12 +74,13 @@ def prompt_pairs(
     k: int,
     seed: int,
     gold: str | None = None,
+    margin: float = 0.0,
 ) -> list[Pair]:
     """Pairs for one prompt. Identical completions count once (a repeated string would
     only repeat a pair). The order within each set is shuffled by a generator seeded by
     (seed, prompt_id), so the pairs of a prompt do not depend on which other prompts exist."""
-    winners = _unique(c for c, r in zip(completions, rewards) if r > 0)
-    losers = _unique(c for c, r in zip(completions, rewards) if r <= 0)
+    winners = _unique(c for c, r in zip(completions, rewards) if correct(r))
+    losers = _unique(c for c, r in zip(completions, rewards) if not correct(r) and r <= 1 - margin)
     from_gold = not winners and gold is not None
     if from_gold:
         winners = [gold]
@@ -86,8 +105,8 @@ def cap_pairs(pairs: list[Pair], max_pairs: int | None, seed: int) -> list[Pair]
 def pair_stats(rewards_per_prompt: Sequence[Sequence[float]], pairs: Sequence[Pair]) -> dict[str, float]:
     """The iteration's data numbers: pass@N, mean reward, why prompts gave no pairs."""
     n_prompts = len(rewards_per_prompt)
-    any_right = [any(r > 0 for r in rs) for rs in rewards_per_prompt]
-    all_right = [bool(rs) and all(r > 0 for r in rs) for rs in rewards_per_prompt]
+    any_right = [any(map(correct, rs)) for rs in rewards_per_prompt]
+    all_right = [bool(rs) and all(map(correct, rs)) for rs in rewards_per_prompt]
     samples = sum(len(rs) for rs in rewards_per_prompt)
     return {
         "prompts": n_prompts,

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from irpo.tasks.arith import ArithTask
-from irpo.tasks.base import reward
+from irpo.tasks.base import Example, reward
 
 
 def test_splits_are_deterministic_and_disjoint():
@@ -46,3 +46,27 @@ def test_bad_knobs_fail_at_construction(kw):
 def test_too_many_problems_for_the_space_is_an_error():
     with pytest.raises(ValueError, match="distinct"):
         ArithTask(num_terms=2, max_operand=2, operators="+", train_size=20, test_size=5).load("train")
+
+
+def test_step_credit_rewards_the_gold_steps_right_before_the_first_wrong_one():
+    from irpo.tasks.arith import steps_right
+
+    ex = Example("0", "3+4-2", "5", solution="3+4=7, 7-2=5")
+    assert steps_right(" 3+4=7, 7-2=5. Final answer: 5\n", ex) == (2, 2)
+    assert steps_right(" 3+4=7, 7-2=6. Final answer: 6\n", ex) == (1, 2)
+    assert steps_right(" 3+4=8, 8-2=6. Final answer: 6\n", ex) == (0, 2)
+    assert steps_right(" 3+4=8, 7-2=5. Final answer: 5\n", ex) == (0, 2)  # right answer through a wrong step
+    graded, binary = ArithTask(step_credit=0.5), ArithTask()
+    assert reward(graded, " 3+4=7, 7-2=6. Final answer: 6\n", ex) == ("6", 0.25)
+    assert reward(graded, " 3+4=7, 7-2=5. Final answer: 5\n", ex) == ("5", 1.0)
+    assert reward(binary, " 3+4=7, 7-2=6. Final answer: 6\n", ex) == ("6", 0.0)
+    assert reward(graded, "garbage", ex) == (None, 0.0)
+    with pytest.raises(ValueError, match="step_credit"):
+        ArithTask(step_credit=1.0)
+
+
+def test_accuracy_counts_correct_answers_not_partial_credit():
+    from irpo.evaluate import summarize
+
+    records = [{"reward": 1.0}, {"reward": 0.25}, {"reward": 0.0}, {"reward": 1.0}]
+    assert summarize(records, maj_k=0)["test_accuracy"] == 0.5

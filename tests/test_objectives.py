@@ -286,3 +286,16 @@ def test_kto_and_a_reference_free_objective_run_an_iteration(tmp_path, cli, meth
         assert len(scored) == 16 * 4 > metrics["pairs"] and metrics["prompts_with_pairs"] < 16  # every sample, paired or not
     else:
         assert "iter_0/reference" not in stages and "train_orpo_loss" in metrics
+
+
+def test_kto_labels_desirable_from_a_threshold_on_graded_rewards():
+    from irpo.methods import KTO
+
+    rows = [{"prompt_id": "a", "sample": j, "prompt": "Q", "completion": str(j), "reward": r} for j, r in enumerate([1.0, 0.6, 0.2])]
+
+    class Data:
+        def samples(self):
+            return rows
+
+    assert [label > 0 for label in KTO("kto").items(Data()).labels] == [True, False, False]
+    assert [label > 0 for label in KTO("kto", desirable_at=0.5).items(Data()).labels] == [True, True, False]

@@ -63,3 +63,15 @@ def test_cap_and_stats():
     assert stats["train_pass_at_n"] == pytest.approx(2 / 3) and stats["train_mean_reward"] == pytest.approx(0.5)
     assert (stats["prompts_no_winner"], stats["prompts_no_loser"], stats["pairs"]) == (1, 1, 1)
     assert math.isclose(stats["prompts_with_pairs"], 1)
+
+
+def test_graded_rewards_pair_a_correct_winner_with_losers_trailing_by_the_margin():
+    comps, rewards = ["right", "close", "half", "wrong"], [1.0, 0.8, 0.5, 0.0]
+    pairs = prompt_pairs("p", "x", comps, rewards, k=10, seed=0, margin=0.5)
+    assert {(p.chosen, p.rejected) for p in pairs} == {("right", "half"), ("right", "wrong")}
+    # no correct sample, no winner, however high the partial credit
+    assert prompt_pairs("p", "x", ["close", "wrong"], [0.99, 0.0], k=5, seed=0) == []
+    # margin 0: every sample below 1 is a loser, as with binary rewards
+    assert len(prompt_pairs("p", "x", comps, rewards, k=10, seed=0)) == 3
+    stats = pair_stats([rewards, [0.9, 0.4]], pairs)
+    assert stats["train_pass_at_n"] == 0.5 and stats["prompts_no_winner"] == 1 and stats["train_mean_reward"] == pytest.approx(3.6 / 6)

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 from irpo.cli import register_all
 from irpo.errors import UserError
 from irpo.methods import DPO
+from irpo.pairs import PairRule
 from irpo.batching import MicroBatching
 from irpo.data import IterationData
 from irpo.models.load import ModelLoadError, load_policy
@@ -101,7 +102,7 @@ def tiny_fit(tmp_path, composer, model_dir):
     ))
     data = IterationData(
         task=task, examples=task.load("train"), prompts=["Q"] * 4, out_dir=it, iteration=0, tokenizer=tok, method=DPO("irpo"),
-        num_samples=2, temperature=1.0, pairs_per_prompt=1, max_pairs=None, gold_winner=False, seed=0, max_length=64,
+        num_samples=2, temperature=1.0, pair_rule=PairRule(1), seed=0, max_length=64,
         batching=MicroBatching(2, 2), shard_size=4,
     )
 

@@ -35,6 +35,7 @@ class ArithTask:
         seed: int = 1234,
         max_new_tokens: int = 48,
         validation_size: int = 1000,
+        step_credit: float | None = None,
     ) -> None:
         if num_terms < 2:
             raise ValueError(f"task.num_terms must be >= 2, got {num_terms}")
@@ -42,6 +43,9 @@ class ArithTask:
             raise ValueError(f"task.max_operand must be >= 1, got {max_operand}")
         if not operators or set(operators) - set(_OPS):
             raise ValueError(f"task.operators must be drawn from '+-*', got {operators!r}")
+        step_credit = step_credit or 0.0
+        if not 0 <= step_credit < 1:
+            raise ValueError(f"task.step_credit must be in [0, 1), got {step_credit}")
         # train_size / test_size are how many problems to generate, not a draw from a larger
         # pool (irpo/tasks/subsets.py): the generated stream is already a seeded random
         # sample, and a pool to draw from would change the default run's data and with it
@@ -49,6 +53,7 @@ class ArithTask:
         self.sizes = {"train": train_size, "validation": validation_size, "test": test_size}
         self.max_new_tokens = max_new_tokens
         self.num_terms, self.max_operand, self.operators, self.seed = num_terms, max_operand, operators, seed
+        self.step_credit = step_credit
 
     def load(self, split: str) -> list[Example]:
         if split not in self.sizes:
@@ -99,3 +104,28 @@ class ArithTask:
 
     def is_correct(self, answer: str | None, gold: str) -> bool:
         return answer is not None and int(answer) == int(gold)
+
+    def partial_credit(self, completion: str, example: Example) -> float:
+        """A wrong answer's reward: step_credit times the share of the gold chain's steps the
+        completion got right before its first wrong one (0 while step_credit is 0, the
+        binary reward)."""
+        right, total = steps_right(completion, example)
+        return self.step_credit * right / total
+
+
+_STEP = re.compile(r"(-?\d+)\s*([-+*])\s*(-?\d+)\s*=\s*(-?\d+)")
+
+
+def steps_right(completion: str, example: Example) -> tuple[int, int]:
+    """(steps of the gold chain the completion gets right in order, before its first wrong
+    or missing one; the gold chain's step count). A step is "a op b = c": right when it is
+    the gold chain's step, result included. A completion whose final answer is right with
+    fewer than all steps right reached it through a wrong step."""
+    gold = [m.groups() for m in _STEP.finditer(example.solution or "")]
+    made = [m.groups() for m in _STEP.finditer(completion)]
+    right = 0
+    for want, got in zip(gold, made):
+        if tuple(map(str.strip, got)) != want or int(got[3]) != _OPS[got[1]](int(got[0]), int(got[2])):
+            break
+        right += 1
+    return right, max(len(gold), 1)

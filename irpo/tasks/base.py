@@ -1,8 +1,10 @@
 """The Task interface: data, prompt, answer extraction and checking for one benchmark.
 
 A task is built from its config without reading data (so `dry_run` and config errors are
-cheap); `load(split)` reads it. The reward of a completion is
-`is_correct(extract_answer(completion), example.answer)` and never raises.
+cheap); `load(split)` reads it. The reward of a completion is 1 when
+`is_correct(extract_answer(completion), example.answer)`, else the task's partial credit in
+[0, 1) where it gives one (`partial_credit(completion, example)`, optional), else 0; it
+never raises.
 """
 
 from __future__ import annotations
@@ -52,10 +54,27 @@ def check(task: Task, answer: str | None, gold: str) -> float:
         return 0.0
 
 
+# The most partial credit can be: below the full reward of a correct answer.
+BELOW_CORRECT = 0.999
+
+
+def correct(reward: float) -> bool:
+    """A completion that earned the full reward (partial credit stays below 1)."""
+    return reward >= 1
+
+
 def reward(task: Task, completion: str, example: Example) -> tuple[str | None, float]:
-    """(extracted answer, r in {0, 1}); never raises."""
+    """(extracted answer, r in [0, 1]): 1 for a correct answer, else the task's partial credit
+    if it gives one; never raises."""
     try:
         answer = task.extract_answer(completion)
     except Exception:  # noqa: BLE001 - as in check()
-        return None, 0.0
-    return answer, check(task, answer, example.answer)
+        answer = None
+    r = check(task, answer, example.answer) if answer is not None else 0.0
+    partial = getattr(task, "partial_credit", None)
+    if r < 1 and partial is not None:
+        try:
+            r = min(max(float(partial(completion, example)), 0.0), BELOW_CORRECT)
+        except Exception:  # noqa: BLE001 - as in check()
+            r = 0.0
+    return answer, r
