@@ -107,7 +107,7 @@ def lengths(cfg: DictConfig) -> tuple[int, int, int]:
     """(prompt, completion, most new) tokens of a typical example."""
     name = cfg.task._target_.rsplit(".", 1)[-1].removesuffix("Task").lower()
     prompt, completion = TYPICAL_TOKENS.get(name, (256, 256))
-    most = cfg.generator.max_new_tokens or cfg.task.max_new_tokens
+    most = cfg.generator.max_new_tokens or cfg.task.get("max_new_tokens") or 256  # a task of the user's own may not say
     return cfg.planner.prompt_tokens or prompt, min(most, cfg.planner.completion_tokens or completion), most
 
 

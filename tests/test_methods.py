@@ -123,13 +123,28 @@ def test_method_kinds_are_asked_of_the_method_only():
                 assert "method" not in ast.unparse(node), f"{path}: {ast.unparse(node)}"
 
 
-HINGE = '''
+PIECES = '''
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from irpo.methods import Method
+from irpo.tasks.arith import ArithTask
+
+
+class CloseTask(ArithTask):
+    """arith scored by a verifier of the user's: a wrong answer earns credit for being close."""
+
+    name = "close"
+
+    def __init__(self, tolerance: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.tolerance = tolerance
+
+    def partial_credit(self, completion, example):
+        answer = self.extract_answer(completion)
+        return 0.0 if answer is None else 0.9 * max(0.0, 1 - abs(int(answer) - int(example.answer)) / self.tolerance)
 
 
 @dataclass
@@ -152,23 +167,34 @@ class Hinge(Method):
 '''
 
 
-def test_a_method_from_a_module_outside_irpo_runs_an_iteration(tmp_path, cli):
-    (tmp_path / "my_methods.py").write_text(HINGE)
-    (tmp_path / "conf" / "method").mkdir(parents=True)
-    (tmp_path / "conf" / "method" / "hinge.yaml").write_text(
-        "# @package _global_\nmethod:\n  _target_: my_methods.Hinge\n  name: hinge\n  beta: ${beta}\n  delta: 2.0\n")
+def test_a_task_reward_and_method_from_a_module_outside_irpo_run_an_iteration(tmp_path, cli):
+    """The user's own task (with its own reward: a verifier's partial credit) and objective,
+    from their module and config directory, through planning, the loop and the report."""
+    (tmp_path / "my_pieces.py").write_text(PIECES)
+    for group, text in {
+        "method/hinge.yaml": "# @package _global_\nmethod:\n  _target_: my_pieces.Hinge\n  name: hinge\n  beta: ${beta}\n  delta: 2.0\n",
+        "task/close.yaml": "_target_: my_pieces.CloseTask\ntrain_size: 16\ntest_size: 8\ntolerance: 4\nmax_new_tokens: 48\n",
+    }.items():
+        (tmp_path / "conf" / group).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "conf" / group).write_text(text)
     run = tmp_path / "run"
-    proc = cli("method=hinge", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.run.dir={run}", "iterations=1",
-               "task.train_size=16", "task.test_size=8", "num_samples=4", "eval.maj_k=0", "logger=none", "trainer.batch_size=4",
-               "trainer.progress_bar=false", "trainer.log_every_n_steps=1",
-               env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    args = ["task=close", "method=hinge", "pair_margin=0.2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.run.dir={run}",
+            "iterations=1", "num_samples=4", "eval.maj_k=0", "logger=none", "trainer.batch_size=4", "trainer.progress_bar=false",
+            "trainer.log_every_n_steps=1"]
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    plan = cli(*args, "plan=true", env=env)
+    assert plan.returncode == 0 and "method     hinge (Hinge): trains on pairs, beta=0.1, delta=2.0" in plan.stdout, plan.stderr[-3000:]
+    proc = cli(*args, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "iter_0" / "metrics.json").read_text())
     assert metrics["pairs"] > 0 and "train_hinge_margin" in metrics and "train_dpo_loss" not in metrics
+    rewards = {json.loads(line)["reward"] for line in (run / "iter_0" / "generations.jsonl").read_text().splitlines()}
+    assert any(0 < r < 1 for r in rewards)  # the verifier's partial credit
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["stages"]["iter_0/train"]["config"]["method._target_"] == "my_methods.Hinge"
+    assert manifest["stages"]["iter_0/train"]["config"]["method._target_"] == "my_pieces.Hinge"
     assert manifest["stages"]["iter_0/train"]["config"]["method.delta"] == 2.0
     assert "iter_0/reference" in manifest["stages"]  # it asked for the reference's log-probs
+    assert "irpo report: " in proc.stdout and (run / "summary.json").exists()
 
 
 def before_methods(tmp_path: Path) -> tuple[Path, list[str]]:

@@ -71,7 +71,9 @@ def allocate(counts: dict[str | None, int], size: int) -> dict[str | None, int]:
 def describe(task_cfg, **splits: Sequence[Example]) -> str:
     """`plan=true`'s lines on the data: per split, how it was cut (`task.<split>_size`,
     `task.seed`) and how many of each subject it holds."""
-    return "\n".join(f"subset     {_describe(split, examples, task_cfg[f'{split}_size'], task_cfg.seed)}" for split, examples in splits.items())
+    # .get: a task of the user's own may have neither key
+    return "\n".join(f"subset     {_describe(split, examples, task_cfg.get(f'{split}_size'), task_cfg.get('seed', 0))}"
+                     for split, examples in splits.items())
 
 
 def _describe(split: str, examples: Sequence[Example], size: int | None, seed: int) -> str:
