@@ -265,10 +265,10 @@ class Stages:
         sweep = self.run.root.parent
         if kind not in SHAREABLE or not (sweep / "multirun.yaml").exists():
             return None
-        want = config_hash(self.depends_on(t, kind))
+        now = self.depends_on(t, kind)
         for other in sorted(d for d in sweep.iterdir() if d != self.run.root and (d / "manifest.json").is_file()):
             record = self._record(f"iter_{t}/{kind}", RunDir(other))
-            if record is not None and record["hash"] == want:
+            if record is not None and _holds(record, now):
                 return str(other)
         return None
 
@@ -328,13 +328,19 @@ class Stages:
         checkpoints), kept across restarts only while the stage's config is unchanged."""
         path = self.run.iter_dir(t) / name
         stamp = path / "stage_config.json"
-        want = config_hash(self.depends_on(t, kind))
-        if path.exists() and (not stamp.exists() or read_json(stamp)["hash"] != want):
+        now = self.depends_on(t, kind)
+        if path.exists() and not (stamp.exists() and self._stamp_holds(read_json(stamp), now)):
             shutil.rmtree(path)
         if not path.exists():
             path.mkdir(parents=True)
-            write_json(stamp, {"hash": want})
+            write_json(stamp, {"hash": config_hash(now), "config": now})
         return path
+
+    def _stamp_holds(self, stamp: dict, now: dict) -> bool:
+        if "config" not in stamp:  # a stamp from before stamps held their values: the hash alone
+            return stamp["hash"] == config_hash(now)
+        config = self.upgrade(stamp["config"])
+        return _holds({"config": config, "hash": config_hash(config)}, now)
 
 
 def _parse(name: str) -> tuple[int, str]:

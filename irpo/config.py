@@ -241,8 +241,10 @@ def validate(cfg: DictConfig) -> None:
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     method = methods.build(cfg)
-    if cfg.trainer.reference == "live" and not method.reference:
+    if cfg.trainer.reference == "live" and method.paired and not method.reference:
         raise ConfigError(f"trainer.reference=live keeps a reference model that method {method.name} never asks for; use trainer.reference=precomputed")
+    if method.sample is False and method.uses_samples:
+        raise ConfigError(f"method.sample=false: method {method.name} trains on the iteration's samples")
     if cfg.pair_margin is not None and not 0 <= cfg.pair_margin <= 1:
         raise ConfigError(f"pair_margin must be in [0, 1] or null, got {cfg.pair_margin}")
     if not cfg.temperatures or any(t < 0 for t in cfg.temperatures):

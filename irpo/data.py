@@ -104,7 +104,6 @@ class IterationData(L.LightningDataModule):
         pairs = cap_pairs(pairs, self.pair_rule.max_pairs, self.seed + self.iteration)
         return pairs, pair_stats([[r["reward"] for r in by_prompt[ex.id]] for ex in self.examples], pairs)
 
-    # --- training sequences and reference log-probs ---------------------------------------
     # --- what a method chooses its training items from (irpo.methods.TrainingData) --------
     def pairs(self) -> Items:
         pairs = read_jsonl(self.pairs_path)
@@ -160,11 +159,14 @@ class IterationData(L.LightningDataModule):
         """The summed log-probs of every pair's winner and loser under M_t (the start of
         training) and M_{t+1} (its end), whatever the method trained on: how training moved
         the chosen and the rejected sequences (the paper's Figs. 2 and 3). The start is the
-        reference pass's when there was one. Returns the pair-tokens this rank scored."""
-        prompts, chosen, rejected, _ = self.pairs()
-        items, dropped = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
+        reference pass's when it scored these pairs. Returns the pair-tokens this rank scored."""
+        pairs = self.pairs()
+        if not pairs.prompts:  # a method that trains without pairs (KTO, SFT on gold) may have none
+            on_rank_zero(self._write, self.pair_logps_path, {})
+            return 0
+        items, dropped = encode_examples(self.tokenizer, pairs.prompts, pairs.chosen, pairs.rejected, self.max_length)
         tokens = 0
-        if self.reference_path.exists():
+        if self.reference_path.exists() and self.method.items(self)[:3] == pairs[:3]:
             ref = load_file(self.reference_path)
             start = ref["chosen"], ref["rejected"]
         else:
@@ -177,7 +179,8 @@ class IterationData(L.LightningDataModule):
     def pair_logp_means(self) -> dict[str, float]:
         """`chosen_logp_start`, ... `rejected_logp_end`: the pass's means over its pairs."""
         scores = load_file(self.pair_logps_path)
-        return {f"{side}_logp_{when}": scores[f"{side}_{when}"].nanmean().item() for side in ("chosen", "rejected") for when in ("start", "end")}
+        return {f"{side}_logp_{when}": scores[f"{side}_{when}"].nanmean().item() for side in ("chosen", "rejected") for when in ("start", "end")
+                if scores}
 
     @staticmethod
     def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:

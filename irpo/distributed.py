@@ -13,7 +13,6 @@ engine with that tensor-parallel size, started by the replica's first rank; 1 fo
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from datetime import datetime, timedelta
@@ -234,17 +233,6 @@ def _picklable(obj: Any) -> bool:
         return True
     except Exception:
         return False
-
-
-def rank_zero(fn: Callable[..., T]) -> Callable[..., T]:
-    """A function that writes shared files, made to run through on_rank_zero; every rank
-    must call it."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        return on_rank_zero(fn, *args, **kwargs)
-
-    return wrapper
 
 
 def replica_shards(n_shards: int, replica_size: int) -> list[int]:

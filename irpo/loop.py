@@ -133,7 +133,7 @@ def run_loop(cfg: DictConfig) -> float | None:
                     stage("generate", counted(generator, lambda: data.generate(generator, partial_dir(stages, t, "generate", "generations"), replica_size(cfg))))
             if sample:
                 pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
-                if method.needs_pairs:
+                if method.from_pairs:
                     require_pairs(stats, t)
                 stage("pairs", lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats

@@ -40,7 +40,7 @@ def dpo_nll_loss(
     the winner's scored tokens."""
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
-    dpo = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    dpo = sigmoid_loss(chosen_logratios - rejected_logratios, beta)
     nll = nll_loss(policy_chosen_logps, chosen_lengths)
     return LossParts(
         loss=dpo.mean() + alpha * nll,

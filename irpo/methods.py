@@ -88,7 +88,9 @@ class Method:
 
     trains: ClassVar[bool] = True  # False: M_0 is evaluated, nothing is trained
     uses_samples: ClassVar[bool] = True  # its items come from M_t's samples
-    needs_pairs: ClassVar[bool] = True  # an iteration that made no pair has nothing to train on
+    # its items are the iteration's pairs or drawn from them: an iteration that made no pair has
+    # nothing to train on, and max_pairs caps them
+    from_pairs: ClassVar[bool] = True
     paired: ClassVar[bool] = False  # an item is (prompt, winner, loser), both scored in one row
     reference: ClassVar[bool] = False  # its objective needs the reference M_t's log-probs
     items_name: ClassVar[str] = "sequences"  # what an item is, in messages and the plan
@@ -311,7 +313,7 @@ class GoldSFT(_SFT):
     no samples needed."""
 
     uses_samples: ClassVar[bool] = False
-    needs_pairs: ClassVar[bool] = False
+    from_pairs: ClassVar[bool] = False
     items_name: ClassVar[str] = "gold chains of thought"
 
     def items(self, data: TrainingData) -> Items:
@@ -327,7 +329,7 @@ class ZeroShot(Method):
 
     trains: ClassVar[bool] = False
     uses_samples: ClassVar[bool] = False
-    needs_pairs: ClassVar[bool] = False
+    from_pairs: ClassVar[bool] = False
 
     def items_per_prompt(self, num_samples: int, pairs_per_prompt: int) -> int:
         return 0
@@ -339,8 +341,9 @@ class KTO(Method):
     prompts that gave no pair included (irpo.loss.kto_loss). The reference point z₀ is the
     mean log-ratio, clamped at 0 and detached, of each micro-batch's mismatched completions:
     item i is scored with the completion of a sample of another prompt, fixed before the
-    reference pass (the next prompt's sample of the same index), so the precomputed reference
-    log-probs cover both. λ_D/λ_U are set per iteration so that λ_D·n_D / (λ_U·n_U) lies in
+    reference pass (the next prompt's sample of the same index; with one prompt, its own), so
+    the precomputed reference log-probs cover both. As in TRL, where z₀ is the mean over a
+    device's batch, z₀ depends on how a step is cut (trainer.micro_batch_size/_tokens). λ_D/λ_U are set per iteration so that λ_D·n_D / (λ_U·n_U) lies in
     [1, 4/3], as the paper recommends. An item is two scored sequences, as a pair is, so a
     step of trainer.batch_size items forwards as many sequences as the pairwise arms'.
     Implicit reward: β·log-ratio; `kl` logs z₀."""
@@ -351,7 +354,7 @@ class KTO(Method):
 
     paired: ClassVar[bool] = True  # (completion, mismatched completion)
     reference: ClassVar[bool] = True
-    needs_pairs: ClassVar[bool] = False
+    from_pairs: ClassVar[bool] = False
     items_name: ClassVar[str] = "labelled samples"
 
     def __post_init__(self) -> None:

@@ -73,7 +73,7 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
 def local_splits(cfg: DictConfig, task: Task):
     """(train, test) examples when the data is local (a data_path, or a generated task): the
     plan counts them and shows the subset drawn; None for hub data, which is not downloaded."""
-    if getattr(task, "data_path", "generated") is None:
+    if getattr(task, "data_path", "generated") is None and task.name in SPLIT_SIZES:
         return None
     return task.load("train"), task.load("test")
 
@@ -91,7 +91,7 @@ def trained_items(cfg: DictConfig, n_train: int) -> tuple[int, int]:
     """(items an iteration makes at most, items it trains on at most, epochs and max_steps applied)."""
     tr, method = cfg.trainer, methods.build(cfg)
     items = n_train * method.items_per_prompt(cfg.num_samples, cfg.pairs_per_prompt)
-    items = min(items, cfg.max_pairs or items)  # at most: prompts without a winner or a loser make none
+    items = min(items, cfg.max_pairs or items) if method.from_pairs else items  # at most: prompts without a winner or a loser make none
     trained = min(items * tr.max_epochs if tr.max_epochs > 0 else 10**12, tr.max_steps * tr.batch_size if tr.max_steps > 0 else 10**12)
     return items, trained if method.trains else 0
 

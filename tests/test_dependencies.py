@@ -85,3 +85,14 @@ def test_a_checkpoint_changed_in_place_is_refused_naming_model_path(checkpoint, 
     (checkpoint / "model.safetensors").write_bytes(bytes(1024))
     with pytest.raises(StaleStageError, match=r"stage iter_0/eval made with other values of model.path;"):
         stages.check(overwrite=False)
+
+
+def test_partial_work_survives_a_new_unset_key_and_goes_with_a_changed_one(tmp_path):
+    values = {"a": 1}
+    stages = Stages(RunDir(tmp_path / "run"), lambda t, kind: dict(values))
+    shards = stages.partial_dir(0, "generate", "generations")
+    (shards / "shard_00000.jsonl").write_text("{}\n")
+    values["b"] = None  # a key added to the schema since, unset: the shards still hold
+    assert (stages.partial_dir(0, "generate", "generations") / "shard_00000.jsonl").exists()
+    values["a"] = 2
+    assert not (stages.partial_dir(0, "generate", "generations") / "shard_00000.jsonl").exists()

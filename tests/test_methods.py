@@ -231,3 +231,20 @@ def test_a_run_recorded_before_methods_reports(tmp_path):
     assert "test accuracy by iteration 0.438 0.500" in proc.stdout
     rows = json.loads((run / "summary.json").read_text())
     assert rows  # the summary names the run's iterations
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["method=simpo", "trainer.reference=live"], "trainer.reference=live keeps a reference model that method simpo never asks for"),
+    (["method=irpo", "+method.sample=false"], "method.sample=false: method irpo trains on the iteration's samples"),
+])
+def test_a_method_refuses_settings_it_cannot_run_under(composer, overrides, message):
+    from irpo.config import validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(composer(*overrides))
+
+
+def test_sft_tolerates_a_live_reference_it_does_not_use(composer):
+    from irpo.config import validate
+
+    validate(composer("method=sft_chosen", "trainer.reference=live"))

@@ -284,6 +284,9 @@ def test_kto_and_a_reference_free_objective_run_an_iteration(tmp_path, cli, meth
         assert "iter_0/reference" in stages and "train_kl" in metrics
         scored = load_file(run / "iter_0" / "reference_logps.safetensors")["chosen"]
         assert len(scored) == 16 * 4 > metrics["pairs"] and metrics["prompts_with_pairs"] < 16  # every sample, paired or not
+        # the log-prob pass measures the pairs, from their own start, not the KTO items' reference
+        moved = load_file(run / "iter_0" / "pair_logps.safetensors")
+        assert len(moved["chosen_start"]) == metrics["pairs"] and not moved["chosen_start"].isnan().any()
     else:
         assert "iter_0/reference" not in stages and "train_orpo_loss" in metrics
 
