@@ -88,7 +88,9 @@ def test_help_names_irpo_and_lists_real_choices_only(cli):
     assert "_schema" not in out
     groups = dict(line.strip().split(": ", 1) for line in out.splitlines() if line.startswith("  ") and ": " in line and "," in line)
     assert set(groups["sweep"].split(", ")) == set(SWEEPS)
-    assert set(groups["method"].split(", ")) == {"dpo", "irpo", "sft_chosen", "sft_gold", "zero_shot"}
+    methods = {p.stem for p in (irpo.conf_dir() / "method").glob("*.yaml") if not p.stem.startswith("_")}
+    assert {"dpo", "irpo", "kto", "simpo", "zero_shot"} <= methods
+    assert set(groups["method"].split(", ")) == methods
     assert "arith" in groups["task"] and "tensorboard" in groups["logger"]
 
 
