@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -57,6 +57,9 @@ class ModelConfig:
     lr: float = 1e-6
     max_length: int = 1024  # prompt + completion tokens; longer pairs are dropped, not cut
     chat_template: bool = True  # render prompts through the tokenizer's template when it has one
+    # Variables the template reads (Qwen3: enable_thinking; Llama-3.x: date_string, which
+    # otherwise puts today's date into every prompt).
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
     trust_remote_code: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)

@@ -98,12 +98,12 @@ def run_loop(cfg: DictConfig) -> float | None:
     on_rank_zero(run_dir.event, event="launch", argv=sys.argv[1:], threads=num_threads, threads_from=threads_from, omp_wait=threads.chosen_wait,
                   allocator=allocator.chosen, **source_revision())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code, cfg.model.chat_template)
     train, test = task.load("train"), task.load("test")
     train, val = validation_split(task, train, cfg.selection.val_size, cfg.selection.val_from, cfg.task.get("seed") or 0)
 
     def render(examples):
-        return [render_prompt(tokenizer, task.prompt(ex), cfg.model.chat_template) for ex in examples]
+        return [render_prompt(tokenizer, task.prompt(ex), cfg.model.chat_template, cfg.model.chat_template_kwargs) for ex in examples]
 
     train_prompts, test_prompts, val_prompts = render(train), render(test), render(val)
     method = methods.build(cfg)
@@ -296,7 +296,7 @@ def print_stage_times(timings: list[dict[str, float]]) -> None:
 
 def open_generator(cfg: DictConfig, task: Task, model_dir: str):
     return instantiate(
-        cfg.generator, model_dir=model_dir, stop=list(task.stop),
+        cfg.generator, model_dir=model_dir, stop=list(task.stop), chat_template=cfg.model.chat_template,
         max_new_tokens=cfg.generator.max_new_tokens or task.max_new_tokens,
     )
 

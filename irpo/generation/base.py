@@ -9,7 +9,7 @@ sampled after are the tokens it is scored after.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from irpo.tasks.base import Messages
 
@@ -28,9 +28,11 @@ class Generator(Protocol):
     def greedy(self, prompts: Sequence[str]) -> list[str]: ...
 
 
-def render_prompt(tokenizer, prompt: str | Messages, use_chat_template: bool = True) -> str:
+def render_prompt(tokenizer, prompt: str | Messages, use_chat_template: bool = True, template_kwargs: Mapping | None = None) -> str:
     """A task's prompt as the text the model sees: chat messages through the tokenizer's
-    template (Llama-2-chat and other chat models), raw text as it is."""
+    template (Llama-2-chat and other chat models) with the model's template variables
+    (`model.chat_template_kwargs`: Qwen3's enable_thinking, Llama-3's date_string), raw text
+    as it is."""
     if isinstance(prompt, str):
         if use_chat_template and getattr(tokenizer, "chat_template", None):
             prompt = [{"role": "user", "content": prompt}]
@@ -39,7 +41,7 @@ def render_prompt(tokenizer, prompt: str | Messages, use_chat_template: bool = T
     if not getattr(tokenizer, "chat_template", None):
         # A chat-style prompt for a base model: the turns, plainly joined.
         return "\n\n".join(m["content"] for m in prompt)
-    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **(template_kwargs or {}))
 
 
 def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:

@@ -24,15 +24,16 @@ class HFGenerator:
         dtype: str = "float32",
         device: str = "auto",
         trust_remote_code: bool = False,
+        chat_template: bool = False,
     ) -> None:
         self.model_dir, self.max_new_tokens, self.stop, self.top_p = model_dir, max_new_tokens, list(stop), top_p
-        self.batch_size, self.dtype, self.trust_remote_code = batch_size, dtype, trust_remote_code
+        self.batch_size, self.dtype, self.trust_remote_code, self.chat_template = batch_size, dtype, trust_remote_code, chat_template
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model = self.tokenizer = None
         self.generated_tokens = 0  # over this generator's life: the stages' tokens/s
 
     def __enter__(self) -> "HFGenerator":
-        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code)
+        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code, self.chat_template)
         self.model = load_policy(self.model_dir, self.dtype, self.trust_remote_code).to(self.device).eval()
         return self
 
@@ -79,7 +80,8 @@ class HFGenerator:
                 attention_mask=mask,
                 max_new_tokens=self.max_new_tokens,
                 num_return_sequences=n,
-                pad_token_id=pad,  # EOS ids come from the model's generation_config (some models have several)
+                pad_token_id=pad,
+                eos_token_id=self._eos_ids(),
                 stop_strings=self.stop or None,
                 tokenizer=tok if self.stop else None,
                 **cache_kwargs(self.model, width + self.max_new_tokens),
@@ -98,5 +100,8 @@ class HFGenerator:
         return [c for group in out for c in group]
 
     def _eos_ids(self) -> list[int]:
+        """The model's generation_config EOS ids (some models have several) and the
+        tokenizer's end of turn, which training appends (irpo.models.load.load_tokenizer)."""
         eos = self.model.generation_config.eos_token_id
-        return [eos] if isinstance(eos, int) else list(eos or [])
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        return eos + [i for i in (self.tokenizer.eos_token_id,) if i is not None and i not in eos]

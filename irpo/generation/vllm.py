@@ -50,9 +50,10 @@ class VLLMGenerator:
         gpu_memory_utilization: float | None = None,
         max_model_len: int | None = None,
         enforce_eager: bool | None = None,
+        chat_template: bool = False,
     ) -> None:
         self.model_dir, self.max_new_tokens, self.stop, self.top_p = model_dir, max_new_tokens, list(stop), top_p
-        self.trust_remote_code = trust_remote_code
+        self.trust_remote_code, self.chat_template = trust_remote_code, chat_template
         self.engine_args = dict(
             model=model_dir,
             dtype=dtype,
@@ -69,7 +70,7 @@ class VLLMGenerator:
         if importlib.util.find_spec("vllm") is None:
             raise UserError(INSTALL_HINT)
         # The parent encodes and decodes with the tokenizer HFGenerator and training use.
-        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code)
+        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code, self.chat_template)
         # spawn, not fork: a fork would copy the trainer's memory (and CUDA state) into the engine.
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
@@ -121,8 +122,10 @@ class VLLMGenerator:
 
     def _params(self, **decoding) -> dict:
         # A stop string ends generation; the ids returned end with the token that completed
-        # it, and `truncate_at_stop` cuts the text as it does HFGenerator's.
-        return dict(max_tokens=self.max_new_tokens, stop=self.stop, **decoding)
+        # it, and `truncate_at_stop` cuts the text as it does HFGenerator's. The engine stops
+        # on the model's generation_config EOS ids itself; the tokenizer's end of turn, which
+        # training appends, is added as HFGenerator adds it.
+        return dict(max_tokens=self.max_new_tokens, stop=self.stop, stop_token_ids=[self.tokenizer.eos_token_id], **decoding)
 
     def _generate(self, prompts: Sequence[str], params: list[dict]) -> list[list[str]]:
         if self._proc is None:

@@ -65,7 +65,13 @@ def _hub_errors(path: str):
         raise ModelLoadError(hub.failure("model.path", path, exc, offline, "checkpoint directory")) from exc
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+def load_tokenizer(path: str, trust_remote_code: bool = False, chat_template: bool = False):
+    """The checkpoint's tokenizer. With `chat_template` (prompts rendered through the
+    template), its eos_token is the template's end of turn: what training appends to every
+    completion and both generators stop on. A base tokenizer carrying a chat template often
+    names end-of-text there (Qwen2.5's `<|endoftext|>` beside ChatML's `<|im_end|>`); trained
+    on it, a model learns to end answers with a token no chat turn ends with. TRL's
+    `eos_token` setting does the same by hand."""
     from transformers import AutoTokenizer
 
     _check_local(path, "tokenizer")
@@ -73,7 +79,23 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if chat_template and getattr(tok, "chat_template", None):
+        end = end_of_turn(tok)
+        if end is not None and end != tok.eos_token:
+            tok.eos_token = end
     return tok
+
+
+def end_of_turn(tokenizer) -> str | None:
+    """The special token a chat template writes after an assistant's turn (`<|im_end|>`,
+    `<|eot_id|>`, Llama-2's `</s>`), read off the template itself; None where it writes none."""
+    probe = "IRPO-END-OF-TURN-PROBE"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "?"}, {"role": "assistant", "content": probe}], tokenize=False)
+    if probe not in text:
+        return None
+    special = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    after = tokenizer(text[text.rindex(probe) + len(probe) :], add_special_tokens=False)["input_ids"]
+    return next((tokenizer.convert_ids_to_tokens(i) for i in after if i in special), None)
 
 
 def load_policy(path: str, dtype: str = "float32", trust_remote_code: bool = False):
