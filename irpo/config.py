@@ -45,6 +45,8 @@ class ArchConfig:
     heads: Optional[int] = None
     kv_heads: Optional[int] = None
     vocab_size: Optional[int] = None
+    head_dim: Optional[int] = None  # None: hidden_size / heads (Llama, Qwen2); Qwen3 sets 128
+    qk_norm: Optional[bool] = None  # per-head RMSNorm of q and k (Qwen3)
 
 
 @dataclass

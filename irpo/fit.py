@@ -63,7 +63,7 @@ def resolve_arch(model: DictConfig) -> Arch | None:
     config = Path(str(model.path)) / "config.json"
     if config.is_file():
         return replace(planner.arch_from_hf_config(json.loads(config.read_text())), **given)
-    if len(given) == 7:
+    if {"params", "layers", "hidden", "intermediate", "heads", "kv_heads", "vocab"} <= given.keys():
         return Arch(**given)
     return None
 

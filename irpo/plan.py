@@ -136,7 +136,7 @@ def resource_lines(cfg: DictConfig, n_train: int, n_test: int) -> list[str]:
     lines = [f"== training memory per rank: {t.world} rank(s) = {t.nodes} node(s) x {t.gpus_per_node}, {each}, "
              f"{fit.gib(where.usable)} usable per rank ({fit.HEADROOM:.0%} headroom) ==",
              f"model       {fit.count(arch.params)} params, {arch.layers} layers, hidden {arch.hidden}, MLP {arch.intermediate}, "
-             f"heads {arch.heads} ({arch.kv_heads} KV), vocab {arch.vocab}",
+             f"heads {arch.heads} ({arch.kv_heads} KV) x {arch.head_dim}{', q/k norms' if arch.qk_norm else ''}, vocab {arch.vocab}",
              f"rule        {planner.rule(t)}"]
     tr = cfg.trainer
     other = planner.activation_bytes(arch, t.tokens, planner.compute_bytes(t.precision), not t.checkpointing)

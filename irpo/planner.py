@@ -34,9 +34,10 @@ Training memory per GPU = model states + compute copies + activations + referenc
   Models", Sec. 4.1: s·b·h·(34 + 5·a·s/h) bytes per GPT layer with 16-bit activations), adapted
   to a Llama decoder layer with c-byte activations, SDPA/flash attention (no s² scores kept),
   no dropout, GQA and SwiGLU:
-      attention  c·(4h + 2kv)   norm input, q/k/v input, q (h) + k, v (kv each), output
-      MLP        c·(2h + 4i)    norm input, gate/up input, gate, up, silu(gate), silu·up
-  i.e. c/2·(12h + 4kv + 8i) bytes per token per layer (kv = kv_heads·head_dim, i the MLP width).
+      attention  c·(2h + 2q + 2kv)  norm input, q/k/v input, q + k, v (kv each), output input (q)
+      MLP        c·(2h + 4i)        norm input, gate/up input, gate, up, silu(gate), silu·up
+  i.e. c/2·(8h + 4q + 4kv + 8i) bytes per token per layer (q = heads·head_dim, h unless the
+  model sets head_dim itself, as Qwen3 does; kv = kv_heads·head_dim; i the MLP width).
   With activation checkpointing only each layer's input is kept (c·h per token per layer) and
   one layer is recomputed at a time. The LM head keeps its input (c·h per token) and computes
   its logits in chunks of LOGIT_CHUNK_ELEMENTS (irpo/scoring.py), recomputed in backward: at
@@ -63,7 +64,9 @@ PEAK_TFLOPS = {"a100": 312.0, "h100": 989.0, "h200": 989.0}
 
 @dataclass(frozen=True)
 class Arch:
-    """A Llama-style decoder: the numbers of its config.json."""
+    """A Llama-style decoder: the numbers of its config.json. head_dim 0 is hidden / heads,
+    what Llama and Qwen2 imply; Qwen3 sets its own (128 at every size) and normalizes q and k
+    per head (qk_norm)."""
 
     params: int
     layers: int
@@ -72,10 +75,16 @@ class Arch:
     heads: int
     kv_heads: int
     vocab: int
+    head_dim: int = 0
+    qk_norm: bool = False
+
+    def __post_init__(self):
+        if not self.head_dim:
+            object.__setattr__(self, "head_dim", self.hidden // self.heads)
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
@@ -83,9 +92,11 @@ class Arch:
 
     @property
     def layer_params(self) -> int:
-        """One decoder layer: q, o (h x h), k, v (h x kv), gate, up, down (h x i), two norms."""
+        """One decoder layer: q (h x q), o (q x h), k, v (h x kv), gate, up, down (h x i), two
+        norms, and the q and k norms (head_dim each) where the model has them."""
         h = self.hidden
-        return 2 * h * h + 2 * h * self.kv_dim + 3 * h * self.intermediate + 2 * h
+        qk_norms = 2 * self.head_dim if self.qk_norm else 0
+        return 2 * h * self.q_dim + 2 * h * self.kv_dim + 3 * h * self.intermediate + 2 * h + qk_norms
 
     @property
     def fsdp_unit_params(self) -> int:
@@ -95,25 +106,29 @@ class Arch:
     @property
     def largest_module_params(self) -> int:
         """DeepSpeed's "largest layer": the most parameters one module holds itself."""
-        return max(self.vocab * self.hidden, self.hidden * self.intermediate, self.hidden * self.hidden)
+        return max(self.vocab * self.hidden, self.hidden * self.intermediate, self.hidden * self.q_dim)
 
 
-def count_params(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, vocab: int, tied: bool, qkv_bias: bool) -> int:
-    """Parameters of a Llama/Qwen2 decoder from its config (Qwen2 has q, k, v biases)."""
-    arch = Arch(0, layers, hidden, intermediate, heads, kv_heads, vocab)
-    per_layer = arch.layer_params + (hidden + 2 * arch.kv_dim if qkv_bias else 0)
-    return layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
+def count_params(shape: Arch, tied: bool, qkv_bias: bool) -> int:
+    """Parameters of a Llama/Qwen decoder of this shape (its `params` is not read): Qwen2 has
+    q, k, v biases, small models tie the LM head to the embeddings."""
+    per_layer = shape.layer_params + (shape.q_dim + 2 * shape.kv_dim if qkv_bias else 0)
+    return shape.layers * per_layer + shape.vocab * shape.hidden * (1 if tied else 2) + shape.hidden
+
+
+# model_type of the families whose attention normalizes q and k per head (RMSNorm over head_dim)
+QK_NORM_TYPES = ("qwen3", "qwen3_moe", "olmo2", "gemma3_text")
 
 
 def arch_from_hf_config(config: dict) -> Arch:
-    """The Arch of a transformers config.json (Llama, Qwen2 and their kin)."""
-    shape = dict(
-        layers=config["num_hidden_layers"], hidden=config["hidden_size"], intermediate=config["intermediate_size"],
+    """The Arch of a transformers config.json (Llama, Qwen2, Qwen3 and their kin)."""
+    shape = Arch(
+        params=0, layers=config["num_hidden_layers"], hidden=config["hidden_size"], intermediate=config["intermediate_size"],
         heads=config["num_attention_heads"], kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
-        vocab=config["vocab_size"],
+        vocab=config["vocab_size"], head_dim=config.get("head_dim") or 0, qk_norm=config.get("model_type") in QK_NORM_TYPES,
     )
     qkv_bias = bool(config.get("attention_bias", config.get("model_type") == "qwen2"))
-    return Arch(params=count_params(**shape, tied=bool(config.get("tie_word_embeddings", False)), qkv_bias=qkv_bias), **shape)
+    return replace(shape, params=count_params(shape, tied=bool(config.get("tie_word_embeddings", False)), qkv_bias=qkv_bias))
 
 
 def state_bytes(precision: str) -> tuple[int, int, int]:
@@ -144,8 +159,8 @@ def gathered_unit_bytes(precision: str) -> int:
 
 
 LORA_SHAPES = {  # (in, out) of each projection a LoRA adapter can target, as functions of the Arch
-    "q_proj": lambda a: (a.hidden, a.hidden), "k_proj": lambda a: (a.hidden, a.kv_dim), "v_proj": lambda a: (a.hidden, a.kv_dim),
-    "o_proj": lambda a: (a.hidden, a.hidden), "gate_proj": lambda a: (a.hidden, a.intermediate),
+    "q_proj": lambda a: (a.hidden, a.q_dim), "k_proj": lambda a: (a.hidden, a.kv_dim), "v_proj": lambda a: (a.hidden, a.kv_dim),
+    "o_proj": lambda a: (a.q_dim, a.hidden), "gate_proj": lambda a: (a.hidden, a.intermediate),
     "up_proj": lambda a: (a.hidden, a.intermediate), "down_proj": lambda a: (a.intermediate, a.hidden),
 }
 
@@ -158,7 +173,7 @@ def lora_params(arch: Arch, r: int, targets: tuple[str, ...]) -> int:
 def activation_bytes(arch: Arch, tokens: int, c: int, checkpointing: bool) -> int:
     """Activations kept for backward by one rank's forward over `tokens`, and the LM head's
     chunk of logits (module docstring)."""
-    h, layer = arch.hidden, c * (12 * arch.hidden + 4 * arch.kv_dim + 8 * arch.intermediate) // 2
+    h, layer = arch.hidden, c * (8 * arch.hidden + 4 * arch.q_dim + 4 * arch.kv_dim + 8 * arch.intermediate) // 2
     kept = arch.layers * c * h + layer if checkpointing else arch.layers * layer
     logits = min(tokens * arch.vocab, max(arch.vocab, LOGIT_CHUNK_ELEMENTS)) * (c + 8)
     return tokens * (kept + c * h) + logits

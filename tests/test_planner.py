@@ -37,14 +37,38 @@ def train(arch: Arch = L70, **kw) -> Training:
     return Training(**{**base, **kw})
 
 
+def shape(layers, hidden, intermediate, heads, kv_heads, vocab, head_dim=0, qk_norm=False) -> Arch:
+    return Arch(0, layers, hidden, intermediate, heads, kv_heads, vocab, head_dim, qk_norm)
+
+
 def test_parameter_counts_are_the_published_ones():
-    assert planner.count_params(32, 4096, 11008, 32, 32, 32000, tied=False, qkv_bias=False) == 6_738_415_616
-    assert planner.count_params(40, 5120, 13824, 40, 40, 32000, tied=False, qkv_bias=False) == 13_015_864_320
-    assert planner.count_params(80, 8192, 28672, 64, 8, 32000, tied=False, qkv_bias=False) == 68_976_648_192
+    assert planner.count_params(shape(32, 4096, 11008, 32, 32, 32000), tied=False, qkv_bias=False) == 6_738_415_616
+    assert planner.count_params(shape(40, 5120, 13824, 40, 40, 32000), tied=False, qkv_bias=False) == 13_015_864_320
+    assert planner.count_params(shape(80, 8192, 28672, 64, 8, 32000), tied=False, qkv_bias=False) == 68_976_648_192
     # Qwen2.5-0.5B / 1.5B: tied embeddings, q/k/v biases; the model cards' 0.49B / 1.54B.
-    assert planner.count_params(24, 896, 4864, 14, 2, 151936, tied=True, qkv_bias=True) == 494_032_768
-    assert planner.count_params(28, 1536, 8960, 12, 2, 151936, tied=True, qkv_bias=True) == 1_543_714_304
+    assert planner.count_params(shape(24, 896, 4864, 14, 2, 151936), tied=True, qkv_bias=True) == 494_032_768
+    assert planner.count_params(shape(28, 1536, 8960, 12, 2, 151936), tied=True, qkv_bias=True) == 1_543_714_304
+    # Qwen3-0.6B: 16 heads of 128 (q 2048 wide over hidden 1024), q/k norms of 128 each:
+    # 28 x (q, o 2 x 1024 x 2048 + k, v 2 x 1024 x 1024 + MLP 3 x 1024 x 3072 + norms 2 x 1024
+    # + q/k norms 2 x 128) = 28 x 15,730,944 = 440,466,432, + tied 151936 x 1024 + 1024 = 596,049,920.
+    assert planner.count_params(shape(28, 1024, 3072, 16, 8, 151936, 128, True), tied=True, qkv_bias=False) == 596_049_920
     assert (L7.layer_params, L70.layer_params) == (202_383_360, 855_654_400)
+
+
+def test_an_explicit_head_dim_sizes_attention_kv_and_lora():
+    qwen3 = planner.arch_from_hf_config(dict(model_type="qwen3", num_hidden_layers=28, hidden_size=1024, intermediate_size=3072,
+                                             num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                                             tie_word_embeddings=True, attention_bias=False))
+    assert (qwen3.head_dim, qwen3.q_dim, qwen3.kv_dim, qwen3.qk_norm, qwen3.params) == (128, 2048, 1024, True, 596_049_920)
+    # K and V of 28 layers x 8 heads x 128 in bf16: 114,688 bytes a token (hidden / heads would say half)
+    assert planner.generation_memory(qwen3, 2, 1, 100, 80 * GiB).kv_per_token == 2 * 28 * 8 * 128 * 2
+    assert planner.lora_params(qwen3, 8, ("q_proj", "o_proj")) == 28 * 2 * 8 * (1024 + 2048)
+    # attention keeps q (2048 wide) where the hidden-size rule would keep 1024 a token per layer
+    wide, narrow = (planner.activation_bytes(a, 1000, 2, False) for a in (qwen3, replace(qwen3, head_dim=64)))
+    assert wide - narrow == 1000 * 28 * 2 * (4 * 2048 + 4 * 1024 - 4 * 1024 - 4 * 512) // 2
+    # what the config does not set is hidden / heads, as Llama and Qwen2 imply
+    assert planner.arch_from_hf_config(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                            vocab_size=10)).head_dim == 16
 
 
 def test_tiny_models_arch_from_its_config_counts_its_parameters():

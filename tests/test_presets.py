@@ -11,14 +11,27 @@ from hydra.utils import instantiate
 
 from irpo.cli import register_all
 from irpo.config import validate
-from irpo.fit import resolve_arch
+from irpo.fit import count, resolve_arch
 from irpo.methods import build
-from irpo.planner import count_params
+from irpo.planner import arch_from_hf_config
 from irpo.tasks.base import Task
 
 CONF = Path(__file__).parents[1] / "conf"
 METHODS = ("irpo", "dpo", "sft_gold", "sft_chosen", "zero_shot")
-MODELS = ("llama2_70b", "llama2_13b", "llama2_7b", "qwen2_5_0_5b", "qwen2_5_1_5b")
+# preset: (hub id, transformers config class, tied LM head)
+MODELS = {
+    "llama2_70b": ("meta-llama/Llama-2-70b-chat-hf", "LlamaConfig", False),
+    "llama2_13b": ("meta-llama/Llama-2-13b-chat-hf", "LlamaConfig", False),
+    "llama2_7b": ("meta-llama/Llama-2-7b-chat-hf", "LlamaConfig", False),
+    "qwen2_5_0_5b": ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen2Config", True),
+    "qwen2_5_1_5b": ("Qwen/Qwen2.5-1.5B-Instruct", "Qwen2Config", True),
+    "qwen2_5_math_1_5b": ("Qwen/Qwen2.5-Math-1.5B-Instruct", "Qwen2Config", True),
+    "qwen3_0_6b": ("Qwen/Qwen3-0.6B", "Qwen3Config", True),
+    "qwen3_1_7b": ("Qwen/Qwen3-1.7B", "Qwen3Config", True),
+    "qwen3_8b": ("Qwen/Qwen3-8B", "Qwen3Config", False),
+    "llama3_2_1b": ("meta-llama/Llama-3.2-1B-Instruct", "LlamaConfig", True),
+    "llama3_1_8b": ("meta-llama/Llama-3.1-8B-Instruct", "LlamaConfig", False),
+}
 
 # N, K, temperature schedule, iterations T, max steps, gold winner, pair cap (PAPER.md §2 table)
 PAPER = {
@@ -70,17 +83,41 @@ def test_experiments_run_on_the_engines_that_fit_70b(composer, experiment):
     assert t.batch_size % (t.devices * t.num_nodes * t.micro_batch_size) == 0  # the batch of 16 splits evenly over the ranks
 
 
-@pytest.mark.parametrize("model", MODELS)
+def test_every_model_preset_is_listed():
+    assert set(MODELS) == {p.stem for p in (CONF / "model").glob("*.yaml")} - {"tiny"}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
 def test_model_presets(composer, model):
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
     cfg = composer(f"model={model}", "task=gsm8k")
     validate(cfg)
-    assert cfg.model.dtype == "bfloat16" and cfg.model.chat_template and cfg.model.max_length == 4096
-    assert cfg.model.path.startswith("meta-llama/Llama-2-" if model.startswith("llama") else "Qwen/Qwen2.5-")
-    assert cfg.model.path.endswith("-chat-hf" if model.startswith("llama") else "-Instruct")
-    # The planner's numbers: each preset's parameter count is the one its config.json shapes give.
+    hub, config_class, tied = MODELS[model]
+    assert (cfg.model.path, cfg.model.dtype, cfg.model.chat_template, cfg.model.max_length) == (hub, "bfloat16", True, 4096)
+    # The planner's numbers: the preset's shapes, built by transformers' own class on the meta
+    # device, have exactly the parameters the preset states, and read back as the same Arch.
     arch = resolve_arch(cfg.model)
-    qwen = model.startswith("qwen")
-    assert arch.params == count_params(arch.layers, arch.hidden, arch.intermediate, arch.heads, arch.kv_heads, arch.vocab, tied=qwen, qkv_bias=qwen)
+    config = getattr(transformers, config_class)(
+        num_hidden_layers=arch.layers, hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_attention_heads=arch.heads,
+        num_key_value_heads=arch.kv_heads, vocab_size=arch.vocab, head_dim=arch.head_dim, tie_word_embeddings=tied)
+    with torch.device("meta"):
+        built = AutoModelForCausalLM.from_config(config)
+    assert sum(p.numel() for p in built.parameters()) == arch.params
+    assert arch_from_hf_config(config.to_dict()) == arch
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_chat_template_settings_of_the_2026_families(composer, model):
+    kwargs = dict(composer(f"model={model}").model.chat_template_kwargs)
+    if model.startswith("qwen3"):  # the paper's CoT is the completion, not a thinking trace
+        assert kwargs == {"enable_thinking": False}
+    elif model.startswith("llama3"):  # the date line renders the same every day
+        assert kwargs == {"date_string": "26 Jul 2024"}
+    else:
+        assert kwargs == {}
 
 
 @pytest.mark.parametrize("task", ("gsm8k", "arc", "math"))
@@ -94,3 +131,12 @@ def test_task_configs_build_tasks_without_reading_data(composer, task):
 def test_a_mistyped_task_key_fails_at_compose_time(composer):
     with pytest.raises(Exception, match="include_eazy"):
         composer("task=arc", "task.include_eazy=true")
+
+
+def test_the_presets_table_in_docs_matches_the_files(composer):
+    rows = {row.split("|")[1].strip(" `"): [c.strip(" `") for c in row.split("|")[1:-1]]
+            for row in (CONF.parent / "docs" / "presets.md").read_text().splitlines() if row.startswith("| `")}
+    assert set(rows) == set(MODELS)
+    for model, (name, hub, _, params, lr, *_) in rows.items():
+        cfg = composer(f"model={model}").model
+        assert (hub, params, float(lr)) == (cfg.path, count(resolve_arch(cfg).params), cfg.lr), model
