@@ -4,9 +4,8 @@ per decoder layer, applied in the LightningModule's `configure_model`).
 
 `fsdp` is built on Lightning's ModelParallelStrategy (its older FSDPStrategy refuses a CPU
 accelerator, and ModelParallelStrategy runs the same code on CPU ranks with gloo). Under
-`fsdp` no rank holds the whole policy: it is built on the meta device, sharded, and
-filled from the checkpoint that rank 0 alone reads: each rank keeps only its shard of
-each parameter broadcast.
+`fsdp` no rank holds the whole policy: it is built on the meta device, sharded, and each
+rank reads from the checkpoint's safetensors files only the rows of its own shards.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 
 from irpo.artifacts import remove_tree
 from irpo.distributed import barrier, broadcast, on_rank_zero, rank, world_size
+from irpo.models import shards
 from irpo.models.load import load_policy, policy_skeleton, weight_files
 from irpo.models.lora import checkpoint_key
 from irpo.precision import policy_dtype
@@ -105,20 +105,18 @@ def shard_policy(model: torch.nn.Module, mesh, precision: str, cpu_offload: bool
 
 
 def load_sharded(model: torch.nn.Module, model_dir: str, device: torch.device) -> None:
-    """Fill a sharded policy built on the meta device with the checkpoint's weights: rank 0
-    reads them and each rank receives its shards. Buffers that no checkpoint holds (the
-    rotary frequencies) are computed again, as from_pretrained does."""
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
+    """Fill a sharded policy built on the meta device with the checkpoint's weights, each
+    rank reading from the safetensors files (one, or many as `model.safetensors.index.json`
+    lists them) only the rows of its own shards (irpo/models/shards.py): a rank's memory
+    grows by its shards alone. Buffers that no checkpoint holds (the rotary frequencies) are
+    computed again, as from_pretrained does."""
     model.to_empty(device=device)
-    full = {}
-    if rank() == 0:
-        for f in weight_files(model_dir):
-            full |= load_file(f)
-        # Under LoRA adapters the names differ; the adapters themselves are not in M_t.
-        full = {key: full[checkpoint_key(key)] for key in model.state_dict() if checkpoint_key(key) in full}
-    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False))
+    stored = shards.index(weight_files(model_dir))
+    # Under LoRA adapters the names differ; the adapters themselves are not in M_t. A tied
+    # head is the embedding's own tensor: filled through the name the checkpoint keeps.
+    for key, value in model.state_dict().items():
+        if checkpoint_key(key) in stored:
+            shards.load_local(value, stored[checkpoint_key(key)], key)
     for module in model.modules():
         if module._non_persistent_buffers_set:
             model._init_weights(module)
