@@ -4,6 +4,7 @@ DPOTrainer at its fastest CPU settings, on the same model, pairs, batches and ba
 
     python bench/train_step.py              # tiny M_0 and a 42M Llama with a 32k BPE vocabulary
     python bench/train_step.py --quick      # a small setting (what the test runs)
+    python bench/train_step.py --model DIR --bf16   # one checkpoint, bf16-mixed, on the GPU if there is one
 
 Each side runs in its own subprocess (peak RSS cannot be reset within one), the sides
 interleaved (A B A B ...) so that a neighbour's load hits both alike; tokens/s is the median
@@ -78,6 +79,8 @@ class Workload:
     seed: int = 0
     beta: float = 0.1
     lr: float = 1e-5
+    device: str = "cpu"
+    precision: str = "32-true"  # bf16-mixed: float32 master weights, bf16 autocast, on both sides
 
 
 # --- models and text ------------------------------------------------------------------------
@@ -163,7 +166,6 @@ def make_pairs(w: Workload) -> list[dict]:
 # --- one side in its own process ---------------------------------------------------------------
 def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     """irpo's datamodule, reference pass and train_policy (LightningModule in a Trainer)."""
-    import torch
     from hydra import compose, initialize_config_dir
     from lightning.pytorch.loggers import Logger
 
@@ -197,7 +199,8 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
         cfg = compose("config", overrides=[
             f"model.path={w.model_dir}", f"alpha={alpha}", f"beta={w.beta}", f"model.lr={w.lr}", f"trainer.batch_size={w.pairs}",
             f"trainer.max_steps={w.warmup + w.steps}", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
-            "trainer.checkpoint_every_n_steps=100000", "logger.wandb.enabled=false",
+            "trainer.checkpoint_every_n_steps=100000", "logger.wandb.enabled=false", f"trainer.precision={w.precision}",
+            *(["trainer.accelerator=gpu"] if w.device == "cuda" else []),
         ])
     it = work / "iter_0"
     it.mkdir(parents=True)
@@ -215,7 +218,7 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
         method, leading, rule = "pairs", (cfg,), (1, None, False)
     data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), method, 1, 1.0, *rule, w.seed, 100_000, batching, 1)
     if "load_model" in inspect.signature(data.reference_logps).parameters:
-        data.reference_logps(lambda: load_policy(w.ref_dir, "float32", False), "cpu")
+        data.reference_logps(lambda: load_policy(w.ref_dir, "float32", False), w.device)
     else:  # a source tree from before the multi-process loop (--before)
         data.reference_logps(w.ref_dir, "float32", False, "cpu")
     clock = StepClock()
@@ -255,12 +258,14 @@ def trl_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
         output_dir=str(work / "trl"), per_device_train_batch_size=w.pairs, gradient_accumulation_steps=1, max_steps=w.warmup + w.steps,
         learning_rate=w.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, beta=w.beta,
         loss_type=["sigmoid", "sft"], loss_weights=[1.0, alpha], precompute_ref_log_probs=True, precompute_ref_batch_size=w.pairs,
-        max_length=None, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
-        disable_tqdm=True, seed=w.seed, bf16=False,  # TRL defaults to bf16 autocast; irpo trains in fp32 (32-true)
+        max_length=None, logging_steps=1, save_strategy="no", report_to=[], use_cpu=w.device == "cpu", dataloader_num_workers=0,
+        disable_tqdm=True, seed=w.seed, bf16=w.precision == "bf16-mixed",  # TRL's default is bf16 autocast; irpo's precision decides
     )
     tok = AutoTokenizer.from_pretrained(w.model_dir)
     trainer = Trainer(
-        model=AutoModelForCausalLM.from_pretrained(w.model_dir), ref_model=AutoModelForCausalLM.from_pretrained(w.ref_dir), args=args,
+        # float32 weights as irpo holds them under either precision (autocast computes in bf16)
+        model=AutoModelForCausalLM.from_pretrained(w.model_dir, dtype=torch.float32),
+        ref_model=AutoModelForCausalLM.from_pretrained(w.ref_dir, dtype=torch.float32), args=args,
         train_dataset=Dataset.from_list([pairs[i] for i in order]), processing_class=tok, callbacks=[Clock()],
     )
     trainer.train()
@@ -297,16 +302,20 @@ def run_side(side: str, w: Workload, pairs_file: Path, threads: int | None, alph
 
 
 # --- what the machine and the workload allow --------------------------------------------------
-def matmul_peak(threads: int, n: int = 2048) -> float:
-    """fp32 GFLOP/s of a large matmul, best of several (this machine's practical peak)."""
+def matmul_peak(threads: int, n: int = 2048, device: str = "cpu", dtype: str = "float32") -> float:
+    """GFLOP/s of a large matmul, best of several (this machine's practical peak)."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    n = 8192 if device == "cuda" else n
+    a, b = (torch.randn(n, n, device=device, dtype=getattr(torch, dtype)) for _ in range(2))
     best = 0.0
     for _ in range(8):
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        sync()
         t = time.perf_counter()
         a @ b
+        sync()
         best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
 
@@ -422,9 +431,10 @@ def print_model(w: Workload, r: dict, peak: float) -> None:
         print(f"{side:<6}{s['tokens_per_s']:>15,.0f}{s['mfu']:>8.1%}{s['peak_rss_mib']:>8.0f} MiB{s['first_loss']:>19.6f}   "
               + " ".join(f"{x:,.0f}" for x in s["all"]))
     diff = abs(r["irpo"]["first_loss"] - r["trl"]["first_loss"])
+    tolerance = 1e-4 if w.precision == "32-true" else 2e-2  # bf16 logits round differently in each side's kernels
     spread = (max(r["ratios"]) - min(r["ratios"])) / 2
     print(f"ratio irpo/TRL {r['ratio']:.2f} (per repeat {', '.join(f'{x:.2f}' for x in r['ratios'])}; ±{spread:.2f})   "
-          f"equal loss: {'yes' if diff <= 1e-4 else 'NO'} (|diff| {diff:.1e}), same tokens fed: {'yes' if r['same_tokens'] else 'NO'}")
+          f"equal loss: {'yes' if diff <= tolerance else 'NO'} (|diff| {diff:.1e}), same tokens fed: {'yes' if r['same_tokens'] else 'NO'}")
     print(f"workload: prompt share {wl['prompt_share']:.1%} of pair-tokens, padding {wl['plain_padding']:.1%} in a plain "
           f"2B-row step, none in irpo's packed row; ceiling of a perfect step over a plain one {wl['ceiling']:.2f}x")
 
@@ -436,36 +446,49 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--before", metavar="DIR", help="also time irpo's step from this source tree (e.g. `git archive` of an earlier commit)")
+    ap.add_argument("--model", metavar="DIR", help="bench this checkpoint alone (its perturbed copy is the reference)")
+    ap.add_argument("--bf16", action="store_true", help="bf16-mixed on both sides (float32 master weights, bf16 autocast)")
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker[0], json.loads(args.worker[1]))
     CACHE.mkdir(parents=True, exist_ok=True)
     from irpo.models.load import tiny_m0_dir
 
+    import torch
+
     t0 = time.perf_counter()
-    peak = matmul_peak(args.threads)
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({args.threads} threads); timings on a shared machine are noisy: rerun on a quiet one")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision, unit = ("bf16-mixed", "bfloat16") if args.bf16 else ("32-true", "float32")
+    peak = matmul_peak(args.threads, device=device, dtype=unit)
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{args.threads} threads"
+    print(f"{'bf16' if args.bf16 else 'fp32'} matmul peak: {peak:.1f} GFLOP/s ({where}); timings on a shared machine are noisy: rerun on a quiet one")
     print(f"OpenMP wait at start: {WAIT}")
     print(f"allocator: {ALLOCATOR}")
     tiny = tiny_m0_dir()
     workloads = [Workload("tiny M_0", tiny, perturbed_copy(tiny, CACHE / "tiny_ref", 1), pairs=8, warmup=2, steps=4 if not args.quick else 2,
-                          prompt=(30, 60), completion=(10, 60))]
-    if not args.quick:
+                          prompt=(30, 60), completion=(10, 60), device=device, precision=precision)]
+    if args.model:
+        name = Path(args.model).name
+        ref = perturbed_copy(args.model, CACHE / f"{name}_ref", 1)
+        workloads = [Workload(name, args.model, ref, pairs=4 if args.quick else 8, warmup=1 if args.quick else 2, steps=2 if args.quick else 4,
+                              prompt=(30, 60) if args.quick else (80, 120), completion=(10, 60) if args.quick else (100, 300), device=device,
+                              precision=precision)]
+    elif not args.quick:
         big = bpe_llama(vocab=32768, hidden=512, layers=8, intermediate=1408)
         # 4 pairs a step: at 8 the bench took 13 minutes on a 2-core machine with a 66 GFLOP/s peak
         workloads.append(Workload("llama-42m", big, perturbed_copy(big, CACHE / "llama_ref", 1), pairs=4, warmup=1, steps=2,
                                   prompt=(80, 120), completion=(100, 300)))
     results = [(w, compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak, args.before)) for w in workloads]
     # the peak again, after: on a shared machine the first reading may have been a busy moment
-    peak = max(peak, matmul_peak(args.threads))
-    print(f"fp32 matmul peak, best of before and after: {peak:.1f} GFLOP/s (the MFU denominator)")
+    peak = max(peak, matmul_peak(args.threads, device=device, dtype=unit))
+    print(f"{'bf16' if args.bf16 else 'fp32'} matmul peak, best of before and after: {peak:.1f} GFLOP/s (the MFU denominator)")
     for w, r in results:
         for side in ("irpo", "trl", "before"):
             if side in r:
                 # "before" is the plain padded step: it computes what TRL's does
                 r[side]["mfu"] = r["workload"]["flops_per_token"]["trl" if side == "before" else side] * r[side]["tokens_per_s"] / (peak * 1e9)
         print_model(w, r, peak)
-    if not args.quick:
+    if not args.quick and not args.model and device == "cpu":
         threads_check(workloads[0], args.threads)
     for w in workloads:
         pairs_path(w).unlink()

@@ -58,3 +58,15 @@ def test_logits_memory_bench_quick_prints_both_sides():
     assert [(r[0], r[1]) for r in rows] == [("64", "before"), ("64", "after"), ("256", "before"), ("256", "after")]
     assert rows[3][2] == "2"  # 256-token completions: two micro-batches of at most 512 tokens
     assert "after: peak from 64 to 256 completion tokens within" in proc.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_steps_on_the_cpu_and_prints_each_row():
+    pytest.importorskip("trl")
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--cpu", "--quick"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "WANDB_SILENT": "true"}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line[:1].strip()}
+    assert {"machine", "tiny", "qwen2", "train", "total"} <= set(rows), proc.stdout
+    assert "M_0" in rows["tiny"] and "-> M_1" in rows["tiny"] and "pair-tokens/s (MFU" in rows["qwen2"]
+    assert "ratio irpo/TRL" in proc.stdout and "equal loss: yes" in proc.stdout
