@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from irpo import methods
-from irpo.dependencies import describe_files
+from irpo.fingerprints import describe_files
 from irpo.distributed import launch_size
 from irpo.errors import ConfigError
 from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
@@ -146,13 +146,13 @@ class EvalConfig:
 
 @dataclass
 class PlannerConfig:
-    """Assumptions of the memory and cost planner (irpo/planner.py, printed by plan=true); they
+    """Assumptions of the memory and cost planner (irpo/sizing.py, printed by plan=true); they
     change no stage."""
 
     gpu: str = "h100"  # whose dense bf16 peak prices GPU-hours: a100, h100, h200
     train_utilization: float = 0.4  # achieved / peak FLOP/s in training (FSDP on Llama-2-70B: 0.35-0.45 is usual)
     generate_utilization: float = 0.15  # in vLLM sampling: decoding reads every weight per step, far below peak
-    prompt_tokens: Optional[int] = None  # mean prompt length; None: the task's typical (irpo/plan.py)
+    prompt_tokens: Optional[int] = None  # mean prompt length; None: the task's typical (irpo/plan_report.py)
     completion_tokens: Optional[int] = None  # mean completion length; None: the task's typical, capped by max_new_tokens
 
 
@@ -343,7 +343,7 @@ def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:
     the eval settings. At t = 0 evaluation and sampling see only M_0, so training keys are
     left out there: a changed alpha reuses M_0's evaluation and samples. Raising
     `iterations` extends a finished run instead of invalidating it. Checkpoints and data
-    are recorded by content (irpo/dependencies.py), so a moved checkout or run directory
+    are recorded by content (irpo/fingerprints.py), so a moved checkout or run directory
     still resumes."""
     flat = describe_files(flat_config(cfg))
     flat = {k: v for k, v in flat.items() if not k.startswith("method.")} | methods.described(methods.build(cfg))

@@ -28,12 +28,12 @@ from irpo.config import stage_config, temperature, validate
 from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank, replica_shards
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
-from irpo.fit import check_fits
+from irpo.capacity import check_fits
 from irpo.generation.base import LazyGenerator, render_prompt
 from irpo.logging import RunLogger
 from irpo.pairs import PairRule
 from irpo.models.load import load_tokenizer
-from irpo.plan import print_plan
+from irpo.plan_report import print_plan
 from irpo.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task

@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from irpo.batching import MicroBatching, collate, pair_tokens, split_to
 from irpo.distributed import gather, max_over_ranks, rank_slice
 from irpo.packed_attention import packed_inputs, use_packed_attention
-from irpo.planner import LOGIT_CHUNK_ELEMENTS  # the bound the planner counts
+from irpo.sizing import LOGIT_CHUNK_ELEMENTS  # the bound the planner counts
 from irpo.precision import numerics
 
 

@@ -147,7 +147,7 @@ def test_planner_model_states_are_what_training_allocates(bf16_qwen2_dir, precis
     # the planner's rule for a single-device trainer.
     from lightning.pytorch.plugins.precision import HalfPrecision
 
-    from irpo import planner
+    from irpo import sizing
     from irpo.module import build_policy
 
     lora_cfg = {"r": lora, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
@@ -175,10 +175,10 @@ def test_planner_model_states_are_what_training_allocates(bf16_qwen2_dir, precis
         weights=nbytes(policy.parameters()), gradients=nbytes(p.grad for p in trained),
         optimizer=nbytes(v for state in optimizer.state.values() for k, v in state.items() if k != "step"),
     )
-    arch = planner.arch_from_hf_config(json.loads((bf16_qwen2_dir / "config.json").read_text()))
+    arch = sizing.arch_from_hf_config(json.loads((bf16_qwen2_dir / "config.json").read_text()))
     assert arch.params == sum(p.numel() for p in load_policy(str(bf16_qwen2_dir)).parameters())
-    adapters = planner.lora_params(arch, lora, ("q_proj", "v_proj")) if lora else 0
-    rule = planner.training_memory(arch, planner.Training("auto", 1, 1, precision, 2, 0, False, False, False, adapters))
+    adapters = sizing.lora_params(arch, lora, ("q_proj", "v_proj")) if lora else 0
+    rule = sizing.training_memory(arch, sizing.Training("auto", 1, 1, precision, 2, 0, False, False, False, adapters))
     assert measured == dict(weights=rule.weights, gradients=rule.gradients, optimizer=rule.optimizer), (measured, rule)
     # autocast's copies: every weight a matmul reads (all but the norms' and the embedding's own
     # lookup; the tied head is a matmul) is cast once; the rule counts every trained parameter.

@@ -1,6 +1,6 @@
 """Whether a run fits the machine it is on, before it reads any data or weights: a config and
-the machine mapped onto the planner's arithmetic (irpo/planner.py), the smallest change that
-would fit, and `check_fits`, which refuses a run that cannot, in one line. plan.py prints the
+the machine mapped onto the planner's arithmetic (irpo/sizing.py), the smallest change that
+would fit, and `check_fits`, which refuses a run that cannot, in one line. irpo/plan_report.py prints the
 same numbers.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from irpo import methods, planner
+from irpo import methods, sizing
 from irpo.distributed import launch_size, launched, ranks_per_node
 from irpo.errors import UserError
-from irpo.planner import Arch, GiB, Training
+from irpo.sizing import Arch, GiB, Training
 
 # Each GPU keeps this share for the CUDA context, NCCL buffers and the allocator's
 # fragmentation; the host keeps it for the OS and the data.
@@ -62,7 +62,7 @@ def resolve_arch(model: DictConfig) -> Arch | None:
     given = {names.get(k, k): v for k, v in given.items()}
     config = Path(str(model.path)) / "config.json"
     if config.is_file():
-        return replace(planner.arch_from_hf_config(json.loads(config.read_text())), **given)
+        return replace(sizing.arch_from_hf_config(json.loads(config.read_text())), **given)
     if {"params", "layers", "hidden", "intermediate", "heads", "kv_heads", "vocab"} <= given.keys():
         return Arch(**given)
     return None
@@ -132,7 +132,7 @@ def micro_tokens(cfg: DictConfig, ranks: int) -> int:
 
 def training(cfg: DictConfig, arch: Arch, per_node: int, nodes: int) -> Training:
     tr = cfg.trainer
-    lora = planner.lora_params(arch, cfg.model.lora.r, tuple(cfg.model.lora.target_modules)) if cfg.model.lora.r else 0
+    lora = sizing.lora_params(arch, cfg.model.lora.r, tuple(cfg.model.lora.target_modules)) if cfg.model.lora.r else 0
     return Training(
         strategy=tr.strategy, gpus_per_node=per_node, nodes=nodes, precision=str(tr.precision), weight_bytes=weight_bytes(cfg),
         tokens=micro_tokens(cfg, per_node * nodes),
@@ -140,32 +140,32 @@ def training(cfg: DictConfig, arch: Arch, per_node: int, nodes: int) -> Training
     )
 
 
-def generation(cfg: DictConfig, arch: Arch, budget: int) -> planner.Generation:
+def generation(cfg: DictConfig, arch: Arch, budget: int) -> sizing.Generation:
     prompt, _, most = lengths(cfg)
-    return planner.generation_memory(arch, weight_bytes(cfg), cfg.generator.get("tensor_parallel_size", 1), prompt + most, budget)
+    return sizing.generation_memory(arch, weight_bytes(cfg), cfg.generator.get("tensor_parallel_size", 1), prompt + most, budget)
 
 
 def changes_that_fit(cfg: DictConfig, arch: Arch, t: Training, usable: int, gpus: bool = True) -> list[str]:
     """Single changes to the config under which training fits, least disruptive first (without
     GPUs, none that adds nodes)."""
     targets = tuple(cfg.model.lora.target_modules)
-    most = planner.max_tokens(arch, t, usable) // 1024 * 1024
+    most = sizing.max_tokens(arch, t, usable) // 1024 * 1024
     bound = most >= pair_tokens(cfg) and most < t.tokens and replace(t, tokens=most)
     candidates = [
         (f"trainer.micro_batch_tokens={most}", bound),
         ("trainer.activation_checkpointing=true", not t.checkpointing and replace(t, checkpointing=True)),
         ("trainer.cpu_offload=true", t.sharded and not t.cpu_offload and replace(t, cpu_offload=True)),
-        (f"model.lora.r=16 (on {','.join(targets)})", not t.lora and replace(t, lora=planner.lora_params(arch, 16, targets))),
+        (f"model.lora.r=16 (on {','.join(targets)})", not t.lora and replace(t, lora=sizing.lora_params(arch, 16, targets))),
     ]
-    out = [change for change, new in candidates if new and planner.fits(arch, new, usable)]
+    out = [change for change, new in candidates if new and sizing.fits(arch, new, usable)]
     sharded = t if t.sharded else replace(t, strategy="fsdp")
-    nodes = planner.min_nodes(arch, sharded, usable, even_splits(cfg, t.gpus_per_node))
+    nodes = sizing.min_nodes(arch, sharded, usable, even_splits(cfg, t.gpus_per_node))
     if gpus and nodes is not None and (nodes > t.nodes or not t.sharded):
         prefix = "" if t.sharded else f"trainer=fsdp trainer.devices={t.gpus_per_node} "
         out.insert(0 if t.sharded else len(out), f"{prefix}trainer.num_nodes={nodes}")
     shortest = sum(lengths(cfg)[:2])
     for max_length in (2048, 1024, 512):
-        if shortest <= max_length < cfg.model.max_length and planner.fits(arch, replace(t, tokens=min(t.tokens, pair_tokens(cfg) * max_length // cfg.model.max_length)), usable):
+        if shortest <= max_length < cfg.model.max_length and sizing.fits(arch, replace(t, tokens=min(t.tokens, pair_tokens(cfg) * max_length // cfg.model.max_length)), usable):
             out.append(f"model.max_length={max_length} trainer.micro_batch_tokens={pair_tokens(cfg) * max_length // cfg.model.max_length} (longer pairs are dropped)")
             break
     return out
@@ -181,16 +181,16 @@ def even_splits(cfg: DictConfig, per_node: int, micro: int | None = None) -> lis
 def gpu_plan(cfg: DictConfig, arch: Arch) -> str:
     """Overrides that run cfg on nodes of GPUS_PER_NODE GPUs of DEFAULT_GPU_GIB: fsdp, one item
     per rank, on the fewest nodes the batch splits over, else with cpu_offload on the most
-    (the least host memory per node); vLLM at planner.vllm_tp."""
+    (the least host memory per node); vLLM at sizing.vllm_tp."""
     usable = int(DEFAULT_GPU_GIB * GiB * (1 - HEADROOM))
     t = replace(training(cfg, arch, GPUS_PER_NODE, 1), strategy="fsdp", precision="bf16-mixed", checkpointing=True,
                 weight_bytes=2, tokens=pair_tokens(cfg))
     counts = even_splits(cfg, GPUS_PER_NODE, micro=1) or [1]
-    nodes, offload = planner.min_nodes(arch, t, usable, counts), ""
+    nodes, offload = sizing.min_nodes(arch, t, usable, counts), ""
     if nodes is None:
         nodes, offload = counts[-1], " trainer.cpu_offload=true"
     return (f"trainer=fsdp trainer.devices={GPUS_PER_NODE} trainer.num_nodes={nodes}{offload} trainer.micro_batch_size=1 "
-            f"generator=vllm generator.tensor_parallel_size={planner.vllm_tp(arch, 2, usable)}")
+            f"generator=vllm generator.tensor_parallel_size={sizing.vllm_tp(arch, 2, usable)}")
 
 
 def gib(n: float) -> str:
@@ -215,15 +215,15 @@ def check_fits(cfg: DictConfig) -> None:
     per_node, nodes = layout(cfg, found)
     t = training(cfg, arch, per_node, nodes)
     where = target(cfg, found, per_node, planning=False)
-    train = planner.training_memory(arch, t).total if methods.build(cfg).trains else 0
+    train = sizing.training_memory(arch, t).total if methods.build(cfg).trains else 0
     g = generation(cfg, arch, where.engine_budget(cfg))
     if train <= where.usable and g.fits_weights and g.sequences >= 1:
         return
     has = (f"each of its GPUs has {gib(where.capacity)} ({gib(where.usable)} usable)" if where.device == "GPU" else
            f"it has {gib(where.capacity)} of RAM ({gib(where.usable)} usable per rank) and no GPU")
     if train > where.usable:
-        mem = planner.training_memory(arch, t)
-        need = (f"training needs {gib(train)} per rank: {gib(mem.total - mem.activations)} of weights, gradients and optimizer states ({planner.rule(t)}) "
+        mem = sizing.training_memory(arch, t)
+        need = (f"training needs {gib(train)} per rank: {gib(mem.total - mem.activations)} of weights, gradients and optimizer states ({sizing.rule(t)}) "
                 f"and {gib(mem.activations)} of activations ({t.tokens} tokens a micro-batch)")
     else:
         need = f"generation needs {gib(g.weights)} of weights"
@@ -235,5 +235,5 @@ def check_fits(cfg: DictConfig) -> None:
         changes = changes_that_fit(cfg, arch, t, where.usable)
         instead = f"set {changes[0]}" if changes else f"run it on more GPUs: {gpu_plan(cfg, arch)}"
     else:
-        instead = f"set generator=vllm generator.tensor_parallel_size={planner.vllm_tp(arch, weight_bytes(cfg), where.usable)}"
+        instead = f"set generator=vllm generator.tensor_parallel_size={sizing.vllm_tp(arch, weight_bytes(cfg), where.usable)}"
     raise UserError(f"{cfg.model.path} ({count(arch.params)} params) does not fit this machine: {need}, and {has}; {instead}")

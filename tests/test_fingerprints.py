@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from irpo import dependencies
+from irpo import fingerprints
 from irpo.artifacts import RunDir, Stages, StaleStageError
 from irpo.config import stage_config
-from irpo.dependencies import describe_files, fingerprint
+from irpo.fingerprints import describe_files, fingerprint
 from irpo.models.load import tiny_m0_dir
 
 
@@ -45,9 +45,9 @@ def test_same_content_same_fingerprint_wherever_it_lies(checkpoint, tmp_path):
 
 
 def test_a_large_file_is_sampled_header_and_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(dependencies, "WHOLE_FILE_BYTES", 1000)
-    monkeypatch.setattr(dependencies, "BLOCK_BYTES", 100)
-    monkeypatch.setattr(dependencies, "BLOCKS", 5)
+    monkeypatch.setattr(fingerprints, "WHOLE_FILE_BYTES", 1000)
+    monkeypatch.setattr(fingerprints, "BLOCK_BYTES", 100)
+    monkeypatch.setattr(fingerprints, "BLOCKS", 5)
     header = b'{"w":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}'
     weights = bytearray(8 + len(header) + 4000)
     weights[:8] = len(header).to_bytes(8, "little")

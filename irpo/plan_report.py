@@ -1,6 +1,6 @@
 """`dry_run=true` / `plan=true`: what a run would do, without loading any weights: the work of
 each iteration, the memory of a training rank and of a generation engine, and the cost of an
-iteration (irpo/planner.py's arithmetic on irpo/fit.py's view of the config).
+iteration (irpo/sizing.py's arithmetic on irpo/capacity.py's view of the config).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from irpo import fit, methods, planner
+from irpo import capacity, methods, sizing
 from irpo.config import temperature
-from irpo.planner import Arch, Training
+from irpo.sizing import Arch, Training
 from irpo.precision import compute_dtype, half_ulp, is_mixed
 from irpo.tasks import subsets
 from irpo.tasks.base import Task
@@ -124,69 +124,69 @@ def hours(h: float) -> str:
 
 def resource_lines(cfg: DictConfig, n_train: int, n_test: int) -> list[str]:
     """The plan's sections: training memory per rank, generation memory, cost."""
-    arch = fit.resolve_arch(cfg.model)
+    arch = capacity.resolve_arch(cfg.model)
     if arch is None:
         return ["memory      unknown: model.path is not a local checkpoint and model.arch is not set (set model.arch.* to plan)"]
-    found = fit.machine()
-    per_node, nodes = fit.layout(cfg, found)
-    t = fit.training(cfg, arch, per_node, nodes)
-    where = fit.target(cfg, found, per_node, planning=True)
-    mem = planner.training_memory(arch, t)
-    each = f"{fit.gib(where.capacity)} per GPU" if where.device == "GPU" else f"{fit.gib(where.capacity)} of RAM shared by {per_node} rank(s)"
+    found = capacity.machine()
+    per_node, nodes = capacity.layout(cfg, found)
+    t = capacity.training(cfg, arch, per_node, nodes)
+    where = capacity.target(cfg, found, per_node, planning=True)
+    mem = sizing.training_memory(arch, t)
+    each = f"{capacity.gib(where.capacity)} per GPU" if where.device == "GPU" else f"{capacity.gib(where.capacity)} of RAM shared by {per_node} rank(s)"
     lines = [f"== training memory per rank: {t.world} rank(s) = {t.nodes} node(s) x {t.gpus_per_node}, {each}, "
-             f"{fit.gib(where.usable)} usable per rank ({fit.HEADROOM:.0%} headroom) ==",
-             f"model       {fit.count(arch.params)} params, {arch.layers} layers, hidden {arch.hidden}, MLP {arch.intermediate}, "
+             f"{capacity.gib(where.usable)} usable per rank ({capacity.HEADROOM:.0%} headroom) ==",
+             f"model       {capacity.count(arch.params)} params, {arch.layers} layers, hidden {arch.hidden}, MLP {arch.intermediate}, "
              f"heads {arch.heads} ({arch.kv_heads} KV) x {arch.head_dim}{', q/k norms' if arch.qk_norm else ''}, vocab {arch.vocab}",
-             f"rule        {planner.rule(t)}"]
+             f"rule        {sizing.rule(t)}"]
     tr = cfg.trainer
-    other = planner.activation_bytes(arch, t.tokens, planner.compute_bytes(t.precision), not t.checkpointing)
-    bound = f"{tr.micro_batch_size or max(1, tr.batch_size // t.world)} item(s) of up to {fit.pair_tokens(cfg)} tokens" + (
+    other = sizing.activation_bytes(arch, t.tokens, sizing.compute_bytes(t.precision), not t.checkpointing)
+    bound = f"{tr.micro_batch_size or max(1, tr.batch_size // t.world)} item(s) of up to {capacity.pair_tokens(cfg)} tokens" + (
         f", trainer.micro_batch_tokens={tr.micro_batch_tokens}" if tr.micro_batch_tokens else "")
     copies = "one layer unsharded while it computes" if t.sharded else "autocast's bf16 copies of the float32 weights"
     notes = {"gathered": f" ({copies})" if mem.gathered else "",
              "activations": f" (at most {t.tokens} tokens a micro-batch: {bound}; "
-                            f"{fit.gib(other)} {'without' if t.checkpointing else 'with'} activation checkpointing)",
+                            f"{capacity.gib(other)} {'without' if t.checkpointing else 'with'} activation checkpointing)",
              "reference": " (live)" if t.live_reference else " (precomputed before training)"}
     for name in ("weights", "gradients", "optimizer", "gathered", "activations", "reference"):
-        lines.append(f"{name:<12}{fit.gib(getattr(mem, name))}{notes.get(name, '')}")
+        lines.append(f"{name:<12}{capacity.gib(getattr(mem, name))}{notes.get(name, '')}")
     if mem.host:
-        lines.append(f"host        {fit.gib(mem.host * t.gpus_per_node)} per node in CPU memory (offloaded)")
-    lines.append(f"total       {fit.gib(mem.total)} of {fit.gib(where.usable)}: " + ("fits" if mem.total <= where.usable else "does NOT fit"))
+        lines.append(f"host        {capacity.gib(mem.host * t.gpus_per_node)} per node in CPU memory (offloaded)")
+    lines.append(f"total       {capacity.gib(mem.total)} of {capacity.gib(where.usable)}: " + ("fits" if mem.total <= where.usable else "does NOT fit"))
     if mem.total > where.usable:
-        changes = fit.changes_that_fit(cfg, arch, t, where.usable, gpus=where.device == "GPU")
-        otherwise = "no single change: combine more nodes, cpu_offload and LoRA" if where.device == "GPU" else f"run on GPUs: {fit.gpu_plan(cfg, arch)}"
+        changes = capacity.changes_that_fit(cfg, arch, t, where.usable, gpus=where.device == "GPU")
+        otherwise = "no single change: combine more nodes, cpu_offload and LoRA" if where.device == "GPU" else f"run on GPUs: {capacity.gpu_plan(cfg, arch)}"
         lines.append("to fit      " + ("; or ".join(changes) or otherwise))
     if where.device == "GPU":
         counts = []
         for strategy, offload in (("fsdp", False), ("deepspeed_zero3", False), ("fsdp", True), ("deepspeed_zero3", True)):
-            need = planner.min_gpus(arch, replace(t, strategy=strategy, cpu_offload=offload), where.usable)
+            need = sizing.min_gpus(arch, replace(t, strategy=strategy, cpu_offload=offload), where.usable)
             mine = " (this plan's rule)" if (strategy, offload) == (t.strategy, t.cpu_offload) else ""
-            host = planner.training_memory(arch, replace(t, strategy=strategy, cpu_offload=offload)).host * need if offload and need else 0
-            counts.append(f"{strategy}{' + cpu_offload' if offload else ''}{mine} {need or 'none'}" + (f" ({fit.gib(host)} on hosts)" if host else ""))
-        lines.append(f"GPUs        this training needs at least, of {fit.gib(where.capacity)}: " + ", ".join(counts))
+            host = sizing.training_memory(arch, replace(t, strategy=strategy, cpu_offload=offload)).host * need if offload and need else 0
+            counts.append(f"{strategy}{' + cpu_offload' if offload else ''}{mine} {need or 'none'}" + (f" ({capacity.gib(host)} on hosts)" if host else ""))
+        lines.append(f"GPUs        this training needs at least, of {capacity.gib(where.capacity)}: " + ", ".join(counts))
         if "none" in lines[-1]:
             lines.append(f"            none: what no sharding shrinks (one gathered unit, {t.tokens} tokens of activations) is over "
-                         f"{fit.gib(where.usable)} alone; lower trainer.micro_batch_tokens or model.max_length")
+                         f"{capacity.gib(where.usable)} alone; lower trainer.micro_batch_tokens or model.max_length")
     return lines + generation_lines(cfg, arch, where, t.world) + cost_lines(cfg, arch, t, n_train, n_test)
 
 
-def generation_lines(cfg: DictConfig, arch: Arch, where: fit.Target, world: int) -> list[str]:
-    prompt, _, most = fit.lengths(cfg)
-    g = fit.generation(cfg, arch, where.engine_budget(cfg))
+def generation_lines(cfg: DictConfig, arch: Arch, where: capacity.Target, world: int) -> list[str]:
+    prompt, _, most = capacity.lengths(cfg)
+    g = capacity.generation(cfg, arch, where.engine_budget(cfg))
     tp = cfg.generator.get("tensor_parallel_size", 1)
     verdict = "fits" if g.fits_weights and g.sequences >= 1 else "does NOT fit"
     if g.fits_weights and 1 <= g.sequences < cfg.num_samples:
         verdict += f", but fewer than N = {cfg.num_samples}: one prompt's samples wait for each other"
     return [f"== generation memory per {where.device}: {cfg.generator._target_.rsplit('.', 1)[-1]}, tensor_parallel_size {tp}, "
             f"{max(1, world // tp)} replica(s) ==",
-            f"weights     {fit.gib(g.weights)} ({cfg.model.dtype} / tp {tp}) of the {fit.gib(g.budget)} the engine may use",
+            f"weights     {capacity.gib(g.weights)} ({cfg.model.dtype} / tp {tp}) of the {capacity.gib(g.budget)} the engine may use",
             f"KV cache    {g.kv_per_token / 1024:.0f} KiB per token per {where.device}: room for {g.sequences} sequences of "
             f"{prompt} + {most} tokens (N = {cfg.num_samples} per prompt): {verdict}"]
 
 
 def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: int) -> list[str]:
-    """An iteration's tokens, FLOPs and GPU-hours (planner.iteration_cost), and the run's."""
-    prompt, completion, _ = fit.lengths(cfg)
+    """An iteration's tokens, FLOPs and GPU-hours (sizing.iteration_cost), and the run's."""
+    prompt, completion, _ = capacity.lengths(cfg)
     tr, p = cfg.trainer, cfg.planner
     method = methods.build(cfg)
     sequences = 2 if method.paired else 1
@@ -197,12 +197,12 @@ def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: i
     sel = cfg.selection
     # each candidate, greedily on the validation problems
     validated = sel.val_size * -(-(trained // tr.batch_size) // sel.val_every_n_steps) if sel.val_size and method.trains else 0
-    cost = planner.iteration_cost(arch.params, n_train * cfg.num_samples + evaluated + validated, n_train + n_test + validated, prompt, completion,
+    cost = sizing.iteration_cost(arch.params, n_train * cfg.num_samples + evaluated + validated, n_train + n_test + validated, prompt, completion,
                                   trained, reference, sequences, t.checkpointing, bool(t.lora))
-    peak = planner.PEAK_TFLOPS[p.gpu]
-    gen_h = planner.gpu_hours(cost.generate_flops, peak, p.generate_utilization)
-    train_h = planner.gpu_hours(cost.train_flops, peak, p.train_utilization)
-    final = planner.gpu_hours(2.0 * arch.params * (evaluated * completion + n_test * prompt), peak, p.generate_utilization)
+    peak = sizing.PEAK_TFLOPS[p.gpu]
+    gen_h = sizing.gpu_hours(cost.generate_flops, peak, p.generate_utilization)
+    train_h = sizing.gpu_hours(cost.train_flops, peak, p.train_utilization)
+    final = sizing.gpu_hours(2.0 * arch.params * (evaluated * completion + n_test * prompt), peak, p.generate_utilization)
     per_token = (4 if t.lora else 6) + (2 if t.checkpointing else 0)
     return [f"== cost per iteration: {p.gpu.upper()} dense bf16 peak {peak:.0f} TFLOP/s; a typical example is {prompt} prompt + "
             f"{completion} completion tokens (planner.*) ==",

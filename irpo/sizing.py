@@ -1,5 +1,5 @@
 """Memory and cost arithmetic of a run, pure: what each GPU holds while training and while
-generating, and what an iteration costs in FLOPs. No config, no torch; `irpo/plan.py` maps a
+generating, and what an iteration costs in FLOPs. No config, no torch; `irpo/plan_report.py` maps a
 config onto these functions and prints them. Sizes are bytes; GiB = 2**30.
 
 Training memory per GPU = model states + compute copies + activations + reference:
@@ -196,7 +196,7 @@ class Training:
     nodes: int
     precision: str
     weight_bytes: int  # of the model dtype (the frozen LoRA base, a live reference)
-    tokens: int  # per rank per forward: what a micro-batch holds at most (irpo/fit.py, micro_tokens)
+    tokens: int  # per rank per forward: what a micro-batch holds at most (irpo/capacity.py, micro_tokens)
     checkpointing: bool
     cpu_offload: bool
     live_reference: bool
