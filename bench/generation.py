@@ -34,7 +34,7 @@ keep_freed_memory()  # as `python -m irpo` does (in this process: vLLM's engine 
 
 import torch  # noqa: E402
 
-from irpo.generation.base import encode_prompts, render_prompt  # noqa: E402
+from irpo.generation.base import Decoding, encode_prompts, render_prompt  # noqa: E402
 from irpo.generation.hf import HFGenerator  # noqa: E402
 from irpo.generation.vllm import VLLMGenerator  # noqa: E402
 from irpo.models.load import load_tokenizer, tiny_m0_dir  # noqa: E402
@@ -114,7 +114,7 @@ def gsm8k_workload(args) -> tuple[str, list[str], dict[tuple[int, ...], int]]:
 
 def run(backend, model_dir: str, prompts: list[str], args) -> dict:
     t0 = time.perf_counter()
-    with backend(model_dir, args.max_new_tokens, ArithTask.stop if args.workload == "tiny" else ()) as gen:
+    with backend(model_dir, Decoding(args.max_new_tokens, tuple(ArithTask.stop) if args.workload == "tiny" else ())) as gen:
         start = time.perf_counter() - t0
         gen.greedy(prompts[:8])  # first-call costs (allocation, kernel selection) untimed
         t = time.perf_counter()

@@ -216,7 +216,12 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
         method, leading, rule = methods.build(cfg), (cfg, methods.build(cfg)), (PairRule(1),)
     except ImportError:  # a source tree from before methods were objects (--before)
         method, leading, rule = "pairs", (cfg,), (1, None, False)
-    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), method, 1, 1.0, *rule, w.seed, 100_000, batching, 1)
+    settings = (1, 1.0, *rule, w.seed, 100_000, batching, 1)
+    import irpo.data
+
+    if hasattr(irpo.data, "DataSettings"):  # (a source tree from before it takes them one by one: --before)
+        settings = (irpo.data.DataSettings(*settings),)
+    data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), method, *settings)
     if "load_model" in inspect.signature(data.reference_logps).parameters:
         data.reference_logps(lambda: load_policy(w.ref_dir, "float32", False), w.device)
     else:  # a source tree from before the multi-process loop (--before)

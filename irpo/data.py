@@ -12,6 +12,7 @@ batches an uninterrupted run would have.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,30 +33,26 @@ from irpo.pairs import Pair, PairRule, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 
 
+@dataclass(frozen=True)
+class DataSettings:
+    """How an iteration's data is drawn and cut, as the run's config says (built once per
+    iteration by the loop)."""
+
+    num_samples: int  # N per train prompt
+    temperature: float
+    pair_rule: PairRule
+    seed: int
+    max_length: int  # prompt + completion tokens an item may hold
+    batching: MicroBatching
+    shard_size: int  # prompts per generation shard
+
+
 class IterationData(L.LightningDataModule):
-    def __init__(
-        self,
-        task: Task,
-        examples: Sequence[Example],
-        prompts: Sequence[str],
-        out_dir: Path,
-        iteration: int,
-        tokenizer,
-        method: Method,
-        num_samples: int,
-        temperature: float,
-        pair_rule: PairRule,
-        seed: int,
-        max_length: int,
-        batching: MicroBatching,
-        shard_size: int,
-    ) -> None:
+    def __init__(self, task: Task, examples: Sequence[Example], prompts: Sequence[str], out_dir: Path, iteration: int, tokenizer,
+                 method: Method, settings: DataSettings) -> None:
         super().__init__()
         self.task, self.examples, self.prompts, self.out = task, list(examples), list(prompts), Path(out_dir)
-        self.iteration, self.tokenizer, self.method = iteration, tokenizer, method
-        self.num_samples, self.temperature, self.pair_rule = num_samples, temperature, pair_rule
-        self.seed, self.max_length = seed, max_length
-        self.batching, self.shard_size = batching, shard_size
+        self.iteration, self.tokenizer, self.method, self.settings = iteration, tokenizer, method, settings
         self.items: list[dict] = []
         self.dropped_too_long = 0
 
@@ -70,10 +67,10 @@ class IterationData(L.LightningDataModule):
         generation replica of `replica_size` ranks samples its own shards."""
 
         def shard(lo: int, hi: int, s: int) -> list[dict]:
-            seed = shard_seed(self.seed, self.iteration, s)
-            return self._rewarded(self.examples[lo:hi], open_generator().sample(self.prompts[lo:hi], self.num_samples, self.temperature, seed))
+            seed = shard_seed(self.settings.seed, self.iteration, s)
+            return self._rewarded(self.examples[lo:hi], open_generator().sample(self.prompts[lo:hi], self.settings.num_samples, self.settings.temperature, seed))
 
-        shards = write_shards(shard_dir, len(self.prompts), self.shard_size, shard, partial(replica_shards, replica_size=replica_size))
+        shards = write_shards(shard_dir, len(self.prompts), self.settings.shard_size, shard, partial(replica_shards, replica_size=replica_size))
         on_rank_zero(merge_shards, self.generations_path, shards)
 
     def _rewarded(self, examples: Sequence[Example], samples: list[list[str]]) -> list[dict]:
@@ -97,11 +94,11 @@ class IterationData(L.LightningDataModule):
         pairs: list[Pair] = []
         for ex, prompt in zip(self.examples, self.prompts):
             rows = by_prompt[ex.id]
-            rule = self.pair_rule
+            rule = self.settings.pair_rule
             gold = self.task.gold_completion(ex) if rule.gold_winner else None
-            pairs += prompt_pairs(ex.id, prompt, [r["completion"] for r in rows], [r["reward"] for r in rows], rule.per_prompt, self.seed, gold,
+            pairs += prompt_pairs(ex.id, prompt, [r["completion"] for r in rows], [r["reward"] for r in rows], rule.per_prompt, self.settings.seed, gold,
                                   rule.margin)
-        pairs = cap_pairs(pairs, self.pair_rule.max_pairs, self.seed + self.iteration)
+        pairs = cap_pairs(pairs, self.settings.pair_rule.max_pairs, self.settings.seed + self.iteration)
         return pairs, pair_stats([[r["reward"] for r in by_prompt[ex.id]] for ex in self.examples], pairs)
 
     # --- what a method chooses its training items from (irpo.methods.TrainingData) --------
@@ -127,11 +124,11 @@ class IterationData(L.LightningDataModule):
         log-probs attached once they exist."""
         if not self.items:
             prompts, chosen, rejected, labels = self.method.items(self)
-            self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.max_length)
+            self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.settings.max_length)
             for it in self.items if labels is not None else ():
                 it["label"] = labels[it["index"]]
             if not self.items:
-                why = f"all {self.dropped_too_long} are longer than model.max_length={self.max_length}" if prompts else f"task {self.task.name} gave none"
+                why = f"all {self.dropped_too_long} are longer than model.max_length={self.settings.max_length}" if prompts else f"task {self.task.name} gave none"
                 raise UserError(f"iteration {self.iteration} has no {self.method.items_name} to train on ({self.method.name}): {why}")
         if self.method.reference and self.reference_path.exists():
             ref = load_file(self.reference_path)
@@ -145,7 +142,7 @@ class IterationData(L.LightningDataModule):
         Returns the pair-tokens this rank scored (batching.pair_tokens), for the stage's
         tokens/s."""
         self.setup()
-        (chosen, rejected), tokens = score_pairs(self.items, self.dropped_too_long, load_model, device, precision, self.batching)
+        (chosen, rejected), tokens = score_pairs(self.items, self.dropped_too_long, load_model, device, precision, self.settings.batching)
         on_rank_zero(self._write, self.reference_path, {"chosen": chosen, "rejected": rejected})
         self.setup()
         return tokens
@@ -164,14 +161,14 @@ class IterationData(L.LightningDataModule):
         if not pairs.prompts:  # a method that trains without pairs (KTO, SFT on gold) may have none
             on_rank_zero(self._write, self.pair_logps_path, {})
             return 0
-        items, dropped = encode_examples(self.tokenizer, pairs.prompts, pairs.chosen, pairs.rejected, self.max_length)
+        items, dropped = encode_examples(self.tokenizer, pairs.prompts, pairs.chosen, pairs.rejected, self.settings.max_length)
         tokens = 0
         if self.reference_path.exists() and self.method.items(self)[:3] == pairs[:3]:
             ref = load_file(self.reference_path)
             start = ref["chosen"], ref["rejected"]
         else:
-            start, tokens = score_pairs(items, dropped, load_start, device, precision, self.batching)
-        end, scored = score_pairs(items, dropped, load_end, device, precision, self.batching)
+            start, tokens = score_pairs(items, dropped, load_start, device, precision, self.settings.batching)
+        end, scored = score_pairs(items, dropped, load_end, device, precision, self.settings.batching)
         scores = {"chosen_start": start[0], "rejected_start": start[1], "chosen_end": end[0], "rejected_end": end[1]}
         on_rank_zero(self._write, self.pair_logps_path, scores)
         return tokens + scored
@@ -194,9 +191,9 @@ class IterationData(L.LightningDataModule):
             # A mid-epoch checkpoint is restored before this is called: skip what was trained
             # on. `processed`, not `completed`: checkpoints are written in on_train_batch_end,
             # after a batch is processed and before Lightning counts it completed.
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.batching.step_items
-        sampler = EpochSampler(len(self.items), shard_seed(self.seed, self.iteration, -1), skip=done, rank=rank(), world=world_size())
-        return DataLoader(self.items, batch_size=self.batching.step_items, sampler=sampler, collate_fn=self.batching.split)
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.settings.batching.step_items
+        sampler = EpochSampler(len(self.items), shard_seed(self.settings.seed, self.iteration, -1), skip=done, rank=rank(), world=world_size())
+        return DataLoader(self.items, batch_size=self.settings.batching.step_items, sampler=sampler, collate_fn=self.settings.batching.split)
 
 
 class EpochSampler(Sampler[int]):

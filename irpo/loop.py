@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from irpo.artifacts import (STAGE_KINDS, RunDir, Stages, atomic_path, merge_shards, read_json, read_jsonl, remove_tree, shard_seed, source_revision,
                             write_json, write_jsonl, write_shards)
@@ -29,7 +29,7 @@ from irpo.distributed import close as close_process_group, init as init_process_
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
 from irpo.capacity import check_fits
-from irpo.generation.base import LazyGenerator, render_prompt
+from irpo.generation.base import Decoding, LazyGenerator, render_prompt
 from irpo.logging import RunLogger
 from irpo.pairs import PairRule
 from irpo.models.load import load_tokenizer
@@ -41,7 +41,7 @@ from irpo.tasks.subsets import validation_split
 from irpo import allocator, methods, progress, threads
 
 if TYPE_CHECKING:
-    from irpo.data import IterationData
+    from irpo.data import DataSettings, IterationData
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -81,7 +81,7 @@ def run_loop(cfg: DictConfig) -> float | None:
 
     from irpo.data import IterationData
     from irpo.strategies import reference_policy
-    from irpo.train import micro_batching, train_policy
+    from irpo.train import train_policy
 
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator, cfg.trainer.liveness_seconds)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
@@ -102,14 +102,16 @@ def run_loop(cfg: DictConfig) -> float | None:
     train, test = task.load("train"), task.load("test")
     train, val = validation_split(task, train, cfg.selection.val_size, cfg.selection.val_from, cfg.task.get("seed") or 0)
 
-    def render(examples):
-        return [render_prompt(tokenizer, task.prompt(ex), cfg.model.chat_template, cfg.model.chat_template_kwargs) for ex in examples]
+    def render(split: str, examples) -> Problems:
+        return Problems(split, examples, [render_prompt(tokenizer, task.prompt(ex), cfg.model.chat_template, cfg.model.chat_template_kwargs) for ex in examples])
 
-    train_prompts, test_prompts, val_prompts = render(train), render(test), render(val)
+    test, val = render("test", test), render("val", val)
+    selecting = bool(val.examples)
+    train_prompts = render("train", train).prompts
     method = methods.build(cfg)
     sample = method.samples
     last = cfg.iterations if method.trains else 0
-    logger = RunLogger(cfg, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test, test_prompts)}})
+    logger = RunLogger(cfg, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test.examples, test.prompts)}})
     model_dir = str(cfg.model.path)
     device = torch.device("cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     scorer = partial(reference_policy, cfg)  # a model to score pairs with: M_t whole, or its shard
@@ -119,16 +121,12 @@ def run_loop(cfg: DictConfig) -> float | None:
 
             stage = partial(run_stage, stages, t)
             with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
-                stage("eval", counted(generator, lambda: evaluate_into(it, "eval", generator, partial_dir(stages, t, "eval", "eval_shards"), cfg, task, test, test_prompts, t)))
+                stage("eval", counted(generator, lambda: evaluate_into(it, test, generator, partial_dir(stages, t, "eval", "eval_shards"), cfg, task, t)))
                 metrics = read_json(it / "eval.json")
                 if t == last:
                     logger.log_iteration(t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < cfg.iterations else {}))
                     break
-                data = IterationData(
-                    task, train, train_prompts, it, t, tokenizer, method, cfg.num_samples, temperature(cfg, t),
-                    PairRule(cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.pair_margin or 0.0), cfg.seed, cfg.model.max_length,
-                    micro_batching(cfg.trainer), cfg.shard_size,
-                )
+                data = IterationData(task, train, train_prompts, it, t, tokenizer, method, data_settings(cfg, t))
                 if sample:
                     stage("generate", counted(generator, lambda: data.generate(generator, partial_dir(stages, t, "generate", "generations"), replica_size(cfg))))
             if sample:
@@ -142,7 +140,7 @@ def run_loop(cfg: DictConfig) -> float | None:
 
             def train_stage():
                 ckpt_dir = partial_dir(stages, t, "train", "train")
-                trained = train_policy(cfg, method, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if val else None)
+                trained = train_policy(cfg, method, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if selecting else None)
                 launch_tokens = trained.pop("launch_pair_tokens")  # the stage's tokens/s: this launch's work over its seconds
                 on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
                 return launch_tokens
@@ -150,16 +148,16 @@ def run_loop(cfg: DictConfig) -> float | None:
             stage("train", train_stage)
             if not cfg.trainer.keep_checkpoints:  # M_{t+1} is saved and recorded: a resume starts from it
                 on_rank_zero(remove_checkpoints, it / "train")
-            if val:
-                stage("select", lambda: select_into(it, cfg, task, stages, t, val, val_prompts, model_dir))
+            if selecting:
+                stage("select", lambda: select_into(it, cfg, task, stages, t, val, model_dir))
             if sample:
                 stage("logps", lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / "model"), device), device,
                                                        cfg.trainer.precision))
             # the stages' seconds and tokens/s, the train stage's own included once it is finished
-            on_rank_zero(write_json, it / "metrics.json", read_json(it / "metrics.json") | stages.timings(t) | after_training(it, data, val, sample))
+            on_rank_zero(write_json, it / "metrics.json", read_json(it / "metrics.json") | stages.timings(t) | after_training(it, data, selecting, sample))
             logger.log_iteration(t, read_json(it / "metrics.json"))
             model_dir = str(it / "model")  # M_{t+1}: the next policy and the next reference
-            if val and stop_now(selection_history(run_dir.root, t), cfg.selection.patience, cfg.selection.min_delta):
+            if selecting and stop_now(selection_history(run_dir.root, t), cfg.selection.patience, cfg.selection.min_delta):
                 last = t + 1  # evaluate M_{t+1} on the test split, then stop
         logger.table()
         on_rank_zero(print_stage_times, [stages.timings(t) for t in range(last + 1)])
@@ -216,7 +214,7 @@ def own_run_directory(run_dir: RunDir, cfg: DictConfig) -> None:
     root.addHandler(log)
 
 
-def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, val, val_prompts, model_dir: str) -> None:
+def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, val: Problems, model_dir: str) -> None:
     """M_{t+1} = the candidate of iteration t most accurate on the validation split (greedy,
     by the run's Generator); each candidate's result is kept, so a killed selection resumes."""
 
@@ -224,7 +222,7 @@ def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, v
         if not on_rank_zero((d / "val.json").exists):
             shards = partial_dir(stages, t, "select", str((d / "val_shards").relative_to(it)))
             with LazyGenerator(lambda: open_generator(cfg, task, checkpoint)) as generator:
-                evaluate_into(d, "val", generator, shards, cfg, task, val, val_prompts, t, maj_k=0)
+                evaluate_into(d, val, generator, shards, cfg, task, t, maj_k=0)
         return read_json(d / "val.json")["val_accuracy"]
 
     start = accuracy(it / "val_start", model_dir) if t == 0 else read_json(it.parent / f"iter_{t - 1}" / "selection.json")["val_accuracy"]
@@ -294,19 +292,40 @@ def print_stage_times(timings: list[dict[str, float]]) -> None:
     Console().print(table)
 
 
+def data_settings(cfg: DictConfig, t: int) -> "DataSettings":
+    """Iteration t's data settings from the run's config."""
+    from irpo.data import DataSettings
+    from irpo.train import micro_batching
+
+    rule = PairRule(cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.pair_margin or 0.0)
+    return DataSettings(cfg.num_samples, temperature(cfg, t), rule, cfg.seed, cfg.model.max_length, micro_batching(cfg.trainer), cfg.shard_size)
+
+
 def open_generator(cfg: DictConfig, task: Task, model_dir: str):
-    return instantiate(
-        cfg.generator, model_dir=model_dir, stop=list(task.stop), chat_template=cfg.model.chat_template,
-        max_new_tokens=cfg.generator.max_new_tokens or task.max_new_tokens,
-    )
+    """The run's generator over model_dir: its backend's settings from cfg.generator, how a
+    completion is decoded from the task (its stop strings, its length unless
+    generator.max_new_tokens is set), the model (its chat template) and generator.top_p."""
+    settings = OmegaConf.to_container(cfg.generator, resolve=True)
+    decoding = Decoding(settings.pop("max_new_tokens") or task.max_new_tokens, tuple(task.stop), settings.pop("top_p"), cfg.model.chat_template)
+    return instantiate(settings, model_dir=model_dir, decoding=decoding)
 
 
-def evaluate_into(out: Path, name: str, generator, shard_dir, cfg: DictConfig, task: Task, examples, prompts, t: int, maj_k: int | None = None) -> None:
-    """A model's metrics on `examples` into out/<name>.json (name: eval for the test split,
+@dataclass(frozen=True)
+class Problems:
+    """A split's examples and their prompts as the model reads them, in one order."""
+
+    split: str  # train, test, val
+    examples: list
+    prompts: list[str]
+
+
+def evaluate_into(out: Path, problems: Problems, generator, shard_dir, cfg: DictConfig, task: Task, t: int, maj_k: int | None = None) -> None:
+    """A model's metrics on the problems into out/<name>.json (name: eval for the test split,
     val for the validation split), one record per problem beside it in
     <name>_generations.jsonl; the problems are evaluated in shards so that a killed
     evaluation resumes too."""
     maj_k = cfg.eval.maj_k if maj_k is None else maj_k
+    name, examples, prompts = "eval" if problems.split == "test" else problems.split, problems.examples, problems.prompts
 
     def shard(lo: int, hi: int, s: int) -> list[dict]:
         # seed + 1: the maj@k samples are not drawn from the same streams as training samples.
@@ -316,8 +335,7 @@ def evaluate_into(out: Path, name: str, generator, shard_dir, cfg: DictConfig, t
     records = out / f"{name}_generations.jsonl"
     shards = write_shards(shard_dir, len(examples), cfg.shard_size, shard, partial(replica_shards, replica_size=replica_size(cfg)))
     on_rank_zero(merge_shards, records, shards)
-    split = "test" if name == "eval" else name
-    on_rank_zero(lambda: write_json(out / f"{name}.json", summarize(read_jsonl(records), maj_k, split)))
+    on_rank_zero(lambda: write_json(out / f"{name}.json", summarize(read_jsonl(records), maj_k, problems.split)))
 
 
 def replica_size(cfg: DictConfig) -> int:

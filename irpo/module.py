@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 
 import lightning as L
 import torch
@@ -42,6 +43,24 @@ def build_policy(model_dir: str, dtype: str, trust_remote_code: bool, sharded: b
     return with_lora(policy, **(lora or {"r": 0, "alpha": 0, "dropout": 0, "target_modules": []}))
 
 
+@dataclass(frozen=True)
+class PolicyTraining:
+    """How M_θ is built and optimized, as the run's config says (train.policy_training)."""
+
+    lr: float
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    dtype: str = "float32"  # what the policy is loaded in (irpo/precision.py: float32 under mixed precision)
+    reference: str = "precomputed"  # or live: a frozen copy of M_t scores each batch
+    trust_remote_code: bool = False
+    strategy: str = "auto"
+    precision: str = "32-true"
+    activation_checkpointing: bool = False
+    cpu_offload: bool = False
+    lora: dict | None = None  # peft LoRA arguments; None: full fine-tuning
+    gradient_clip_val: float | None = None
+
+
 class PreferenceModule(L.LightningModule):
     """One Lightning batch is this rank's share of one optimizer step (`trainer.batch_size`
     pairs over all ranks), already cut into micro-batches bounded in pairs and tokens
@@ -49,32 +68,17 @@ class PreferenceModule(L.LightningModule):
     by its share of the step's pairs, then steps the optimizer once: the gradient of the mean
     loss over the step's pairs, however many micro-batches their lengths needed."""
 
-    def __init__(
-        self,
-        method: Method,
-        model_dir: str,
-        lr: float,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        dtype: str = "float32",
-        reference: str = "precomputed",
-        trust_remote_code: bool = False,
-        iteration: int = 0,
-        strategy: str = "auto",
-        precision: str = "32-true",
-        activation_checkpointing: bool = False,
-        cpu_offload: bool = False,
-        lora: dict | None = None,
-        gradient_clip_val: float | None = None,
-    ) -> None:
+    def __init__(self, method: Method, model_dir: str, training: PolicyTraining, iteration: int = 0) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["method"])  # a checkpoint holds data only (loaded with weights_only)
+        # plain values: a checkpoint holds data only (loaded with weights_only)
+        self.save_hyperparameters({"model_dir": model_dir, "iteration": iteration, **asdict(training)})
         self.method = method
+        tr = training
         self.automatic_optimization = False  # micro-batches of varying count per step
-        self.sharded = strategy in SHARDED
+        self.sharded = tr.strategy in SHARDED
         # from_pretrained returns eval mode
-        self.policy = build_policy(model_dir, dtype, trust_remote_code, self.sharded, lora, activation_checkpointing).train()
-        self.reference = _frozen(load_policy(model_dir, dtype, trust_remote_code)) if reference == "live" and method.reference else None
+        self.policy = build_policy(model_dir, tr.dtype, tr.trust_remote_code, self.sharded, tr.lora, tr.activation_checkpointing).train()
+        self.reference = _frozen(load_policy(model_dir, tr.dtype, tr.trust_remote_code)) if tr.reference == "live" and method.reference else None
         # Pair-tokens trained on (counted as a plain step feeds them, prompt once per
         # sequence) and the last step's metrics, over the whole training: both are kept in
         # its checkpoints, so a resumed training reports what an uninterrupted one does.

@@ -197,8 +197,8 @@ def cost_lines(cfg: DictConfig, arch: Arch, t: Training, n_train: int, n_test: i
     sel = cfg.selection
     # each candidate, greedily on the validation problems
     validated = sel.val_size * -(-(trained // tr.batch_size) // sel.val_every_n_steps) if sel.val_size and method.trains else 0
-    cost = sizing.iteration_cost(arch.params, n_train * cfg.num_samples + evaluated + validated, n_train + n_test + validated, prompt, completion,
-                                  trained, reference, sequences, t.checkpointing, bool(t.lora))
+    work = sizing.Work(n_train * cfg.num_samples + evaluated + validated, n_train + n_test + validated, prompt, completion, trained, reference, sequences)
+    cost = sizing.iteration_cost(arch.params, work, t.checkpointing, bool(t.lora))
     peak = sizing.PEAK_TFLOPS[p.gpu]
     gen_h = sizing.gpu_hours(cost.generate_flops, peak, p.generate_utilization)
     train_h = sizing.gpu_hours(cost.train_flops, peak, p.train_utilization)

@@ -363,15 +363,27 @@ class Cost:
     train_flops: float
 
 
-def iteration_cost(params: int, gen_sequences: int, prompts: int, prompt_tokens: int, completion_tokens: int,
-                   trained_items: int, reference_items: int, sequences_per_item: int, checkpointing: bool, lora: bool) -> Cost:
+@dataclass(frozen=True)
+class Work:
+    """What an iteration computes, in sequences and items of typical lengths."""
+
+    gen_sequences: int  # completions generated (samples, evaluation, selection)
+    prompts: int  # prompts prefilled
+    prompt_tokens: int
+    completion_tokens: int
+    trained_items: int  # pairs or sequences trained on
+    reference_items: int  # items the reference scores
+    sequences_per_item: int  # 2 for a pair
+
+
+def iteration_cost(params: int, w: Work, checkpointing: bool, lora: bool) -> Cost:
     """FLOPs of an iteration: 2·P per generated or prefilled token; per trained token 6·P
     (forward 2·P, backward 4·P; 4·P with LoRA, which computes no weight gradients of the base)
     plus 2·P when activation checkpointing recomputes the forward; 2·P per reference token."""
-    generated = gen_sequences * completion_tokens
-    prefilled = prompts * prompt_tokens
-    per_item = sequences_per_item * (prompt_tokens + completion_tokens)
-    trained, referenced = trained_items * per_item, reference_items * per_item
+    generated = w.gen_sequences * w.completion_tokens
+    prefilled = w.prompts * w.prompt_tokens
+    per_item = w.sequences_per_item * (w.prompt_tokens + w.completion_tokens)
+    trained, referenced = w.trained_items * per_item, w.reference_items * per_item
     per_trained = (4 if lora else 6) + (2 if checkpointing else 0)
     return Cost(generated, prefilled, trained, referenced, 2.0 * params * (generated + prefilled),
                 float(params) * (per_trained * trained + 2 * referenced))

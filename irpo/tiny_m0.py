@@ -9,7 +9,6 @@ same weights on the same torch build and CPU (BUILD.json records the settings an
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -17,11 +16,13 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, fields
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from irpo.errors import ArgumentParser
+from irpo.generation.base import Decoding
 from irpo.generation.hf import HFGenerator
 from irpo.models.load import tiny_m0_dir
 from irpo.models.tiny_tokenizer import SPECIALS, build_tokenizer
@@ -71,7 +72,7 @@ def probe(model_dir: str, task: ArithTask, samples: int = 8, temperature: float 
     """Greedy test accuracy and, when samples > 0, what sampling on the loop's prompts yields:
     prompts with both a correct and an incorrect sample are the ones that give IRPO pairs."""
     test = task.load("test")
-    with HFGenerator(model_dir, task.max_new_tokens, task.stop) as gen:
+    with HFGenerator(model_dir, Decoding(task.max_new_tokens, tuple(task.stop))) as gen:
         greedy = gen.greedy([task.prompt(ex) for ex in test])
         right = [task.is_correct(task.extract_answer(c), ex.answer) for c, ex in zip(greedy, test)]
         stats = {"greedy_test_accuracy": sum(right) / len(test)}
@@ -90,46 +91,50 @@ def probe(model_dir: str, task: ArithTask, samples: int = 8, temperature: float 
     return stats
 
 
-def build_m0(
-    out_dir: str,
-    steps: int = 500,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    problems: int = 16000,
-    hidden: int = 128,
-    layers: int = 4,
-    seed: int = 0,
-    threads: int = 1,
-    samples: int = 8,
-) -> dict:
-    """Train M_0, save it to out_dir (replaced whole, never left half-written) and return
-    the BUILD.json record."""
+@dataclass(frozen=True)
+class Recipe:
+    """How M_0 is trained (the command line's flags; BUILD.json's settings)."""
+
+    steps: int = 500
+    batch_size: int = 64
+    lr: float = 2e-3
+    problems: int = 16000
+    hidden: int = 128
+    layers: int = 4
+    seed: int = 0
+    threads: int = 1
+    samples: int = 8  # per probe prompt, for the record's pass@N
+
+
+def build_m0(out_dir: str, r: Recipe = Recipe()) -> dict:
+    """Train M_0 by the recipe, save it to out_dir (replaced whole, never left half-written)
+    and return the BUILD.json record."""
     start = time.time()
-    task = ArithTask(train_size=LOOP_PROMPTS + problems)
+    task = ArithTask(train_size=LOOP_PROMPTS + r.problems)
     tok = build_tokenizer()
-    rows = _sft_rows(task, tok, problems)
+    rows = _sft_rows(task, tok, r.problems)
     # CPU float sums depend on the thread count (2 threads give other weights than 1), so it is
     # pinned: one thread gives the same M_0 whatever the core count, and it slows down far less
     # than two when other jobs share the cores (measured: 205 s vs 889 s of training under load).
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(r.threads)
     torch.use_deterministic_algorithms(True)
     try:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(build_config(len(tok), hidden, layers))
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        torch.manual_seed(r.seed)
+        model = LlamaForCausalLM(build_config(len(tok), r.hidden, r.layers))
+        opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=0.01)
         # Accuracy is still climbing steeply when training stops; decaying the rate to 10% lets
         # the last steps settle instead of leaving M_0 wherever the final large step put it.
-        warmup = max(1, steps // 20)
+        warmup = max(1, r.steps // 20)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warmup, 0.1 + 0.45 * (1 + math.cos(math.pi * s / steps)))
+            opt, lambda s: min((s + 1) / warmup, 0.1 + 0.45 * (1 + math.cos(math.pi * s / r.steps)))
         )
-        rng, order, losses = random.Random(seed), [], []
+        rng, order, losses = random.Random(r.seed), [], []
         model.train()
-        for _ in range(steps):
-            if len(order) < batch_size:
+        for _ in range(r.steps):
+            if len(order) < r.batch_size:
                 order += rng.sample(range(len(rows)), len(rows))
-            batch, order = [rows[i] for i in order[:batch_size]], order[batch_size:]
+            batch, order = [rows[i] for i in order[:r.batch_size]], order[r.batch_size:]
             loss = model(**_collate(batch, tok.pad_token_id)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -148,8 +153,8 @@ def build_m0(
             tok.save_pretrained(tmp)
             record = {
                 "settings": {
-                    "steps": steps, "batch_size": batch_size, "lr": lr, "problems": problems,
-                    "first_problem": LOOP_PROMPTS, "hidden": hidden, "layers": layers, "seed": seed, "threads": threads,
+                    "steps": r.steps, "batch_size": r.batch_size, "lr": r.lr, "problems": r.problems,
+                    "first_problem": LOOP_PROMPTS, "hidden": r.hidden, "layers": r.layers, "seed": r.seed, "threads": r.threads,
                 },
                 "task": {
                     "num_terms": task.num_terms, "max_operand": task.max_operand,
@@ -159,7 +164,7 @@ def build_m0(
                 "torch": torch.__version__,
                 "final_sft_loss": sum(losses[-20:]) / len(losses[-20:]),
                 "train_seconds": round(train_s, 1),
-                **probe(tmp, ArithTask(), samples=samples, seed=seed),
+                **probe(tmp, ArithTask(), samples=r.samples, seed=r.seed),
             }
             record["build_seconds"] = round(time.time() - start, 1)
             with open(os.path.join(tmp, "BUILD.json"), "w") as f:
@@ -186,10 +191,10 @@ def build_m0(
 def main(argv: list[str] | None = None) -> None:
     p = ArgumentParser(description="Rebuild the built-in tiny M_0 and report what IRPO starts from.")
     p.add_argument("--out", default=tiny_m0_dir())
-    for name, param in list(inspect.signature(build_m0).parameters.items())[1:]:
-        p.add_argument(f"--{name}", type=type(param.default), default=param.default)
+    for f in fields(Recipe):
+        p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
     args = vars(p.parse_args(argv))
-    record = build_m0(args.pop("out"), **args)
+    record = build_m0(args.pop("out"), Recipe(**args))
     print(json.dumps(record, indent=2))
 
 

@@ -26,7 +26,7 @@ from irpo.errors import UserError
 from irpo.methods import Method
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
-from irpo.module import PreferenceModule
+from irpo.module import PolicyTraining, PreferenceModule
 from irpo.precision import policy_dtype
 from irpo.selection import candidate_dir, candidate_steps
 from irpo.strategies import GATHERED, build_strategy, full_state_dict
@@ -116,13 +116,7 @@ def train_policy(cfg: DictConfig, method: Method, data: IterationData, model_dir
     Returns the last step's training metrics and the pair-tokens trained on, in all (a
     resumed training counts those before its checkpoint) and by this launch."""
     t = cfg.trainer
-    module = PreferenceModule(
-        method=method, model_dir=model_dir, lr=cfg.model.lr,
-        weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=policy_dtype(cfg), reference=t.reference,
-        trust_remote_code=cfg.model.trust_remote_code, iteration=data.iteration, strategy=t.strategy, precision=t.precision,
-        activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, lora=lora_args(cfg),
-        gradient_clip_val=t.gradient_clip_val,
-    )
+    module = PreferenceModule(method, model_dir, policy_training(cfg), data.iteration)
     devices, num_nodes = processes(t)
     save = partial(save_policy, module, cfg, model_dir, data.tokenizer)
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)]
@@ -163,6 +157,16 @@ def processes(t: DictConfig) -> tuple[int, int]:
     refuses any other), else one device (config.validate refuses more: Lightning would start
     copies of the whole loop)."""
     return (devices_per_node(), nodes()) if launched() else (1, 1)
+
+
+def policy_training(cfg: DictConfig) -> PolicyTraining:
+    """How M_θ is built and optimized, from the run's config."""
+    t = cfg.trainer
+    return PolicyTraining(
+        lr=cfg.model.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=policy_dtype(cfg), reference=t.reference,
+        trust_remote_code=cfg.model.trust_remote_code, strategy=t.strategy, precision=t.precision,
+        activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, lora=lora_args(cfg), gradient_clip_val=t.gradient_clip_val,
+    )
 
 
 def micro_batching(t: DictConfig) -> MicroBatching:

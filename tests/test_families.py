@@ -16,7 +16,7 @@ import torch
 
 from irpo.artifacts import read_jsonl
 from irpo.batching import encode_examples
-from irpo.generation.base import render_prompt
+from irpo.generation.base import Decoding, render_prompt
 from irpo.generation.hf import HFGenerator
 from irpo.models.families import FAMILIES, Shape, build
 from irpo.models.load import load_tokenizer
@@ -67,7 +67,7 @@ def test_training_scores_the_prompt_tokens_generation_conditioned_on(family, fam
     tok = load_tokenizer(path, chat_template=True)
     prompts = [render_prompt(tok, ArithTask().prompt(ex), True, PINNED.get(family)) for ex in ArithTask().load("test")[:3]]
     seen = []
-    with HFGenerator(path, max_new_tokens=4, chat_template=True) as gen:
+    with HFGenerator(path, Decoding(4, chat_template=True)) as gen:
         generate = gen.model.generate
 
         def recording(input_ids, attention_mask, **kw):
@@ -128,7 +128,7 @@ def stopping(family_dirs, tmp_path_factory):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_the_end_of_turn_stops_generation_and_ends_what_training_scores(family, stopping):
     path, prompt = stopping[family]
-    with HFGenerator(str(path), max_new_tokens=12, chat_template=True) as gen:
+    with HFGenerator(str(path), Decoding(12, chat_template=True)) as gen:
         assert gen.greedy([prompt]) == ["321"] and gen.sample([prompt], 2, 1.0, seed=0) == [["321", "321"]]
         assert gen.generated_tokens == 3 * 4  # three digits and the end of turn, each time
     tok = load_tokenizer(str(path), chat_template=True)

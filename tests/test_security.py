@@ -17,7 +17,7 @@ from irpo.errors import UserError
 from irpo.methods import DPO
 from irpo.pairs import PairRule
 from irpo.batching import MicroBatching
-from irpo.data import IterationData
+from irpo.data import DataSettings, IterationData
 from irpo.models.load import ModelLoadError, load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
 from irpo.tasks.arith import ArithTask
@@ -102,8 +102,7 @@ def tiny_fit(tmp_path, composer, model_dir):
     ))
     data = IterationData(
         task=task, examples=task.load("train"), prompts=["Q"] * 4, out_dir=it, iteration=0, tokenizer=tok, method=DPO("irpo"),
-        num_samples=2, temperature=1.0, pair_rule=PairRule(1), seed=0, max_length=64,
-        batching=MicroBatching(2, 2), shard_size=4,
+        settings=DataSettings(num_samples=2, temperature=1.0, pair_rule=PairRule(1), seed=0, max_length=64, batching=MicroBatching(2, 2), shard_size=4),
     )
 
     def fit(max_steps: int, ckpt_dir: Path) -> None:

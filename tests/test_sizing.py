@@ -175,7 +175,7 @@ def test_vllm_shards_weights_and_kv_heads_over_tensor_parallel_ranks():
 def test_cost_of_a_paper_gsm8k_iteration():
     # 7473 x 30 + 1319 x 33 = 267,717 sequences x 256 tokens; (7473 + 1319) x 130 prompt tokens;
     # 80,000 pairs trained (5000 steps x 16) and 60,000 scored by the reference, 2 x (130 + 256) tokens each.
-    c = sizing.iteration_cost(L70.params, 267_717, 8792, 130, 256, 80_000, 60_000, 2, True, False)
+    c = sizing.iteration_cost(L70.params, sizing.Work(267_717, 8792, 130, 256, 80_000, 60_000, 2), True, False)
     assert (c.generated, c.prefilled, c.trained, c.referenced) == (68_535_552, 1_142_960, 61_760_000, 46_320_000)
     assert c.generate_flops == 2 * L70.params * 69_678_512 == 9_612_380_417_532_100_608
     assert c.train_flops == L70.params * (8 * 61_760_000 + 2 * 46_320_000) == 40_469_979_027_210_240_000  # 6P + recompute 2P

@@ -48,12 +48,12 @@ def test_shipped_build_record_is_in_the_useful_range():
 def test_build_m0_writes_a_loadable_directory(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from irpo.tiny_m0 import build_m0
+    from irpo.tiny_m0 import Recipe, build_m0
 
     out = tmp_path / "m0"
     out.mkdir()
     (out / "stale.txt").write_text("replaced whole")
-    record = build_m0(str(out), steps=3, batch_size=4, problems=16, hidden=32, layers=1, samples=0)
+    record = build_m0(str(out), Recipe(steps=3, batch_size=4, problems=16, hidden=32, layers=1, samples=0))
     assert sorted(os.listdir(tmp_path)) == ["m0"]  # no temp dir left behind
     assert not (out / "stale.txt").exists()
     assert json.loads((out / "BUILD.json").read_text()) == record
@@ -68,11 +68,12 @@ def test_hf_generator_frees_its_model_on_exit_without_a_gc_collection():
     import gc
     import weakref
 
+    from irpo.generation.base import Decoding
     from irpo.generation.hf import HFGenerator
 
     gc.disable()
     try:
-        with HFGenerator(str(tiny_m0_dir()), 8) as gen:
+        with HFGenerator(str(tiny_m0_dir()), Decoding(8)) as gen:
             gen.greedy(["1+2="])
             gen.sample(["3+4="], 2, 0.8, 0)
             model = weakref.ref(gen.model)

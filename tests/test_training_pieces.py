@@ -12,7 +12,7 @@ from irpo.loss import dpo_nll_loss, sequence_logps
 from irpo.packed_attention import packed_inputs, pairwise_attention
 from irpo.scoring import batch_logps
 from irpo.methods import DPO, WinnerSFT
-from irpo.module import PreferenceModule
+from irpo.module import PolicyTraining, PreferenceModule
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_padding_does_not_change_sequence_logps(model_dir):
 @pytest.mark.parametrize("reference", ["precomputed", "live"])
 def test_first_step_loss_is_log2_plus_alpha_nll(model_dir, reference):
     tok = build_tokenizer()
-    module = PreferenceModule(DPO("irpo", alpha=0.5, beta=0.1), model_dir, lr=1e-3, reference=reference)
+    module = PreferenceModule(DPO("irpo", alpha=0.5, beta=0.1), model_dir, PolicyTraining(lr=1e-3, reference=reference))
     items, _ = encode_examples(tok, ["Q: 1+1\nA:"] * 2, [" 2\n", " 1+1=2\n"], [" 3\n", " 5\n"], 64)
     batch = collate(items)
     with torch.no_grad():
@@ -161,7 +161,7 @@ def test_first_step_loss_is_log2_plus_alpha_nll(model_dir, reference):
 
 def test_sft_methods_minimise_the_nll_alone(model_dir):
     tok = build_tokenizer()
-    module = PreferenceModule(WinnerSFT("sft_chosen"), model_dir, lr=1e-3)
+    module = PreferenceModule(WinnerSFT("sft_chosen"), model_dir, PolicyTraining(lr=1e-3))
     items, _ = encode_examples(tok, ["Q: 1+1\nA:"], [" 2\n"], None, 64)
     batch = collate(items)
     assert batch["input_ids"].shape[0] == 1
@@ -215,7 +215,7 @@ def test_a_step_in_token_bounded_micro_batches_is_the_step_in_one(model_dir):
         it["ref_chosen"], it["ref_rejected"] = (torch.randn(2, generator=g) - 20).tolist()
     grads, logged = [], []
     for max_tokens in (None, 40):
-        module = PreferenceModule(DPO("irpo", alpha=1.0, beta=0.1), model_dir, lr=0.0)
+        module = PreferenceModule(DPO("irpo", alpha=1.0, beta=0.1), model_dir, PolicyTraining(lr=0.0))
         optimizer = torch.optim.SGD(module.parameters(), lr=0.0)
         module.optimizers = lambda: optimizer
         module.lr_schedulers = lambda: SimpleNamespace(step=lambda: None)

@@ -20,12 +20,13 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_the_end_of_turn_stops_vllm_on_the_tokens_training_scores(family, stopping):
+    from irpo.generation.base import Decoding
     from irpo.generation.vllm import VLLMGenerator
 
     path, prompt = stopping[family]
     tok = load_tokenizer(str(path), chat_template=True)
     sent = []
-    with VLLMGenerator(str(path), max_new_tokens=12, chat_template=True) as gen:
+    with VLLMGenerator(str(path), Decoding(12, chat_template=True)) as gen:
         request = gen._request
 
         def recording(message):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from irpo.errors import UserError
-from irpo.generation.base import truncate_at_stop
+from irpo.generation.base import Decoding, truncate_at_stop
 from irpo.generation.hf import HFGenerator
 from irpo.generation.vllm import VLLMGenerator
 from irpo.models.tiny_tokenizer import SPECIALS, build_tokenizer
@@ -70,7 +70,7 @@ def model_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def free_greedy(model_dir) -> list[str]:
     """HF's greedy completions with no stop string."""
-    with HFGenerator(model_dir, MAX_NEW_TOKENS) as gen:
+    with HFGenerator(model_dir, Decoding(MAX_NEW_TOKENS)) as gen:
         return gen.greedy(PROMPTS)
 
 
@@ -90,13 +90,13 @@ def stop(free_greedy) -> list[str]:
 @pytest.fixture(scope="module")
 def vllm_gen(model_dir, stop):
     pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
-    with VLLMGenerator(model_dir, MAX_NEW_TOKENS, stop) as gen:
+    with VLLMGenerator(model_dir, Decoding(MAX_NEW_TOKENS, tuple(stop))) as gen:
         yield gen
 
 
 @pytest.fixture(scope="module")
 def hf_gen(model_dir, stop):
-    with HFGenerator(model_dir, MAX_NEW_TOKENS, stop) as gen:
+    with HFGenerator(model_dir, Decoding(MAX_NEW_TOKENS, tuple(stop))) as gen:
         yield gen
 
 
@@ -159,7 +159,7 @@ def test_closing_ends_the_engine_and_gives_its_memory_back(model_dir):
         return total / 2**20
 
     before = tree_rss_mib()
-    with VLLMGenerator(model_dir, MAX_NEW_TOKENS) as gen:
+    with VLLMGenerator(model_dir, Decoding(MAX_NEW_TOKENS)) as gen:
         assert len(gen.greedy(PROMPTS[:2])) == 2
         child = psutil.Process(gen._proc.pid)
         engine = [child, *child.children(recursive=True)]  # vLLM's own engine and worker processes
@@ -176,7 +176,7 @@ def test_closing_after_the_engine_process_died_ends_what_it_left(model_dir):
     pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
     psutil = pytest.importorskip("psutil")
     with pytest.raises(RuntimeError, match="vLLM process exited"):
-        with VLLMGenerator(model_dir, MAX_NEW_TOKENS) as gen:
+        with VLLMGenerator(model_dir, Decoding(MAX_NEW_TOKENS)) as gen:
             child = psutil.Process(gen._proc.pid)
             engine = child.children(recursive=True)
             child.kill()  # as the OOM killer would
@@ -195,5 +195,5 @@ def test_an_architecture_vllm_lacks_is_a_user_error_naming_it(model_dir, tmp_pat
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["IrpoToyForCausalLM"]}))
     with pytest.raises(UserError, match=r"architecture \['IrpoToyForCausalLM'\]"):
-        with VLLMGenerator(str(tmp_path), MAX_NEW_TOKENS):
+        with VLLMGenerator(str(tmp_path), Decoding(MAX_NEW_TOKENS)):
             pass

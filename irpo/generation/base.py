@@ -9,9 +9,20 @@ sampled after are the tokens it is scored after.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 from irpo.tasks.base import Messages
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """What the task and the model fix about a completion, whichever backend draws it."""
+
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()  # strings that end a completion (cut off, not kept)
+    top_p: float = 1.0
+    chat_template: bool = False  # the model's end of turn ends a completion (load_tokenizer)
 
 
 class Generator(Protocol):

@@ -7,33 +7,23 @@ from typing import Sequence
 
 import torch
 
-from irpo.generation.base import encode_prompts, truncate_at_stop
+from irpo.generation.base import Decoding, encode_prompts, truncate_at_stop
 from irpo.generation.kv_cache import generate_kwargs as cache_kwargs
 from irpo.models.load import load_policy, load_tokenizer
 from irpo.progress import Progress
 
 
 class HFGenerator:
-    def __init__(
-        self,
-        model_dir: str,
-        max_new_tokens: int,
-        stop: Sequence[str] = (),
-        top_p: float = 1.0,
-        batch_size: int = 512,
-        dtype: str = "float32",
-        device: str = "auto",
-        trust_remote_code: bool = False,
-        chat_template: bool = False,
-    ) -> None:
-        self.model_dir, self.max_new_tokens, self.stop, self.top_p = model_dir, max_new_tokens, list(stop), top_p
-        self.batch_size, self.dtype, self.trust_remote_code, self.chat_template = batch_size, dtype, trust_remote_code, chat_template
+    def __init__(self, model_dir: str, decoding: Decoding, batch_size: int = 512, dtype: str = "float32", device: str = "auto",
+                 trust_remote_code: bool = False) -> None:
+        self.model_dir, self.decoding = model_dir, decoding
+        self.batch_size, self.dtype, self.trust_remote_code = batch_size, dtype, trust_remote_code
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model = self.tokenizer = None
         self.generated_tokens = 0  # over this generator's life: the stages' tokens/s
 
     def __enter__(self) -> "HFGenerator":
-        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code, self.chat_template)
+        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code, self.decoding.chat_template)
         self.model = load_policy(self.model_dir, self.dtype, self.trust_remote_code).to(self.device).eval()
         return self
 
@@ -51,15 +41,15 @@ class HFGenerator:
         # top_k=0 and no repetition penalty: transformers would otherwise apply its own
         # top_k=50 (or the model's generation_config), and samples would not be drawn from
         # the distribution the config names, nor match the vLLM backend's.
-        decoding = dict(do_sample=True, temperature=temperature, top_p=self.top_p, top_k=0, repetition_penalty=1.0)
-        flat = self._generate(prompts, n, decoding, f"sampling {n}/prompt")
+        sampling = dict(do_sample=True, temperature=temperature, top_p=self.decoding.top_p, top_k=0, repetition_penalty=1.0)
+        flat = self._generate(prompts, n, sampling, f"sampling {n}/prompt")
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def greedy(self, prompts: Sequence[str]) -> list[str]:
         return self._generate(prompts, 1, dict(do_sample=False), "greedy")
 
     @torch.inference_mode()
-    def _generate(self, prompts: Sequence[str], n: int, decoding: dict, desc: str) -> list[str]:
+    def _generate(self, prompts: Sequence[str], n: int, sampling: dict, desc: str) -> list[str]:
         if self.model is None:
             raise RuntimeError("HFGenerator is used outside its `with` block")
         tok = self.tokenizer
@@ -78,14 +68,14 @@ class HFGenerator:
             generated = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=mask,
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=self.decoding.max_new_tokens,
                 num_return_sequences=n,
                 pad_token_id=pad,
                 eos_token_id=self._eos_ids(),
-                stop_strings=self.stop or None,
-                tokenizer=tok if self.stop else None,
-                **cache_kwargs(self.model, width + self.max_new_tokens),
-                **decoding,
+                stop_strings=list(self.decoding.stop) or None,
+                tokenizer=tok if self.decoding.stop else None,
+                **cache_kwargs(self.model, width + self.decoding.max_new_tokens),
+                **sampling,
             )
             new = generated[:, width:]
             # tokens up to and including each row's first EOS or pad (what was generated)
@@ -94,7 +84,7 @@ class HFGenerator:
             progress.update(len(batch), int(lengths.sum()))
             texts = tok.batch_decode(new, skip_special_tokens=True)
             for j, i in enumerate(order[start : start + per_batch]):
-                out[i] = [truncate_at_stop(t, self.stop) for t in texts[j * n : (j + 1) * n]]
+                out[i] = [truncate_at_stop(t, self.decoding.stop) for t in texts[j * n : (j + 1) * n]]
         progress.close()
         self.generated_tokens += progress.tokens
         return [c for group in out for c in group]

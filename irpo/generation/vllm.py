@@ -26,7 +26,7 @@ from typing import Sequence
 
 from irpo.distributed import engine_env
 from irpo.errors import UserError
-from irpo.generation.base import encode_prompts, truncate_at_stop
+from irpo.generation.base import Decoding, encode_prompts, truncate_at_stop
 from irpo.models.load import load_tokenizer
 
 INSTALL_HINT = (
@@ -41,19 +41,15 @@ class VLLMGenerator:
     def __init__(
         self,
         model_dir: str,
-        max_new_tokens: int,
-        stop: Sequence[str] = (),
-        top_p: float = 1.0,
+        decoding: Decoding,
         dtype: str = "float32",
         trust_remote_code: bool = False,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float | None = None,
         max_model_len: int | None = None,
         enforce_eager: bool | None = None,
-        chat_template: bool = False,
     ) -> None:
-        self.model_dir, self.max_new_tokens, self.stop, self.top_p = model_dir, max_new_tokens, list(stop), top_p
-        self.trust_remote_code, self.chat_template = trust_remote_code, chat_template
+        self.model_dir, self.decoding, self.trust_remote_code = model_dir, decoding, trust_remote_code
         self.engine_args = dict(
             model=model_dir,
             dtype=dtype,
@@ -70,7 +66,7 @@ class VLLMGenerator:
         if importlib.util.find_spec("vllm") is None:
             raise UserError(INSTALL_HINT)
         # The parent encodes and decodes with the tokenizer HFGenerator and training use.
-        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code, self.chat_template)
+        self.tokenizer = load_tokenizer(self.model_dir, self.trust_remote_code, self.decoding.chat_template)
         # spawn, not fork: a fork would copy the trainer's memory (and CUDA state) into the engine.
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
@@ -112,7 +108,7 @@ class VLLMGenerator:
         # the prompts' seeds from overlapping.
         rng = random.Random(seed)
         params = [
-            self._params(n=n, temperature=temperature, top_p=self.top_p, seed=rng.getrandbits(62))
+            self._params(n=n, temperature=temperature, top_p=self.decoding.top_p, seed=rng.getrandbits(62))
             for _ in prompts
         ]
         return self._generate(prompts, params)
@@ -120,12 +116,12 @@ class VLLMGenerator:
     def greedy(self, prompts: Sequence[str]) -> list[str]:
         return [c for (c,) in self._generate(prompts, [self._params(n=1, temperature=0.0)] * len(prompts))]
 
-    def _params(self, **decoding) -> dict:
+    def _params(self, **sampling) -> dict:
         # A stop string ends generation; the ids returned end with the token that completed
         # it, and `truncate_at_stop` cuts the text as it does HFGenerator's. The engine stops
         # on the model's generation_config EOS ids itself; the tokenizer's end of turn, which
         # training appends, is added as HFGenerator adds it.
-        return dict(max_tokens=self.max_new_tokens, stop=self.stop, stop_token_ids=[self.tokenizer.eos_token_id], **decoding)
+        return dict(max_tokens=self.decoding.max_new_tokens, stop=list(self.decoding.stop), stop_token_ids=[self.tokenizer.eos_token_id], **sampling)
 
     def _generate(self, prompts: Sequence[str], params: list[dict]) -> list[list[str]]:
         if self._proc is None:
@@ -138,7 +134,7 @@ class VLLMGenerator:
         # skipped), not with vLLM's incremental detokenizer, which keeps e.g. the leading
         # SentencePiece space that a decode of the completion alone drops.
         return [
-            [truncate_at_stop(t, self.stop) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            [truncate_at_stop(t, self.decoding.stop) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
             for ids in token_ids
         ]
 
