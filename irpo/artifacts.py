@@ -349,11 +349,13 @@ def _parse(name: str) -> tuple[int, str]:
 
 
 def _holds(record: dict, now: dict) -> bool:
-    """Whether a finished stage's record still holds: a key added to the schema after the
-    stage was recorded changes nothing while it is unset (None)."""
-    now = {k: v for k, v in now.items() if k in record["config"] or v is not None}
-    return record["hash"] == config_hash(now)
+    """Whether a finished stage's record still holds: every key the stage depends on now has
+    its recorded value. A key the record lacks (added to the schema, or declared by the
+    stage, after it was recorded) holds while unset (None); a recorded key the stage no
+    longer depends on is not compared."""
+    return not _changed(record["config"], now)
 
 
 def _changed(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k, None) != new.get(k, None))
+    """The keys of `new` whose value differs from `old`'s (absent counts as None)."""
+    return sorted(k for k, v in new.items() if old.get(k) != v)

@@ -8,7 +8,6 @@ Each default lives here once; `conf/*.yaml` only chooses among them.
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -16,7 +15,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from irpo import methods
-from irpo.fingerprints import describe_files
 from irpo.distributed import launch_size
 from irpo.errors import ConfigError
 from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
@@ -323,37 +321,3 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 # Keys that change how a run is watched or how far it goes, never what a stage computes.
-_NO_EFFECT = (
-    "logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps", "trainer.keep_checkpoints",
-    "trainer.gpu_memory_gb", "trainer.timeout_minutes", "trainer.liveness_seconds", "model.arch.", "planner.",
-    "generator.batch_size", "generator.device", "num_threads", "iterations", "dry_run", "plan", "resume", "temperatures", "eval.",
-    "selection.patience", "selection.min_delta",
-)
-
-
-# Keys that shape training only: M_0, and the samples drawn from it, do not depend on them.
-_TRAINING = ("alpha", "beta", "pairs_per_prompt", "max_pairs", "gold_winner", "pair_margin", "method.", "trainer.", "model.lora.", "selection.val_every_n_steps")
-
-
-def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict[str, Any]:
-    """The config values a stage of iteration t depends on, for the run manifest.
-
-    From t = 1 on, M_t is the product of every earlier iteration, so a stage depends on
-    everything that shapes training and data, the temperatures up to t, and (evaluation)
-    the eval settings. At t = 0 evaluation and sampling see only M_0, so training keys are
-    left out there: a changed alpha reuses M_0's evaluation and samples. Raising
-    `iterations` extends a finished run instead of invalidating it. Checkpoints and data
-    are recorded by content (irpo/fingerprints.py), so a moved checkout or run directory
-    still resumes."""
-    flat = describe_files(flat_config(cfg))
-    flat = {k: v for k, v in flat.items() if not k.startswith("method.")} | methods.described(methods.build(cfg))
-    keep = {k: v for k, v in flat.items() if not k.startswith(_NO_EFFECT)}
-    if iteration == 0 and kind in ("eval", "generate"):
-        keep = {k: v for k, v in keep.items() if not k.startswith(_TRAINING)}
-    if kind == "eval":
-        keep |= {k: v for k, v in flat.items() if k.startswith("eval.")}
-        if iteration == 0:
-            keep = {k: v for k, v in keep.items() if k not in ("num_samples", "shard_size", "selection.val_size")}
-    # M_t was sampled from at temperatures 0..t-1; this iteration samples at temperature t.
-    keep["temperatures"] = [temperature(cfg, i) for i in range(iteration + (kind != "eval"))]
-    return json.loads(json.dumps(keep, default=str))

@@ -11,6 +11,7 @@ stages and picks unfinished ones up where they stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from irpo.artifacts import (STAGE_KINDS, RunDir, Stages, atomic_path, merge_shards, read_json, read_jsonl, remove_tree, shard_seed, source_revision,
                             write_json, write_jsonl, write_shards)
-from irpo.config import stage_config, temperature, validate
+from irpo.config import flat_config, temperature, validate
+from irpo.fingerprints import describe_files
 from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank, replica_shards
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
@@ -42,6 +44,50 @@ from irpo import allocator, methods, progress, threads
 
 if TYPE_CHECKING:
     from irpo.data import DataSettings, IterationData
+
+
+# What each stage's output depends on: the config keys (a key, or every key under a prefix
+# ending in ".") it reads, itself. A key no stage names is no stage's dependency, so a new
+# key invalidates no finished run until a stage declares it; changing a declared key is
+# refused on resume (resume=overwrite redoes the stage and what follows). From t = 1 on, a
+# stage also depends on what made M_t (MADE_M_T), and checkpoints and data are recorded by
+# content (irpo/fingerprints.py), so a moved checkout or run directory still resumes.
+READS_MODEL = ("task.", "model.path", "model.dtype", "model.trust_remote_code", "model.chat_template", "model.chat_template_kwargs.")
+DECODES = ("generator._target_", "generator.top_p", "generator.max_new_tokens", "generator.dtype", "generator.trust_remote_code",
+           "generator.tensor_parallel_size", "generator.max_model_len", "generator.enforce_eager")
+TRAINS = ("method.", "model.max_length", "model.lr", "model.lora.", "model.save_dtype", "alpha", "beta",
+          "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
+          "trainer.activation_checkpointing", "trainer.cpu_offload", "trainer.batch_size", "trainer.micro_batch_size",
+          "trainer.micro_batch_tokens", "trainer.max_epochs", "trainer.max_steps", "trainer.warmup_steps", "trainer.weight_decay",
+          "trainer.gradient_clip_val", "trainer.reference")
+GENERATES = (*READS_MODEL, *DECODES, "seed", "num_samples", "shard_size", "selection.val_size", "selection.val_from")
+# what a method trains on and how its items are labelled; its loss's own knobs are TRAINS'
+PAIRS = (*GENERATES, "method._target_", "method.name", "method.sample", "method.desirable_at", "pairs_per_prompt", "max_pairs",
+         "gold_winner", "pair_margin")
+DEPENDS_ON = {
+    # M_t's test accuracy and maj@k (the temperatures M_t was sampled at are added)
+    "eval": (*READS_MODEL, *DECODES, "seed", "eval."),
+    # samples of M_t at iteration t's temperature, rewarded
+    "generate": GENERATES,
+    "pairs": PAIRS,
+    "reference": (*PAIRS, *TRAINS),
+    "train": (*PAIRS, *TRAINS),
+    "select": (*PAIRS, *TRAINS, *DECODES, "selection.val_every_n_steps"),
+    "logps": (*PAIRS, *TRAINS),
+}
+MADE_M_T = DEPENDS_ON["select"]
+
+
+def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict:
+    """The config values stage `kind` of iteration t depends on, for the run manifest: its
+    own (DEPENDS_ON), with what made M_t from t = 1 on, and the temperatures M_t was sampled
+    at (and, sampling, this iteration's). Raising `iterations` extends a finished run."""
+    flat = describe_files(flat_config(cfg))
+    flat = {k: v for k, v in flat.items() if not k.startswith("method.")} | methods.described(methods.build(cfg))
+    keys = DEPENDS_ON[kind] + (MADE_M_T if iteration else ())
+    keep = {k: v for k, v in flat.items() if any(k == p or (p.endswith(".") and k.startswith(p)) for p in keys)}
+    keep["temperatures"] = [temperature(cfg, i) for i in range(iteration + (kind != "eval"))]
+    return json.loads(json.dumps(keep, default=str))
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from irpo import fingerprints
 from irpo.artifacts import RunDir, Stages, StaleStageError
-from irpo.config import stage_config
+from irpo.loop import stage_config
 from irpo.fingerprints import describe_files, fingerprint
 from irpo.models.load import tiny_m0_dir
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from irpo import methods
 from irpo.cli import conf_dir, register_all
-from irpo.config import stage_config
+from irpo.loop import stage_config
 from irpo.errors import ConfigError
 from irpo.loss import dpo_nll_loss
 from irpo.methods import DPO, BatchLogps, GoldSFT, Items, WinnerSFT, ZeroShot
