@@ -17,6 +17,7 @@ import lightning as L
 import torch
 
 from irpo.batching import collate, pair_tokens, split_to
+from irpo.config import ModelConfig, TrainerConfig
 from irpo.distributed import max_over_ranks
 from irpo.errors import UserError
 from irpo.methods import BatchLogps, Method
@@ -48,17 +49,17 @@ class PolicyTraining:
     """How M_θ is built and optimized, as the run's config says (train.policy_training)."""
 
     lr: float
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    dtype: str = "float32"  # what the policy is loaded in (irpo/precision.py: float32 under mixed precision)
-    reference: str = "precomputed"  # or live: a frozen copy of M_t scores each batch
-    trust_remote_code: bool = False
-    strategy: str = "auto"
-    precision: str = "32-true"
-    activation_checkpointing: bool = False
-    cpu_offload: bool = False
-    lora: dict | None = None  # peft LoRA arguments; None: full fine-tuning
-    gradient_clip_val: float | None = None
+    weight_decay: float = TrainerConfig.weight_decay
+    warmup_steps: int = TrainerConfig.warmup_steps
+    dtype: str = ModelConfig.dtype  # what the policy is loaded in (irpo/precision.py: float32 under mixed precision)
+    reference: str = TrainerConfig.reference  # or live: a frozen copy of M_t scores each batch
+    trust_remote_code: bool = ModelConfig.trust_remote_code
+    strategy: str = TrainerConfig.strategy
+    precision: str = TrainerConfig.precision
+    activation_checkpointing: bool = TrainerConfig.activation_checkpointing
+    cpu_offload: bool = TrainerConfig.cpu_offload
+    adapters: dict | None = None  # peft LoRA arguments (train.lora_args); None: full fine-tuning
+    gradient_clip_val: float | None = TrainerConfig.gradient_clip_val
 
 
 class PreferenceModule(L.LightningModule):
@@ -77,7 +78,7 @@ class PreferenceModule(L.LightningModule):
         self.automatic_optimization = False  # micro-batches of varying count per step
         self.sharded = tr.strategy in SHARDED
         # from_pretrained returns eval mode
-        self.policy = build_policy(model_dir, tr.dtype, tr.trust_remote_code, self.sharded, tr.lora, tr.activation_checkpointing).train()
+        self.policy = build_policy(model_dir, tr.dtype, tr.trust_remote_code, self.sharded, tr.adapters, tr.activation_checkpointing).train()
         self.reference = _frozen(load_policy(model_dir, tr.dtype, tr.trust_remote_code)) if tr.reference == "live" and method.reference else None
         # Pair-tokens trained on (counted as a plain step feeds them, prompt once per
         # sequence) and the last step's metrics, over the whole training: both are kept in

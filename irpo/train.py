@@ -165,7 +165,7 @@ def policy_training(cfg: DictConfig) -> PolicyTraining:
     return PolicyTraining(
         lr=cfg.model.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=policy_dtype(cfg), reference=t.reference,
         trust_remote_code=cfg.model.trust_remote_code, strategy=t.strategy, precision=t.precision,
-        activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, lora=lora_args(cfg), gradient_clip_val=t.gradient_clip_val,
+        activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, adapters=lora_args(cfg), gradient_clip_val=t.gradient_clip_val,
     )
 
 

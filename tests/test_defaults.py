@@ -5,10 +5,14 @@ checked against the schema."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import textwrap
 from pathlib import Path
 
 import pytest
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from irpo.config import IrpoConfig, LoggerConfig, ModelConfig, TrainerConfig
@@ -55,3 +59,37 @@ def test_a_restated_default_is_found():
 
 def test_every_dataclass_schema_is_checked():
     assert {f.type for f in dataclasses.fields(IrpoConfig)} >= {"ModelConfig", "TrainerConfig", "LoggerConfig"}
+
+
+def literal_defaults(cls) -> dict[str, object]:
+    """The defaults written as literals in a class's constructor (or its dataclass fields)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            args = node.args.args[len(node.args.args) - len(node.args.defaults):] + node.args.kwonlyargs
+            defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
+            out |= {a.arg: d.value for a, d in zip(args, defaults) if isinstance(d, ast.Constant)}
+        if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant) and isinstance(node.target, ast.Name):
+            out[node.target.id] = node.value.value
+    return out
+
+
+def built_from() -> list[tuple[type, type]]:
+    from irpo.generation.base import Decoding
+    from irpo.generation.hf import HFGenerator
+    from irpo.generation.schemas import GeneratorConfig
+    from irpo.generation.vllm import VLLMGenerator
+    from irpo.module import PolicyTraining
+
+    pairs = [(get_class(s._target_), s) for s in TASK_SCHEMAS.values()]
+    return pairs + [(HFGenerator, GENERATOR_SCHEMAS["hf"]), (VLLMGenerator, GENERATOR_SCHEMAS["vllm"]), (PolicyTraining, TrainerConfig),
+                    (PolicyTraining, ModelConfig), (Decoding, GeneratorConfig)]
+
+
+@pytest.mark.parametrize("cls,schema", built_from(), ids=lambda c: c.__name__)
+def test_what_a_schema_builds_takes_its_defaults_from_it(cls, schema):
+    # a field whose schema value is an interpolation (generator.dtype: ${model.dtype}) holds no default of its own
+    held = {f.name for f in dataclasses.fields(schema) if not str(f.default).startswith("${")}
+    written = {name: value for name, value in literal_defaults(cls).items() if name in held}
+    assert not written, f"{cls.__name__} writes again defaults that {schema.__name__} holds: {written}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
+from irpo.generation.schemas import GeneratorConfig
 from irpo.tasks.base import Messages
 
 
@@ -21,7 +22,7 @@ class Decoding:
 
     max_new_tokens: int
     stop: tuple[str, ...] = ()  # strings that end a completion (cut off, not kept)
-    top_p: float = 1.0
+    top_p: float = GeneratorConfig.top_p
     chat_template: bool = False  # the model's end of turn ends a completion (load_tokenizer)
 
 

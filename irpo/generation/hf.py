@@ -11,10 +11,11 @@ from irpo.generation.base import Decoding, encode_prompts, truncate_at_stop
 from irpo.generation.kv_cache import generate_kwargs as cache_kwargs
 from irpo.models.load import load_policy, load_tokenizer
 from irpo.progress import Progress
+from irpo.generation.schemas import HFGeneratorConfig
 
 
 class HFGenerator:
-    def __init__(self, model_dir: str, decoding: Decoding, batch_size: int = 512, dtype: str = "float32", device: str = "auto",
+    def __init__(self, model_dir: str, decoding: Decoding, batch_size: int = HFGeneratorConfig.batch_size, dtype: str = "float32", device: str = HFGeneratorConfig.device,
                  trust_remote_code: bool = False) -> None:
         self.model_dir, self.decoding = model_dir, decoding
         self.batch_size, self.dtype, self.trust_remote_code = batch_size, dtype, trust_remote_code

@@ -28,6 +28,7 @@ from irpo.distributed import engine_env
 from irpo.errors import UserError
 from irpo.generation.base import Decoding, encode_prompts, truncate_at_stop
 from irpo.models.load import load_tokenizer
+from irpo.generation.schemas import VLLMGeneratorConfig
 
 INSTALL_HINT = (
     "generator=vllm needs vLLM: `pip install -e .[vllm]` on a GPU machine; on a CPU-only "
@@ -44,10 +45,10 @@ class VLLMGenerator:
         decoding: Decoding,
         dtype: str = "float32",
         trust_remote_code: bool = False,
-        tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float | None = None,
-        max_model_len: int | None = None,
-        enforce_eager: bool | None = None,
+        tensor_parallel_size: int = VLLMGeneratorConfig.tensor_parallel_size,
+        gpu_memory_utilization: float | None = VLLMGeneratorConfig.gpu_memory_utilization,
+        max_model_len: int | None = VLLMGeneratorConfig.max_model_len,
+        enforce_eager: bool | None = VLLMGeneratorConfig.enforce_eager,
     ) -> None:
         self.model_dir, self.decoding, self.trust_remote_code = model_dir, decoding, trust_remote_code
         self.engine_args = dict(

@@ -22,6 +22,7 @@ from irpo.tasks import loading
 from irpo.tasks.answers import FINAL_ANSWER, STOP, anchor, answer_lines, instruction
 from irpo.tasks.base import Example
 from irpo.tasks.subsets import subset
+from irpo.tasks.schemas import ARCTaskConfig
 
 HUB_ID = "allenai/ai2_arc"
 _ANSWER = anchor(r"\banswer(?:\s+is)?")  # "Answer: B", "the correct answer is (B)"
@@ -53,12 +54,12 @@ class ARCTask:
 
     def __init__(
         self,
-        data_path: str | None = None,
-        include_easy: bool = False,
-        train_size: int | None = None,
-        test_size: int | None = None,
-        max_new_tokens: int = 512,
-        seed: int = 0,
+        data_path: str | None = ARCTaskConfig.data_path,
+        include_easy: bool = ARCTaskConfig.include_easy,
+        train_size: int | None = ARCTaskConfig.train_size,
+        test_size: int | None = ARCTaskConfig.test_size,
+        max_new_tokens: int = ARCTaskConfig.max_new_tokens,
+        seed: int = ARCTaskConfig.seed,
     ) -> None:
         self.data_path, self.include_easy, self.max_new_tokens = data_path, include_easy, max_new_tokens
         self.seed = seed

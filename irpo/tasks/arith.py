@@ -13,6 +13,7 @@ import random
 import re
 
 from irpo.tasks.base import Example
+from irpo.tasks.schemas import ArithTaskConfig
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 # Train-stream problems the shipped M_0 may have seen: the loop's 384 prompts and the 16,000
@@ -27,15 +28,15 @@ class ArithTask:
 
     def __init__(
         self,
-        train_size: int = 2000,
-        test_size: int = 200,
-        num_terms: int = 3,
-        max_operand: int = 20,
-        operators: str = "+-",
-        seed: int = 1234,
-        max_new_tokens: int = 48,
-        validation_size: int = 1000,
-        step_credit: float | None = None,
+        train_size: int = ArithTaskConfig.train_size,
+        test_size: int = ArithTaskConfig.test_size,
+        num_terms: int = ArithTaskConfig.num_terms,
+        max_operand: int = ArithTaskConfig.max_operand,
+        operators: str = ArithTaskConfig.operators,
+        seed: int = ArithTaskConfig.seed,
+        max_new_tokens: int = ArithTaskConfig.max_new_tokens,
+        validation_size: int = ArithTaskConfig.validation_size,
+        step_credit: float | None = ArithTaskConfig.step_credit,
     ) -> None:
         if num_terms < 2:
             raise ValueError(f"task.num_terms must be >= 2, got {num_terms}")

@@ -25,6 +25,7 @@ from irpo.tasks import loading
 from irpo.tasks.answers import FINAL_WORDS, STOP, anchor, answer_lines, instruction
 from irpo.tasks.base import Example
 from irpo.tasks.subsets import subset
+from irpo.tasks.schemas import GSM8KTaskConfig
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
@@ -53,11 +54,11 @@ class GSM8KTask:
 
     def __init__(
         self,
-        data_path: str | None = None,
-        train_size: int | None = None,
-        test_size: int | None = None,
-        max_new_tokens: int = 512,
-        seed: int = 0,
+        data_path: str | None = GSM8KTaskConfig.data_path,
+        train_size: int | None = GSM8KTaskConfig.train_size,
+        test_size: int | None = GSM8KTaskConfig.test_size,
+        max_new_tokens: int = GSM8KTaskConfig.max_new_tokens,
+        seed: int = GSM8KTaskConfig.seed,
     ) -> None:
         self.data_path, self.max_new_tokens = data_path, max_new_tokens
         self.seed = seed

@@ -27,6 +27,7 @@ from irpo.tasks.answers import STOP, answer_lines, instruction
 from irpo.tasks.base import Example
 from irpo.tasks.subsets import subset
 from irpo.tasks.math_shots import SHOTS
+from irpo.tasks.schemas import MATHTaskConfig
 
 log = logging.getLogger(__name__)
 HUB_ID = "EleutherAI/hendrycks_math"  # one config per subject
@@ -91,12 +92,12 @@ class MATHTask:
 
     def __init__(
         self,
-        data_path: str | None = None,
-        train_size: int | None = None,
-        test_size: int | None = None,
-        max_new_tokens: int = 1024,
-        check_timeout_s: int = 5,
-        seed: int = 0,
+        data_path: str | None = MATHTaskConfig.data_path,
+        train_size: int | None = MATHTaskConfig.train_size,
+        test_size: int | None = MATHTaskConfig.test_size,
+        max_new_tokens: int = MATHTaskConfig.max_new_tokens,
+        check_timeout_s: int = MATHTaskConfig.check_timeout_s,
+        seed: int = MATHTaskConfig.seed,
     ) -> None:
         self.data_path, self.max_new_tokens, self.check_timeout_s = data_path, max_new_tokens, check_timeout_s
         self.seed = seed
