@@ -93,3 +93,27 @@ def test_what_a_schema_builds_takes_its_defaults_from_it(cls, schema):
     held = {f.name for f in dataclasses.fields(schema) if not str(f.default).startswith("${")}
     written = {name: value for name, value in literal_defaults(cls).items() if name in held}
     assert not written, f"{cls.__name__} writes again defaults that {schema.__name__} holds: {written}"
+
+
+def test_the_keys_table_in_the_docs_gives_the_defaults_a_run_gets():
+    import yaml
+
+    import irpo
+    from irpo import methods
+    from irpo.config import flat_config
+
+    cfg = irpo.compose([])
+    run = flat_config(cfg) | methods.described(methods.build(cfg))
+    checked = 0
+    for line in (CONF.parent / "docs" / "configuration.md").read_text().splitlines():
+        if not line.startswith("| `"):
+            continue
+        keys, default = (c.strip() for c in line.split("|")[1:3])
+        names = [k.strip(" `") for k in keys.split(",")]
+        if any("*" in n for n in names) or not all(n in run or n.endswith("_kwargs") for n in names):
+            continue  # a wildcard, or a config group's row (the second table)
+        texts = [v.strip(" `") for v in default.split(" (")[0].split(", ")] if len(names) > 1 else [default.split(" (")[0].strip(" `")]
+        for name, text in zip(names, texts):
+            assert yaml.safe_load(text) == run.get(name, {}), f"docs/configuration.md: {name} says {text}, a run gets {run.get(name)!r}"
+            checked += 1
+    assert checked >= 20, checked

