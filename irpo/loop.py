@@ -59,7 +59,7 @@ TRAINS = ("method.", "model.max_length", "model.lr", "model.lora.", "model.save_
           "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
           "trainer.activation_checkpointing", "trainer.cpu_offload", "trainer.batch_size", "trainer.micro_batch_size",
           "trainer.micro_batch_tokens", "trainer.max_epochs", "trainer.max_steps", "trainer.warmup_steps", "trainer.weight_decay",
-          "trainer.gradient_clip_val", "trainer.reference")
+          "trainer.gradient_clip_val", "trainer.reference", "selection.val_every_n_steps")
 GENERATES = (*READS_MODEL, *DECODES, "seed", "num_samples", "shard_size", "selection.val_size", "selection.val_from")
 # what a method trains on and how its items are labelled; its loss's own knobs are TRAINS'
 PAIRS = (*GENERATES, "method._target_", "method.name", "method.sample", "method.desirable_at", "pairs_per_prompt", "max_pairs",
@@ -72,7 +72,7 @@ DEPENDS_ON = {
     "pairs": PAIRS,
     "reference": (*PAIRS, *TRAINS),
     "train": (*PAIRS, *TRAINS),
-    "select": (*PAIRS, *TRAINS, *DECODES, "selection.val_every_n_steps"),
+    "select": (*PAIRS, *TRAINS, *DECODES),
     "logps": (*PAIRS, *TRAINS),
 }
 MADE_M_T = DEPENDS_ON["select"]
