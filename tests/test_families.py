@@ -151,8 +151,8 @@ def test_template_variables_reach_the_template(family_dirs):
     llama3 = load_tokenizer(str(family_dirs["llama3"]), chat_template=True)
     today = datetime.date.today().strftime("%d %b %Y")
     assert f"Today Date: {today}" in render_prompt(llama3, "Q", True)
-    pinned = render_prompt(llama3, "Q", True, {"date_string": "26 Jul 2024"})
-    assert "Today Date: 26 Jul 2024\n" in pinned and today not in pinned
+    fixed = render_prompt(llama3, "Q", True, {"date_string": "26 Jul 2024"})
+    assert "Today Date: 26 Jul 2024\n" in fixed and today not in fixed
     qwen3 = load_tokenizer(str(family_dirs["qwen3"]), chat_template=True)
     assert render_prompt(qwen3, "Q", True).endswith("<|im_start|>assistant\n")
     assert render_prompt(qwen3, "Q", True, {"enable_thinking": False}).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -166,6 +166,11 @@ def test_a_model_without_a_template_sees_the_plain_prompt(family_dirs, tmp_path)
     assert render_prompt(base, "Q: 1+1\nA:", True) == "Q: 1+1\nA:" and base.eos_token == "</s>"
 
 
+def pinned(family: str) -> list[str]:
+    """PINNED's template settings of a family as command-line overrides."""
+    return [f"+model.chat_template_kwargs.{k}={str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in PINNED.get(family, {}).items()]
+
+
 ONE_ITERATION = ["iterations=1", "task.train_size=16", "task.test_size=4", "num_samples=2", "pairs_per_prompt=1", "gold_winner=true",
                  "eval.maj_k=0", "trainer.batch_size=4", "generator.max_new_tokens=8", "model.max_length=256", "model.chat_template=true", "logger=none",
                  "trainer.progress_bar=false"]
@@ -176,8 +181,7 @@ ONE_ITERATION = ["iterations=1", "task.train_size=16", "task.test_size=4", "num_
 def test_one_iteration_of_the_loop(family, family_dirs, tmp_path):
     from conftest import run_cli
 
-    kwargs = [f"+model.chat_template_kwargs.{k}={str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in PINNED.get(family, {}).items()]
-    proc = run_cli(f"model.path={family_dirs[family]}", *ONE_ITERATION, *kwargs, f"hydra.run.dir={tmp_path}")
+    proc = run_cli(f"model.path={family_dirs[family]}", *ONE_ITERATION, *pinned(family), f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "iter_0" / "metrics.json").read_text())
     assert metrics["pairs"] > 0 and metrics["train_loss"] == metrics["train_loss"]
