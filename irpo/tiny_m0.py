@@ -26,7 +26,8 @@ from irpo.generation.base import Decoding
 from irpo.generation.hf import HFGenerator
 from irpo.models.load import tiny_m0_dir
 from irpo.models.tiny_tokenizer import SPECIALS, build_tokenizer
-from irpo.tasks.arith import ArithTask
+from irpo.tasks.arith import ArithTask, sft_problems
+from irpo.tasks.base import Example
 
 # conf/task/arith.yaml's train_size: the loop samples from the first LOOP_PROMPTS train
 # problems, so SFT draws from the same stream past them and those prompts stay unseen.
@@ -50,9 +51,9 @@ def build_config(vocab_size: int, hidden: int = 128, layers: int = 4) -> LlamaCo
     )
 
 
-def _sft_rows(task: ArithTask, tok, problems: int) -> list[tuple[list[int], list[int]]]:
+def _sft_rows(task: ArithTask, tok, problems: list[Example]) -> list[tuple[list[int], list[int]]]:
     rows = []
-    for ex in task.load("train")[LOOP_PROMPTS : LOOP_PROMPTS + problems]:
+    for ex in problems:
         prompt = tok(task.prompt(ex))["input_ids"]  # BOS + prompt, as the generators encode it
         completion = tok(task.gold_completion(ex), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         rows.append((prompt + completion, [-100] * len(prompt) + completion))
@@ -104,15 +105,28 @@ class Recipe:
     seed: int = 0
     threads: int = 1
     samples: int = 8  # per probe prompt, for the record's pass@N
+    # the arith setting it is fine-tuned on (conf/task/arith.yaml's knobs)
+    num_terms: int = 3
+    max_operand: int = 20
+    operators: str = "+-"
 
 
 def build_m0(out_dir: str, r: Recipe = Recipe()) -> dict:
     """Train M_0 by the recipe, save it to out_dir (replaced whole, never left half-written)
     and return the BUILD.json record."""
     start = time.time()
-    task = ArithTask(train_size=LOOP_PROMPTS + r.problems)
+    knobs = {"num_terms": r.num_terms, "max_operand": r.max_operand, "operators": r.operators}
+    task = ArithTask(**knobs)
+    # BUILD.json records the draw; arith's splits regenerate it from there to leave it out.
+    draw = {
+        "settings": {
+            "steps": r.steps, "batch_size": r.batch_size, "lr": r.lr, "problems": r.problems,
+            "first_problem": LOOP_PROMPTS, "hidden": r.hidden, "layers": r.layers, "seed": r.seed, "threads": r.threads,
+        },
+        "task": {**knobs, "seed": task.seed},
+    }
     tok = build_tokenizer()
-    rows = _sft_rows(task, tok, r.problems)
+    rows = _sft_rows(task, tok, sft_problems(draw))
     # CPU float sums depend on the thread count (2 threads give other weights than 1), so it is
     # pinned: one thread gives the same M_0 whatever the core count, and it slows down far less
     # than two when other jobs share the cores (measured: 205 s vs 889 s of training under load).
@@ -152,19 +166,12 @@ def build_m0(out_dir: str, r: Recipe = Recipe()) -> dict:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             record = {
-                "settings": {
-                    "steps": r.steps, "batch_size": r.batch_size, "lr": r.lr, "problems": r.problems,
-                    "first_problem": LOOP_PROMPTS, "hidden": r.hidden, "layers": r.layers, "seed": r.seed, "threads": r.threads,
-                },
-                "task": {
-                    "num_terms": task.num_terms, "max_operand": task.max_operand,
-                    "operators": task.operators, "seed": task.seed,
-                },
+                **draw,
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "torch": torch.__version__,
                 "final_sft_loss": sum(losses[-20:]) / len(losses[-20:]),
                 "train_seconds": round(train_s, 1),
-                **probe(tmp, ArithTask(), samples=r.samples, seed=r.seed),
+                **probe(tmp, task, samples=r.samples, seed=r.seed),
             }
             record["build_seconds"] = round(time.time() - start, 1)
             with open(os.path.join(tmp, "BUILD.json"), "w") as f:

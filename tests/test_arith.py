@@ -1,5 +1,7 @@
 import re
 
+import yaml
+
 import pytest
 
 from irpo.tasks.arith import ArithTask
@@ -70,3 +72,50 @@ def test_accuracy_counts_correct_answers_not_partial_credit():
 
     records = [{"reward": 1.0}, {"reward": 0.25}, {"reward": 0.0}, {"reward": 1.0}]
     assert summarize(records, maj_k=0)["test_accuracy"] == 0.5
+
+
+def shipped_arith_settings() -> list[dict]:
+    """The arith task of the default config, of every config group option that changes it and
+    of every job of every named sweep: (task knobs, selection's validation size)."""
+    import itertools
+    from pathlib import Path
+
+    import irpo
+
+    root = Path(__file__).resolve().parents[1]
+    launches = [[]] + [[f"experiment={p.stem}"] for p in (root / "conf" / "experiment").glob("*.yaml")]
+    for sweep in sorted((root / "sweeps").glob("*.yaml")):
+        params = yaml.safe_load(sweep.read_text())["hydra"]["sweeper"]["params"]
+        grid = [[f"{k}={v}" for v in str(values).split(",")] for k, values in params.items()]
+        launches += [[f"sweep={sweep.stem}", *job] for job in itertools.product(*grid)]
+    settings = []
+    for overrides in launches:
+        cfg = irpo.compose(overrides)
+        if cfg.task._target_.endswith("ArithTask"):
+            task = {k: v for k, v in cfg.task.items() if k != "_target_"}
+            if (task, cfg.selection.val_size) not in settings:
+                settings.append((task, cfg.selection.val_size))
+    return settings
+
+
+def test_no_split_of_a_shipped_setting_holds_a_problem_a_shipped_m0_was_tuned_on():
+    """At every size a shipped config or sweep uses: test, the loop's train prompts and
+    validation are disjoint, hold none of any shipped M_0's fine-tuning problems, and
+    validation has what selection asks of it. Without the rule, a 1,100-problem test set held
+    362 of M_0's problems."""
+    from irpo.tasks.arith import shipped_m0_dirs, sft_questions
+
+    tuned = {d: sft_questions(d) for d in shipped_m0_dirs()}
+    assert tuned and all(len(q) > 1000 for q in tuned.values())
+    settings = shipped_arith_settings()
+    assert any(t["test_size"] == 1100 for t, _ in settings)  # sweep=paper_mini's
+    for knobs, val_size in settings:
+        task = ArithTask(**knobs)
+        splits = {s: [e.question for e in task.load(s)] for s in ("test", "train", "validation")}
+        assert len(splits["validation"]) >= val_size
+        for name, questions in splits.items():
+            assert len(set(questions)) == len(questions), name
+            for other in splits:
+                assert other == name or not set(questions) & set(splits[other]), (name, other)
+            for m0, seen in tuned.items():
+                assert not set(questions) & seen, (knobs, name, m0)

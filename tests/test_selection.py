@@ -10,7 +10,7 @@ from irpo.artifacts import read_jsonl
 from irpo.errors import UserError
 from irpo.selection import best_candidate, candidate_steps, stop_now
 from irpo.train import CandidateCheckpoints
-from irpo.tasks.arith import SEEN_BY_M0, ArithTask
+from irpo.tasks.arith import ArithTask
 from irpo.tasks.subsets import validation_split
 
 
@@ -52,17 +52,6 @@ def test_candidates_saved_every_n_optimizer_steps_once_each(tmp_path):
     cb.save_step(5)  # the last step, after fit
     assert [p.parent.name for p in saved] == ["step_4", "step_5"]
     assert candidate_steps(tmp_path) == [2, 4, 5]
-
-
-def test_arith_validation_is_disjoint_from_test_train_and_what_m0_was_tuned_on():
-    task = ArithTask(train_size=384, test_size=1100, validation_size=500)
-    val = {e.question for e in task.load("validation")}
-    assert len(val) == 500
-    assert not val & {e.question for e in task.load("test")}
-    # M_0's fine-tuning stream as irpo/tiny_m0.py built it (the default 200-problem test set)
-    seen = {e.question for e in ArithTask(train_size=SEEN_BY_M0, test_size=200).load("train")}
-    assert not val & seen
-    assert [e.question for e in task.load("validation")] == [e.question for e in ArithTask(train_size=384, test_size=1100, validation_size=500).load("validation")]
 
 
 def test_validation_split_held_out_from_train_or_from_the_task():

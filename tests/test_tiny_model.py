@@ -8,7 +8,7 @@ import os
 import pytest
 
 from irpo.models.load import tiny_m0_dir
-from irpo.tasks.arith import ArithTask
+from irpo.tasks.arith import ArithTask, sft_questions
 
 M0 = tiny_m0_dir()
 shipped = pytest.mark.skipif(not os.path.exists(os.path.join(M0, "BUILD.json")), reason="tiny_m0 not built")
@@ -53,13 +53,23 @@ def test_build_m0_writes_a_loadable_directory(tmp_path):
     out = tmp_path / "m0"
     out.mkdir()
     (out / "stale.txt").write_text("replaced whole")
-    record = build_m0(str(out), Recipe(steps=3, batch_size=4, problems=16, hidden=32, layers=1, samples=0))
+    knobs = {"num_terms": 4, "max_operand": 9, "operators": "+-*"}  # no shipped M_0's setting
+    record = build_m0(str(out), Recipe(steps=3, batch_size=4, problems=16, hidden=32, layers=1, samples=0, **knobs))
     assert sorted(os.listdir(tmp_path)) == ["m0"]  # no temp dir left behind
     assert not (out / "stale.txt").exists()
     assert json.loads((out / "BUILD.json").read_text()) == record
     assert 0.0 <= record["greedy_test_accuracy"] <= 1.0
     AutoModelForCausalLM.from_pretrained(str(out), use_safetensors=True)
     AutoTokenizer.from_pretrained(str(out))
+    assert record["task"] == {**knobs, "seed": 1234}
+    # its 16 problems, the train stream's past the loop's 384 prompts, are left out of every
+    # split of a task that names it
+    tuned = [e.question for e in ArithTask(train_size=400, **knobs).load("train")[384:]]
+    assert sft_questions(str(out)) == set(tuned)
+    for split in ("train", "test", "validation"):
+        clean = ArithTask(train_size=400, test_size=300, validation_size=300, unseen_by=str(out), **knobs).load(split)
+        assert len(clean) == (400 if split == "train" else 300) and not {e.question for e in clean} & set(tuned)
+    assert sft_questions(str(tmp_path)) == frozenset()  # no BUILD.json: nothing left out
 
 
 def test_hf_generator_frees_its_model_on_exit_without_a_gc_collection():

@@ -3,22 +3,27 @@
 Each problem chains `num_terms` operands with + and - (and * if enabled); the gold chain of
 thought evaluates it left to right one step at a time and ends with the same
 "Final answer: N" line the paper asks of GSM8K (Sec. 3.1), so the reward path is the one the
-real tasks use. Splits are drawn from disjoint seeded streams and never share a question.
+real tasks use. Splits are drawn from disjoint seeded streams and never share a question,
+nor one that an M_0 shipped in `irpo.models` was fine-tuned on (its BUILD.json records the
+draw, `sft_problems` regenerates it), whatever the split sizes.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import operator
 import random
 import re
+from importlib.resources import files
 
 from irpo.tasks.base import Example
 from irpo.tasks.schemas import ArithTaskConfig
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
-# Train-stream problems the shipped M_0 may have seen: the loop's 384 prompts and the 16,000
-# gold solutions it was fine-tuned on (irpo/tiny_m0.py). The validation split avoids them.
-SEEN_BY_M0 = 384 + 16_000
+# The test set an M_0's fine-tuning draw skips (irpo/tiny_m0.py draws its problems from the
+# train stream of a task with this test size): part of the rule that regenerates the draw.
+M0_TEST_SIZE = 200
 _FINAL = re.compile(r"Final answer:\s*(-?\d+)")
 
 
@@ -37,6 +42,7 @@ class ArithTask:
         max_new_tokens: int = ArithTaskConfig.max_new_tokens,
         validation_size: int = ArithTaskConfig.validation_size,
         step_credit: float | None = ArithTaskConfig.step_credit,
+        unseen_by: str | None = ArithTaskConfig.unseen_by,
     ) -> None:
         if num_terms < 2:
             raise ValueError(f"task.num_terms must be >= 2, got {num_terms}")
@@ -55,22 +61,30 @@ class ArithTask:
         self.max_new_tokens = max_new_tokens
         self.num_terms, self.max_operand, self.operators, self.seed = num_terms, max_operand, operators, seed
         self.step_credit = step_credit
+        self.unseen_by = unseen_by
 
     def load(self, split: str) -> list[Example]:
         if split not in self.sizes:
             raise ValueError(f"arith has splits {sorted(self.sizes)}, not {split!r}")
-        # The test split is drawn first so that its questions can be excluded from train.
-        test = self._draw(random.Random(f"{self.seed}/test"), self.sizes["test"], exclude=set())
-        if split == "test":
-            return test
-        if split == "validation":
-            # Disjoint from test and from every train-stream problem the loop or M_0's SFT could
-            # have drawn: the first SEEN_BY_M0 (or train_size) unique problems of that stream,
-            # whatever test questions it skipped (tiny.py's build skipped a 200-problem test set).
-            reach = max(SEEN_BY_M0, self.sizes["train"]) + max(self.sizes["test"], 200)
-            seen = self._draw(random.Random(f"{self.seed}/train"), reach, exclude=set())
-            return self._draw(random.Random(f"{self.seed}/validation"), self.sizes["validation"], {e.question for e in test + seen})
-        return self._draw(random.Random(f"{self.seed}/train"), self.sizes["train"], {e.question for e in test})
+        dirs = shipped_m0_dirs() + ((self.unseen_by,) if self.unseen_by else ())
+        tuned = frozenset(q for d in dirs for q in sft_questions(d) if self._could_draw(q))
+        return self._splits(tuned, split)
+
+    def _could_draw(self, question: str) -> bool:
+        parts = re.split(r"([-+*])", question)
+        terms, ops = parts[::2], parts[1::2]
+        return len(terms) == self.num_terms and set(ops) <= set(self.operators) and all(int(t) <= self.max_operand for t in terms)
+
+    def _splits(self, tuned: frozenset[str], upto: str) -> list[Example]:
+        """Split `upto`, drawn after the splits it must avoid: test, then train (the loop's
+        prompts), then validation, each skipping the earlier ones' questions and `tuned`."""
+        drawn, exclude = [], set(tuned)
+        for split in ("test", "train", "validation"):
+            drawn = self._draw(random.Random(f"{self.seed}/{split}"), self.sizes[split], exclude)
+            if split == upto:
+                return drawn
+            exclude |= {e.question for e in drawn}
+        raise AssertionError(upto)
 
     def _draw(self, rng: random.Random, size: int, exclude: set[str]) -> list[Example]:
         examples, seen = [], set(exclude)
@@ -112,6 +126,34 @@ class ArithTask:
         binary reward)."""
         right, total = steps_right(completion, example)
         return self.step_credit * right / total
+
+
+def sft_problems(record: dict) -> list[Example]:
+    """The problems an M_0 was fine-tuned on, from the BUILD.json irpo/tiny_m0.py wrote: the
+    recorded task's train-stream draws [first_problem, first_problem + problems), the stream
+    skipping an M0_TEST_SIZE test set and nothing else (the build's own draw, and the rule
+    arith's splits use to leave them out)."""
+    s = record["settings"]
+    task = ArithTask(train_size=s["first_problem"] + s["problems"], test_size=M0_TEST_SIZE, **record["task"])
+    return task._splits(frozenset(), "train")[s["first_problem"] :]
+
+
+def shipped_m0_dirs() -> tuple[str, ...]:
+    """The M_0 directories in irpo.models fine-tuned on arith (their BUILD.json says so)."""
+    root = files("irpo.models")
+    return tuple(sorted(str(d) for d in root.iterdir() if (d / "BUILD.json").is_file()))
+
+
+@functools.lru_cache(maxsize=16)
+def sft_questions(model_dir: str) -> frozenset[str]:
+    """The questions of `sft_problems` for the M_0 in model_dir; none where it has no arith
+    BUILD.json (a model irpo did not build, or a hub id)."""
+    try:
+        with open(f"{model_dir}/BUILD.json") as f:
+            record = json.load(f)
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    return frozenset(e.question for e in sft_problems(record)) if "problems" in record.get("settings", {}) else frozenset()
 
 
 _STEP = re.compile(r"(-?\d+)\s*([-+*])\s*(-?\d+)\s*=\s*(-?\d+)")

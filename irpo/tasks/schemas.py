@@ -32,6 +32,9 @@ class ArithTaskConfig(TaskConfig):
     # A wrong answer's reward: this x the share of gold steps right before its first wrong one;
     # None: 0, the binary reward (None, not 0, so that runs recorded before it still resume).
     step_credit: Optional[float] = None
+    # Every split leaves out the problems the M_0s shipped in irpo.models were fine-tuned on;
+    # a model directory built by `python -m irpo.tiny_m0 --out <dir>`: its problems too.
+    unseen_by: Optional[str] = None
 
 
 @dataclass
