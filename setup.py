@@ -7,5 +7,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["irpo*"]) + ["irpo.conf", "irpo.sweeps"],
     package_dir={"irpo.conf": "conf", "irpo.sweeps": "sweeps"},
-    package_data={"irpo": ["models/tiny_m0/*"], "irpo.conf": ["*.yaml", "*/*.yaml", "*/*/*.yaml"], "irpo.sweeps": ["*.yaml"]},
+    package_data={"irpo": ["models/tiny_m0/*", "models/mini_m0/*"], "irpo.conf": ["*.yaml", "*/*.yaml", "*/*/*.yaml"], "irpo.sweeps": ["*.yaml"]},
 )

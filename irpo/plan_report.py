@@ -49,16 +49,18 @@ def print_plan(cfg: DictConfig, task: Task) -> None:
     trains = f"trains on {method.items_name}" if method.trains else "trains nothing"
     print(f"method     {method.name} ({type(method).__name__}): {trains}" + "".join(f", {k}={v}" for k, v in method.hyperparameters().items()))
     print(f"data       {n_train} train prompts, {n_test} test problems")
-    for line in precision_lines(cfg, n_train - cfg.selection.val_size):
+    sel = cfg.selection
+    held_out = sel.val_size if sel.val_from == "train" else 0  # "validation": the task's own split, not train prompts
+    for line in precision_lines(cfg, n_train - held_out):
         print(line)
     if splits is not None:
         print(subsets.describe(cfg.task, train=splits[0], test=splits[1]))
-    sel = cfg.selection
     if sel.val_size:
-        n_train -= sel.val_size
+        n_train -= held_out
         stop = (f"; stop after {sel.patience} iteration(s) whose M_t+1 does not beat the best validation accuracy by more than {sel.min_delta}"
                 if sel.patience else "")
-        print(f"selection  {sel.val_size} train prompts held out as the validation split; a candidate every {sel.val_every_n_steps} steps "
+        source = "train prompts held out as the validation split" if held_out else "problems of the task's validation split"
+        print(f"selection  {sel.val_size} {source}; a candidate every {sel.val_every_n_steps} steps "
               f"and at the last, each evaluated greedily on it; M_t+1 = the most accurate{stop}")
     most = n_train * k if cfg.max_pairs is None else min(n_train * k, cfg.max_pairs)
     pick = " (the best candidate on the validation split)" if sel.val_size else ""

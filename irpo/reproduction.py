@@ -73,6 +73,52 @@ class Stat:
         return f"{100 * self.mean:.1f} ± {100 * self.std:.1f}" if self.n > 1 else f"{100 * self.mean:.1f}"
 
 
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (p in (0.5, 1)), by bisection on its CDF: the CDF is 1/2 plus the
+    density integrated from 0 (Simpson's rule; the density is smooth and the interval short)."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(x: float, steps: int = 2000) -> float:
+        h = x / steps
+        f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        lo, hi = hi, 2 * hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass
+class Interval:
+    """A mean difference over paired seeds and its 95% t-interval (none from one seed)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+    @property
+    def verdict(self) -> bool | None:
+        """True when the interval lies above 0, False when it holds 0 or lies below, None
+        when there is no interval."""
+        return None if self.low is None else self.low > 0
+
+
+def paired(differences: list[float]) -> Interval | None:
+    """The mean of per-seed differences with its 95% interval (t with n - 1 degrees of freedom)."""
+    if not differences:
+        return None
+    n, mean = len(differences), statistics.fmean(differences)
+    if n == 1:
+        return Interval(mean, None, None, 1)
+    half = t_quantile(0.975, n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
 def stat(values: list[float]) -> Stat | None:
     values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
     if not values:
@@ -90,62 +136,97 @@ def by_iteration(recs: list[dict], method: str, key: str) -> dict[int, Stat]:
     return out
 
 
-def verdicts(recs: list[dict]) -> list[dict]:
-    """The paper's claims, each checked on the sweep's records: claim, reproduced (True,
-    False, or None where the sweep lacks the arms), and the numbers behind it."""
-    acc = {m: by_iteration(recs, m, "greedy_acc") for m in METHOD_ORDER}
-    out = []
-
-    def claim(text: str, ok: bool | None, numbers: str) -> None:
-        out.append({"claim": text, "reproduced": ok, "numbers": numbers})
-
-    irpo = acc["irpo"]
-    if {0, 1, 2} <= set(irpo):
-        spread = max(s.std for s in irpo.values())
-        ok = irpo[0].mean < irpo[1].mean < irpo[2].mean and irpo[2].mean - irpo[0].mean > 2 * spread
-        claim("IRPO improves over iterations: M_0 < M_1 < M_2, and M_2 − M_0 above twice the largest per-iteration std over seeds",
-              ok, f"M_0 {irpo[0]}, M_1 {irpo[1]}, M_2 {irpo[2]}; M_2 − M_0 = {100 * (irpo[2].mean - irpo[0].mean):.1f}, 2 × max std = {200 * spread:.1f}")
-    else:
-        claim("IRPO improves over iterations", None, "the sweep has no irpo arm with 2 iterations")
-    if 1 in irpo and 1 in acc["dpo"]:
-        d = acc["dpo"][1]
-        claim("The NLL term matters: IRPO above DPO at M_1 (Table 1: 73.1 vs 61.8)", irpo[1].mean > d.mean, f"irpo {irpo[1]}, dpo {d}")
-    for other, paper in (("sft_chosen", "65.2"), ("sft_gold", "63.5")):
-        if irpo and acc[other]:
-            bi, bo = _best(irpo), _best(acc[other])
-            margin = max(irpo[bi].std, acc[other][bo].std)
-            claim(f"IRPO's best iteration above {other}'s best by more than the seeds' std (Table 1: 73.1+ vs {paper})",
-                  irpo[bi].mean - acc[other][bo].mean > margin,
-                  f"irpo best M_{bi} {irpo[bi]}, {other} best M_{bo} {acc[other][bo]}; difference {100 * (irpo[bi].mean - acc[other][bo].mean):.1f}, std {100 * margin:.1f}")
-    moves = {m: {k: by_iteration(recs, m, k).get(1) for k in LOGP_KEYS} for m in METHOD_ORDER}
-
-    def change(m: str, side: str) -> float | None:
-        start, end = moves[m][f"{side}_logp_start"], moves[m][f"{side}_logp_end"]
-        return None if start is None or end is None else end.mean - start.mean
-
-    dc, ic = change("dpo", "chosen"), change("irpo", "chosen")
-    if dc is not None and ic is not None:
-        claim("Fig. 3: over the training that made M_1, the chosen log-prob falls under DPO and rises under IRPO", dc < 0 < ic,
-              f"mean change of the chosen log-prob: dpo {dc:+.3f}, irpo {ic:+.3f} nats")
-    sr, sc = change("sft_chosen", "rejected"), change("sft_chosen", "chosen")
-    if sr is not None and sc is not None:
-        claim("Fig. 2: SFT on the chosen sequences raises the rejected log-probs too", sr > 0,
-              f"sft_chosen: chosen {sc:+.3f}, rejected {sr:+.3f} nats")
-    gc = change("sft_gold", "chosen")
-    if gc is not None and sc is not None:
-        claim("Fig. 2: SFT on the gold CoT barely raises the chosen log-probs (less than SFT on the chosen sequences does)", gc < sc,
-              f"chosen: sft_gold {gc:+.3f}, sft_chosen {sc:+.3f} nats")
-    ir = change("irpo", "rejected")
-    if ic is not None and ir is not None:
-        claim("Fig. 2: DPO + NLL raises the chosen log-probs and lowers the rejected ones", ic > 0 > ir,
-              f"irpo: chosen {ic:+.3f}, rejected {ir:+.3f} nats")
+def chosen(recs: list[dict], method: str) -> dict[int, dict]:
+    """Each seed's M_t of `method` as a user would deploy it: the iteration whose selected
+    checkpoint has the best validation accuracy (the earliest on a tie), the last iteration
+    where the run had no validation; never picked on the test set."""
+    out = {}
+    for seed in sorted({r["seed"] for r in recs if r["method"] == method}):
+        runs = [r for r in recs if r["method"] == method and r["seed"] == seed]
+        validated = [r for r in runs if r.get("val_accuracy") is not None]
+        out[seed] = max(validated, key=lambda r: (r["val_accuracy"], -r["iteration"])) if validated else max(runs, key=lambda r: r["iteration"])
     return out
 
 
-def _best(points: dict[int, Stat]) -> int:
-    """The iteration with the highest mean (M_0 excluded when any trained iteration exists)."""
-    trained = {t: s for t, s in points.items() if t > 0} or points
-    return max(trained, key=lambda t: trained[t].mean)
+def difference(a: dict[int, dict], b: dict[int, dict], key: str = "greedy_acc") -> Interval | None:
+    """`key` of a minus `key` of b, paired by seed over the seeds both have."""
+    return paired([a[s][key] - b[s][key] for s in sorted(set(a) & set(b)) if a[s].get(key) is not None and b[s].get(key) is not None])
+
+
+def _pts(i: Interval | None, scale: float = 100.0, unit: str = " points") -> str:
+    if i is None:
+        return "not measured"
+    if i.low is None:
+        return f"{scale * i.mean:+.{1 if scale == 100 else 3}f}{unit} (one seed: no interval)"
+    f = 1 if scale == 100 else 3
+    return f"{scale * i.mean:+.{f}f}{unit}, 95% interval [{scale * i.low:+.{f}f}, {scale * i.high:+.{f}f}], {i.n} seeds"
+
+
+def comparisons(recs: list[dict]) -> list[tuple[str, Interval | None]]:
+    """IRPO minus each other trained arm, each at its validation-chosen iteration, paired by seed."""
+    irpo = chosen(recs, "irpo")
+    return [(m, difference(irpo, chosen(recs, m))) for m in _arms(recs) if m not in ("irpo", "zero_shot")]
+
+
+def verdicts(recs: list[dict]) -> list[dict]:
+    """The paper's claims, each decided by a 95% interval over seeds (a difference paired by
+    seed, or a per-seed change): reproduced when the interval lies above 0, not when it holds
+    0 or lies below, None where the sweep lacks the arms or has one seed."""
+    out = []
+
+    def claim(text: str, intervals: list[Interval | None], numbers: str) -> None:
+        ok = None if any(i is None or i.verdict is None for i in intervals) else all(i.verdict for i in intervals)
+        out.append({"claim": text, "reproduced": ok, "numbers": numbers})
+
+    def at(method: str, t: int) -> dict[int, dict]:
+        return {r["seed"]: r for r in recs if r["method"] == method and r["iteration"] == t}
+
+    if at("irpo", 2):
+        up1, up2 = difference(at("irpo", 1), at("irpo", 0)), difference(at("irpo", 2), at("irpo", 1))
+        claim("IRPO improves over iterations: M_1 above M_0 and M_2 above M_1 (Table 1: 55.6, 73.1, 78.0)", [up1, up2],
+              f"M_1 − M_0 {_pts(up1)}; M_2 − M_1 {_pts(up2)}")
+    else:
+        claim("IRPO improves over iterations", [None], "the sweep has no irpo arm with 2 iterations")
+    paper = {"dpo": "The NLL term matters: IRPO above DPO (Table 1: 73.1 vs 61.8)",
+             "sft_chosen": "IRPO above SFT on its own winners, STaR (Table 1: 73.1 vs 65.2)",
+             "sft_gold": "IRPO above SFT on the gold CoT (Table 1: 73.1 vs 63.5)"}
+    for other, diff in comparisons(recs):
+        claim(paper.get(other, f"IRPO above {other}") + ", each at its validation-chosen iteration", [diff], f"irpo − {other} {_pts(diff)}")
+
+    def moved(method: str, side: str, sign: float = 1.0) -> dict[int, float]:
+        """Per seed, how far the training that made M_1 moved its pairs' `side` log-prob."""
+        keys = f"{side}_logp_start", f"{side}_logp_end"
+        return {s: sign * (r[keys[1]] - r[keys[0]]) for s, r in at(method, 1).items() if None not in (r.get(keys[0]), r.get(keys[1]))}
+
+    nats = dict(scale=1.0, unit=" nats")
+    dc, ic = paired(list(moved("dpo", "chosen", -1).values())), paired(list(moved("irpo", "chosen").values()))
+    if dc and ic:
+        claim("Fig. 3: over the training that made M_1, the chosen log-prob falls under DPO and rises under IRPO", [dc, ic],
+              f"fall under dpo {_pts(dc, **nats)}; rise under irpo {_pts(ic, **nats)}")
+    sr = paired(list(moved("sft_chosen", "rejected").values()))
+    if sr:
+        claim("Fig. 2: SFT on the chosen sequences raises the rejected log-probs too", [sr], f"sft_chosen: rejected rise {_pts(sr, **nats)}")
+    own, gold = moved("sft_chosen", "chosen"), moved("sft_gold", "chosen")
+    more = paired([own[s] - gold[s] for s in sorted(own.keys() & gold.keys())])
+    if more:
+        claim("Fig. 2: SFT on the gold CoT raises the chosen log-probs less than SFT on the chosen sequences does", [more],
+              f"sft_chosen's rise − sft_gold's {_pts(more, **nats)}")
+    ir = paired(list(moved("irpo", "rejected", -1).values()))
+    if ic and ir:
+        claim("Fig. 2: DPO + NLL raises the chosen log-probs and lowers the rejected ones", [ic, ir],
+              f"irpo: chosen rise {_pts(ic, **nats)}; rejected fall {_pts(ir, **nats)}")
+    return out
+
+
+def seed_sets(recs: list[dict], size: int = 6) -> list[list[int]]:
+    """The sweep's seeds in sets of `size`, in order: the first decides, the others replicate."""
+    seeds = sorted({r["seed"] for r in recs})
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
+def _arms(recs: list[dict]) -> list[str]:
+    found = {r["method"] for r in recs}
+    return [m for m in METHOD_ORDER if m in found] + sorted(found - set(METHOD_ORDER))
 
 
 def write(sweep: Sweep) -> None:
@@ -195,27 +276,49 @@ def logp_figure(recs: list[dict], methods: tuple[str, ...], title: str):
 
 
 def markdown(sweep: Sweep, recs: list[dict]) -> str:
-    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in recs)]
+    methods = _arms(recs)
     iterations = sorted({r["iteration"] for r in recs})
     seeds = sorted({r["seed"] for r in recs})
     lines = [f"# The paper in miniature: {sweep.root.name}", ""]
     lines += _provenance(sweep, seeds)
+    head = "| method | " + " | ".join(f"M_{t}" for t in iterations) + " | validation-chosen M_t | {} |"
+    rule = "|---" * (len(iterations) + 3) + "|"
     lines += ["", "## Table 1 in miniature: greedy test accuracy (%), mean ± std over seeds", "",
-              "| method | " + " | ".join(f"M_{t}" for t in iterations) + " | paper (GSM8K, 70B) |", "|---" * (len(iterations) + 2) + "|"]
+              "Validation-chosen: each seed's M_t at the iteration its validation accuracy picks (the iterations picked, seed by seed).", "",
+              head.format("paper (GSM8K, 70B)"), rule]
     for key, paper in (("greedy_acc", PAPER_GSM8K), ("maj_acc", PAPER_GSM8K_MAJ)):
         if key == "maj_acc":
             if not any(r.get("maj_acc") is not None for r in recs):
                 break
-            lines += ["", "Majority vote over the evaluation samples (maj@k, %):", "",
-                      "| method | " + " | ".join(f"M_{t}" for t in iterations) + " | paper maj@32 |", "|---" * (len(iterations) + 2) + "|"]
+            lines += ["", "Majority vote over the evaluation samples (maj@k, %):", "", head.format("paper maj@32"), rule]
         for m in methods:
             points = by_iteration(recs, m, key)
+            picked = chosen(recs, m)
+            at = f"{stat([r.get(key) for r in picked.values()]) or ''} (M_{', M_'.join(str(r['iteration']) for r in picked.values())})"
             quoted = ", ".join(f"M_{t} {v}" for t, v in paper.get(m, {}).items())
-            lines.append(f"| {m} | " + " | ".join(str(points[t]) if t in points else "" for t in iterations) + f" | {quoted} |")
-    lines += ["", "![accuracy](accuracy.png)", "", "## Verdicts", "", "| claim | reproduced | numbers |", "|---|---|---|"]
-    for v in verdicts(recs):
-        word = {True: "**yes**", False: "**no**", None: "not measured"}[v["reproduced"]]
-        lines.append(f"| {v['claim']} | {word} | {v['numbers']} |")
+            lines.append(f"| {m} | " + " | ".join(str(points[t]) if t in points else "" for t in iterations) + f" | {at} | {quoted} |")
+    lines += ["", "![accuracy](accuracy.png)", ""]
+    sets = seed_sets(recs)
+    first = [r for r in recs if r["seed"] in sets[0]]
+    found = verdicts(first)
+    lines += [f"## Verdicts (seeds {_seeds(sets[0])})", "",
+              "Each claim is decided by a 95% interval over seeds: a difference paired by seed (each arm at the iteration its "
+              "validation accuracy picks), or a per-seed change; reproduced when the interval lies above 0.", "",
+              "| claim | reproduced | numbers |", "|---|---|---|"]
+    lines += [f"| {v['claim']} | {_word(v['reproduced'])} | {v['numbers']} |" for v in found]
+    lines += ["", summary(found)]
+    for other in sets[1:]:
+        again = verdicts([r for r in recs if r["seed"] in other])
+        lines += ["", f"### The same claims on seeds {_seeds(other)}", "", "| claim | reproduced | agrees with seeds " + _seeds(sets[0]) + " | numbers |", "|---|---|---|---|"]
+        for v, w in zip(found, again):
+            lines.append(f"| {w['claim']} | {_word(w['reproduced'])} | {'yes' if w['reproduced'] == v['reproduced'] else '**no**'} | {w['numbers']} |")
+    lines += ["", "## IRPO minus each arm, each at its validation-chosen iteration (greedy test accuracy, points)", "",
+              "| arm | " + " | ".join(f"seeds {_seeds(ss)}" for ss in sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    for m in _arms(recs):
+        if m not in ("irpo", "zero_shot"):
+            cells = [_pts(difference(chosen([r for r in recs if r["seed"] in ss], "irpo"), chosen([r for r in recs if r["seed"] in ss], m)))
+                     for ss in sets]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "## Log-probs of the winners and losers, start and end of each training (nats, mean ± std over seeds)", "",
               "| method | training | chosen start → end | rejected start → end |", "|---|---|---|---|"]
     for m in methods:
@@ -245,6 +348,25 @@ def markdown(sweep: Sweep, recs: list[dict]) -> str:
     if unfinished:
         lines += ["", f"Unfinished or not started jobs (their finished iterations are counted): {', '.join(unfinished)}"]
     return "\n".join(lines) + "\n"
+
+
+def _word(reproduced: bool | None) -> str:
+    return {True: "**yes**", False: "**no**", None: "not measured"}[reproduced]
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def summary(found: list[dict]) -> str:
+    """One paragraph, computed from the verdicts: which claims hold in this regime."""
+    said = {True: "Holds here", False: "Does not hold here", None: "Not measured"}
+    parts = []
+    for ok in (True, False, None):
+        claims = [v["claim"].split(" (Table")[0].split(", each at")[0] for v in found if v["reproduced"] is ok]
+        if claims:
+            parts.append(f"{said[ok]}: " + "; ".join(claims) + ".")
+    return " ".join(parts)
 
 
 def _nats(s: Stat | None) -> str:

@@ -14,9 +14,11 @@ import math
 import os
 import random
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -26,7 +28,7 @@ from irpo.generation.base import Decoding
 from irpo.generation.hf import HFGenerator
 from irpo.models.load import tiny_m0_dir
 from irpo.models.tiny_tokenizer import SPECIALS, build_tokenizer
-from irpo.tasks.arith import ArithTask, sft_problems
+from irpo.tasks.arith import ArithTask, sft_problems, steps_right
 from irpo.tasks.base import Example
 
 # conf/task/arith.yaml's train_size: the loop samples from the first LOOP_PROMPTS train
@@ -70,8 +72,8 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, tor
 
 
 def probe(model_dir: str, task: ArithTask, samples: int = 8, temperature: float = 0.8, seed: int = 0) -> dict:
-    """Greedy test accuracy and, when samples > 0, what sampling on the loop's prompts yields:
-    prompts with both a correct and an incorrect sample are the ones that give IRPO pairs."""
+    """Greedy test accuracy and, when samples > 0, what sampling on the loop's prompts yields
+    (`chain_stats`)."""
     test = task.load("test")
     with HFGenerator(model_dir, Decoding(task.max_new_tokens, tuple(task.stop))) as gen:
         greedy = gen.greedy([task.prompt(ex) for ex in test])
@@ -80,16 +82,34 @@ def probe(model_dir: str, task: ArithTask, samples: int = 8, temperature: float 
         if samples:
             train = task.load("train")[:LOOP_PROMPTS]
             outs = gen.sample([task.prompt(ex) for ex in train], samples, temperature, seed)
-            hits = [[task.is_correct(task.extract_answer(c), ex.answer) for c in cs] for cs, ex in zip(outs, train)]
-            stats.update(
-                sample_prompts=len(train),
-                sample_temperature=temperature,
-                samples=samples,
-                pass_at_n=sum(map(any, hits)) / len(hits),
-                mean_reward=sum(map(sum, hits)) / (len(hits) * samples),
-                both_sides_fraction=sum(any(h) and not all(h) for h in hits) / len(hits),
-            )
+            stats.update(sample_prompts=len(train), sample_temperature=temperature, samples=samples, **chain_stats(task, train, outs))
     return stats
+
+
+def chain_stats(task: ArithTask, examples: list[Example], samples: list[list[str]]) -> dict:
+    """What N samples per prompt give the loop, and whether the answers need their chains:
+    pass@N; the mean reward; the share of prompts with both a correct and an incorrect sample
+    (the ones that give pairs); `lucky_winners`, the share of correct samples that reach the
+    answer through a wrong or missing step (a pair that rewards a wrong chain); and where a
+    prompt's correct and incorrect samples first differ, the median over all such pairs in
+    characters and as a share of the winner's length."""
+    hits = [[task.is_correct(task.extract_answer(c), ex.answer) for c in cs] for cs, ex in zip(samples, examples)]
+    winners = [(c, ex) for cs, hs, ex in zip(samples, hits, examples) for c, h in zip(cs, hs) if h]
+    lucky = [steps_right(c, ex)[0] < steps_right(c, ex)[1] for c, ex in winners]
+    split = [
+        (len(os.path.commonprefix([w, l])), len(w))
+        for cs, hs in zip(samples, hits)
+        for w in (c for c, h in zip(cs, hs) if h)
+        for l in (c for c, h in zip(cs, hs) if not h)
+    ]
+    return {
+        "pass_at_n": sum(map(any, hits)) / len(hits),
+        "mean_reward": sum(map(sum, hits)) / sum(map(len, hits)),
+        "both_sides_fraction": sum(any(h) and not all(h) for h in hits) / len(hits),
+        "lucky_winners": sum(lucky) / len(lucky) if lucky else None,
+        "first_divergence_chars": statistics.median(p for p, _ in split) if split else None,
+        "first_divergence_share": statistics.median(p / n for p, n in split) if split else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -109,13 +129,14 @@ class Recipe:
     num_terms: int = 3
     max_operand: int = 20
     operators: str = "+-"
+    max_new_tokens: int = 48  # the task's, for the probe: a gold chain must fit
 
 
 def build_m0(out_dir: str, r: Recipe = Recipe()) -> dict:
     """Train M_0 by the recipe, save it to out_dir (replaced whole, never left half-written)
     and return the BUILD.json record."""
     start = time.time()
-    knobs = {"num_terms": r.num_terms, "max_operand": r.max_operand, "operators": r.operators}
+    knobs = {"num_terms": r.num_terms, "max_operand": r.max_operand, "operators": r.operators, "max_new_tokens": r.max_new_tokens}
     task = ArithTask(**knobs)
     # BUILD.json records the draw; arith's splits regenerate it from there to leave it out.
     draw = {
@@ -127,6 +148,9 @@ def build_m0(out_dir: str, r: Recipe = Recipe()) -> dict:
     }
     tok = build_tokenizer()
     rows = _sft_rows(task, tok, sft_problems(draw))
+    longest = max(len(tok(task.gold_completion(ex), add_special_tokens=False)["input_ids"]) + 1 for ex in task.load("test"))
+    if longest > r.max_new_tokens:
+        raise ValueError(f"--max_new_tokens {r.max_new_tokens} cuts this task's gold chains, which take up to {longest} tokens")
     # CPU float sums depend on the thread count (2 threads give other weights than 1), so it is
     # pinned: one thread gives the same M_0 whatever the core count, and it slows down far less
     # than two when other jobs share the cores (measured: 205 s vs 889 s of training under load).
@@ -195,12 +219,42 @@ def build_m0(out_dir: str, r: Recipe = Recipe()) -> dict:
     return record
 
 
+# What a task setting must give for a miniature whose answers need their chains (#30 in the
+# project's issues): few winners through a wrong step, and a pass@N that leaves pairs to make.
+MAX_LUCKY = 0.10
+PASS_AT_N = (0.4, 0.9)
+
+
+def settings_table(records: dict[str, dict]) -> str:
+    """A markdown table of M_0 build records (BUILD.json) by name, and which settings give
+    lucky winners under MAX_LUCKY with pass@N within PASS_AT_N."""
+    lines = ["| M_0 | terms | max operand | operators | hidden | seed | greedy test | pass@N | mean reward | prompts with pairs "
+             "| lucky winners | first divergence (chars, share of winner) |", "|---" * 12 + "|"]
+    fits = []
+    for name, r in records.items():
+        t, s = r["task"], r["settings"]
+        lines.append(f"| {name} | {t['num_terms']} | {t['max_operand']} | `{t['operators']}` | {s['hidden']} | {s['seed']} | "
+                     f"{r['greedy_test_accuracy']:.3f} | {r['pass_at_n']:.3f} | {r['mean_reward']:.3f} | {r['both_sides_fraction']:.3f} | "
+                     f"{r['lucky_winners']:.3f} | {r['first_divergence_chars']:g}, {r['first_divergence_share']:.2f} |")
+        if r["lucky_winners"] < MAX_LUCKY and PASS_AT_N[0] <= r["pass_at_n"] <= PASS_AT_N[1]:
+            fits.append(name)
+    rule = f"lucky winners under {MAX_LUCKY:.0%} and pass@N within [{PASS_AT_N[0]}, {PASS_AT_N[1]}]"
+    lines += ["", f"Meet {rule}: {', '.join(fits)}." if fits else f"None meets {rule}."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = ArgumentParser(description="Rebuild the built-in tiny M_0 and report what IRPO starts from.")
     p.add_argument("--out", default=tiny_m0_dir())
+    p.add_argument("--table", metavar="DIR", help="print the table of the build records DIR/*.json (by file name) and build nothing")
     for f in fields(Recipe):
         p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
     args = vars(p.parse_args(argv))
+    if args["table"]:
+        paths = sorted(Path(args["table"]).glob("*.json"))
+        print(settings_table({path.stem: json.loads(path.read_text()) for path in paths}), end="")
+        return
+    del args["table"]
     record = build_m0(args.pop("out"), Recipe(**args))
     print(json.dumps(record, indent=2))
 

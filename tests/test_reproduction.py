@@ -6,58 +6,92 @@ import json
 import pytest
 
 from irpo.artifacts import read_jsonl
-from irpo.reproduction import verdicts
+from irpo.reproduction import chosen, comparisons, paired, seed_sets, summary, t_quantile, verdicts
 
 
 def _rec(method, seed, t, acc, **logps):
     return {"method": method, "seed": seed, "iteration": t, "greedy_acc": acc, "maj_acc": None, **logps}
 
 
-def _records(irpo_accs, dpo_m1, sft_accs, dpo_chosen=(-2.0, -2.5), irpo_chosen=(-2.0, -1.8)):
+def _records(irpo_accs, dpo_m1, sft_accs, dpo_chosen=(-2.0, -2.5), irpo_chosen=(-2.0, -1.8), seeds=(0, 1, 2)):
+    """Seed s adds jitter[s] points to every accuracy and log-prob move, so that paired
+    differences keep their sign and intervals have a width."""
+    jitter = {0: 0.0, 1: 0.01, 2: -0.005, 3: 0.004, 4: -0.01, 5: 0.002}
     recs = []
-    for seed, bump in ((0, 0.0), (1, 0.01)):
+    for seed in seeds:
+        bump = jitter[seed % 6]
+        move = lambda start, end: {"start": start, "end": end + bump}  # noqa: E731
         for t, a in enumerate(irpo_accs):
-            lp = {"chosen_logp_start": irpo_chosen[0], "chosen_logp_end": irpo_chosen[1], "rejected_logp_start": -3.0, "rejected_logp_end": -3.5} if t else {}
-            recs.append(_rec("irpo", seed, t, a + bump, **lp))
-        recs.append(_rec("dpo", seed, 0, irpo_accs[0] + bump))
-        recs.append(_rec("dpo", seed, 1, dpo_m1 + bump, chosen_logp_start=dpo_chosen[0], chosen_logp_end=dpo_chosen[1],
+            c, r = move(*irpo_chosen), move(-3.0, -3.5)
+            lp = {"chosen_logp_start": c["start"], "chosen_logp_end": c["end"], "rejected_logp_start": r["start"], "rejected_logp_end": r["end"]} if t else {}
+            recs.append(_rec("irpo", seed, t, a + (bump if t else 0), **lp))
+        recs.append(_rec("dpo", seed, 0, irpo_accs[0]))
+        c = move(*dpo_chosen)
+        recs.append(_rec("dpo", seed, 1, dpo_m1 - bump, chosen_logp_start=c["start"], chosen_logp_end=c["end"],
                          rejected_logp_start=-3.0, rejected_logp_end=-4.0))
         for t, a in enumerate(sft_accs):
-            lp = {"chosen_logp_start": -2.0, "chosen_logp_end": -1.9, "rejected_logp_start": -3.0, "rejected_logp_end": -2.9} if t else {}
-            recs.append(_rec("sft_chosen", seed, t, a + bump, **lp))
+            lp = {"chosen_logp_start": -2.0, "chosen_logp_end": -1.9 + bump, "rejected_logp_start": -3.0, "rejected_logp_end": -2.9 + bump} if t else {}
+            recs.append(_rec("sft_chosen", seed, t, a - (bump if t else 0), **lp))
     return recs
 
 
 def _by_claim(recs):
-    return {v["claim"].split(":")[0]: v["reproduced"] for v in verdicts(recs)}
+    return {v["claim"].split(":")[0].split(" (")[0].split(",")[0]: v["reproduced"] for v in verdicts(recs)}
+
+
+def test_t_quantiles_and_a_paired_interval_by_hand():
+    for df, table in ((1, 12.7062), (2, 4.3027), (5, 2.5706), (11, 2.2010), (30, 2.0423)):
+        assert t_quantile(0.975, df) == pytest.approx(table, abs=1e-4)
+    # differences .02, .04, .03: mean .03, std .01, half-width 4.3027 x .01 / sqrt(3)
+    i = paired([0.02, 0.04, 0.03])
+    assert (i.mean, i.n) == (pytest.approx(0.03), 3)
+    assert (i.low, i.high) == (pytest.approx(0.03 - 0.0248417, abs=1e-6), pytest.approx(0.03 + 0.0248417, abs=1e-6))
+    assert i.verdict is True and paired([0.05, -0.01]).verdict is False and paired([0.05]).verdict is None and paired([]) is None
+
+
+def test_each_seed_is_taken_at_the_iteration_its_validation_picks():
+    recs = [{**_rec("irpo", 0, t, acc), "val_accuracy": val} for t, acc, val in ((0, 0.4, None), (1, 0.6, 0.50), (2, 0.5, 0.52), (3, 0.7, 0.52))]
+    recs += [_rec("sft_chosen", 0, t, acc) for t, acc in ((0, 0.4), (1, 0.9), (2, 0.45))]
+    # irpo: M_2 (best validation, earliest of the tie with M_3), not M_3 (best on test);
+    # sft_chosen, run without validation: its last iteration, not its best on test
+    assert chosen(recs, "irpo")[0]["iteration"] == 2 and chosen(recs, "sft_chosen")[0]["iteration"] == 2
+    (arm, diff), = comparisons(recs)
+    assert arm == "sft_chosen" and diff.mean == pytest.approx(0.05) and diff.low is None
 
 
 def test_verdicts_when_the_paper_reproduces():
-    found = _by_claim(_records([0.40, 0.50, 0.55], 0.30, [0.40, 0.45, 0.46]))
-    assert found == {
+    recs = _records([0.40, 0.50, 0.55], 0.30, [0.40, 0.45, 0.46])
+    assert _by_claim(recs) == {
         "IRPO improves over iterations": True,
         "The NLL term matters": True,
-        "IRPO's best iteration above sft_chosen's best by more than the seeds' std (Table 1": True,
+        "IRPO above SFT on its own winners": True,
         "Fig. 3": True,
         "Fig. 2": True,
     }
-    assert all(v["reproduced"] for v in verdicts(_records([0.40, 0.50, 0.55], 0.30, [0.40, 0.45, 0.46])))
+    assert all(v["reproduced"] for v in verdicts(recs))
+    assert "95% interval [" in verdicts(recs)[0]["numbers"] and "3 seeds" in verdicts(recs)[0]["numbers"]
+    assert summary(verdicts(recs)).startswith("Holds here: IRPO improves over iterations: M_1 above M_0 and M_2 above M_1; IRPO above SFT on its own winners, STaR; The NLL term matters")
 
 
 def test_verdicts_when_it_does_not():
     recs = _records([0.40, 0.45, 0.44], 0.47, [0.40, 0.46, 0.47], dpo_chosen=(-2.0, -1.9), irpo_chosen=(-2.0, -2.1))
     v = {x["claim"]: x["reproduced"] for x in verdicts(recs)}
     assert not any(ok for claim, ok in v.items() if not claim.startswith("Fig. 2: SFT"))
-    by_text = {x["claim"][:20]: x["numbers"] for x in verdicts(recs)}
-    assert "M_0 40.5, M_1 45.5, M_2 44.5" in by_text["IRPO improves over i"].replace(" ± 0.7", "")
+    assert "Does not hold here: IRPO improves over iterations" in summary(verdicts(recs))
 
 
 def test_a_gain_within_seed_noise_is_not_a_reproduction():
-    # irpo's mean is above sft's, but by less than the seeds' std
+    # irpo's mean is above sft's (+3 points), but one seed of two has it below
     recs = [_rec("irpo", s, t, a) for s, accs in ((0, (0.4, 0.50)), (1, (0.4, 0.40))) for t, a in enumerate(accs)]
-    recs += [_rec("sft_chosen", s, t, a) for s, accs in ((0, (0.4, 0.44)), (1, (0.4, 0.44))) for t, a in enumerate(accs)]
-    v = next(x for x in verdicts(recs) if "sft_chosen" in x["claim"])
-    assert v["reproduced"] is False and "std 7.1" in v["numbers"]
+    recs += [_rec("sft_chosen", s, t, a) for s, accs in ((0, (0.4, 0.44)), (1, (0.4, 0.40))) for t, a in enumerate(accs)]
+    v = next(x for x in verdicts(recs) if "SFT on its own winners" in x["claim"])
+    assert v["reproduced"] is False and v["numbers"] == "irpo − sft_chosen +3.0 points, 95% interval [-35.1, +41.1], 2 seeds"
+
+
+def test_a_second_set_of_seeds_replicates_each_verdict():
+    recs = _records([0.40, 0.50, 0.55], 0.30, [0.40, 0.45, 0.46], seeds=range(12))
+    assert seed_sets(recs) == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
+    assert [v["reproduced"] for v in verdicts([r for r in recs if r["seed"] < 6])] == [v["reproduced"] for v in verdicts([r for r in recs if r["seed"] >= 6])]
 
 
 MINI = ["iterations=2", "task.train_size=32", "task.test_size=24", "task.validation_size=16", "selection.val_size=16",

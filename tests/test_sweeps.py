@@ -55,10 +55,10 @@ def test_every_value_of_every_sweep_composes_and_validates(name, request):
 
 
 def test_tiny_sweeps_stay_tiny():
-    """The sweeps meant for a CPU keep the tiny model; the paper one is for a cluster."""
+    """The sweeps meant for a CPU keep a shipped tiny model; the paper one is for a cluster."""
     for name in TINY_SWEEPS:
         cfg = irpo.compose([f"sweep={name}"])
-        assert cfg.model.path.endswith("tiny_m0") and cfg.trainer.accelerator == "cpu"
+        assert cfg.model.path.endswith("mini_m0" if name == "paper_mini" else "tiny_m0") and cfg.trainer.accelerator == "cpu"
     paper = irpo.compose(["sweep=paper_alpha_task", "experiment=paper_gsm8k"])
     assert paper.model.path == "meta-llama/Llama-2-70b-chat-hf" and paper.trainer.strategy == "fsdp"
     assert paper.generator._target_.endswith("VLLMGenerator")

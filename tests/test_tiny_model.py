@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import os
 
 import pytest
@@ -53,7 +54,9 @@ def test_build_m0_writes_a_loadable_directory(tmp_path):
     out = tmp_path / "m0"
     out.mkdir()
     (out / "stale.txt").write_text("replaced whole")
-    knobs = {"num_terms": 4, "max_operand": 9, "operators": "+-*"}  # no shipped M_0's setting
+    knobs = {"num_terms": 4, "max_operand": 9, "operators": "+-*", "max_new_tokens": 64}  # no shipped M_0's setting
+    with pytest.raises(ValueError, match="max_new_tokens 48 cuts this task's gold chains"):
+        build_m0(str(out), Recipe(steps=3, problems=16, **{**knobs, "max_new_tokens": 48}))
     record = build_m0(str(out), Recipe(steps=3, batch_size=4, problems=16, hidden=32, layers=1, samples=0, **knobs))
     assert sorted(os.listdir(tmp_path)) == ["m0"]  # no temp dir left behind
     assert not (out / "stale.txt").exists()
@@ -90,3 +93,31 @@ def test_hf_generator_frees_its_model_on_exit_without_a_gc_collection():
         assert model() is None
     finally:
         gc.enable()
+
+
+def test_chain_stats_on_hand_made_samples():
+    from irpo.tasks.base import Example
+    from irpo.tiny_m0 import chain_stats
+
+    task = ArithTask()
+    a = Example(id="0", question="3+4-2", answer="5", solution="3+4=7, 7-2=5")
+    b = Example(id="1", question="1+1+1", answer="3", solution="1+1=2, 2+1=3")
+    samples = [
+        [
+            " 3+4=7, 7-2=5. Final answer: 5\n",  # right chain
+            " 3+4=8, 8-2=5. Final answer: 5\n",  # right answer, wrong first step: lucky
+            " 3+4=7, 7-2=6. Final answer: 6\n",  # wrong
+        ],
+        [" 1+1=2, 2+1=4. Final answer: 4\n", " 1+1=3. Final answer: 3\n"],  # wrong; lucky (missing step)
+    ]
+    stats = chain_stats(task, [a, b], samples)
+    # pairs of prompt a: (right, wrong) share 12 characters of 31, (lucky, wrong) 5 of 31;
+    # b's pair 5 of 24 (" 1+1=")
+    assert stats == {
+        "pass_at_n": 1.0,
+        "mean_reward": 3 / 5,
+        "both_sides_fraction": 1.0,
+        "lucky_winners": 2 / 3,
+        "first_divergence_chars": 5,
+        "first_divergence_share": statistics.median([12 / 31, 5 / 31, 5 / 24]),
+    }

@@ -33,9 +33,14 @@ def tiny_m0_dir() -> str:
     return str(files("irpo.models") / "tiny_m0")
 
 
+def mini_m0_dir() -> str:
+    """The miniature's M_0 (sweeps/paper_mini.yaml): the same recipe on arith with + - *."""
+    return str(files("irpo.models") / "mini_m0")
+
+
 # Files shipped in the package, by the name configs use (`${irpo_asset:tiny_m0}`); a run's
 # manifest records them by name and content, not by where the package is installed.
-ASSETS = {"tiny_m0": tiny_m0_dir}
+ASSETS = {"tiny_m0": tiny_m0_dir, "mini_m0": mini_m0_dir}
 
 
 def is_local(path: str) -> bool:
