@@ -11,6 +11,7 @@ stages and picks unfinished ones up where they stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -30,7 +31,7 @@ from irpo.fingerprints import describe_files
 from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank, replica_shards
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
-from irpo.capacity import check_fits
+from irpo.capacity import check_fits, resolve_arch
 from irpo.generation.base import Decoding, LazyGenerator, render_prompt
 from irpo.logging import RunLogger
 from irpo.pairs import PairRule
@@ -141,8 +142,9 @@ def run_loop(cfg: DictConfig) -> float | None:
     num_threads, threads_from = threads.choose_threads(cfg.num_threads, on_rank_zero(run_dir.recorded_threads))
     torch.set_num_threads(num_threads)
     on_rank_zero(run_dir.record_threads, num_threads)
+    arch = resolve_arch(cfg.model)  # the model's shape, for reports that compare runs by it
     on_rank_zero(run_dir.event, event="launch", argv=sys.argv[1:], threads=num_threads, threads_from=threads_from, omp_wait=threads.chosen_wait,
-                  allocator=allocator.chosen, **source_revision())
+                  allocator=allocator.chosen, arch=dataclasses.asdict(arch) if arch else None, **source_revision())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code, cfg.model.chat_template)
     train, test = task.load("train"), task.load("test")

@@ -193,7 +193,7 @@ def describe(sweep: Sweep) -> str:
         lines.append(f"  not started: {overrides}")
     from irpo import reproduction
 
-    wrote = [*FIGURES, "reproduction.json", "REPRODUCTION.md", *reproduction.FIGURES] if reproduction.compares_methods(sweep) else FIGURES
+    wrote = [*FIGURES, *reproduction.outputs(sweep)] if reproduction.compares_methods(sweep) else FIGURES
     lines.append(f"  wrote summary.csv, summary.json, {', '.join(wrote)}")
     return "\n".join(lines)
 

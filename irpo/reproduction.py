@@ -53,7 +53,7 @@ def records(sweep: Sweep) -> list[dict]:
         rows = {r["iteration"]: r for r in job.rows}
         for t, row in sorted(rows.items()):
             rec = {"method": cfg.method.name, "seed": int(cfg.seed), "iteration": t, "greedy_acc": row.get("test_accuracy"),
-                   "maj_acc": row.get(maj) if maj else None}
+                   "maj_acc": row.get(maj) if maj else None, "hidden": _hidden(job)}
             before = rows.get(t - 1, {})
             if t >= 1:
                 rec |= {k: before.get(k) for k in LOGP_KEYS}
@@ -61,6 +61,12 @@ def records(sweep: Sweep) -> list[dict]:
                                                           ("val_accuracy", "val_accuracy_selected"), ("selected_step", "selected_step"))}
             out.append(rec)
     return out
+
+
+def _hidden(job) -> int | None:
+    """The width of the job's M_0, as its launch recorded the model's shape."""
+    events = read_jsonl(job.path / "events.jsonl") if (job.path / "events.jsonl").exists() else []
+    return next((e["arch"]["hidden"] for e in events if e.get("event") == "launch" and e.get("arch")), None)
 
 
 @dataclass
@@ -229,15 +235,78 @@ def _arms(recs: list[dict]) -> list[str]:
     return [m for m in METHOD_ORDER if m in found] + sorted(found - set(METHOD_ORDER))
 
 
+def widths(recs: list[dict]) -> bool:
+    """Whether the sweep compares M_0s of several widths (a capacity sweep)."""
+    return len({r["hidden"] for r in recs}) > 1
+
+
+def outputs(sweep: Sweep) -> list[str]:
+    """The files `write` makes for this sweep."""
+    return ["reproduction.json", *(("CAPACITY.md", CAPACITY_FIGURE) if widths(records(sweep)) else ("REPRODUCTION.md", *FIGURES))]
+
+
 def write(sweep: Sweep) -> None:
     recs = records(sweep)
     write_json(sweep.root / "reproduction.json", recs)
+    if widths(recs):
+        with atomic_path(sweep.root / CAPACITY_FIGURE) as tmp:
+            capacity_figure(recs).savefig(tmp, dpi=110, format="png")
+        with atomic_path(sweep.root / "CAPACITY.md") as tmp:
+            tmp.write_text(capacity_markdown(sweep, recs))
+        return
     for name, fig in zip(FIGURES, (logp_figure(recs, ("sft_chosen", "sft_gold", "irpo"), "Fig. 2 in miniature: winners and losers under SFT (own winners, gold CoT) and IRPO"),
                                    logp_figure(recs, ("dpo", "irpo"), "Fig. 3 in miniature: winners and losers under DPO (alpha = 0) and IRPO (alpha = 1)"))):
         with atomic_path(sweep.root / name) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
     with atomic_path(sweep.root / "REPRODUCTION.md") as tmp:
         tmp.write_text(markdown(sweep, recs))
+
+
+CAPACITY_FIGURE = "capacity.png"
+
+
+def capacity(recs: list[dict]) -> dict[int, Interval | None]:
+    """Per M_0 width: IRPO minus SFT on its own winners, each at its validation-chosen
+    iteration, paired by seed."""
+    return {h: difference(chosen([r for r in recs if r["hidden"] == h], "irpo"), chosen([r for r in recs if r["hidden"] == h], "sft_chosen"))
+            for h in sorted({r["hidden"] for r in recs if r["hidden"] is not None})}
+
+
+def capacity_markdown(sweep: Sweep, recs: list[dict]) -> str:
+    seeds = sorted({r["seed"] for r in recs})
+    lines = [f"# The miniature's capacity axis: {sweep.root.name}", "", *_provenance(sweep, seeds), "",
+             "## IRPO minus SFT on its own winners (STaR), by the width of M_0", "",
+             "Greedy test accuracy, each arm at the iteration its validation accuracy picks; a 95% interval over seeds paired by seed.", "",
+             "| M_0 width | M_0 | irpo | sft_chosen | irpo − sft_chosen | IRPO above STaR |", "|---|---|---|---|---|---|"]
+    for h, diff in capacity(recs).items():
+        at = [r for r in recs if r["hidden"] == h]
+        m0 = stat([r["greedy_acc"] for r in at if r["iteration"] == 0])
+        arms = [stat([r["greedy_acc"] for r in chosen(at, m).values()]) for m in ("irpo", "sft_chosen")]
+        lines.append(f"| {h} | {m0 or ''} | {arms[0] or ''} | {arms[1] or ''} | {_pts(diff)} | {_word(diff.verdict if diff else None)} |")
+    lines += ["", f"![capacity]({CAPACITY_FIGURE})", "", "Per-record numbers: reproduction.json."]
+    return "\n".join(lines) + "\n"
+
+
+def capacity_figure(recs: list[dict]):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    points = [(h, d) for h, d in capacity(recs).items() if d is not None]
+    xs = [h for h, _ in points]
+    ax.errorbar(xs, [100 * d.mean for _, d in points], marker="o", capsize=4,
+                yerr=[[100 * (d.mean - d.low) if d.low is not None else 0 for _, d in points],
+                      [100 * (d.high - d.mean) if d.high is not None else 0 for _, d in points]])
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(x) for x in xs])
+    ax.set_xlabel("hidden size of M_0")
+    ax.set_ylabel("irpo − sft_chosen, greedy test accuracy (points)")
+    ax.set_title("IRPO vs STaR by model width (mean, 95% interval over seeds)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def logp_figure(recs: list[dict], methods: tuple[str, ...], title: str):
@@ -374,18 +443,18 @@ def _nats(s: Stat | None) -> str:
 
 
 def _provenance(sweep: Sweep, seeds: list[int]) -> list[str]:
-    """The command that made the sweep, the commit(s) it ran, and how long its jobs took."""
-    events = [e for job in sweep.jobs if (job.path / "events.jsonl").exists() for e in read_jsonl(job.path / "events.jsonl")]
-    commits = sorted({e["commit"][:12] + (" (with uncommitted changes)" if e.get("dirty") else "")
-                      for e in events if e.get("event") == "launch" and e.get("commit")})
-    times = [e["time"] for e in events]
-    multirun = sweep.root / "multirun.yaml"
-    command = "python -m irpo.report " + str(sweep.root)
-    if multirun.exists():
-        overrides = [str(o) for o in OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task") or []]
-        command = "python -m irpo -m " + " ".join(overrides)
-    out = [f"Command: `{command}`", "", f"Commit: {', '.join(commits) or 'not recorded'}", "",
-           f"Jobs: {len(sweep.jobs)}, seeds {', '.join(map(str, seeds))}"]
+    """The command(s) that made the sweep (each launch's, as recorded), the commit(s) they ran,
+    and how long the jobs took: wall-clock, and summed over jobs (what one command running
+    them one after another takes)."""
+    per_job = [read_jsonl(job.path / "events.jsonl") for job in sweep.jobs if (job.path / "events.jsonl").exists()]
+    launches = [e for events in per_job for e in events if e.get("event") == "launch"]
+    commits = sorted({e["commit"][:12] + (" (with uncommitted changes)" if e.get("dirty") else "") for e in launches if e.get("commit")})
+    commands = list(dict.fromkeys("python -m irpo " + " ".join(e["argv"]) for e in sorted(launches, key=lambda e: e["time"]) if "argv" in e))
+    times = [e["time"] for events in per_job for e in events]
+    out = ["Command" + ("s" if len(commands) > 1 else "") + ": " + ("; ".join(f"`{c}`" for c in commands) or "not recorded"), "",
+           f"Commit: {', '.join(commits) or 'not recorded'}", "", f"Jobs: {len(sweep.jobs)}, seeds {', '.join(map(str, seeds))}"]
     if times:
-        out[-1] += f"; wall-clock from the first job's start to the last job's end: {(max(times) - min(times)) / 60:.1f} min"
+        summed = sum(max(e["time"] for e in events) - min(e["time"] for e in events) for events in per_job if events)
+        out[-1] += (f"; wall-clock from the first job's start to the last job's end: {(max(times) - min(times)) / 60:.1f} min; "
+                    f"the jobs' own times summed: {summed / 60:.1f} min, {summed / 60 / len(per_job):.1f} min per job")
     return out

@@ -105,7 +105,8 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
     proc = cli("-m", "sweep=paper_mini", *MINI, f"hydra.sweep.dir={sweep}", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = json.loads((sweep / "reproduction.json").read_text())
-    assert {r["method"] for r in records} == {"irpo", "dpo", "sft_chosen", "sft_gold", "zero_shot"}
+    assert {r["method"] for r in records} == {"irpo", "dpo", "dpop", "sft_chosen", "sft_gold", "zero_shot"}
+    assert {r["hidden"] for r in records} == {128}  # mini_m0's width, as each launch recorded its model's shape
     jobs = [d for d in sweep.iterdir() if (d / ".hydra").is_dir()]
     by_job = {}
     for d in jobs:
@@ -114,14 +115,15 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
     for r in records:
         rows = {row["iteration"]: row for row in by_job[r["method"]]}
         assert r["seed"] == 0 and r["greedy_acc"] == rows[r["iteration"]]["test_accuracy"] and r["maj_acc"] == rows[r["iteration"]]["maj@2"]
-        if r["iteration"] >= 1 and r["method"] in ("irpo", "dpo", "sft_chosen"):
+        if r["iteration"] >= 1 and r["method"] in ("irpo", "dpo", "dpop", "sft_chosen"):
             trained = rows[r["iteration"] - 1]  # the training that produced M_t
             for key in ("chosen_logp_start", "chosen_logp_end", "rejected_logp_start", "rejected_logp_end"):
                 assert r[key] == trained[key]
     assert max(r["iteration"] for r in records if r["method"] == "irpo") == 2
     # M_0 is every arm's: its evaluation ran once, and its samples once for the arms that sample
     methods = {next(o.split("=")[1] for o in (d / ".hydra" / "overrides.yaml").read_text().split() if o.startswith("method=")): d for d in jobs}
-    first = min(jobs, key=lambda d: int(d.name))
+    assert sorted(d.name for d in jobs) == sorted(f"{m}_seed0" for m in methods)  # named by arm and seed: a rerun resumes them
+    first = methods["irpo"]  # the sweep's first arm
     for method, d in methods.items():
         reused = {e["stage"] for e in read_jsonl(d / "events.jsonl") if e.get("event") == "reused"}
         assert reused == (set() if d == first else {"iter_0/eval", "iter_0/generate"} if method != "zero_shot" else {"iter_0/eval"})
@@ -130,3 +132,17 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
     text = (sweep / "REPRODUCTION.md").read_text()
     assert "Table 1 in miniature" in text and "| irpo |" in text and "## Verdicts" in text and "python -m irpo -m" in text
     assert "Commit:" in text and (sweep / "fig2_logps.png").stat().st_size > 0 and (sweep / "fig3_logps.png").stat().st_size > 0
+
+
+def test_capacity_pairs_irpo_with_star_width_by_width():
+    from irpo.reproduction import capacity, widths
+
+    recs = []
+    for hidden, gap in ((64, -0.02), (128, 0.0), (256, 0.05)):
+        for seed, noise in ((0, 0.0), (1, 0.01), (2, -0.01)):
+            recs += [{**_rec("irpo", seed, 1, 0.4 + gap + noise), "hidden": hidden}, {**_rec("sft_chosen", seed, 1, 0.4), "hidden": hidden}]
+    found = capacity(recs)
+    assert list(found) == [64, 128, 256] and widths(recs)
+    assert [round(found[h].mean, 6) for h in found] == [-0.02, 0.0, 0.05]
+    assert [found[h].verdict for h in found] == [False, False, True]
+    assert not widths([{**r, "hidden": 128} for r in recs])

@@ -347,3 +347,16 @@ def test_the_layout_is_the_launchers_own(composer, monkeypatch, request, launche
                             "SLURM_NODEID": "0", "SLURM_JOB_NAME": "irpo"}.items():
             monkeypatch.setenv(name, value)
     assert capacity.layout(composer("trainer=fsdp"), H100S) == (8, 2)
+
+
+@pytest.mark.parametrize("val_from,sampled", [("train", 284), ("validation", 384)])
+def test_the_plan_takes_validation_problems_from_train_prompts_only_when_they_come_from_there(composer, capsys, val_from, sampled):
+    from hydra.utils import instantiate
+
+    from irpo.plan_report import print_plan
+
+    cfg = composer("plan=true", "selection.val_size=100", f"selection.val_from={val_from}")
+    print_plan(cfg, instantiate(cfg.task))
+    out = capsys.readouterr().out
+    assert f"iteration 0: evaluate M_0; sample {sampled} x 8 = {sampled * 8} completions" in out
+    assert f"\ngenerate    {sampled} x 8 samples" in out

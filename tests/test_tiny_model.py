@@ -121,3 +121,15 @@ def test_chain_stats_on_hand_made_samples():
         "first_divergence_chars": 5,
         "first_divergence_share": statistics.median([12 / 31, 5 / 31, 5 / 24]),
     }
+
+
+def test_the_committed_task_page_regenerates_from_its_build_records(capsys):
+    from pathlib import Path
+
+    from irpo.tiny_m0 import main
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "paper_mini"
+    main(["--table", str(docs / "m0")])
+    assert capsys.readouterr().out == (docs / "TASK.md").read_text()
+    # the miniature's shipped M_0 is the row that was chosen
+    assert json.loads((docs / "m0" / "mixed_ops.json").read_text()) == json.loads((Path(M0).parent / "mini_m0" / "BUILD.json").read_text())
