@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 
 from irpo.artifacts import atomic_path, write_json
 from irpo.errors import ArgumentParser
+from irpo import results
 from irpo.results import Sweep, load, train_steps
 
 FIGURES = ("accuracy.png", "train.png", "logps.png")
@@ -223,10 +224,17 @@ class ReportCallback(Callback):
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m irpo.report", description="Summary tables and figures of an irpo run or sweep directory.")
     parser.add_argument("directory", help="a run directory (outputs/...) or a sweep directory (multirun/...)")
+    parser.add_argument("--copy-to", metavar="DIR", help="copy the sweep's record (configs, metrics, events; no weights or samples) to DIR "
+                        "and write the report there, from the copy")
     args = parser.parse_args(argv)
     from irpo.cli import exit_on_user_error, full_errors_requested
 
-    exit_on_user_error(lambda: print(describe(write_report(args.directory))), full_errors_requested())
+    def report() -> Sweep:
+        if args.copy_to:
+            results.copy_records(args.directory, args.copy_to)
+        return write_report(args.copy_to or args.directory)
+
+    exit_on_user_error(lambda: print(describe(report())), full_errors_requested())
 
 
 if __name__ == "__main__":

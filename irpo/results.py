@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import statistics
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -151,6 +152,27 @@ def _overrides_list(path: Path) -> list[str]:
 def _split(override: str) -> tuple[str, str]:
     key, _, value = override.partition("=")
     return key.lstrip("+~"), value
+
+
+# What the reports read of a job (its config, overrides, per-iteration metrics, events and
+# training curves): a sweep's record without weights or samples.
+RECORD_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.jsonl", "events.jsonl", "iter_*/train/metrics.csv")
+
+
+def copy_records(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copies a sweep's record (each job's RECORD_FILES and the sweep's multirun.yaml) from
+    src into dst, so that its reports regenerate there: what a committed report keeps."""
+    src, dst = Path(src), Path(dst)
+    sweep = load(src)
+    for job in sweep.jobs:
+        for pattern in RECORD_FILES:
+            for f in sorted(job.path.glob(pattern)):
+                target = dst / job.path.relative_to(src) / f.relative_to(job.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, target)
+    if (src / "multirun.yaml").exists():
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / "multirun.yaml", dst / "multirun.yaml")
 
 
 def expected_jobs(root: Path) -> list[list[str]]:

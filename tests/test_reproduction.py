@@ -132,6 +132,12 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
     text = (sweep / "REPRODUCTION.md").read_text()
     assert "Table 1 in miniature" in text and "| irpo |" in text and "## Verdicts" in text and "python -m irpo -m" in text
     assert "Commit:" in text and (sweep / "fig2_logps.png").stat().st_size > 0 and (sweep / "fig3_logps.png").stat().st_size > 0
+    # the sweep's record alone (no weights, no samples) gives the same report
+    from irpo.report import main as report
+
+    report([str(sweep), "--copy-to", str(tmp_path / "copy" / "sweep")])
+    assert (tmp_path / "copy" / "sweep" / "REPRODUCTION.md").read_text() == text
+    assert not list((tmp_path / "copy").rglob("*.safetensors")) and not list((tmp_path / "copy").rglob("generations.jsonl"))
 
 
 def test_capacity_pairs_irpo_with_star_width_by_width():
