@@ -442,6 +442,18 @@ def _nats(s: Stat | None) -> str:
     return "" if s is None else f"{s.mean:.3f}" + (f" ± {s.std:.3f}" if s.n > 1 else "")
 
 
+def _busy(events: list[dict]) -> float:
+    """Seconds a job ran: from each launch to its last event before the next launch (a job
+    launched again later, to resume or to find itself finished, does not count the wait)."""
+    total, start, last = 0.0, None, None
+    for e in events:
+        if e.get("event") == "launch":
+            total += (last - start) if start is not None else 0.0
+            start = e["time"]
+        last = e["time"]
+    return total + ((last - start) if start is not None else 0.0)
+
+
 def _provenance(sweep: Sweep, seeds: list[int]) -> list[str]:
     """The command(s) that made the sweep (each launch's, as recorded), the commit(s) they ran,
     and how long the jobs took: wall-clock, and summed over jobs (what one command running
@@ -454,7 +466,7 @@ def _provenance(sweep: Sweep, seeds: list[int]) -> list[str]:
     out = ["Command" + ("s" if len(commands) > 1 else "") + ": " + ("; ".join(f"`{c}`" for c in commands) or "not recorded"), "",
            f"Commit: {', '.join(commits) or 'not recorded'}", "", f"Jobs: {len(sweep.jobs)}, seeds {', '.join(map(str, seeds))}"]
     if times:
-        summed = sum(max(e["time"] for e in events) - min(e["time"] for e in events) for events in per_job if events)
+        summed = sum(_busy(events) for events in per_job)
         out[-1] += (f"; wall-clock from the first job's start to the last job's end: {(max(times) - min(times)) / 60:.1f} min; "
                     f"the jobs' own times summed: {summed / 60:.1f} min, {summed / 60 / len(per_job):.1f} min per job")
     return out

@@ -168,3 +168,11 @@ def test_the_committed_reports_regenerate_from_their_own_files(tmp_path, report)
     copy_records(committed.parent, copy)
     reproduction.write(load(copy))
     assert (copy / committed.name).read_text() == committed.read_text()
+
+
+def test_a_jobs_time_counts_its_launches_not_the_waits_between_them():
+    from irpo.reproduction import _busy
+
+    events = [{"event": "launch", "time": 100.0}, {"event": "start", "time": 101.0}, {"event": "finish", "time": 160.0},
+              {"event": "launch", "time": 5000.0}, {"event": "finish", "time": 5003.0}]
+    assert _busy(events) == 63.0 and _busy([]) == 0.0
