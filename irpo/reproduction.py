@@ -274,7 +274,7 @@ def capacity(recs: list[dict]) -> dict[int, Interval | None]:
 
 def capacity_markdown(sweep: Sweep, recs: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in recs})
-    lines = [f"# The miniature's capacity axis: {sweep.root.name}", "", *_provenance(sweep, seeds), "",
+    lines = ["# The miniature's capacity axis", "", *_provenance(sweep, seeds), "",
              "## IRPO minus SFT on its own winners (STaR), by the width of M_0", "",
              "Greedy test accuracy, each arm at the iteration its validation accuracy picks; a 95% interval over seeds paired by seed.", "",
              "| M_0 width | M_0 | irpo | sft_chosen | irpo − sft_chosen | IRPO above STaR |", "|---|---|---|---|---|---|"]
@@ -283,6 +283,10 @@ def capacity_markdown(sweep: Sweep, recs: list[dict]) -> str:
         m0 = stat([r["greedy_acc"] for r in at if r["iteration"] == 0])
         arms = [stat([r["greedy_acc"] for r in chosen(at, m).values()]) for m in ("irpo", "sft_chosen")]
         lines.append(f"| {h} | {m0 or ''} | {arms[0] or ''} | {arms[1] or ''} | {_pts(diff)} | {_word(diff.verdict if diff else None)} |")
+    m0 = {h: statistics.mean(r["greedy_acc"] for r in recs if r["hidden"] == h and r["iteration"] == 0) for h in capacity(recs)}
+    if list(m0.values()) != sorted(m0.values()):
+        lines += ["", "M_0's own accuracy does not rise with its width (" + ", ".join(f"{h}: {100 * a:.1f}" for h, a in m0.items())
+                  + "): one build recipe trained the widths unequally, so this axis mixes capacity with how well each M_0 was trained."]
     lines += ["", f"![capacity]({CAPACITY_FIGURE})", "", "Per-record numbers: reproduction.json."]
     return "\n".join(lines) + "\n"
 

@@ -4,6 +4,7 @@
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from irpo.artifacts import read_jsonl
 from irpo.reproduction import chosen, comparisons, paired, seed_sets, summary, t_quantile, verdicts
@@ -110,8 +111,7 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
     jobs = [d for d in sweep.iterdir() if (d / ".hydra").is_dir()]
     by_job = {}
     for d in jobs:
-        method = next(o.split("=")[1] for o in (d / ".hydra" / "overrides.yaml").read_text().split() if o.startswith("method="))
-        by_job[method] = read_jsonl(d / "metrics.jsonl")
+        by_job[d.name.rsplit("_seed", 1)[0]] = read_jsonl(d / "metrics.jsonl")
     for r in records:
         rows = {row["iteration"]: row for row in by_job[r["method"]]}
         assert r["seed"] == 0 and r["greedy_acc"] == rows[r["iteration"]]["test_accuracy"] and r["maj_acc"] == rows[r["iteration"]]["maj@2"]
@@ -121,8 +121,9 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
                 assert r[key] == trained[key]
     assert max(r["iteration"] for r in records if r["method"] == "irpo") == 2
     # M_0 is every arm's: its evaluation ran once, and its samples once for the arms that sample
-    methods = {next(o.split("=")[1] for o in (d / ".hydra" / "overrides.yaml").read_text().split() if o.startswith("method=")): d for d in jobs}
-    assert sorted(d.name for d in jobs) == sorted(f"{m}_seed0" for m in methods)  # named by arm and seed: a rerun resumes them
+    # each job is named by its arm (the method its config composed) and seed: a rerun resumes them
+    methods = {OmegaConf.load(d / ".hydra" / "config.yaml").method.name: d for d in jobs}
+    assert sorted(d.name for d in jobs) == sorted(f"{m}_seed0" for m in methods)
     first = methods["irpo"]  # the sweep's first arm
     for method, d in methods.items():
         reused = {e["stage"] for e in read_jsonl(d / "events.jsonl") if e.get("event") == "reused"}
@@ -166,7 +167,11 @@ def test_the_committed_reports_regenerate_from_their_own_files(tmp_path, report)
     committed = Path(__file__).resolve().parents[1] / "docs" / "paper_mini" / report
     copy = tmp_path / committed.parent.name
     copy_records(committed.parent, copy)
-    reproduction.write(load(copy))
+    sweep = load(copy)
+    # every job its sweep file names was run: paper_mini_capacity's ${irpo_asset:mini_m0} matches
+    # the path its jobs recorded, in whatever checkout they ran
+    assert sweep.missing == []
+    reproduction.write(sweep)
     assert (copy / committed.name).read_text() == committed.read_text()
 
 
