@@ -10,6 +10,9 @@ methods and seeds (sweeps/paper_mini.yaml), with a verdict per claim.
                         pairs and pass@N per iteration, and a verdict per claim
     fig2_logps.png, fig3_logps.png
 
+and for sweep=objectives (every preference objective beside IRPO and STaR) OBJECTIVES.md and
+objectives_logps.png instead; for a sweep over M_0 widths CAPACITY.md and capacity.png.
+
 Every number comes from the jobs' files (metrics.jsonl, events.jsonl, .hydra/); none is
 typed here except the paper's own, quoted from its Table 1.
 """
@@ -240,14 +243,27 @@ def widths(recs: list[dict]) -> bool:
     return len({r["hidden"] for r in recs}) > 1
 
 
+def compares_objectives(sweep: Sweep) -> bool:
+    """Whether the sweep is sweep=objectives (each job's command names it)."""
+    return any(job.overrides.get("sweep") == "objectives" for job in sweep.jobs)
+
+
 def outputs(sweep: Sweep) -> list[str]:
     """The files `write` makes for this sweep."""
+    if compares_objectives(sweep):
+        return ["reproduction.json", "OBJECTIVES.md", OBJECTIVES_FIGURE]
     return ["reproduction.json", *(("CAPACITY.md", CAPACITY_FIGURE) if widths(records(sweep)) else ("REPRODUCTION.md", *FIGURES))]
 
 
 def write(sweep: Sweep) -> None:
     recs = records(sweep)
     write_json(sweep.root / "reproduction.json", recs)
+    if compares_objectives(sweep):
+        with atomic_path(sweep.root / OBJECTIVES_FIGURE) as tmp:
+            objectives_figure(recs).savefig(tmp, dpi=110, format="png")
+        with atomic_path(sweep.root / "OBJECTIVES.md") as tmp:
+            tmp.write_text(objectives_markdown(sweep, recs))
+        return
     if widths(recs):
         with atomic_path(sweep.root / CAPACITY_FIGURE) as tmp:
             capacity_figure(recs).savefig(tmp, dpi=110, format="png")
@@ -263,6 +279,7 @@ def write(sweep: Sweep) -> None:
 
 
 CAPACITY_FIGURE = "capacity.png"
+OBJECTIVES_FIGURE = "objectives_logps.png"
 
 
 def capacity(recs: list[dict]) -> dict[int, Interval | None]:
@@ -321,24 +338,9 @@ def logp_figure(recs: list[dict], methods: tuple[str, ...], title: str):
 
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
-    handles = []
-    for i, method in enumerate(methods):
-        color = f"C{METHOD_ORDER.index(method)}"
-        drawn = False
-        for side, style in (("chosen", "-"), ("rejected", "--")):
-            start, end = by_iteration(recs, method, f"{side}_logp_start"), by_iteration(recs, method, f"{side}_logp_end")
-            for t in sorted(set(start) & set(end)):
-                x, y, e = [t - 1, t], [start[t].mean, end[t].mean], [start[t].std, end[t].std]
-                ax.errorbar(x, y, yerr=e, color=color, linestyle=style, marker="o", capsize=3)
-                drawn = True
-        if drawn:
-            handles.append((Line2D([], [], color=color), method))
+    handles = [(Line2D([], [], color=_color(m)), m) for m in methods if _draw_logps(ax, recs, m, _color(m))]
     ax.set_xlabel("training M_t → M_t+1 (each segment: the iteration's pairs scored at the start and at the end)")
     ax.set_ylabel("mean summed log-prob of the sequence (nats)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xticks(sorted({t for r in recs for t in (r["iteration"] - 1, r["iteration"]) if r["iteration"] >= 1 and r.get("chosen_logp_end") is not None}))
-    ax.set_xticklabels([f"M_{int(t)}" for t in ax.get_xticks()])
-    ax.grid(alpha=0.3)
     styles = [(Line2D([], [], color="black"), "winners (chosen)"), (Line2D([], [], color="black", linestyle="--"), "losers (rejected)")]
     ax.legend(*zip(*(handles + styles)), fontsize="small", loc="best")
     if not handles:
@@ -346,6 +348,24 @@ def logp_figure(recs: list[dict], methods: tuple[str, ...], title: str):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _color(method: str) -> str:
+    return f"C{METHOD_ORDER.index(method)}" if method in METHOD_ORDER else "C0"
+
+
+def _draw_logps(ax, recs: list[dict], method: str, color: str) -> bool:
+    """One method's winners (solid) and losers (dashed) per training on `ax`; whether any."""
+    drawn = False
+    for side, style in (("chosen", "-"), ("rejected", "--")):
+        start, end = by_iteration(recs, method, f"{side}_logp_start"), by_iteration(recs, method, f"{side}_logp_end")
+        for t in sorted(set(start) & set(end)):
+            ax.errorbar([t - 1, t], [start[t].mean, end[t].mean], yerr=[start[t].std, end[t].std], color=color, linestyle=style, marker="o", capsize=3)
+            drawn = True
+    ax.set_xticks(sorted({t for r in recs for t in (r["iteration"] - 1, r["iteration"]) if r["iteration"] >= 1 and r.get("chosen_logp_end") is not None}))
+    ax.set_xticklabels([f"M_{int(t)}" for t in ax.get_xticks()])
+    ax.grid(alpha=0.3)
+    return drawn
 
 
 def markdown(sweep: Sweep, recs: list[dict]) -> str:
@@ -474,3 +494,99 @@ def _provenance(sweep: Sweep, seeds: list[int]) -> list[str]:
         out[-1] += (f"; wall-clock from the first job's start to the last job's end: {(max(times) - min(times)) / 60:.1f} min; "
                     f"the jobs' own times summed: {summed / 60:.1f} min, {summed / 60 / len(per_job):.1f} min per job")
     return out
+
+
+def _side(i: Interval | None) -> str:
+    """Where an interval of a difference lies: the word for the objective against the other."""
+    if i is None or i.verdict is None:
+        return "not measured against"
+    return "above" if i.low > 0 else "below" if i.high < 0 else "not separated from"
+
+
+def settings(sweep: Sweep) -> dict[str, str]:
+    """Each arm's recipe as its jobs ran it: learning rate, alpha and the objective's own fields."""
+    out = {}
+    for job in sweep.jobs:
+        cfg = job.config
+        fields = OmegaConf.to_container(cfg.method, resolve=True)
+        own = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items() if k not in ("_target_", "name", "alpha", "sample")]
+        out.setdefault(cfg.method.name, ", ".join([f"lr {float(cfg.model.lr):g}", f"α {float(cfg.alpha):g}", *own]))
+    return out
+
+
+def objectives_markdown(sweep: Sweep, recs: list[dict]) -> str:
+    """sweep=objectives: accuracy by objective and iteration, each objective against IRPO and
+    against STaR (paired by seed, each at its validation-chosen iteration), the log-prob moves,
+    and one computed sentence per objective."""
+    arms = [m for m in _arms(recs) if m != "zero_shot"]
+    iterations = sorted({r["iteration"] for r in recs})
+    seeds = sorted({r["seed"] for r in recs})
+    recipe = settings(sweep)
+    lines = ["# Preference objectives inside the loop, on the miniature", "", *_provenance(sweep, seeds), "",
+             "## Greedy test accuracy (%), mean ± std over seeds", "",
+             "Validation-chosen: each seed's M_t at the iteration its validation accuracy picks.", "",
+             "| objective | setting | " + " | ".join(f"M_{t}" for t in iterations) + " | validation-chosen |", "|---" * (len(iterations) + 3) + "|"]
+    for m in arms:
+        points = by_iteration(recs, m, "greedy_acc")
+        lines.append(f"| {m} | {recipe.get(m, '')} | " + " | ".join(str(points.get(t, "")) for t in iterations)
+                     + f" | {stat([r['greedy_acc'] for r in chosen(recs, m).values()]) or ''} |")
+    lines += ["", "![accuracy](accuracy.png)", "", "## Each objective against IRPO and against STaR (SFT on its own winners)", "",
+              "A difference in greedy test accuracy paired by seed, each arm at its validation-chosen iteration, with its 95% interval; "
+              "above or below when the interval excludes 0.", "",
+              "| objective | − irpo | against irpo | − sft_chosen | against sft_chosen |", "|---|---|---|---|---|"]
+    versus = {m: {o: difference(chosen(recs, m), chosen(recs, o)) for o in ("irpo", "sft_chosen")} for m in arms}
+    for m in arms:
+        cells = [f"{_pts(versus[m][o])} | {_side(versus[m][o])}" if o != m else "— | —" for o in ("irpo", "sft_chosen")]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "## What each objective does here", ""]
+    lines += [f"- {_sentence(recs, m, recipe.get(m, ''), versus[m])}" for m in arms]
+    lines += ["", "## Log-probs of the winners and losers, start and end of each training (nats, mean ± std over seeds)", "",
+              "| objective | training | chosen start → end | rejected start → end |", "|---|---|---|---|"]
+    for m in arms:
+        cols = {k: by_iteration(recs, m, k) for k in LOGP_KEYS}
+        for t in sorted(cols["chosen_logp_end"]):
+            lines.append(f"| {m} | M_{t - 1} → M_{t} | {_nats(cols['chosen_logp_start'].get(t))} → {_nats(cols['chosen_logp_end'].get(t))} | "
+                         f"{_nats(cols['rejected_logp_start'].get(t))} → {_nats(cols['rejected_logp_end'].get(t))} |")
+    lines += ["", f"![log-probs per objective]({OBJECTIVES_FIGURE})", "", "Per-record numbers: reproduction.json; per job and iteration: summary.csv."]
+    unfinished = [j.name for j in sweep.unfinished] + sweep.missing
+    if unfinished:
+        lines += ["", f"Unfinished or not started jobs (their finished iterations are counted): {', '.join(unfinished)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _sentence(recs: list[dict], method: str, recipe: str, versus: dict[str, Interval | None]) -> str:
+    """One objective in one sentence, every number from the records."""
+    acc = stat([r["greedy_acc"] for r in chosen(recs, method).values()])
+    text = f"**{method}** ({recipe}): {acc or 'not measured'} at its validation-chosen iteration"
+    against = [f"{_side(i)} {o} ({_pts(i)})" for o, i in versus.items() if o != method]
+    if against:
+        text += "; " + " and ".join(against)
+    moves = []
+    for side, name in (("chosen", "winners'"), ("rejected", "losers'")):
+        d = paired([r[f"{side}_logp_end"] - r[f"{side}_logp_start"] for r in recs
+                    if r["method"] == method and r["iteration"] == 1 and None not in (r.get(f"{side}_logp_start"), r.get(f"{side}_logp_end"))])
+        if d is not None:
+            moves.append(f"its {name} log-prob {'rose' if d.mean > 0 else 'fell'} by {abs(d.mean):.3f} nats")
+    if moves:
+        text += "; over the training that made M_1 " + " and ".join(moves)
+    return text + "."
+
+
+def objectives_figure(recs: list[dict]):
+    """One panel per objective: its winners' and losers' log-probs at the start and end of
+    each training (mean ± std over seeds), on one shared scale."""
+    from matplotlib.figure import Figure
+
+    arms = [m for m in _arms(recs) if m != "zero_shot" and by_iteration(recs, m, "chosen_logp_end")]
+    cols = min(5, max(1, len(arms)))
+    rows = max(1, math.ceil(len(arms) / cols))
+    fig = Figure(figsize=(3 * cols, 2.8 * rows))
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+    for ax, m in zip(axes, arms):
+        _draw_logps(ax, recs, m, "C0")
+        ax.set_title(m, fontsize="medium")
+    for ax in axes[len(arms):]:
+        ax.set_visible(False)
+    fig.suptitle("Winners (solid) and losers (dashed): mean summed log-prob (nats) at the start and end of each training")
+    fig.tight_layout()
+    return fig

@@ -2,6 +2,7 @@
 (one seed, tiny sizes) and its report, checked against the jobs' own metrics files."""
 
 import json
+import re
 
 import pytest
 from omegaconf import OmegaConf
@@ -139,6 +140,31 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
     report([str(sweep), "--copy-to", str(tmp_path / "copy" / "sweep")])
     assert (tmp_path / "copy" / "sweep" / "REPRODUCTION.md").read_text() == text
     assert not list((tmp_path / "copy").rglob("*.safetensors")) and not list((tmp_path / "copy").rglob("generations.jsonl"))
+
+
+@pytest.mark.slow
+def test_reduced_objectives_sweep_and_its_report(tmp_path, cli):
+    """sweep=objectives on four of its arms (KTO trains on every sample, SimPO runs no reference
+    pass): OBJECTIVES.md names each arm's recipe, its difference from IRPO and from STaR, and a
+    sentence whose numbers are the records'."""
+    sweep = tmp_path / "sweep"
+    arms = "experiment=paper_mini/irpo,paper_mini/kto,paper_mini/simpo,paper_mini/sft_chosen"
+    proc = cli("-m", "sweep=objectives", arms, "seed=0,1", *[o for o in MINI if not o.startswith(("seed=", "iterations="))],
+               "iterations=1", f"hydra.sweep.dir={sweep}", timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    from irpo.reproduction import chosen, difference
+
+    text = (sweep / "OBJECTIVES.md").read_text()
+    records = json.loads((sweep / "reproduction.json").read_text())
+    assert not (sweep / "REPRODUCTION.md").exists() and (sweep / "objectives_logps.png").stat().st_size > 0
+    assert re.search(r"\| kto \| lr [0-9.e-]+, α 0, beta 0\.1 \|", text) and re.search(r"\| simpo \| lr [0-9.e-]+, α 0, beta 2, gamma 1 \|", text)
+    diff = difference(chosen(records, "kto"), chosen(records, "irpo"))
+    assert f"{100 * diff.mean:+.1f} points, 95% interval [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}], 2 seeds" in text
+    sentences = [line for line in text.splitlines() if line.startswith("- **")]
+    assert [s.split("**")[1] for s in sentences] == ["sft_chosen", "irpo", "kto", "simpo"]
+    assert all("log-prob" in s for s in sentences)
+    events = {d.name: [e.get("stage") for e in read_jsonl(d / "events.jsonl")] for d in sweep.iterdir() if (d / "events.jsonl").exists()}
+    assert not any("iter_0/reference" in e for e in events["simpo_seed0"]) and any("iter_0/reference" in e for e in events["kto_seed0"])
 
 
 def test_capacity_pairs_irpo_with_star_width_by_width():
