@@ -259,23 +259,20 @@ def write(sweep: Sweep) -> None:
     recs = records(sweep)
     write_json(sweep.root / "reproduction.json", recs)
     if compares_objectives(sweep):
-        with atomic_path(sweep.root / OBJECTIVES_FIGURE) as tmp:
-            objectives_figure(recs).savefig(tmp, dpi=110, format="png")
-        with atomic_path(sweep.root / "OBJECTIVES.md") as tmp:
-            tmp.write_text(objectives_markdown(sweep, recs))
-        return
-    if widths(recs):
-        with atomic_path(sweep.root / CAPACITY_FIGURE) as tmp:
-            capacity_figure(recs).savefig(tmp, dpi=110, format="png")
-        with atomic_path(sweep.root / "CAPACITY.md") as tmp:
-            tmp.write_text(capacity_markdown(sweep, recs))
-        return
-    for name, fig in zip(FIGURES, (logp_figure(recs, ("sft_chosen", "sft_gold", "irpo"), "Fig. 2 in miniature: winners and losers under SFT (own winners, gold CoT) and IRPO"),
-                                   logp_figure(recs, ("dpo", "irpo"), "Fig. 3 in miniature: winners and losers under DPO (alpha = 0) and IRPO (alpha = 1)"))):
+        files = {OBJECTIVES_FIGURE: objectives_figure(recs), "OBJECTIVES.md": objectives_markdown(sweep, recs)}
+    elif widths(recs):
+        files = {CAPACITY_FIGURE: capacity_figure(recs), "CAPACITY.md": capacity_markdown(sweep, recs)}
+    else:
+        files = dict(zip(FIGURES, (
+            logp_figure(recs, ("sft_chosen", "sft_gold", "irpo"), "Fig. 2 in miniature: winners and losers under SFT (own winners, gold CoT) and IRPO"),
+            logp_figure(recs, ("dpo", "irpo"), "Fig. 3 in miniature: winners and losers under DPO (alpha = 0) and IRPO (alpha = 1)"))))
+        files["REPRODUCTION.md"] = markdown(sweep, recs)
+    for name, content in files.items():
         with atomic_path(sweep.root / name) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    with atomic_path(sweep.root / "REPRODUCTION.md") as tmp:
-        tmp.write_text(markdown(sweep, recs))
+            if isinstance(content, str):
+                tmp.write_text(content)
+            else:
+                content.savefig(tmp, dpi=110, format="png")
 
 
 CAPACITY_FIGURE = "capacity.png"
@@ -412,13 +409,7 @@ def markdown(sweep: Sweep, recs: list[dict]) -> str:
             cells = [_pts(difference(chosen([r for r in recs if r["seed"] in ss], "irpo"), chosen([r for r in recs if r["seed"] in ss], m)))
                      for ss in sets]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "## Log-probs of the winners and losers, start and end of each training (nats, mean ± std over seeds)", "",
-              "| method | training | chosen start → end | rejected start → end |", "|---|---|---|---|"]
-    for m in methods:
-        cols = {k: by_iteration(recs, m, k) for k in LOGP_KEYS}
-        for t in sorted(cols["chosen_logp_end"]):
-            lines.append(f"| {m} | M_{t - 1} → M_{t} | {_nats(cols['chosen_logp_start'].get(t))} → {_nats(cols['chosen_logp_end'].get(t))} | "
-                         f"{_nats(cols['rejected_logp_start'].get(t))} → {_nats(cols['rejected_logp_end'].get(t))} |")
+    lines += _logp_table(recs, methods, "method")
     lines += ["", "![Fig. 2 in miniature](fig2_logps.png)", "", "![Fig. 3 in miniature](fig3_logps.png)", "",
               "## Samples of M_t: pairs and train pass@N per iteration (mean over seeds)", "",
               "| method | " + " | ".join(f"M_{t - 1} pairs / pass@N" for t in iterations if t >= 1) + " |", "|---" * len(iterations) + "|"]
@@ -441,6 +432,17 @@ def markdown(sweep: Sweep, recs: list[dict]) -> str:
     if unfinished:
         lines += ["", f"Unfinished or not started jobs (their finished iterations are counted): {', '.join(unfinished)}"]
     return "\n".join(lines) + "\n"
+
+
+def _logp_table(recs: list[dict], methods: list[str], label: str) -> list[str]:
+    lines = ["", "## Log-probs of the winners and losers, start and end of each training (nats, mean ± std over seeds)", "",
+             f"| {label} | training | chosen start → end | rejected start → end |", "|---|---|---|---|"]
+    for m in methods:
+        cols = {k: by_iteration(recs, m, k) for k in LOGP_KEYS}
+        for t in sorted(cols["chosen_logp_end"]):
+            lines.append(f"| {m} | M_{t - 1} → M_{t} | {_nats(cols['chosen_logp_start'].get(t))} → {_nats(cols['chosen_logp_end'].get(t))} | "
+                         f"{_nats(cols['rejected_logp_start'].get(t))} → {_nats(cols['rejected_logp_end'].get(t))} |")
+    return lines
 
 
 def _word(reproduced: bool | None) -> str:
@@ -540,13 +542,7 @@ def objectives_markdown(sweep: Sweep, recs: list[dict]) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "## What each objective does here", ""]
     lines += [f"- {_sentence(recs, m, recipe.get(m, ''), versus[m])}" for m in arms]
-    lines += ["", "## Log-probs of the winners and losers, start and end of each training (nats, mean ± std over seeds)", "",
-              "| objective | training | chosen start → end | rejected start → end |", "|---|---|---|---|"]
-    for m in arms:
-        cols = {k: by_iteration(recs, m, k) for k in LOGP_KEYS}
-        for t in sorted(cols["chosen_logp_end"]):
-            lines.append(f"| {m} | M_{t - 1} → M_{t} | {_nats(cols['chosen_logp_start'].get(t))} → {_nats(cols['chosen_logp_end'].get(t))} | "
-                         f"{_nats(cols['rejected_logp_start'].get(t))} → {_nats(cols['rejected_logp_end'].get(t))} |")
+    lines += _logp_table(recs, arms, "objective")
     lines += ["", f"![log-probs per objective]({OBJECTIVES_FIGURE})", "", "Per-record numbers: reproduction.json; per job and iteration: summary.csv."]
     unfinished = [j.name for j in sweep.unfinished] + sweep.missing
     if unfinished:
