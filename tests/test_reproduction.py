@@ -181,16 +181,16 @@ def test_capacity_pairs_irpo_with_star_width_by_width():
     assert not widths([{**r, "hidden": 128} for r in recs])
 
 
-@pytest.mark.parametrize("report", ["REPRODUCTION.md", "capacity/CAPACITY.md"])
+@pytest.mark.parametrize("report", ["paper_mini/REPRODUCTION.md", "paper_mini/capacity/CAPACITY.md", "objectives/OBJECTIVES.md"])
 def test_the_committed_reports_regenerate_from_their_own_files(tmp_path, report):
-    """docs/paper_mini/ keeps each sweep's record (python -m irpo.report --copy-to); the report
+    """docs/ keeps each sweep's record (python -m irpo.report --copy-to); the report
     written from a copy of it is the committed one, byte for byte."""
     from pathlib import Path
 
     from irpo import reproduction
     from irpo.results import copy_records, load
 
-    committed = Path(__file__).resolve().parents[1] / "docs" / "paper_mini" / report
+    committed = Path(__file__).resolve().parents[1] / "docs" / report
     copy = tmp_path / committed.parent.name
     copy_records(committed.parent, copy)
     sweep = load(copy)
