@@ -20,13 +20,14 @@ typed here except the paper's own, quoted from its Table 1.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
 from irpo.artifacts import atomic_path, read_jsonl, write_json
-from irpo.results import Sweep
+from irpo.results import Sweep, comparable
 
 # Table 1 of the paper (GSM8K, Llama-2-70b-chat), greedy accuracy in %, by method and by the
 # iteration that produced the row (0 = the untrained model); maj@32 where the table gives it.
@@ -56,7 +57,7 @@ def records(sweep: Sweep) -> list[dict]:
         rows = {r["iteration"]: r for r in job.rows}
         for t, row in sorted(rows.items()):
             rec = {"method": cfg.method.name, "seed": int(cfg.seed), "iteration": t, "greedy_acc": row.get("test_accuracy"),
-                   "maj_acc": row.get(maj) if maj else None, "hidden": _hidden(job)}
+                   "maj_acc": row.get(maj) if maj else None, "hidden": _hidden(job), "m0": _m0(job)}
             before = rows.get(t - 1, {})
             if t >= 1:
                 rec |= {k: before.get(k) for k in LOGP_KEYS}
@@ -64,6 +65,13 @@ def records(sweep: Sweep) -> list[dict]:
                                                           ("val_accuracy", "val_accuracy_selected"), ("selected_step", "selected_step"))}
             out.append(rec)
     return out
+
+
+def _m0(job) -> str:
+    """The job's M_0 as its config names it: a shipped one as ${irpo_asset:<name>}, whatever
+    checkout ran it, a directory by its path as given."""
+    path = job.overrides.get("model.path") or OmegaConf.to_container(job.config.model, resolve=False)["path"]
+    return comparable(f"model.path={path}").partition("=")[2]
 
 
 def _hidden(job) -> int | None:
@@ -238,9 +246,9 @@ def _arms(recs: list[dict]) -> list[str]:
     return [m for m in METHOD_ORDER if m in found] + sorted(found - set(METHOD_ORDER))
 
 
-def widths(recs: list[dict]) -> bool:
-    """Whether the sweep compares M_0s of several widths (a capacity sweep)."""
-    return len({r["hidden"] for r in recs}) > 1
+def compares_m0s(recs: list[dict]) -> bool:
+    """Whether the sweep starts from several M_0s (widths, or builds of one width): a capacity sweep."""
+    return len({r["m0"] for r in recs}) > 1
 
 
 def compares_objectives(sweep: Sweep) -> bool:
@@ -252,7 +260,7 @@ def outputs(sweep: Sweep) -> list[str]:
     """The files `write` makes for this sweep."""
     if compares_objectives(sweep):
         return ["reproduction.json", "OBJECTIVES.md", OBJECTIVES_FIGURE]
-    return ["reproduction.json", *(("CAPACITY.md", CAPACITY_FIGURE) if widths(records(sweep)) else ("REPRODUCTION.md", *FIGURES))]
+    return ["reproduction.json", *(("CAPACITY.md", CAPACITY_FIGURE) if compares_m0s(records(sweep)) else ("REPRODUCTION.md", *FIGURES))]
 
 
 def write(sweep: Sweep) -> None:
@@ -260,7 +268,7 @@ def write(sweep: Sweep) -> None:
     write_json(sweep.root / "reproduction.json", recs)
     if compares_objectives(sweep):
         files = {OBJECTIVES_FIGURE: objectives_figure(recs), "OBJECTIVES.md": objectives_markdown(sweep, recs)}
-    elif widths(recs):
+    elif compares_m0s(recs):
         files = {CAPACITY_FIGURE: capacity_figure(recs), "CAPACITY.md": capacity_markdown(sweep, recs)}
     else:
         files = dict(zip(FIGURES, (
@@ -279,27 +287,49 @@ CAPACITY_FIGURE = "capacity.png"
 OBJECTIVES_FIGURE = "objectives_logps.png"
 
 
-def capacity(recs: list[dict]) -> dict[int, Interval | None]:
-    """Per M_0 width: IRPO minus SFT on its own winners, each at its validation-chosen
-    iteration, paired by seed."""
-    return {h: difference(chosen([r for r in recs if r["hidden"] == h], "irpo"), chosen([r for r in recs if r["hidden"] == h], "sft_chosen"))
-            for h in sorted({r["hidden"] for r in recs if r["hidden"] is not None})}
+def capacity(recs: list[dict]) -> dict[str, Interval | None]:
+    """Per M_0 (by width, then name): IRPO minus SFT on its own winners, each at its
+    validation-chosen iteration, paired by seed."""
+    return {m0: difference(chosen(_from(recs, m0), "irpo"), chosen(_from(recs, m0), "sft_chosen")) for m0 in _m0s(recs)}
+
+
+def _from(recs: list[dict], m0: str) -> list[dict]:
+    return [r for r in recs if r["m0"] == m0]
+
+
+def _m0s(recs: list[dict]) -> list[str]:
+    width = {r["m0"]: r["hidden"] or 0 for r in recs}
+    return sorted(width, key=lambda m0: (width[m0], m0))
+
+
+def _m0_label(m0: str) -> str:
+    shipped = re.fullmatch(r"\$\{irpo_asset:(\w+)\}", m0)
+    return f"{shipped[1]} (shipped)" if shipped else m0
 
 
 def capacity_markdown(sweep: Sweep, recs: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in recs})
+    found = capacity(recs)
+    width = {m0: _from(recs, m0)[0]["hidden"] for m0 in found}
+    start = {m0: statistics.mean(r["greedy_acc"] for r in _from(recs, m0) if r["iteration"] == 0) for m0 in found}
     lines = ["# The miniature's capacity axis", "", *_provenance(sweep, seeds), "",
-             "## IRPO minus SFT on its own winners (STaR), by the width of M_0", "",
+             "## IRPO minus SFT on its own winners (STaR), by M_0", "",
              "Greedy test accuracy, each arm at the iteration its validation accuracy picks; a 95% interval over seeds paired by seed.", "",
-             "| M_0 width | M_0 | irpo | sft_chosen | irpo − sft_chosen | IRPO above STaR |", "|---|---|---|---|---|---|"]
-    for h, diff in capacity(recs).items():
-        at = [r for r in recs if r["hidden"] == h]
-        m0 = stat([r["greedy_acc"] for r in at if r["iteration"] == 0])
-        arms = [stat([r["greedy_acc"] for r in chosen(at, m).values()]) for m in ("irpo", "sft_chosen")]
-        lines.append(f"| {h} | {m0 or ''} | {arms[0] or ''} | {arms[1] or ''} | {_pts(diff)} | {_word(diff.verdict if diff else None)} |")
-    m0 = {h: statistics.mean(r["greedy_acc"] for r in recs if r["hidden"] == h and r["iteration"] == 0) for h in capacity(recs)}
-    if list(m0.values()) != sorted(m0.values()):
-        lines += ["", "M_0's own accuracy does not rise with its width (" + ", ".join(f"{h}: {100 * a:.1f}" for h, a in m0.items())
+             "| M_0 | width | M_0 accuracy | irpo | sft_chosen | irpo − sft_chosen | IRPO above STaR |", "|---|---|---|---|---|---|---|"]
+    for m0, diff in found.items():
+        arms = [stat([r["greedy_acc"] for r in chosen(_from(recs, m0), m).values()]) for m in ("irpo", "sft_chosen")]
+        lines.append(f"| `{_m0_label(m0)}` | {width[m0]} | {100 * start[m0]:.1f} | {arms[0] or ''} | {arms[1] or ''} | {_pts(diff)} | "
+                     f"{_word(diff.verdict if diff else None)} |")
+    for h in sorted({w for w in width.values() if w is not None}):
+        builds = [m0 for m0 in found if width[m0] == h]
+        if len(builds) > 1:
+            sides = [_side(found[m0]) for m0 in builds]
+            lines += ["", f"Width {h}, {len(builds)} builds of M_0 by one recipe: IRPO is "
+                      + "; ".join(f"{side} STaR from `{_m0_label(m0)}` (M_0 {100 * start[m0]:.1f}; {_pts(found[m0])})" for side, m0 in zip(sides, builds))
+                      + (". The build does not change where IRPO lies." if len(set(sides)) == 1 else ". Where IRPO lies against STaR depends on the build of M_0.")]
+    by_width = {h: statistics.mean(start[m] for m in found if width[m] == h) for h in sorted({w for w in width.values() if w is not None})}
+    if list(by_width.values()) != sorted(by_width.values()):
+        lines += ["", "M_0's own accuracy does not rise with its width (" + ", ".join(f"{h}: {100 * a:.1f}" for h, a in by_width.items())
                   + "): one build recipe trained the widths unequally, so this axis mixes capacity with how well each M_0 was trained."]
     lines += ["", f"![capacity]({CAPACITY_FIGURE})", "", "Per-record numbers: reproduction.json."]
     return "\n".join(lines) + "\n"
@@ -310,11 +340,17 @@ def capacity_figure(recs: list[dict]):
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    points = [(h, d) for h, d in capacity(recs).items() if d is not None]
-    xs = [h for h, _ in points]
-    ax.errorbar(xs, [100 * d.mean for _, d in points], marker="o", capsize=4,
-                yerr=[[100 * (d.mean - d.low) if d.low is not None else 0 for _, d in points],
-                      [100 * (d.high - d.mean) if d.high is not None else 0 for _, d in points]])
+    seen: dict[int, int] = {}
+    for m0, d in capacity(recs).items():
+        h = _from(recs, m0)[0]["hidden"]
+        if d is None or h is None:
+            continue
+        k = seen[h] = seen.get(h, -1) + 1
+        ax.errorbar([h * 1.06 ** k], [100 * d.mean], marker="o", capsize=4, color=f"C{k}",
+                    yerr=[[100 * (d.mean - d.low) if d.low is not None else 0], [100 * (d.high - d.mean) if d.high is not None else 0]])
+        if k:
+            ax.annotate(_m0_label(m0), (h * 1.06 ** k, 100 * d.mean), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
+    xs = sorted(seen)
     ax.axhline(0, color="grey", linewidth=1)
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs)
@@ -488,12 +524,20 @@ def _provenance(sweep: Sweep, seeds: list[int]) -> list[str]:
     launches = [e for events in per_job for e in events if e.get("event") == "launch"]
     commits = sorted({e["commit"][:12] + (" (with uncommitted changes)" if e.get("dirty") else "") for e in launches if e.get("commit")})
     commands = list(dict.fromkeys("python -m irpo " + " ".join(e["argv"]) for e in sorted(launches, key=lambda e: e["time"]) if "argv" in e))
-    times = [e["time"] for events in per_job for e in events]
+    spans: dict[str, list[float]] = {}  # per command: the times of the events its launches led to
+    for events in per_job:
+        command = None
+        for e in events:
+            if e.get("event") == "launch" and "argv" in e:
+                command = "python -m irpo " + " ".join(e["argv"])
+            if command:
+                spans.setdefault(command, []).append(e["time"])
     out = ["Command" + ("s" if len(commands) > 1 else "") + ": " + ("; ".join(f"`{c}`" for c in commands) or "not recorded"), "",
            f"Commit: {', '.join(commits) or 'not recorded'}", "", f"Jobs: {len(sweep.jobs)}, seeds {', '.join(map(str, seeds))}"]
-    if times:
+    if spans:
         summed = sum(_busy(events) for events in per_job)
-        out[-1] += (f"; wall-clock from the first job's start to the last job's end: {(max(times) - min(times)) / 60:.1f} min; "
+        walls = ", ".join(f"{(max(spans[c]) - min(spans[c])) / 60:.1f}" for c in commands if c in spans)
+        out[-1] += (f"; wall-clock{' of each command' if len(spans) > 1 else ''} from its first job's start to its last job's end: {walls} min; "
                     f"the jobs' own times summed: {summed / 60:.1f} min, {summed / 60 / len(per_job):.1f} min per job")
     return out
 

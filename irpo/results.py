@@ -125,8 +125,8 @@ def load(path: str | os.PathLike) -> Sweep:
     if not dirs and not (root / "multirun.yaml").exists():
         raise UserError(f"{root} holds neither an irpo run (.hydra/) nor a sweep (multirun.yaml)")
     jobs = [read_job(d, d.name) for d in dirs]
-    started = {tuple(sorted(map(_comparable, _overrides_list(j.path)))) for j in jobs}
-    missing = [" ".join(o) for o in expected_jobs(root) if tuple(sorted(map(_comparable, o))) not in started]
+    started = {tuple(sorted(map(comparable, _overrides_list(j.path)))) for j in jobs}
+    missing = [" ".join(o) for o in expected_jobs(root) if tuple(sorted(map(comparable, o))) not in started]
     return Sweep(root, jobs, missing)
 
 
@@ -138,7 +138,7 @@ def read_job(path: Path, name: str) -> Job:
         trains = True
     last = int(cfg.iterations) if trains else 0
     rows = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
-    job = Job(name, path, dict(_split(_comparable(o)) for o in _overrides_list(path)), rows, last)
+    job = Job(name, path, dict(_split(comparable(o)) for o in _overrides_list(path)), rows, last)
     if not job.finished and (path / "events.jsonl").exists():
         starts = [e["stage"] for e in read_jsonl(path / "events.jsonl") if e.get("event") == "start"]
         job.stopped_in = starts[-1] if starts else None
@@ -149,7 +149,7 @@ def _overrides_list(path: Path) -> list[str]:
     return [str(o) for o in OmegaConf.load(path / ".hydra" / "overrides.yaml")]
 
 
-def _comparable(override: str) -> str:
+def comparable(override: str) -> str:
     """An override as the sweep file wrote it and as its job recorded it, made equal: Hydra
     records `${irpo_asset:mini_m0}` as the path it resolved to in that checkout, and its
     parser escapes the interpolation's braces; both become `key=${irpo_asset:mini_m0}`."""

@@ -167,18 +167,20 @@ def test_reduced_objectives_sweep_and_its_report(tmp_path, cli):
     assert not any("iter_0/reference" in e for e in events["simpo_seed0"]) and any("iter_0/reference" in e for e in events["kto_seed0"])
 
 
-def test_capacity_pairs_irpo_with_star_width_by_width():
-    from irpo.reproduction import capacity, widths
+def test_capacity_pairs_irpo_with_star_m0_by_m0():
+    """Each M_0 is its own row, ordered by width: two builds of one width stay apart."""
+    from irpo.reproduction import capacity, compares_m0s
 
     recs = []
-    for hidden, gap in ((64, -0.02), (128, 0.0), (256, 0.05)):
+    for m0, hidden, gap in (("models/w256", 256, 0.05), ("${irpo_asset:mini_m0}", 128, 0.0), ("models/w64", 64, -0.02), ("models/b1", 128, 0.03)):
         for seed, noise in ((0, 0.0), (1, 0.01), (2, -0.01)):
-            recs += [{**_rec("irpo", seed, 1, 0.4 + gap + noise), "hidden": hidden}, {**_rec("sft_chosen", seed, 1, 0.4), "hidden": hidden}]
+            recs += [{**_rec("irpo", seed, 1, 0.4 + gap + noise), "hidden": hidden, "m0": m0},
+                     {**_rec("sft_chosen", seed, 1, 0.4), "hidden": hidden, "m0": m0}]
     found = capacity(recs)
-    assert list(found) == [64, 128, 256] and widths(recs)
-    assert [round(found[h].mean, 6) for h in found] == [-0.02, 0.0, 0.05]
-    assert [found[h].verdict for h in found] == [False, False, True]
-    assert not widths([{**r, "hidden": 128} for r in recs])
+    assert list(found) == ["models/w64", "${irpo_asset:mini_m0}", "models/b1", "models/w256"] and compares_m0s(recs)
+    assert [round(d.mean, 6) for d in found.values()] == [-0.02, 0.0, 0.03, 0.05]
+    assert [d.verdict for d in found.values()] == [False, False, True, True]
+    assert not compares_m0s([{**r, "m0": "models/w64"} for r in recs])
 
 
 @pytest.mark.parametrize("report", ["paper_mini/REPRODUCTION.md", "paper_mini/capacity/CAPACITY.md", "objectives/OBJECTIVES.md"])
