@@ -55,9 +55,10 @@ def records(sweep: Sweep) -> list[dict]:
         cfg = job.config
         maj = f"maj@{cfg.eval.maj_k}" if cfg.eval.maj_k else None
         rows = {r["iteration"]: r for r in job.rows}
+        start = {"hidden": _hidden(job), "m0": _m0(job)}
         for t, row in sorted(rows.items()):
             rec = {"method": cfg.method.name, "seed": int(cfg.seed), "iteration": t, "greedy_acc": row.get("test_accuracy"),
-                   "maj_acc": row.get(maj) if maj else None, "hidden": _hidden(job), "m0": _m0(job)}
+                   "maj_acc": row.get(maj) if maj else None, **start}
             before = rows.get(t - 1, {})
             if t >= 1:
                 rec |= {k: before.get(k) for k in LOGP_KEYS}
@@ -70,7 +71,7 @@ def records(sweep: Sweep) -> list[dict]:
 def _m0(job) -> str:
     """The job's M_0 as its config names it: a shipped one as ${irpo_asset:<name>}, whatever
     checkout ran it, a directory by its path as given."""
-    path = job.overrides.get("model.path") or OmegaConf.to_container(job.config.model, resolve=False)["path"]
+    path = OmegaConf.to_container(job.config.model, resolve=False)["path"]  # an override's value, as the job ran it
     return comparable(f"model.path={path}").partition("=")[2]
 
 
@@ -211,9 +212,7 @@ def verdicts(recs: list[dict]) -> list[dict]:
         claim(paper.get(other, f"IRPO above {other}") + ", each at its validation-chosen iteration", [diff], f"irpo − {other} {_pts(diff)}")
 
     def moved(method: str, side: str, sign: float = 1.0) -> dict[int, float]:
-        """Per seed, how far the training that made M_1 moved its pairs' `side` log-prob."""
-        keys = f"{side}_logp_start", f"{side}_logp_end"
-        return {s: sign * (r[keys[1]] - r[keys[0]]) for s, r in at(method, 1).items() if None not in (r.get(keys[0]), r.get(keys[1]))}
+        return _moved(recs, method, side, sign)
 
     nats = dict(scale=1.0, unit=" nats")
     dc, ic = paired(list(moved("dpo", "chosen", -1).values())), paired(list(moved("irpo", "chosen").values()))
@@ -233,6 +232,13 @@ def verdicts(recs: list[dict]) -> list[dict]:
         claim("Fig. 2: DPO + NLL raises the chosen log-probs and lowers the rejected ones", [ic, ir],
               f"irpo: chosen rise {_pts(ic, **nats)}; rejected fall {_pts(ir, **nats)}")
     return out
+
+
+def _moved(recs: list[dict], method: str, side: str, sign: float = 1.0) -> dict[int, float]:
+    """Per seed, how far the training that made M_1 moved its pairs' `side` log-prob."""
+    keys = f"{side}_logp_start", f"{side}_logp_end"
+    return {r["seed"]: sign * (r[keys[1]] - r[keys[0]]) for r in recs
+            if r["method"] == method and r["iteration"] == 1 and None not in (r.get(keys[0]), r.get(keys[1]))}
 
 
 def seed_sets(recs: list[dict], size: int = 6) -> list[list[int]]:
@@ -320,14 +326,15 @@ def capacity_markdown(sweep: Sweep, recs: list[dict]) -> str:
         arms = [stat([r["greedy_acc"] for r in chosen(_from(recs, m0), m).values()]) for m in ("irpo", "sft_chosen")]
         lines.append(f"| `{_m0_label(m0)}` | {width[m0]} | {100 * start[m0]:.1f} | {arms[0] or ''} | {arms[1] or ''} | {_pts(diff)} | "
                      f"{_word(diff.verdict if diff else None)} |")
-    for h in sorted({w for w in width.values() if w is not None}):
+    widths = sorted({w for w in width.values() if w is not None})
+    for h in widths:
         builds = [m0 for m0 in found if width[m0] == h]
         if len(builds) > 1:
             sides = [_side(found[m0]) for m0 in builds]
             lines += ["", f"Width {h}, {len(builds)} builds of M_0 by one recipe: IRPO is "
                       + "; ".join(f"{side} STaR from `{_m0_label(m0)}` (M_0 {100 * start[m0]:.1f}; {_pts(found[m0])})" for side, m0 in zip(sides, builds))
                       + (". The build does not change where IRPO lies." if len(set(sides)) == 1 else ". Where IRPO lies against STaR depends on the build of M_0.")]
-    by_width = {h: statistics.mean(start[m] for m in found if width[m] == h) for h in sorted({w for w in width.values() if w is not None})}
+    by_width = {h: statistics.mean(start[m] for m in found if width[m] == h) for h in widths}
     if list(by_width.values()) != sorted(by_width.values()):
         lines += ["", "M_0's own accuracy does not rise with its width (" + ", ".join(f"{h}: {100 * a:.1f}" for h, a in by_width.items())
                   + "): one build recipe trained the widths unequally, so this axis mixes capacity with how well each M_0 was trained."]
@@ -464,10 +471,12 @@ def markdown(sweep: Sweep, recs: list[dict]) -> str:
                 lines.append(f"| {m} | " + " | ".join(f"{val[t]} (steps {', '.join(map(str, steps[t]))})" if t in val else ""
                                                      for t in iterations if t >= 1) + " |")
     lines += ["", "Per-record numbers: reproduction.json; per job and iteration: summary.csv."]
+    return "\n".join(lines + _unfinished(sweep)) + "\n"
+
+
+def _unfinished(sweep: Sweep) -> list[str]:
     unfinished = [j.name for j in sweep.unfinished] + sweep.missing
-    if unfinished:
-        lines += ["", f"Unfinished or not started jobs (their finished iterations are counted): {', '.join(unfinished)}"]
-    return "\n".join(lines) + "\n"
+    return ["", f"Unfinished or not started jobs (their finished iterations are counted): {', '.join(unfinished)}"] if unfinished else []
 
 
 def _logp_table(recs: list[dict], methods: list[str], label: str) -> list[str]:
@@ -523,7 +532,6 @@ def _provenance(sweep: Sweep, seeds: list[int]) -> list[str]:
     per_job = [read_jsonl(job.path / "events.jsonl") for job in sweep.jobs if (job.path / "events.jsonl").exists()]
     launches = [e for events in per_job for e in events if e.get("event") == "launch"]
     commits = sorted({e["commit"][:12] + (" (with uncommitted changes)" if e.get("dirty") else "") for e in launches if e.get("commit")})
-    commands = list(dict.fromkeys("python -m irpo " + " ".join(e["argv"]) for e in sorted(launches, key=lambda e: e["time"]) if "argv" in e))
     spans: dict[str, list[float]] = {}  # per command: the times of the events its launches led to
     for events in per_job:
         command = None
@@ -532,11 +540,12 @@ def _provenance(sweep: Sweep, seeds: list[int]) -> list[str]:
                 command = "python -m irpo " + " ".join(e["argv"])
             if command:
                 spans.setdefault(command, []).append(e["time"])
+    commands = sorted(spans, key=lambda c: min(spans[c]))  # in the order they were first launched
     out = ["Command" + ("s" if len(commands) > 1 else "") + ": " + ("; ".join(f"`{c}`" for c in commands) or "not recorded"), "",
            f"Commit: {', '.join(commits) or 'not recorded'}", "", f"Jobs: {len(sweep.jobs)}, seeds {', '.join(map(str, seeds))}"]
     if spans:
         summed = sum(_busy(events) for events in per_job)
-        walls = ", ".join(f"{(max(spans[c]) - min(spans[c])) / 60:.1f}" for c in commands if c in spans)
+        walls = ", ".join(f"{(max(spans[c]) - min(spans[c])) / 60:.1f}" for c in commands)
         out[-1] += (f"; wall-clock{' of each command' if len(spans) > 1 else ''} from its first job's start to its last job's end: {walls} min; "
                     f"the jobs' own times summed: {summed / 60:.1f} min, {summed / 60 / len(per_job):.1f} min per job")
     return out
@@ -588,10 +597,7 @@ def objectives_markdown(sweep: Sweep, recs: list[dict]) -> str:
     lines += [f"- {_sentence(recs, m, recipe.get(m, ''), versus[m])}" for m in arms]
     lines += _logp_table(recs, arms, "objective")
     lines += ["", f"![log-probs per objective]({OBJECTIVES_FIGURE})", "", "Per-record numbers: reproduction.json; per job and iteration: summary.csv."]
-    unfinished = [j.name for j in sweep.unfinished] + sweep.missing
-    if unfinished:
-        lines += ["", f"Unfinished or not started jobs (their finished iterations are counted): {', '.join(unfinished)}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _unfinished(sweep)) + "\n"
 
 
 def _sentence(recs: list[dict], method: str, recipe: str, versus: dict[str, Interval | None]) -> str:
@@ -603,8 +609,7 @@ def _sentence(recs: list[dict], method: str, recipe: str, versus: dict[str, Inte
         text += "; " + " and ".join(against)
     moves = []
     for side, name in (("chosen", "winners'"), ("rejected", "losers'")):
-        d = paired([r[f"{side}_logp_end"] - r[f"{side}_logp_start"] for r in recs
-                    if r["method"] == method and r["iteration"] == 1 and None not in (r.get(f"{side}_logp_start"), r.get(f"{side}_logp_end"))])
+        d = paired(list(_moved(recs, method, side).values()))
         if d is not None:
             moves.append(f"its {name} log-prob {'rose' if d.mean > 0 else 'fell'} by {abs(d.mean):.3f} nats")
     if moves:
