@@ -163,14 +163,15 @@ class RunDir:
         for tmp in sorted(self.root.rglob(".tmp-*"), reverse=True):
             remove_tree(tmp)
 
-    def recorded_threads(self) -> int | None:
-        """The thread count the run's first launch computed with (threads.choose_threads)."""
-        return self.manifest().get("num_threads")
+    def recorded(self, key: str) -> Any:
+        """What the run's first launch chose for `key` and every later launch keeps: the
+        thread count (threads.choose_threads), the CPU precision (precision.choose_cpu_bf16)."""
+        return self.manifest().get(key)
 
-    def record_threads(self, n: int) -> None:
+    def record_once(self, key: str, value: Any) -> None:
         manifest = self.manifest()
-        if "num_threads" not in manifest:
-            write_json(self.manifest_path, manifest | {"num_threads": n})
+        if key not in manifest:
+            write_json(self.manifest_path, manifest | {key: value})
 
     def iter_dir(self, t: int) -> Path:
         return self.root / f"iter_{t}"

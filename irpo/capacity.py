@@ -111,8 +111,8 @@ def lengths(cfg: DictConfig) -> tuple[int, int, int]:
     return cfg.planner.prompt_tokens or prompt, min(most, cfg.planner.completion_tokens or completion), most
 
 
-def weight_bytes(cfg: DictConfig) -> int:
-    return 4 if cfg.model.dtype == "float32" else 2
+def weight_bytes(cfg: DictConfig, dtype: str | None = None) -> int:
+    return 4 if (dtype or cfg.model.dtype) == "float32" else 2
 
 
 def pair_tokens(cfg: DictConfig) -> int:
@@ -142,7 +142,7 @@ def training(cfg: DictConfig, arch: Arch, per_node: int, nodes: int) -> Training
 
 def generation(cfg: DictConfig, arch: Arch, budget: int) -> sizing.Generation:
     prompt, _, most = lengths(cfg)
-    return sizing.generation_memory(arch, weight_bytes(cfg), cfg.generator.get("tensor_parallel_size", 1), prompt + most, budget)
+    return sizing.generation_memory(arch, weight_bytes(cfg, cfg.generator.dtype), cfg.generator.get("tensor_parallel_size", 1), prompt + most, budget)
 
 
 def changes_that_fit(cfg: DictConfig, arch: Arch, t: Training, usable: int, gpus: bool = True) -> list[str]:

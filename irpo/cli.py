@@ -38,7 +38,7 @@ def sweeps_dir() -> Path:
 
 def register_all() -> None:
     """Config schemas, the named sweeps, the `${irpo_asset:name}` resolver (files shipped
-    in the package) and the resolver that keeps the ranks of one launch in one run directory. The sweeps live outside conf/ (a top-level folder of their own), so
+    in the package), `${package_file:package,name}` (a file inside another installed package) and the resolver that keeps the ranks of one launch in one run directory. The sweeps live outside conf/ (a top-level folder of their own), so
     they join the config as the group `sweep` through the ConfigStore rather than through a
     second search path, which would only see them at its root."""
     from hydra.core.config_store import ConfigStore
@@ -50,6 +50,7 @@ def register_all() -> None:
     for path in sorted(sweeps_dir().glob("*.yaml")):
         store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
     OmegaConf.register_new_resolver("irpo_asset", _asset, replace=True)
+    OmegaConf.register_new_resolver("package_file", _package_file, replace=True)
     OmegaConf.register_new_resolver("irpo_choices", choices_help, replace=True)
     OmegaConf.register_new_resolver("irpo_suffix", lambda name: f"_{name}" if name else "", replace=True)
     # The ranks of one launch share one run directory (irpo.distributed).
@@ -60,6 +61,12 @@ def _asset(name: str) -> str:
     from irpo.models.load import ASSETS
 
     return ASSETS[name]()
+
+
+def _package_file(package: str, name: str = "") -> str:
+    from irpo.models.gguf import package_file
+
+    return package_file(package, name)
 
 
 def _run_name() -> str:

@@ -50,10 +50,17 @@ class ArchConfig:
 @dataclass
 class ModelConfig:
     path: str = MISSING  # a checkpoint directory or a hub id
+    # A GGUF file in model.path's directory (as transformers' `gguf_file`): M_0, its tokenizer
+    # and chat template come from it, converted once into <run dir>/m0/ (irpo/models/gguf.py).
+    gguf_file: Optional[str] = None
     # What the checkpoint, the generators and the reference files are read in; a trainer with
     # mixed precision trains float32 master weights whatever this says (irpo/precision.py).
     dtype: str = "float32"
     save_dtype: Optional[str] = None  # M_{t+1}'s weights on disk; None: model.dtype
+    # On a CPU trainer: "auto" computes in bfloat16 where the CPU has bf16 units (AMX-BF16 or
+    # AVX512-BF16): generation in bf16, training bf16-mixed over float32 master weights; float32
+    # elsewhere. The choice is made at a run's first launch and kept (irpo/precision.py).
+    cpu_bf16: str = "off"
     lr: float = 1e-6
     max_length: int = 1024  # prompt + completion tokens; longer pairs are dropped, not cut
     chat_template: bool = True  # render prompts through the tokenizer's template when it has one
@@ -210,6 +217,7 @@ _CHOICES = {
     "trainer.reference": ("precomputed", "live"),
     "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"),
     "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.cpu_bf16": ("off", "auto"),
     "trainer.strategy": ("auto", "ddp", "fsdp", "deepspeed_zero3"),
     "logger.wandb.mode": ("offline", "online", "disabled"),
     "resume": ("auto", "overwrite"),

@@ -7,6 +7,8 @@ in place. So:
 
 - a packaged asset (`${irpo_asset:tiny_m0}`) is recorded by its name and content hash,
   whatever directory the package was installed in;
+- a GGUF file (`model.gguf_file`) by its name and content hash alone: a file shipped in a
+  wheel (`${package_file:...}`) lies in another site-packages in every environment;
 - a local file or directory by its path as given and a content fingerprint;
 - a hub id as it is (the hub names one thing).
 
@@ -36,7 +38,11 @@ def describe_files(flat: dict[str, Any]) -> dict[str, Any]:
 
     out = dict(flat)
     model = flat.get("model.path")
-    if model is not None:
+    if flat.get("model.gguf_file") is not None:
+        # by content alone: a package's file lies in a different site-packages in every environment
+        gguf = Path(model).expanduser() / flat["model.gguf_file"]
+        out["model.path"] = {"gguf_file": gguf.name, "sha256": fingerprint(gguf) if gguf.is_file() else None}
+    elif model is not None:
         asset = next((name for name, where in ASSETS.items() if _same_path(model, where())), None)
         if asset is not None:
             out["model.path"] = {"asset": asset, "sha256": fingerprint(Path(model))}

@@ -37,6 +37,7 @@ from irpo.logging import RunLogger
 from irpo.pairs import PairRule
 from irpo.models.load import load_tokenizer
 from irpo.plan_report import print_plan
+from irpo.precision import apply_cpu_bf16, choose_cpu_bf16
 from irpo.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 # refused on resume (resume=overwrite redoes the stage and what follows). From t = 1 on, a
 # stage also depends on what made M_t (MADE_M_T), and checkpoints and data are recorded by
 # content (irpo/fingerprints.py), so a moved checkout or run directory still resumes.
-READS_MODEL = ("task.", "model.path", "model.dtype", "model.trust_remote_code", "model.chat_template", "model.chat_template_kwargs.")
+READS_MODEL = ("task.", "model.path", "model.gguf_file", "model.dtype", "model.trust_remote_code", "model.chat_template", "model.chat_template_kwargs.")
 DECODES = ("generator._target_", "generator.top_p", "generator.max_new_tokens", "generator.dtype", "generator.trust_remote_code",
            "generator.tensor_parallel_size", "generator.max_model_len", "generator.enforce_eager")
 TRAINS = ("method.", "model.max_length", "model.lr", "model.lora.", "model.save_dtype", "alpha", "beta",
@@ -117,6 +118,11 @@ def run_loop(cfg: DictConfig) -> float | None:
     validate(cfg)
     quiet_libraries()
     task: Task = instantiate(cfg.task)
+    # Made before the plan, so that it sizes the run as it will compute; a run directory's
+    # first launch made it for every later one (read here, recorded once the launch owns it).
+    recorded = None if cfg.dry_run or cfg.plan else RunDir(HydraConfig.get().runtime.output_dir).recorded("cpu_bf16")
+    cpu_bf16 = choose_cpu_bf16(cfg.model.cpu_bf16, cfg.trainer.accelerator, recorded)
+    apply_cpu_bf16(cfg, cpu_bf16)
     if cfg.dry_run or cfg.plan:
         print_plan(cfg, task)
         return None
@@ -139,14 +145,18 @@ def run_loop(cfg: DictConfig) -> float | None:
     stages = Stages(run_dir, partial(stage_config, cfg), methods.upgrade_recorded)
     on_rank_zero(stages.check, overwrite=cfg.resume == "overwrite")
     on_rank_zero(own_run_directory, run_dir, cfg)
-    num_threads, threads_from = threads.choose_threads(cfg.num_threads, on_rank_zero(run_dir.recorded_threads))
+    num_threads, threads_from = threads.choose_threads(cfg.num_threads, on_rank_zero(run_dir.recorded, "num_threads"))
     torch.set_num_threads(num_threads)
-    on_rank_zero(run_dir.record_threads, num_threads)
+    on_rank_zero(run_dir.record_once, "num_threads", num_threads)
+    if cpu_bf16 is not None:
+        on_rank_zero(run_dir.record_once, "cpu_bf16", cpu_bf16)
     arch = resolve_arch(cfg.model)  # the model's shape, for reports that compare runs by it
     on_rank_zero(run_dir.event, event="launch", argv=sys.argv[1:], threads=num_threads, threads_from=threads_from, omp_wait=threads.chosen_wait,
-                  allocator=allocator.chosen, arch=dataclasses.asdict(arch) if arch else None, **source_revision())
+                  allocator=allocator.chosen, arch=dataclasses.asdict(arch) if arch else None, cpu_bf16=cpu_bf16,
+                  precision=cfg.trainer.precision, generator_dtype=cfg.generator.dtype, **source_revision())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code, cfg.model.chat_template)
+    m0 = on_rank_zero(m0_dir, cfg.model, run_dir)
+    tokenizer = load_tokenizer(m0, cfg.model.trust_remote_code, cfg.model.chat_template)
     train, test = task.load("train"), task.load("test")
     train, val = validation_split(task, train, cfg.selection.val_size, cfg.selection.val_from, cfg.task.get("seed") or 0)
 
@@ -160,7 +170,7 @@ def run_loop(cfg: DictConfig) -> float | None:
     sample = method.samples
     last = cfg.iterations if method.trains else 0
     logger = RunLogger(cfg, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test.examples, test.prompts)}})
-    model_dir = str(cfg.model.path)
+    model_dir = m0
     device = torch.device("cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     scorer = partial(reference_policy, cfg)  # a model to score pairs with: M_t whole, or its shard
     try:
@@ -234,6 +244,15 @@ def run_stage(stages: Stages, t: int, kind: str, fn) -> None:
 def partial_dir(stages: Stages, t: int, kind: str, name: str) -> Path:
     """Stages.partial_dir, made by rank 0, its path on every rank."""
     return on_rank_zero(stages.partial_dir, t, kind, name)
+
+
+def m0_dir(model: DictConfig, run_dir: RunDir) -> str:
+    """The checkpoint M_0 is read from: model.path, or the run's conversion of its GGUF file."""
+    if model.gguf_file is None:
+        return str(model.path)
+    from irpo.models import gguf
+
+    return str(gguf.materialize(gguf.source(model.path, model.gguf_file), run_dir.root / "m0", model.dtype))
 
 
 def remove_checkpoints(train_dir: Path) -> None:

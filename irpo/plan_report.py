@@ -181,7 +181,7 @@ def generation_lines(cfg: DictConfig, arch: Arch, where: capacity.Target, world:
         verdict += f", but fewer than N = {cfg.num_samples}: one prompt's samples wait for each other"
     return [f"== generation memory per {where.device}: {cfg.generator._target_.rsplit('.', 1)[-1]}, tensor_parallel_size {tp}, "
             f"{max(1, world // tp)} replica(s) ==",
-            f"weights     {capacity.gib(g.weights)} ({cfg.model.dtype} / tp {tp}) of the {capacity.gib(g.budget)} the engine may use",
+            f"weights     {capacity.gib(g.weights)} ({cfg.generator.dtype} / tp {tp}) of the {capacity.gib(g.budget)} the engine may use",
             f"KV cache    {g.kv_per_token / 1024:.0f} KiB per token per {where.device}: room for {g.sequences} sequences of "
             f"{prompt} + {most} tokens (N = {cfg.num_samples} per prompt): {verdict}"]
 

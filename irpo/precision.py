@@ -62,3 +62,54 @@ def half_ulp(value: float, dtype: str = "bfloat16") -> float:
 
     mantissa = {"bfloat16": 7, "float16": 10, "float32": 23}[dtype]
     return 2.0 ** (math.floor(math.log2(abs(value))) - mantissa) / 2 if value else 0.0
+
+
+# CPU flags (as /proc/cpuinfo names them) of units that run bfloat16 matmuls natively. Without
+# them a bf16 matmul is emulated in float32 and runs no faster (bench/NOTES.md has both cases).
+BF16_UNITS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them. IRPO_CPU_FLAGS (space-separated)
+    stands in for them: a machine whose hypervisor hides flags the CPU has, and tests that
+    fake a CPU with or without bf16 units."""
+    import os
+
+    given = os.environ.get("IRPO_CPU_FLAGS")
+    if given is not None:
+        return frozenset(given.split())
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:  # not Linux: no flags known, so no bf16 chosen
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+def choose_cpu_bf16(setting: str, accelerator: str, recorded: dict | None) -> dict | None:
+    """`model.cpu_bf16` resolved for this launch, as the manifest records it: None where it
+    does not apply (off, or a GPU trainer). A run keeps its first launch's choice: a resume on a
+    CPU that lacks the units a bf16 run was started with is refused, since continuing in
+    float32 would change what every later stage computes."""
+    from irpo.errors import UserError
+
+    if setting == "off" or accelerator != "cpu":
+        return None
+    units = sorted(cpu_flags().intersection(BF16_UNITS))
+    if recorded is not None:
+        if recorded["bf16"] and not units:
+            raise UserError(f"this run computes in bfloat16 (chosen at its first launch, on a CPU with {', '.join(recorded['units'])}), "
+                            f"and this CPU has no bf16 units ({' or '.join(BF16_UNITS)}): resume it on such a CPU, or start a new run")
+        return recorded
+    return {"bf16": bool(units), "units": units}
+
+
+def apply_cpu_bf16(cfg, choice: dict | None) -> None:
+    """The config as the choice makes it: bf16 generation, and bf16-mixed training over
+    float32 master weights where the trainer said 32-true (reference and log-prob passes
+    follow the trainer's precision)."""
+    if choice is None or not choice["bf16"]:
+        return
+    cfg.generator.dtype = "bfloat16"
+    if cfg.trainer.precision == "32-true":
+        cfg.trainer.precision = "bf16-mixed"
