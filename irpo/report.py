@@ -47,7 +47,7 @@ def write_report(path: str | os.PathLike) -> Sweep:
     """summary.csv, summary.json and the figures, into the run or sweep directory."""
     sweep = load(path)
     rows = sweep.table()
-    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["job", *sweep.swept]
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["job", *sweep.columns]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
@@ -182,7 +182,8 @@ def logps_figure(sweep: Sweep, window: int = 5):
 
 def describe(sweep: Sweep) -> str:
     """What the report found, for the terminal."""
-    lines = [f"irpo report: {sweep.root}: {len(sweep.jobs)} job(s), swept: {', '.join(sweep.swept) or 'nothing'}"]
+    keys = f"swept: {', '.join(sweep.swept) or 'nothing'}" if len(sweep.jobs) > 1 else f"overrides: {', '.join(sweep.overridden) or 'none'}"
+    lines = [f"irpo report: {sweep.root}: {len(sweep.jobs)} job(s), {keys}"]
     for label, points in sweep.aggregate("test_accuracy").items():
         accs = " ".join(f"{m:.3f}" + (f"±{s:.3f}" if n > 1 else "") for _, m, s, n in points)
         lines.append(f"  {label}: test accuracy by iteration {accs}")

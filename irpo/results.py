@@ -59,18 +59,26 @@ class Sweep:
     missing: list[str] = field(default_factory=list)  # overrides of jobs never started
 
     @property
+    def overridden(self) -> list[str]:
+        """The keys the jobs' command lines set (a sweep's axes among them)."""
+        return list(dict.fromkeys(k for job in self.jobs for k in job.overrides if not k.startswith(_NOT_COMPARED)))
+
+    @property
     def swept(self) -> list[str]:
-        """The override keys whose values differ between jobs (all of a lone run's)."""
-        keys = list(dict.fromkeys(k for job in self.jobs for k in job.overrides if not k.startswith(_NOT_COMPARED)))
-        if len(self.jobs) == 1:
-            return keys
-        return [k for k in keys if len({job.overrides.get(k) for job in self.jobs}) > 1]
+        """The override keys whose values differ between jobs: a multirun's axes (none for a
+        lone run, whose overrides are only overrides)."""
+        return [k for k in self.overridden if len({job.overrides.get(k) for job in self.jobs}) > 1]
+
+    @property
+    def columns(self) -> list[str]:
+        """The keys a summary row names its job by: the swept ones, or a lone run's overrides."""
+        return self.swept if len(self.jobs) > 1 else self.overridden
 
     @property
     def compared(self) -> list[str]:
         """The swept keys that tell configurations apart: all but the seed, which repeats one;
         none for a lone run."""
-        return [k for k in self.swept if k != "seed"] if len(self.jobs) > 1 else []
+        return [k for k in self.swept if k != "seed"]
 
     def label(self, job: Job) -> str:
         return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in self.compared) or self.root.name
@@ -89,7 +97,7 @@ class Sweep:
     def table(self) -> list[dict]:
         """One row per job x iteration: job, swept values, then every per-iteration metric."""
         return [
-            {"job": job.name, **{k: job.overrides.get(k) for k in self.swept}, **row}
+            {"job": job.name, **{k: job.overrides.get(k) for k in self.columns}, **row}
             for job in self.jobs for row in job.rows
         ]
 

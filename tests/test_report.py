@@ -262,3 +262,15 @@ def test_under_srun_only_rank_zero_writes_the_report(tmp_path, monkeypatch, caps
     monkeypatch.setenv("SLURM_PROCID", "0")
     report_at_end(tmp_path / "run")  # rank 0 tries (and, with no run there, says so)
     assert "the report failed" in capsys.readouterr().err
+
+
+def test_a_lone_runs_overrides_are_not_called_swept(tmp_path):
+    """A single run's command-line values are overrides; "swept" names a multirun's axes only."""
+    from irpo.report import describe
+
+    make_job(tmp_path, "run", ["task=gsm8k", "num_samples=4"], [0.1, 0.2])
+    sweep = load(tmp_path / "run")
+    assert sweep.swept == [] and sweep.overridden == ["task", "num_samples"] == sweep.columns
+    first = describe(sweep).splitlines()[0]
+    assert first.endswith("1 job(s), overrides: task, num_samples") and "swept" not in first
+    assert {"task", "num_samples"} <= set(sweep.table()[0])
