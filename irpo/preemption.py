@@ -112,6 +112,12 @@ def _restore(handlers: dict) -> None:
 def leave(stop: Interrupted) -> NoReturn:
     """Rank 0 requeues the job (SIGUSR1, SIGUSR2 under SLURM) and says in one line what was
     kept and how to go on; every rank exits 128 + the signal."""
+    # From here the process only exits. A launcher's SIGTERM to the ranks still leaving
+    # (torchrun's agent sends it once one rank has exited) would otherwise meet the default
+    # handler, to which Python resets its handlers as it finalizes (not an ignored signal),
+    # and the rank would report -15 instead of 128 + the signal.
+    for signum in STOPS:
+        signal.signal(signum, signal.SIG_IGN)
     if rank() == 0:
         job = slurm_job()
         if stop.signum in REQUEUES and job:
