@@ -14,7 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import irpo
 from conftest import ROOT
+from irpo import capacity, sizing
 from irpo.artifacts import read_jsonl
 from test_distributed import ENV as TORCHRUN_ENV
 from test_distributed import SMALL as TORCHRUN_SMALL
@@ -92,6 +94,11 @@ def test_sigterm_while_training_keeps_the_step_and_exits_143(tmp_path, reference
     assert interrupted(run) == {"stage": "iter_0/train", "event": "interrupted", "signal": "SIGTERM", "step": 2}
     assert torch.load(run / "iter_0/train/last.ckpt", weights_only=True)["global_step"] == 2  # the only checkpoint: every 100 steps
     assert "its checkpoint at step 2" in line and f"hydra.run.dir={run}" in line
+    # the size plan=true gives a checkpoint (irpo/sizing.py) is what one weighs
+    cfg = irpo.compose(SMALL)
+    arch = capacity.resolve_arch(cfg.model)
+    planned = sizing.checkpoint_bytes(arch, capacity.training(cfg, arch, 1, 1))
+    assert (run / "iter_0/train/last.ckpt").stat().st_size == pytest.approx(planned, rel=0.02)
     finish(run)
     assert_same_run(run, reference_run)
 
