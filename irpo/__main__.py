@@ -17,8 +17,10 @@ register_all()  # here, not in main(): a launcher that unpickles main (submitit)
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from irpo.loop import run  # loads no torch: a config error answers in ~1 s
+    from irpo.preemption import stop_on_signals
 
-    return exit_on_user_error(lambda: run(cfg), full_errors_requested())
+    with stop_on_signals():
+        return exit_on_user_error(lambda: run(cfg), full_errors_requested())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from irpo import preemption
 from irpo.failpoints import failpoint
 
 
@@ -101,11 +102,18 @@ def write_shards(shard_dir: Path, size: int, shard_size: int, make_rows: Callabl
     shard) and each shard written as it finishes, so that a process killed half-way through
     a long generation resumes at its last finished shard. This process makes the shards
     owned(n_shards) names that are not there yet (its replica's, irpo.distributed); returns
-    every shard's path, in order, for merge_shards."""
+    every shard's path, in order, for merge_shards. A stop signal ends the shards here, once
+    every rank is done with the shard it was making (irpo.preemption)."""
     paths = [shard_dir / f"shard_{s:05d}.jsonl" for s in range(math.ceil(size / shard_size))]
     for s in owned(len(paths)):
+        if preemption.noted():
+            break
         if not paths[s].exists():
+            failpoint(f"shard:{shard_dir.name}:{s}")
             write_jsonl(paths[s], make_rows(s * shard_size, min((s + 1) * shard_size, size), s))
+    signum, _ = preemption.agreed()
+    if signum:  # counted once every rank has left its loop: the shards on disk are all there are
+        raise preemption.Interrupted(signum, shards=sum(p.exists() for p in paths), of=len(paths))
     return paths
 
 
@@ -247,6 +255,10 @@ class Stages:
         info = {"seconds": round(seconds, 3)} | ({"tokens": tokens, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)} if tokens is not None else {})
         self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind), **info)
         self.run.event(stage=f"iter_{t}/{kind}", event="finish", **info)
+
+    def interrupted(self, t: int, kind: str, signal: str, **kept: int) -> None:
+        """A stop signal ended the stage; `kept`: what of it stays (irpo.preemption.Interrupted)."""
+        self.run.event(stage=f"iter_{t}/{kind}", event="interrupted", signal=signal, **kept)
 
     def reuse(self, t: int, kind: str) -> bool:
         """Copies stage `iter_<t>/<kind>` from a finished job of the same sweep (a sibling run

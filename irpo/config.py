@@ -98,6 +98,9 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = 1.0
     log_every_n_steps: int = 5
     checkpoint_every_n_steps: int = 50  # Lightning checkpoints in iter_<t>/train/ to resume from
+    # and one at the first step's end after this many seconds since the last (rank 0's clock
+    # decides for every rank); None: by steps only
+    checkpoint_every_seconds: Optional[float] = None
     keep_checkpoints: bool = False  # keep them once the iteration's M_{t+1} is saved and recorded (resuming no longer needs them)
     progress_bar: bool = True  # Lightning's training bar, drawn only where stderr is a terminal
     # precomputed: reference log-probs of M_t computed once before training (no second model
@@ -248,6 +251,8 @@ def validate(cfg: DictConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
+    if cfg.trainer.checkpoint_every_seconds is not None and cfg.trainer.checkpoint_every_seconds <= 0:
+        raise ConfigError(f"trainer.checkpoint_every_seconds must be > 0 or null, got {cfg.trainer.checkpoint_every_seconds}")
     for key, value in {"alpha": cfg.alpha, "beta": cfg.beta, "model.lr": cfg.model.lr}.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")

@@ -98,6 +98,14 @@ def restart_attempt() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
+def slurm_job() -> str | None:
+    """The SLURM job this process runs in, as `scontrol requeue` names it (an array's task
+    as <array job>_<task>), or None outside SLURM."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 def rank() -> int:
     if (dist := _group()) is not None:
         return dist.get_rank()

@@ -1,7 +1,10 @@
-"""Named points where a test can kill the process, to prove that a crash there loses nothing.
+"""Named points where a test can kill or signal the process, to prove that a crash or a stop
+there loses nothing.
 
-`IRPO_FAILPOINT=<name>` sends SIGKILL to this process when the code reaches the point
-`<name>` (no cleanup runs, as on a preempted node). Unset, a failpoint is one dict lookup.
+`IRPO_FAILPOINT=<name>` sends this process SIGKILL when the code reaches the point `<name>`
+(no cleanup runs, as on a preempted node), or the signal `IRPO_FAILPOINT_SIGNAL` names
+(`SIGTERM`, `SIGUSR1`, ...: a stop, irpo.preemption). Under a launcher every rank reaches
+the point, as srun signals every task. Unset, a failpoint is one dict lookup.
 """
 
 from __future__ import annotations
@@ -12,4 +15,4 @@ import signal
 
 def failpoint(name: str) -> None:
     if os.environ.get("IRPO_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, os.environ.get("IRPO_FAILPOINT_SIGNAL", "SIGKILL")))

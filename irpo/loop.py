@@ -42,7 +42,8 @@ from irpo.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split
-from irpo import allocator, methods, progress, threads
+from irpo import allocator, methods, preemption, progress, threads
+from irpo.failpoints import failpoint
 
 if TYPE_CHECKING:
     from irpo.data import DataSettings, IterationData
@@ -229,16 +230,25 @@ def run_stage(stages: Stages, t: int, kind: str, fn) -> None:
     """fn(), every rank, unless stage `iter_<t>/<kind>` is finished, or another job of the
     same sweep finished it under the same config values (then its files are copied); then
     it is recorded as finished, with its seconds and the token count fn returns. Rank 0
-    decides and records, so every rank skips or runs the stage alike."""
+    decides and records, so every rank skips or runs the stage alike. A stop signal noted
+    before the stage starts, or at a safe point inside it, ends it with its `interrupted`
+    event (irpo.preemption)."""
     if on_rank_zero(stages.done, t, kind):
         return
-    with progress.stage(f"iter {t} · {kind}", runs=True):
-        if on_rank_zero(stages.reuse, t, kind):
-            return
-        on_rank_zero(stages.start, t, kind)
-        start = time.perf_counter()
-        tokens = fn()
-        on_rank_zero(stages.finish, t, kind, time.perf_counter() - start, tokens)
+    try:
+        preemption.stop_if_signalled()
+        with progress.stage(f"iter {t} · {kind}", runs=True):
+            if on_rank_zero(stages.reuse, t, kind):
+                return
+            on_rank_zero(stages.start, t, kind)
+            failpoint(f"stage:iter_{t}/{kind}")
+            start = time.perf_counter()
+            tokens = fn()
+            on_rank_zero(stages.finish, t, kind, time.perf_counter() - start, tokens)
+    except preemption.Interrupted as stop:
+        stop.stage, stop.run_dir = f"iter_{t}/{kind}", str(stages.run.root)
+        on_rank_zero(stages.interrupted, t, kind, stop.signal_name, **stop.kept)
+        raise
 
 
 def partial_dir(stages: Stages, t: int, kind: str, name: str) -> Path:

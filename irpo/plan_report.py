@@ -154,6 +154,9 @@ def resource_lines(cfg: DictConfig, n_train: int, n_test: int) -> list[str]:
     if mem.host:
         lines.append(f"host        {capacity.gib(mem.host * t.gpus_per_node)} per node in CPU memory (offloaded)")
     lines.append(f"total       {capacity.gib(mem.total)} of {capacity.gib(where.usable)}: " + ("fits" if mem.total <= where.usable else "does NOT fit"))
+    every = f"every {tr.checkpoint_every_n_steps} steps" + (f" and {tr.checkpoint_every_seconds:g} s" if tr.checkpoint_every_seconds else "")
+    lines.append(f"checkpoint  {capacity.gib(sizing.checkpoint_bytes(arch, t))} a save in iter_<t>/train/ (weights and AdamW states"
+                 f"{f', over {t.world} ranks' if t.sharded else ''}), {every} and on a stop signal")
     if mem.total > where.usable:
         changes = capacity.changes_that_fit(cfg, arch, t, where.usable, gpus=where.device == "GPU")
         otherwise = "no single change: combine more nodes, cpu_offload and LoRA" if where.device == "GPU" else f"run on GPUs: {capacity.gpu_plan(cfg, arch)}"

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from irpo import preemption
 from irpo.batching import MicroBatching, collate, pair_tokens, split_to
 from irpo.distributed import gather, max_over_ranks, rank_slice
 from irpo.packed_attention import packed_inputs, use_packed_attention
@@ -40,6 +41,7 @@ def score_pairs(items: list[dict], dropped: int, load_model: Callable[[], torch.
     tokens = 0
     groups = batching.split(rank_slice(items))
     for group in split_to(groups, max_over_ranks(len(groups))):  # a sharded model's forward is a collective
+        preemption.stop_if_signalled()  # a pass is kept whole or not at all: a stop drops it
         batch = collate(group)
         tokens += pair_tokens(batch)
         batch = {k: v.to(device) for k, v in batch.items()}

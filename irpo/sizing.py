@@ -272,6 +272,19 @@ def training_memory(arch: Arch, t: Training) -> Memory:
     return Memory(weights, gradients, optimizer, gathered, activations, reference, 0)
 
 
+def checkpoint_bytes(arch: Arch, t: Training) -> int:
+    """Bytes of one resumable training checkpoint (iter_<t>/train/last.ckpt, all ranks' shards
+    together): the policy's weights as training holds them (a LoRA base in the model dtype)
+    and their AdamW states, no gradients; DeepSpeed's bf16 copy of each trained weight beside
+    its float32 master; a live reference's weights, held as training holds them."""
+    w, _, o = state_bytes(t.precision)
+    trained = t.lora or arch.params
+    frozen = arch.params * t.weight_bytes if t.lora else 0
+    zero3_copy = 2 * trained if t.strategy == "deepspeed_zero3" else 0
+    reference = arch.params * (t.weight_bytes if t.strategy == "deepspeed_zero3" else w) if t.live_reference and not t.lora else 0
+    return frozen + (w + o) * trained + zero3_copy + reference
+
+
 def rule(t: Training) -> str:
     """The memory model t's numbers come from, in words."""
     w, g, o = state_bytes(t.precision)

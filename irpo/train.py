@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import pickle
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -23,11 +25,13 @@ from irpo.batching import MicroBatching
 from irpo.data import IterationData
 from irpo.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
 from irpo.errors import UserError
+from irpo.failpoints import failpoint
 from irpo.methods import Method
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
 from irpo.module import PolicyTraining, PreferenceModule
 from irpo.precision import policy_dtype
+from irpo.preemption import Interrupted, agreed
 from irpo.selection import candidate_dir, candidate_steps
 from irpo.strategies import GATHERED, build_strategy, full_state_dict
 
@@ -108,6 +112,43 @@ class CandidateCheckpoints(Callback):
             self.save_step(trainer.global_step)
 
 
+class StopAtStep(Callback):
+    """At each optimizer step's end every rank agrees, in one all-reduce, whether a stop
+    signal reached any rank and whether `every_seconds` have passed on rank 0's clock since
+    the last checkpoint; either way the step is checkpointed to `last` (a collective save
+    under a sharded strategy), and a signal then ends training (irpo.preemption). Listed
+    after the candidates' callback, so that a step's candidate is saved before its checkpoint,
+    as ModelCheckpoint (which Lightning runs last) saves."""
+
+    def __init__(self, last: Path, every_seconds: float | None) -> None:
+        self.last, self.every = last, every_seconds
+        self.saved_at = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        failpoint(f"train-step:{trainer.global_step}")
+        signum, save = agreed(self.every is not None and time.monotonic() - self.saved_at >= self.every)
+        if save:
+            trainer.save_checkpoint(self.last)
+        if signum:
+            raise Interrupted(signum, step=trainer.global_step)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.saved_at = time.monotonic()  # any checkpoint, ModelCheckpoint's too, restarts the clock
+
+
+class LeaveSignalsAlone(_SignalConnector):
+    """Lightning's own signal handling, off (irpo.preemption handles every signal for the
+    whole loop): its SIGTERM handler runs a broadcast inside the handler, a collective that
+    can cross the one the main thread is in, and leaves without a checkpoint; under SLURM
+    its SIGUSR1 handler requeues the job on its own."""
+
+    def register_signal_handlers(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+
 def train_policy(cfg: DictConfig, method: Method, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list,
                  candidates_in: Path | None = None) -> dict[str, float]:
     """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
@@ -119,16 +160,17 @@ def train_policy(cfg: DictConfig, method: Method, data: IterationData, model_dir
     module = PreferenceModule(method, model_dir, policy_training(cfg), data.iteration)
     devices, num_nodes = processes(t)
     save = partial(save_policy, module, cfg, model_dir, data.tokenizer)
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)]
+    last = ckpt_dir / "last.ckpt"
     candidates = CandidateCheckpoints(candidates_in, cfg.selection.val_every_n_steps, save) if candidates_in is not None else None
+    callbacks = [*([candidates] if candidates else []), StopAtStep(last, t.checkpoint_every_seconds),
+                 ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)]
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=build_strategy(t), precision=t.precision,
         max_epochs=t.max_epochs, max_steps=t.max_steps, log_every_n_steps=t.log_every_n_steps, logger=[StepCSV(ckpt_dir / "metrics.csv"), *loggers],
-        callbacks=callbacks + ([candidates] if candidates else []),
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar and sys.stderr.isatty(), enable_model_summary=False, default_root_dir=str(ckpt_dir),
-        use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
+        callbacks=callbacks, plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar and sys.stderr.isatty(), enable_model_summary=False,
+        default_root_dir=str(ckpt_dir), use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
     )
-    last = ckpt_dir / "last.ckpt"
+    trainer._signal_connector = LeaveSignalsAlone(trainer)
     try:
         # weights_only: a checkpoint is data, never code to run on load.
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)

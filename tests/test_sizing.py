@@ -104,6 +104,16 @@ def test_fsdp_shards_16_bytes_per_parameter_and_gathers_one_unit():
     assert (offloaded.total, offloaded.host) == (6_845_235_200, 68_976_648_192)  # 16P/16 per rank on the host
 
 
+def test_a_checkpoint_holds_weights_and_adamw_states_not_gradients():
+    # 70B under bf16-mixed: float32 weights 4 + AdamW 8 = 12 x 68,976,648,192, over all shards
+    assert sizing.checkpoint_bytes(L70, train()) == 827_719_778_304
+    # DeepSpeed keeps a bf16 copy beside its float32 master (14 B/param); a live reference adds its float32 copy
+    assert sizing.checkpoint_bytes(L70, train(strategy="deepspeed_zero3")) == 14 * L70.params
+    assert sizing.checkpoint_bytes(L7, train(L7, strategy="ddp", live_reference=True)) == 16 * L7.params
+    # LoRA: the frozen bf16 base and the adapters' float32 weights and AdamW states
+    assert sizing.checkpoint_bytes(L7, train(L7, lora=4_194_304)) == 2 * L7.params + 12 * 4_194_304
+
+
 def test_zero3_is_deepspeeds_estimate_with_and_without_offload():
     # DeepSpeed estimate_zero3_model_states_mem_needs (zero_init, buffer factor 1.5); largest
     # module of 7B: the embedding, 32000 x 4096 = 131,072,000 (4 x = 524,288,000).

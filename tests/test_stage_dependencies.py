@@ -22,7 +22,7 @@ def finished(run, cfg) -> Stages:
 
 def test_a_key_no_stage_declares_resumes_a_finished_run_without_redoing_anything(tmp_path):
     finished(tmp_path / "run", irpo.compose([]))
-    changed = irpo.compose(["trainer.log_every_n_steps=7", "planner.gpu=h200"])
+    changed = irpo.compose(["trainer.log_every_n_steps=7", "planner.gpu=h200", "trainer.checkpoint_every_seconds=600"])
     grown = OmegaConf.create(OmegaConf.to_container(changed))  # untyped, to take keys a later schema adds
     grown.trainer.new_knob, grown.new_setting = 7, "on"
     later = Stages(RunDir(tmp_path / "run"), partial(stage_config, grown))
