@@ -14,7 +14,7 @@ three ratios the preset is measured by, from one run of this script.
 3. training step: bench/train_step.py's irpo-vs-TRL DPOTrainer comparison on M_0 itself, in
    the precision the preset chooses on this CPU (bf16-mixed where it has bf16 units).
 4. one iteration: `python -m irpo model=smollm2_135m task=gsm8k` at the README's size, as the
-   preset runs it, against the same run with `generator=hf model.cpu_bf16=off` (float32, the
+   preset runs it, against the same run with `generator=hf model.cpu_bf16=never` (float32, the
    path a run took before the preset), each a fresh run directory; wall seconds of the whole
    command (M_0's conversion included on both sides) and each stage's seconds.
 """
@@ -121,7 +121,7 @@ def train_step(m0: str, bf16: bool, repeats: int) -> dict:
 
 
 def iteration(size: list[str], repeats: int) -> dict:
-    sides = {"float32 hf": ["generator=hf", "model.cpu_bf16=off"], "preset": []}
+    sides = {"float32 hf": ["generator=hf", "model.cpu_bf16=never"], "preset": []}
     out: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(repeats):
         for side, extra in sides.items():
@@ -181,7 +181,7 @@ def main() -> None:
               f"{result['train']['ratio']:.2f}x")
     if not args.quick and "iteration" not in args.skip:
         size = []  # the preset's own size: the README's
-        print("one iteration: python -m irpo model=smollm2_135m task=gsm8k (preset) vs generator=hf model.cpu_bf16=off")
+        print("one iteration: python -m irpo model=smollm2_135m task=gsm8k (preset) vs generator=hf model.cpu_bf16=never")
         result["iteration"] = iteration(size, args.repeats)
         print(f"  preset / float32 hf: {result['iteration']['ratio']:.2f}x {result['iteration']['per_repeat']}")
     if not bf16:

@@ -60,7 +60,7 @@ class ModelConfig:
     # On a CPU trainer: "auto" computes in bfloat16 where the CPU has bf16 units (AMX-BF16 or
     # AVX512-BF16): generation in bf16, training bf16-mixed over float32 master weights; float32
     # elsewhere. The choice is made at a run's first launch and kept (irpo/precision.py).
-    cpu_bf16: str = "off"
+    cpu_bf16: str = "never"
     lr: float = 1e-6
     max_length: int = 1024  # prompt + completion tokens; longer pairs are dropped, not cut
     chat_template: bool = True  # render prompts through the tokenizer's template when it has one
@@ -220,7 +220,7 @@ _CHOICES = {
     "trainer.reference": ("precomputed", "live"),
     "trainer.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"),
     "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.cpu_bf16": ("off", "auto"),
+    "model.cpu_bf16": ("never", "auto"),
     "trainer.strategy": ("auto", "ddp", "fsdp", "deepspeed_zero3"),
     "logger.wandb.mode": ("offline", "online", "disabled"),
     "resume": ("auto", "overwrite"),

@@ -88,12 +88,12 @@ def cpu_flags() -> frozenset[str]:
 
 def choose_cpu_bf16(setting: str, accelerator: str, recorded: dict | None) -> dict | None:
     """`model.cpu_bf16` resolved for this launch, as the manifest records it: None where it
-    does not apply (off, or a GPU trainer). A run keeps its first launch's choice: a resume on a
+    does not apply (never, or a GPU trainer). A run keeps its first launch's choice: a resume on a
     CPU that lacks the units a bf16 run was started with is refused, since continuing in
     float32 would change what every later stage computes."""
     from irpo.errors import UserError
 
-    if setting == "off" or accelerator != "cpu":
+    if setting == "never" or accelerator != "cpu":
         return None
     units = sorted(cpu_flags().intersection(BF16_UNITS))
     if recorded is not None:

@@ -63,8 +63,8 @@ def test_bf16_is_chosen_where_the_cpu_has_bf16_units(monkeypatch, composer, flag
     cfg = composer("model=smollm2_135m", "task=gsm8k")
     apply_cpu_bf16(cfg, choice)
     assert (cfg.trainer.precision, cfg.generator.dtype, cfg.model.dtype) == (("bf16-mixed", "bfloat16") if bf16 else ("32-true", "float32")) + ("float32",)
-    # off, or a GPU trainer: nothing to choose
-    assert choose_cpu_bf16("off", "cpu", None) is None and choose_cpu_bf16("auto", "gpu", None) is None
+    # never, or a GPU trainer: nothing to choose
+    assert choose_cpu_bf16("never", "cpu", None) is None and choose_cpu_bf16("auto", "gpu", None) is None
 
 
 def test_a_run_keeps_its_first_launchs_choice(monkeypatch):
