@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from irpo.allocator import keep_freed_memory
-from irpo.threads import set_wait
+from irpo.run.allocator import keep_freed_memory
+from irpo.run.threads import set_wait
 
 set_wait()  # as `python -m irpo` does, before torch loads (vLLM's engine inherits it)
 keep_freed_memory()  # as `python -m irpo` does (in this process: vLLM's engine has its own)

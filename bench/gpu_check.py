@@ -50,7 +50,7 @@ def peaks(device: str) -> tuple[float, float | None]:
     """(measured bf16 matmul TFLOP/s, the datasheet's dense bf16 TFLOP/s where known)."""
     import torch
 
-    from irpo.sizing import PEAK_TFLOPS
+    from irpo.planning.sizing import PEAK_TFLOPS
     from train_step import matmul_peak
 
     measured = matmul_peak(torch.get_num_threads(), 1024, device, "bfloat16") / 1e3
@@ -83,7 +83,7 @@ def qwen2_model(quick: bool) -> tuple[Path, int]:
         tmp = Path(tempfile.mkdtemp(dir=CACHE))
         build("qwen2", tmp, corpus, shape)
         tmp.rename(path)
-    from irpo.sizing import arch_from_hf_config
+    from irpo.planning.sizing import arch_from_hf_config
 
     return path, arch_from_hf_config(json.loads((path / "config.json").read_text())).params
 

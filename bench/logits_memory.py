@@ -2,7 +2,7 @@
 vocabulary: the step as it was (one micro-batch of the step's pairs, the LM head and its
 float32 log-softmax over every scored position at once) against the step as irpo runs it
 (micro-batches bounded by `trainer.micro_batch_tokens`, the head in chunks recomputed in
-backward: irpo/scoring.py).
+backward: irpo/training/scoring.py).
 
     python bench/logits_memory.py              # completions of 256 .. 4,096 tokens
     python bench/logits_memory.py --quick      # a small model and short completions (the test)
@@ -42,9 +42,9 @@ def step(spec: dict) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from irpo.batching import collate, micro_batches
+    from irpo.training.batching import collate, micro_batches
     from irpo.loss import dpo_nll_loss
-    from irpo.scoring import LOGIT_CHUNK_ELEMENTS, batch_logps
+    from irpo.training.scoring import LOGIT_CHUNK_ELEMENTS, batch_logps
 
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=spec["vocab"], hidden_size=spec["hidden"], intermediate_size=2 * spec["hidden"], num_hidden_layers=2,

@@ -34,15 +34,15 @@ CACHE = ROOT / "bench" / ".cache"
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 sys.path.insert(0, str(ROOT / "bench"))
 
-from irpo.allocator import keep_freed_memory  # noqa: E402
-from irpo.threads import set_wait  # noqa: E402
+from irpo.run.allocator import keep_freed_memory  # noqa: E402
+from irpo.run.threads import set_wait  # noqa: E402
 
 set_wait()  # as `python -m irpo` does, before torch loads
 keep_freed_memory()
 
 import torch  # noqa: E402
 
-from irpo.precision import BF16_UNITS, cpu_flags  # noqa: E402
+from irpo.training.precision import BF16_UNITS, cpu_flags  # noqa: E402
 
 SETTING = ["task=gsm8k", f"task.data_path={GSM8K}", "logger=none"]
 

@@ -1,5 +1,5 @@
 """Training-step throughput: irpo as `python -m irpo` trains (its datamodule and
-LightningModule inside a Lightning Trainer, through irpo.train.train_policy) against TRL's
+LightningModule inside a Lightning Trainer, through irpo.training.train.train_policy) against TRL's
 DPOTrainer at its fastest CPU settings, on the same model, pairs, batches and batch order.
 
     python bench/train_step.py              # tiny M_0 and a 42M Llama with a 32k BPE vocabulary
@@ -169,11 +169,11 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     from hydra import compose, initialize_config_dir
     from lightning.pytorch.loggers import Logger
 
-    from irpo.artifacts import write_jsonl
+    from irpo.run.artifacts import write_jsonl
     from irpo.cli import register_all
-    from irpo.data import IterationData
+    from irpo.training.data import IterationData
     from irpo.models.load import load_policy, load_tokenizer
-    from irpo.train import train_policy
+    from irpo.training.train import train_policy
 
     class StepClock(Logger):
         """irpo logs every step (log_every_n_steps=1) right after the optimizer step."""
@@ -205,10 +205,10 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     it = work / "iter_0"
     it.mkdir(parents=True)
     write_jsonl(it / "pairs.jsonl", pairs)
-    import irpo.batching
+    import irpo.training.batching
 
     # one micro-batch of the step's pairs (a --before tree takes the micro-batch size itself)
-    batching = irpo.batching.MicroBatching(w.pairs, w.pairs) if hasattr(irpo.batching, "MicroBatching") else w.pairs
+    batching = irpo.training.batching.MicroBatching(w.pairs, w.pairs) if hasattr(irpo.training.batching, "MicroBatching") else w.pairs
     try:
         from irpo import methods
         from irpo.pairs import PairRule
@@ -217,10 +217,10 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     except ImportError:  # a source tree from before methods were objects (--before)
         method, leading, rule = "pairs", (cfg,), (1, None, False)
     settings = (1, 1.0, *rule, w.seed, 100_000, batching, 1)
-    import irpo.data
+    import irpo.training.data
 
-    if hasattr(irpo.data, "DataSettings"):  # (a source tree from before it takes them one by one: --before)
-        settings = (irpo.data.DataSettings(*settings),)
+    if hasattr(irpo.training.data, "DataSettings"):  # (a source tree from before it takes them one by one: --before)
+        settings = (irpo.training.data.DataSettings(*settings),)
     data = IterationData(None, [], [], it, 0, load_tokenizer(w.model_dir), method, *settings)
     if "load_model" in inspect.signature(data.reference_logps).parameters:
         data.reference_logps(lambda: load_policy(w.ref_dir, "float32", False), w.device)
@@ -239,7 +239,7 @@ def trl_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from irpo.data import EpochSampler, shard_seed
+    from irpo.training.data import EpochSampler, shard_seed
 
     order = list(EpochSampler(len(pairs), shard_seed(w.seed, 0, -1)))
     record = {"step_end": [], "first_loss": None, "tokens": []}
@@ -330,8 +330,8 @@ def workload_numbers(w: Workload, pairs: list[dict]) -> dict:
     padded step, irpo's step and a perfect step compute."""
     from transformers import AutoModelForCausalLM
 
-    from irpo.batching import encode_examples
-    from irpo.data import EpochSampler, shard_seed
+    from irpo.training.batching import encode_examples
+    from irpo.training.data import EpochSampler, shard_seed
     from irpo.models.load import load_tokenizer
 
     tok = load_tokenizer(w.model_dir)

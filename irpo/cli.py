@@ -53,7 +53,7 @@ def register_all() -> None:
     OmegaConf.register_new_resolver("package_file", _package_file, replace=True)
     OmegaConf.register_new_resolver("irpo_choices", choices_help, replace=True)
     OmegaConf.register_new_resolver("irpo_suffix", lambda name: f"_{name}" if name else "", replace=True)
-    # The ranks of one launch share one run directory (irpo.distributed).
+    # The ranks of one launch share one run directory (irpo.run.distributed).
     OmegaConf.register_new_resolver("irpo_run_name", _run_name, use_cache=True, replace=True)
 
 
@@ -70,7 +70,7 @@ def _package_file(package: str, name: str = "") -> str:
 
 
 def _run_name() -> str:
-    from irpo.distributed import run_name
+    from irpo.run.distributed import run_name
 
     return run_name()
 
@@ -107,7 +107,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from irpo.artifacts import RunDirBusyError, StaleStageError
+    from irpo.run.artifacts import RunDirBusyError, StaleStageError
     from irpo.errors import ConfigError, UserError
     from irpo.models.load import ModelLoadError
 
@@ -166,7 +166,7 @@ def exit_on_user_error(fn: Callable[[], object], full_errors: bool) -> object:
     every rank exits 2 and rank 0 alone prints the line (every rank meets the same config
     error, and rank 0's own errors are raised on every rank), except a full disk, which a
     rank may meet alone."""
-    from irpo.distributed import rank
+    from irpo.run.distributed import rank
 
     try:
         return fn()

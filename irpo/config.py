@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from irpo import methods
-from irpo.distributed import launch_size
+from irpo.run.distributed import launch_size
 from irpo.errors import ConfigError
 from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
 from irpo.tasks.schemas import TASK_SCHEMAS
@@ -54,12 +54,12 @@ class ModelConfig:
     # and chat template come from it, converted once into <run dir>/m0/ (irpo/models/gguf.py).
     gguf_file: Optional[str] = None
     # What the checkpoint, the generators and the reference files are read in; a trainer with
-    # mixed precision trains float32 master weights whatever this says (irpo/precision.py).
+    # mixed precision trains float32 master weights whatever this says (irpo/training/precision.py).
     dtype: str = "float32"
     save_dtype: Optional[str] = None  # M_{t+1}'s weights on disk; None: model.dtype
     # On a CPU trainer: "auto" computes in bfloat16 where the CPU has bf16 units (AMX-BF16 or
     # AVX512-BF16): generation in bf16, training bf16-mixed over float32 master weights; float32
-    # elsewhere. The choice is made at a run's first launch and kept (irpo/precision.py).
+    # elsewhere. The choice is made at a run's first launch and kept (irpo/training/precision.py).
     cpu_bf16: str = "never"
     lr: float = 1e-6
     max_length: int = 1024  # prompt + completion tokens; longer pairs are dropped, not cut
@@ -83,7 +83,7 @@ class TrainerConfig:
     cpu_offload: bool = False  # fsdp: parameters and optimizer states on the CPU; deepspeed_zero3: optimizer states
     gpu_memory_gb: Optional[float] = None  # per GPU, for the planner's fit check; None: detected (80 without a GPU)
     timeout_minutes: int = 720  # collectives between stages wait through hours of generation on other ranks
-    # A rank whose heartbeat stopped (frozen, dead) or a launcher gone ends the launch after this (irpo.liveness)
+    # A rank whose heartbeat stopped (frozen, dead) or a launcher gone ends the launch after this (irpo.run.liveness)
     liveness_seconds: float = 300.0
     batch_size: int = 16  # pairs per optimizer step (the paper's 16)
     micro_batch_size: Optional[int] = None  # pairs per forward at most; None: a rank's whole share of a step
@@ -154,13 +154,13 @@ class EvalConfig:
 
 @dataclass
 class PlannerConfig:
-    """Assumptions of the memory and cost planner (irpo/sizing.py, printed by plan=true); they
+    """Assumptions of the memory and cost planner (irpo/planning/sizing.py, printed by plan=true); they
     change no stage."""
 
     gpu: str = "h100"  # whose dense bf16 peak prices GPU-hours: a100, h100, h200
     train_utilization: float = 0.4  # achieved / peak FLOP/s in training (FSDP on Llama-2-70B: 0.35-0.45 is usual)
     generate_utilization: float = 0.15  # in vLLM sampling: decoding reads every weight per step, far below peak
-    prompt_tokens: Optional[int] = None  # mean prompt length; None: the task's typical (irpo/plan_report.py)
+    prompt_tokens: Optional[int] = None  # mean prompt length; None: the task's typical (irpo/planning/plan.py)
     completion_tokens: Optional[int] = None  # mean completion length; None: the task's typical, capped by max_new_tokens
 
 
@@ -192,7 +192,7 @@ class IrpoConfig:
     seed: int = 0
     # torch threads for training, HF generation and the reference pass: a count; None: the
     # cores this process may run on, shared by a node's ranks; "adaptive": fewer when other
-    # processes keep cores busy at start (irpo.threads). A resumed run keeps its first
+    # processes keep cores busy at start (irpo.run.threads). A resumed run keeps its first
     # launch's count unless given one.
     num_threads: Optional[str] = None
     shard_size: int = 256  # prompts per generation shard: the unit a killed generation resumes from

@@ -24,29 +24,30 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from irpo.artifacts import (STAGE_KINDS, RunDir, Stages, atomic_path, merge_shards, read_json, read_jsonl, remove_tree, shard_seed, source_revision,
+from irpo.run.artifacts import (STAGE_KINDS, RunDir, Stages, atomic_path, merge_shards, read_json, read_jsonl, remove_tree, shard_seed, source_revision,
                             write_json, write_jsonl, write_shards)
 from irpo.config import flat_config, temperature, validate
-from irpo.fingerprints import describe_files
-from irpo.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank, replica_shards
+from irpo.run.fingerprints import describe_files
+from irpo.run.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank, replica_shards
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
-from irpo.capacity import check_fits, resolve_arch
+from irpo.planning.capacity import check_fits, resolve_arch
 from irpo.generation.base import Decoding, LazyGenerator, render_prompt
-from irpo.logging import RunLogger
+from irpo.run.logging import RunLogger
 from irpo.pairs import PairRule
 from irpo.models.load import load_tokenizer
-from irpo.plan_report import print_plan
-from irpo.precision import apply_cpu_bf16, choose_cpu_bf16
+from irpo.planning.plan import print_plan
+from irpo.training.precision import apply_cpu_bf16, choose_cpu_bf16
 from irpo.report import report_at_end
-from irpo.selection import history as selection_history, select, stop_now
+from irpo.training.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split
-from irpo import allocator, methods, preemption, progress, threads
-from irpo.failpoints import failpoint
+from irpo.run import allocator, preemption, progress, threads
+from irpo import methods
+from irpo.run.failpoints import failpoint
 
 if TYPE_CHECKING:
-    from irpo.data import DataSettings, IterationData
+    from irpo.training.data import DataSettings, IterationData
 
 
 # What each stage's output depends on: the config keys (a key, or every key under a prefix
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 # key invalidates no finished run until a stage declares it; changing a declared key is
 # refused on resume (resume=overwrite redoes the stage and what follows). From t = 1 on, a
 # stage also depends on what made M_t (MADE_M_T), and checkpoints and data are recorded by
-# content (irpo/fingerprints.py), so a moved checkout or run directory still resumes.
+# content (irpo/run/fingerprints.py), so a moved checkout or run directory still resumes.
 READS_MODEL = ("task.", "model.path", "model.gguf_file", "model.dtype", "model.trust_remote_code", "model.chat_template", "model.chat_template_kwargs.")
 DECODES = ("generator._target_", "generator.top_p", "generator.max_new_tokens", "generator.dtype", "generator.trust_remote_code",
            "generator.tensor_parallel_size", "generator.max_model_len", "generator.enforce_eager")
@@ -133,9 +134,9 @@ def run_loop(cfg: DictConfig) -> float | None:
     import lightning as L
     import torch
 
-    from irpo.data import IterationData
-    from irpo.strategies import reference_policy
-    from irpo.train import train_policy
+    from irpo.training.data import IterationData
+    from irpo.training.trainers import reference_policy
+    from irpo.training.train import train_policy
 
     init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator, cfg.trainer.liveness_seconds)
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
@@ -232,7 +233,7 @@ def run_stage(stages: Stages, t: int, kind: str, fn) -> None:
     it is recorded as finished, with its seconds and the token count fn returns. Rank 0
     decides and records, so every rank skips or runs the stage alike. A stop signal noted
     before the stage starts, or at a safe point inside it, ends it with its `interrupted`
-    event (irpo.preemption)."""
+    event (irpo.run.preemption)."""
     if on_rank_zero(stages.done, t, kind):
         return
     try:
@@ -371,8 +372,8 @@ def print_stage_times(timings: list[dict[str, float]]) -> None:
 
 def data_settings(cfg: DictConfig, t: int) -> "DataSettings":
     """Iteration t's data settings from the run's config."""
-    from irpo.data import DataSettings
-    from irpo.train import micro_batching
+    from irpo.training.data import DataSettings
+    from irpo.training.train import micro_batching
 
     rule = PairRule(cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.pair_margin or 0.0)
     return DataSettings(cfg.num_samples, temperature(cfg, t), rule, cfg.seed, cfg.model.max_length, micro_batching(cfg.trainer), cfg.shard_size)

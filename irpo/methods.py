@@ -51,7 +51,7 @@ class Items(NamedTuple):
 
 
 class TrainingData(Protocol):
-    """What a method chooses its items from (irpo.data.IterationData serves both)."""
+    """What a method chooses its items from (irpo.training.data.IterationData serves both)."""
 
     def pairs(self) -> Items:
         """The iteration's (winner, loser) pairs (pairs.jsonl)."""

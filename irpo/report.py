@@ -32,7 +32,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from irpo.artifacts import atomic_path, write_json
+from irpo.run.artifacts import atomic_path, write_json
 from irpo.errors import ArgumentParser
 from irpo import results
 from irpo.results import Sweep, load, train_steps
@@ -203,7 +203,7 @@ def describe(sweep: Sweep) -> str:
 def report_at_end(path: str | os.PathLike) -> None:
     """The report a run writes when it ends: by one process only when a run has several
     ranks. A report that fails leaves the run's results as they are and says so."""
-    from irpo.distributed import rank
+    from irpo.run.distributed import rank
 
     if rank() != 0:  # the launcher's rank (srun sets no RANK)
         return

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from irpo.artifacts import atomic_path, read_jsonl, write_json
+from irpo.run.artifacts import atomic_path, read_jsonl, write_json
 from irpo.results import Sweep, comparable
 
 # Table 1 of the paper (GSM8K, Llama-2-70b-chat), greedy accuracy in %, by method and by the

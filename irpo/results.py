@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from irpo import methods
-from irpo.artifacts import read_jsonl
+from irpo.run.artifacts import read_jsonl
 from irpo.errors import UserError
 
 # Overrides that name the sweep or place its files: the same for every job, never a compared value.

@@ -22,8 +22,8 @@ def run_cli(*overrides: str, cwd: Path | None = None, timeout: float = 900, env:
 @pytest.fixture(autouse=True)
 def no_hub_probe(monkeypatch):
     """Tests never reach for the network: in-process, the hub counts as reachable (tests of
-    the probe itself use irpo.hub's functions directly)."""
-    from irpo import hub
+    the probe itself use irpo.run.hub's functions directly)."""
+    from irpo.run import hub
 
     monkeypatch.setattr(hub, "unreachable", lambda: None)
 

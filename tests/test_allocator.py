@@ -1,4 +1,4 @@
-"""irpo.allocator: freed blocks stay in glibc's heap for the next step, unless the user chose."""
+"""irpo.run.allocator: freed blocks stay in glibc's heap for the next step, unless the user chose."""
 
 import json
 import os
@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from irpo import allocator
+from irpo.run import allocator
 
 # A training step's shape: the batch's activations allocated and written together, then
 # freed, step after step. Prints the page faults of the second round of steps, which a heap
 # that kept the first round's blocks avoids.
 STEPS = """
 import ctypes, json, resource, sys
-from irpo import allocator
+from irpo.run import allocator
 chosen = allocator.keep_freed_memory() if sys.argv[1] == "keep" else None
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]

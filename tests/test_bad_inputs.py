@@ -14,8 +14,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-import irpo.artifacts
-from irpo.artifacts import atomic_path, write_json, write_jsonl
+import irpo.run.artifacts
+from irpo.run.artifacts import atomic_path, write_json, write_jsonl
 from irpo.cli import exit_on_user_error
 from irpo.models.load import ModelLoadError, load_tokenizer
 
@@ -179,7 +179,7 @@ def test_disk_full_keeps_the_previous_complete_file(tmp_path):
 def test_disk_full_when_the_buffer_is_flushed(tmp_path, monkeypatch):
     # A buffered write fails only when flushed, with no file name: /dev/full fails that way.
     path = tmp_path / "pairs.jsonl"
-    monkeypatch.setattr(irpo.artifacts, "open", lambda file, mode="r": open("/dev/full", mode), raising=False)
+    monkeypatch.setattr(irpo.run.artifacts, "open", lambda file, mode="r": open("/dev/full", mode), raising=False)
     with pytest.raises(OSError) as info:
         write_jsonl(path, [{"iteration": 0}])
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
@@ -242,7 +242,7 @@ def test_checkpoints_are_written_beside_their_destination_not_in_tmpdir(tmp_path
 
     import torch
 
-    from irpo.train import AtomicCheckpointIO
+    from irpo.training.train import AtomicCheckpointIO
 
     not_a_dir = tmp_path / "tmpdir-is-a-file"
     not_a_dir.write_text("")

@@ -80,7 +80,7 @@ def built_from() -> list[tuple[type, type]]:
     from irpo.generation.hf import HFGenerator
     from irpo.generation.schemas import GeneratorConfig
     from irpo.generation.vllm import VLLMGenerator
-    from irpo.module import PolicyTraining
+    from irpo.training.module import PolicyTraining
 
     pairs = [(get_class(s._target_), s) for s in TASK_SCHEMAS.values()]
     return pairs + [(HFGenerator, GENERATOR_SCHEMAS["hf"]), (VLLMGenerator, GENERATOR_SCHEMAS["vllm"]), (PolicyTraining, TrainerConfig),

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli
-from irpo.artifacts import read_jsonl
-from irpo.data import EpochSampler
-from irpo.distributed import owned_shards
+from irpo.run.artifacts import read_jsonl
+from irpo.training.data import EpochSampler
+from irpo.run.distributed import owned_shards
 
 SMALL = [
     "iterations=2", "task.train_size=32", "task.test_size=16", "num_samples=4", "eval.maj_k=0", "shard_size=8",
@@ -150,7 +150,7 @@ def test_a_refused_torchrun_launch_changes_no_file(tmp_path, runs):
     another launch, is refused on every rank and leaves every file as it was."""
     import shutil
 
-    from irpo.artifacts import RunDir
+    from irpo.run.artifacts import RunDir
 
     run = tmp_path / "run"
     shutil.copytree(runs["ddp"], run)

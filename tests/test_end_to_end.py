@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from irpo.artifacts import read_jsonl
+from irpo.run.artifacts import read_jsonl
 from irpo.models.load import tiny_m0_dir
 
 SMALL = ["iterations=2", "task.train_size=64", "task.test_size=32", "num_samples=4", "eval.maj_k=2", "trainer.log_every_n_steps=1"]

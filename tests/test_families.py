@@ -14,8 +14,8 @@ import json
 import pytest
 import torch
 
-from irpo.artifacts import read_jsonl
-from irpo.batching import encode_examples
+from irpo.run.artifacts import read_jsonl
+from irpo.training.batching import encode_examples
 from irpo.generation.base import Decoding, render_prompt
 from irpo.generation.hf import HFGenerator
 from irpo.models.families import FAMILIES, Shape, build

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from irpo import fingerprints
-from irpo.artifacts import RunDir, Stages, StaleStageError
+from irpo.run import fingerprints
+from irpo.run.artifacts import RunDir, Stages, StaleStageError
 from irpo.loop import stage_config
-from irpo.fingerprints import describe_files, fingerprint
+from irpo.run.fingerprints import describe_files, fingerprint
 from irpo.models.load import tiny_m0_dir
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from irpo.fingerprints import fingerprint
+from irpo.run.fingerprints import fingerprint
 from irpo.models.gguf import check_supported, materialize, package_file, source
 from irpo.models.load import ModelLoadError
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 from huggingface_hub import constants
 
-from irpo import hub
+from irpo.run import hub
 
 unreachable = hub.unreachable  # before conftest's no_hub_probe replaces it
 

@@ -79,7 +79,7 @@ LAUNCHER = re.compile(r"^(RANK|LOCAL_RANK|GROUP_RANK|WORLD_SIZE|LOCAL_WORLD_SIZE
 
 
 def test_launcher_variables_are_read_in_distributed_only():
-    """torchrun and srun answer rank, world and node questions through irpo/distributed.py
+    """torchrun and srun answer rank, world and node questions through irpo/run/distributed.py
     alone (srun sets no RANK: a module reading it would take every SLURM rank for rank 0)."""
     for path in sorted(IRPO.rglob("*.py")):
         if path.name == "distributed.py":
@@ -92,7 +92,7 @@ def test_under_srun_a_rank_other_than_0_writes_no_report_and_draws_no_bar(tmp_pa
     """srun's rank 1 (SLURM_PROCID=1, no RANK): no report, no progress bar, no stage lines."""
     import logging
 
-    from irpo import progress
+    from irpo.run import progress
     from irpo.report import report_at_end
 
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"):

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import ROOT, run_cli
-from irpo.artifacts import read_json, read_jsonl
+from irpo.run.artifacts import read_json, read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -13,12 +13,12 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli
-from irpo.batching import collate, encode_examples
+from irpo.training.batching import collate, encode_examples
 from irpo.loss import dpo_nll_loss
 from irpo.models.load import load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
-from irpo.precision import half_ulp, numerics, train_dtype
-from irpo.scoring import batch_logps
+from irpo.training.precision import half_ulp, numerics, train_dtype
+from irpo.training.scoring import batch_logps
 
 
 def test_mixed_precision_trains_float32_master_weights():
@@ -81,7 +81,7 @@ def test_reference_pass_scores_as_the_first_training_step(bf16_qwen2_dir):
 
 
 def test_saved_model_is_the_master_weights_rounded_once(bf16_qwen2_dir, tmp_path):
-    from irpo.train import _save
+    from irpo.training.train import _save
 
     policy = load_policy(str(bf16_qwen2_dir), "float32")
     with torch.no_grad():
@@ -147,8 +147,8 @@ def test_planner_model_states_are_what_training_allocates(bf16_qwen2_dir, precis
     # the planner's rule for a single-device trainer.
     from lightning.pytorch.plugins.precision import HalfPrecision
 
-    from irpo import sizing
-    from irpo.module import build_policy
+    from irpo.planning import sizing
+    from irpo.training.module import build_policy
 
     lora_cfg = {"r": lora, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
     policy = build_policy(str(bf16_qwen2_dir), train_dtype(precision, "bfloat16", "auto", lora > 0), False, lora=lora_cfg).train()

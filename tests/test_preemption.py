@@ -2,7 +2,7 @@
 scores: the process saves what it can at the next safe point, writes the `interrupted`
 event, says in one line what it kept, exits 128 + the signal (after SIGUSR1 under SLURM,
 the job requeued), and the rerun ends where an uninterrupted run does, to the bit. The
-signal comes from a failpoint (irpo/failpoints.py) at a chosen step, shard or stage."""
+signal comes from a failpoint (irpo/run/failpoints.py) at a chosen step, shard or stage."""
 
 import json
 import os
@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 import irpo
 from conftest import ROOT
-from irpo import capacity, sizing
-from irpo.artifacts import read_jsonl
+from irpo.planning import capacity, sizing
+from irpo.run.artifacts import read_jsonl
 from test_distributed import ENV as TORCHRUN_ENV
 from test_distributed import SMALL as TORCHRUN_SMALL
 from test_resume import assert_no_stage_ran_twice, training_record
@@ -94,7 +94,7 @@ def test_sigterm_while_training_keeps_the_step_and_exits_143(tmp_path, reference
     assert interrupted(run) == {"stage": "iter_0/train", "event": "interrupted", "signal": "SIGTERM", "step": 2}
     assert torch.load(run / "iter_0/train/last.ckpt", weights_only=True)["global_step"] == 2  # the only checkpoint: every 100 steps
     assert "its checkpoint at step 2" in line and f"hydra.run.dir={run}" in line
-    # the size plan=true gives a checkpoint (irpo/sizing.py) is what one weighs
+    # the size plan=true gives a checkpoint (irpo/planning/sizing.py) is what one weighs
     cfg = irpo.compose(SMALL)
     arch = capacity.resolve_arch(cfg.model)
     planned = sizing.checkpoint_bytes(arch, capacity.training(cfg, arch, 1, 1))
@@ -206,7 +206,7 @@ def test_checkpoint_every_seconds_must_be_positive(cli):
 
 
 def test_the_slurm_job_requeue_names(monkeypatch):
-    from irpo.distributed import slurm_job
+    from irpo.run.distributed import slurm_job
 
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(key, raising=False)

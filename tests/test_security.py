@@ -16,12 +16,12 @@ from irpo.cli import register_all
 from irpo.errors import UserError
 from irpo.methods import DPO
 from irpo.pairs import PairRule
-from irpo.batching import MicroBatching
-from irpo.data import DataSettings, IterationData
+from irpo.training.batching import MicroBatching
+from irpo.training.data import DataSettings, IterationData
 from irpo.models.load import ModelLoadError, load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
 from irpo.tasks.arith import ArithTask
-from irpo.train import train_policy
+from irpo.training.train import train_policy
 
 CONF = Path(__file__).parents[1] / "conf"
 SECRETS = {"WANDB_API_KEY": "sk-test-SECRET123", "HF_TOKEN": "hf_SECRET456"}

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from irpo.artifacts import read_jsonl
+from irpo.run.artifacts import read_jsonl
 from irpo.errors import UserError
-from irpo.selection import best_candidate, candidate_steps, stop_now
-from irpo.train import CandidateCheckpoints
+from irpo.training.selection import best_candidate, candidate_steps, stop_now
+from irpo.training.train import CandidateCheckpoints
 from irpo.tasks.arith import ArithTask
 from irpo.tasks.subsets import validation_split
 

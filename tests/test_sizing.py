@@ -1,5 +1,5 @@
-"""The planner's arithmetic (irpo/sizing.py) against hand-computed Llama-2-7B and -70B cases,
-and the plan and fit check a config gets (irpo/plan_report.py) without loading weights or data."""
+"""The planner's arithmetic (irpo/planning/sizing.py) against hand-computed Llama-2-7B and -70B cases,
+and the plan and fit check a config gets (irpo/planning/plan.py) without loading weights or data."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from irpo import capacity, plan_report, sizing
+from irpo.planning import capacity, plan as plan_report, sizing
 from irpo.cli import register_all
 from irpo.errors import UserError
 from irpo.models.load import tiny_m0_dir
-from irpo.sizing import Arch, GiB, Training
+from irpo.planning.sizing import Arch, GiB, Training
 
 ROOT = Path(__file__).parents[1]
 CONF = ROOT / "conf"
@@ -363,7 +363,7 @@ def test_the_layout_is_the_launchers_own(composer, monkeypatch, request, launche
 def test_the_plan_takes_validation_problems_from_train_prompts_only_when_they_come_from_there(composer, capsys, val_from, sampled):
     from hydra.utils import instantiate
 
-    from irpo.plan_report import print_plan
+    from irpo.planning.plan import print_plan
 
     cfg = composer("plan=true", "selection.val_size=100", f"selection.val_from={val_from}")
     print_plan(cfg, instantiate(cfg.task))

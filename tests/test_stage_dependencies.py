@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import irpo
-from irpo.artifacts import STAGE_KINDS, RunDir, Stages, StaleStageError
+from irpo.run.artifacts import STAGE_KINDS, RunDir, Stages, StaleStageError
 from irpo.loop import DEPENDS_ON, stage_config
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from irpo import threads
+from irpo.run import threads
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ def test_python_m_irpo_sets_the_wait_before_torch_loads():
     """OpenMP reads the wait once, when torch loads it: set later, it does nothing. Beside a
     busy process the brief spin is chosen, before torch is imported, and the busy core is seen
     (set_threads leaves it out)."""
-    probe = ("import os, sys, irpo.__main__, irpo.threads as t; "
+    probe = ("import os, sys, irpo.__main__, irpo.run.threads as t; "
              "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, t.chosen_wait.startswith('GOMP'), t.busy_at_start >= 0.5)")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -6,13 +6,13 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from irpo.batching import collate, encode_examples, pair_tokens
+from irpo.training.batching import collate, encode_examples, pair_tokens
 from irpo.models.tiny_tokenizer import build_tokenizer
 from irpo.loss import dpo_nll_loss, sequence_logps
-from irpo.packed_attention import packed_inputs, pairwise_attention
-from irpo.scoring import batch_logps
+from irpo.training.packed_attention import packed_inputs, pairwise_attention
+from irpo.training.scoring import batch_logps
 from irpo.methods import DPO, WinnerSFT
-from irpo.module import PolicyTraining, PreferenceModule
+from irpo.training.module import PolicyTraining, PreferenceModule
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_pairwise_attention_survives_activation_checkpointing(model_dir):
 
 
 def test_micro_batches_are_bounded_in_items_and_tokens():
-    from irpo.batching import micro_batches, packed_tokens, split_to
+    from irpo.training.batching import micro_batches, packed_tokens, split_to
 
     items = [{"prompt_ids": [0] * p, "chosen_ids": [1] * c, "rejected_ids": [2] * r} for p, c, r in
              [(4, 3, 3), (4, 10, 2), (2, 1, 1), (30, 30, 30), (1, 1, 1), (3, 3, 3)]]
@@ -205,7 +205,7 @@ def test_a_step_in_token_bounded_micro_batches_is_the_step_in_one(model_dir):
     # micro-batches their lengths needed (each loss weighted by its share of the pairs).
     from types import SimpleNamespace
 
-    from irpo.batching import micro_batches
+    from irpo.training.batching import micro_batches
 
     tok = build_tokenizer()
     items, _ = encode_examples(tok, ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:", "Q: 9\nA:"],

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from irpo.artifacts import read_jsonl
-from irpo.batching import encode_examples
+from irpo.run.artifacts import read_jsonl
+from irpo.training.batching import encode_examples
 from irpo.models.families import FAMILIES
 from irpo.models.load import load_tokenizer
 from test_families import MARKERS, ONE_ITERATION, family_dirs, pinned, stopping  # noqa: F401  (fixtures)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from irpo.artifacts import read_jsonl
+from irpo.run.artifacts import read_jsonl
 
 pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
 pytest.importorskip("gguf")

@@ -26,7 +26,7 @@ import torch
 from irpo.generation.base import encode_prompts, truncate_at_stop
 from irpo.generation.hf import HFGenerator
 from irpo.generation.kv_cache import generate_kwargs as cache_kwargs
-from irpo.progress import Progress
+from irpo.run.progress import Progress
 
 DROP_SHARE = 0.25  # finished rows leave the batch once they are this share of it
 STOP_EVERY = 8  # steps between looks for a stop string in the rows' text

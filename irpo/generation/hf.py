@@ -10,7 +10,7 @@ import torch
 from irpo.generation.base import Decoding, encode_prompts, truncate_at_stop
 from irpo.generation.kv_cache import generate_kwargs as cache_kwargs
 from irpo.models.load import load_policy, load_tokenizer
-from irpo.progress import Progress
+from irpo.run.progress import Progress
 from irpo.generation.schemas import HFGeneratorConfig
 
 

@@ -24,7 +24,7 @@ import signal
 import traceback
 from typing import Sequence
 
-from irpo.distributed import engine_env
+from irpo.run.distributed import engine_env
 from irpo.errors import UserError
 from irpo.generation.base import Decoding, encode_prompts, truncate_at_stop
 from irpo.models.load import load_tokenizer

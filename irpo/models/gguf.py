@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from irpo.artifacts import atomic_path, read_json, write_json
-from irpo.fingerprints import fingerprint
+from irpo.run.artifacts import atomic_path, read_json, write_json
+from irpo.run.fingerprints import fingerprint
 from irpo.models.load import ModelLoadError
 
 

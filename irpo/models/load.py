@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 
-from irpo import hub
+from irpo.run import hub
 
 # torch loads with the first model, not with this module: configs resolve `ASSETS` and the
 # CLI's error handling names `ModelLoadError` before any model is needed.

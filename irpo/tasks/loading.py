@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NoReturn, Sequence
 
-from irpo import hub
+from irpo.run import hub
 from irpo.errors import UserError
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")

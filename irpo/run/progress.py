@@ -18,7 +18,7 @@ _stage: str | None = None
 
 
 def on_terminal() -> bool:
-    from irpo.distributed import rank
+    from irpo.run.distributed import rank
 
     return rank() == 0 and sys.stderr.isatty()
 
@@ -28,7 +28,7 @@ def stage(name: str, runs: bool) -> Iterator[None]:
     """Names the bars drawn inside; where no bar is drawn, says when the stage starts and
     finishes (runs: whether it will do work, rather than find itself finished)."""
     global _stage
-    from irpo.distributed import rank
+    from irpo.run.distributed import rank
 
     say = runs and rank() == 0 and not sys.stderr.isatty()
     _stage, start = name, time.perf_counter()

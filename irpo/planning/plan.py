@@ -1,6 +1,6 @@
 """`dry_run=true` / `plan=true`: what a run would do, without loading any weights: the work of
 each iteration, the memory of a training rank and of a generation engine, and the cost of an
-iteration (irpo/sizing.py's arithmetic on irpo/capacity.py's view of the config).
+iteration (irpo/planning/sizing.py's arithmetic on irpo/planning/capacity.py's view of the config).
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from irpo import capacity, methods, sizing
+from irpo.planning import capacity, sizing
+
+from irpo import methods
 from irpo.config import temperature
-from irpo.sizing import Arch, Training
-from irpo.precision import compute_dtype, half_ulp, is_mixed
+from irpo.planning.sizing import Arch, Training
+from irpo.training.precision import compute_dtype, half_ulp, is_mixed
 from irpo.tasks import subsets
 from irpo.tasks.base import Task
 
@@ -99,7 +101,7 @@ def trained_items(cfg: DictConfig, n_train: int) -> tuple[int, int]:
 
 
 def precision_lines(cfg: DictConfig, n_train: int) -> list[str]:
-    """What the trainer's precision keeps of an update (irpo/precision.py): bf16-true keeps no
+    """What the trainer's precision keeps of an update (irpo/training/precision.py): bf16-true keeps no
     float32 master weights; a half save_dtype rounds an iteration's progress away when steps x
     lr is below half an ulp of a typical weight (the median |w| of the checkpoint's init,
     0.674 x initializer_range, read from a local config.json, else 0.02)."""

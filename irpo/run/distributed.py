@@ -143,7 +143,7 @@ def init(timeout_minutes: int, accelerator: str, liveness_seconds: float) -> Non
     CPU, nccl on GPUs (one per local rank). The timeout covers the longest wait between
     stages, which is another replica's generation (hours at scale), not the 30 minutes
     torch assumes; a rank or launcher that is gone ends the launch after liveness_seconds
-    instead (irpo.liveness)."""
+    instead (irpo.run.liveness)."""
     global _watchdog
     env = launcher_env()
     if _group() is not None or env is None or env.world_size() <= 1:
@@ -151,7 +151,7 @@ def init(timeout_minutes: int, accelerator: str, liveness_seconds: float) -> Non
     import torch
     import torch.distributed as dist
 
-    from irpo.liveness import Watchdog
+    from irpo.run.liveness import Watchdog
 
     gpu = accelerator != "cpu" and torch.cuda.is_available()
     if gpu:

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from irpo import preemption
-from irpo.batching import MicroBatching, collate, pair_tokens, split_to
-from irpo.distributed import gather, max_over_ranks, rank_slice
-from irpo.packed_attention import packed_inputs, use_packed_attention
-from irpo.sizing import LOGIT_CHUNK_ELEMENTS  # the bound the planner counts
-from irpo.precision import numerics
+from irpo.run import preemption
+from irpo.training.batching import MicroBatching, collate, pair_tokens, split_to
+from irpo.run.distributed import gather, max_over_ranks, rank_slice
+from irpo.training.packed_attention import packed_inputs, use_packed_attention
+from irpo.planning.sizing import LOGIT_CHUNK_ELEMENTS  # the bound the planner counts
+from irpo.training.precision import numerics
 
 
 @torch.no_grad()
@@ -60,7 +60,7 @@ def batch_logps(model, batch: dict, chunk_elements: int = LOGIT_CHUNK_ELEMENTS) 
     """Summed completion log-probs [2B] (winners, then losers; [B] for SFT), float32, and
     their token counts, from one forward over a `batching.collate` batch.
 
-    Nothing padded is computed and each prompt once (irpo/packed_attention.py); the LM head
+    Nothing padded is computed and each prompt once (irpo/training/packed_attention.py); the LM head
     runs at the scored positions only (`logits_to_keep`). The model's own forward is called,
     not its decoder alone: FSDP gathers the root's parameters (embeddings, final norm, head)
     in hooks on that call, and the head's chunked log-probs run inside it."""

@@ -3,7 +3,7 @@ there loses nothing.
 
 `IRPO_FAILPOINT=<name>` sends this process SIGKILL when the code reaches the point `<name>`
 (no cleanup runs, as on a preempted node), or the signal `IRPO_FAILPOINT_SIGNAL` names
-(`SIGTERM`, `SIGUSR1`, ...: a stop, irpo.preemption). Under a launcher every rank reaches
+(`SIGTERM`, `SIGUSR1`, ...: a stop, irpo.run.preemption). Under a launcher every rank reaches
 the point, as srun signals every task. Unset, a failpoint is one dict lookup.
 """
 

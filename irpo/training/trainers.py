@@ -18,12 +18,12 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelParallelStrategy
 from omegaconf import DictConfig
 
-from irpo.artifacts import remove_tree
-from irpo.distributed import barrier, broadcast, on_rank_zero, rank, world_size
+from irpo.run.artifacts import remove_tree
+from irpo.run.distributed import barrier, broadcast, on_rank_zero, rank, world_size
 from irpo.models import shards
 from irpo.models.load import load_policy, policy_skeleton, weight_files
 from irpo.models.lora import checkpoint_key
-from irpo.precision import policy_dtype
+from irpo.training.precision import policy_dtype
 
 SHARDED = ("fsdp",)  # irpo shards the policy itself (configure_model)
 GATHERED = ("fsdp", "deepspeed_zero3")  # no rank holds the whole trained policy
@@ -69,7 +69,7 @@ class AtomicDeepSpeedStrategy(AtomicShardedCheckpoints, DeepSpeedStrategy):
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:
-    from irpo.failpoints import failpoint
+    from irpo.run.failpoints import failpoint
 
     failpoint(f"before-rename:{path.name}")
     old = path.parent / f".tmp-old-{path.name}"

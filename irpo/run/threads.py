@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import MutableMapping
 
-from irpo.distributed import ranks_sharing_cores
+from irpo.run.distributed import ranks_sharing_cores
 
 # libgomp's idle threads spin 300,000 times (~3 ms) before they sleep. On a quiet machine
 # that is the fastest wait; on cores another process keeps busy the spin burns the time slice

@@ -27,7 +27,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
-from irpo.distributed import max_over_ranks, rank, slurm_job
+from irpo.run.distributed import max_over_ranks, rank, slurm_job
 
 STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 REQUEUES = (signal.SIGUSR1, signal.SIGUSR2)  # sent ahead of a SLURM job's end, to save and requeue
@@ -130,7 +130,7 @@ def leave(stop: Interrupted) -> NoReturn:
 
 def requeue(job: str) -> str:
     """`scontrol requeue <job>`: the job goes back to the queue and, started again, resumes in
-    its run directory (named after the job, irpo.distributed.run_name)."""
+    its run directory (named after the job, irpo.run.distributed.run_name)."""
     try:
         done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -1,6 +1,6 @@
 """The LightningDataModule of one iteration: regenerate → reward → pair → reference log-probs,
 then batches. It is the one place where training data is made; the passes that run a model
-over the pairs are irpo/scoring.py's.
+over the pairs are irpo/training/scoring.py's.
 
 Each stage reads the files the previous one wrote in `iter_<t>/` and writes its own
 (generations.jsonl, pairs.jsonl, reference_logps.safetensors); the loop records finished
@@ -22,13 +22,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
-from irpo.artifacts import atomic_path, merge_shards, read_jsonl, shard_seed, write_shards
-from irpo.batching import MicroBatching, encode_examples
-from irpo.distributed import on_rank_zero, rank, replica_shards, world_size
+from irpo.run.artifacts import atomic_path, merge_shards, read_jsonl, shard_seed, write_shards
+from irpo.training.batching import MicroBatching, encode_examples
+from irpo.run.distributed import on_rank_zero, rank, replica_shards, world_size
 from irpo.generation.base import Generator
 from irpo.methods import Items, Method
 from irpo.errors import UserError
-from irpo.scoring import score_pairs
+from irpo.training.scoring import score_pairs
 from irpo.pairs import Pair, PairRule, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
 

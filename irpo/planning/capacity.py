@@ -1,6 +1,6 @@
 """Whether a run fits the machine it is on, before it reads any data or weights: a config and
-the machine mapped onto the planner's arithmetic (irpo/sizing.py), the smallest change that
-would fit, and `check_fits`, which refuses a run that cannot, in one line. irpo/plan_report.py prints the
+the machine mapped onto the planner's arithmetic (irpo/planning/sizing.py), the smallest change that
+would fit, and `check_fits`, which refuses a run that cannot, in one line. irpo/planning/plan.py prints the
 same numbers.
 """
 
@@ -13,10 +13,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from irpo import methods, sizing
-from irpo.distributed import launch_size, launched, ranks_per_node
+from irpo import methods
+
+from irpo.planning import sizing
+from irpo.run.distributed import launch_size, launched, ranks_per_node
 from irpo.errors import UserError
-from irpo.sizing import Arch, GiB, Training
+from irpo.planning.sizing import Arch, GiB, Training
 
 # Each GPU keeps this share for the CUDA context, NCCL buffers and the allocator's
 # fragmentation; the host keeps it for the OS and the data.

@@ -14,9 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from irpo.artifacts import STAGE_KINDS, RunDir, read_jsonl, write_jsonl
+from irpo.run.artifacts import STAGE_KINDS, RunDir, read_jsonl, write_jsonl
 from irpo.config import flat_config
-from irpo.distributed import on_rank_zero
+from irpo.run.distributed import on_rank_zero
 from irpo.results import eval_samples, generation_samples
 
 log = logging.getLogger("irpo")

@@ -20,20 +20,20 @@ from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnect
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from irpo.artifacts import atomic_path
-from irpo.batching import MicroBatching
-from irpo.data import IterationData
-from irpo.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
+from irpo.run.artifacts import atomic_path
+from irpo.training.batching import MicroBatching
+from irpo.training.data import IterationData
+from irpo.run.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
 from irpo.errors import UserError
-from irpo.failpoints import failpoint
+from irpo.run.failpoints import failpoint
 from irpo.methods import Method
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
-from irpo.module import PolicyTraining, PreferenceModule
-from irpo.precision import policy_dtype
-from irpo.preemption import Interrupted, agreed
-from irpo.selection import candidate_dir, candidate_steps
-from irpo.strategies import GATHERED, build_strategy, full_state_dict
+from irpo.training.module import PolicyTraining, PreferenceModule
+from irpo.training.precision import policy_dtype
+from irpo.run.preemption import Interrupted, agreed
+from irpo.training.selection import candidate_dir, candidate_steps
+from irpo.training.trainers import GATHERED, build_strategy, full_state_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -116,7 +116,7 @@ class StopAtStep(Callback):
     """At each optimizer step's end every rank agrees, in one all-reduce, whether a stop
     signal reached any rank and whether `every_seconds` have passed on rank 0's clock since
     the last checkpoint; either way the step is checkpointed to `last` (a collective save
-    under a sharded strategy), and a signal then ends training (irpo.preemption). Listed
+    under a sharded strategy), and a signal then ends training (irpo.run.preemption). Listed
     after the candidates' callback, so that a step's candidate is saved before its checkpoint,
     as ModelCheckpoint (which Lightning runs last) saves."""
 
@@ -137,7 +137,7 @@ class StopAtStep(Callback):
 
 
 class LeaveSignalsAlone(_SignalConnector):
-    """Lightning's own signal handling, off (irpo.preemption handles every signal for the
+    """Lightning's own signal handling, off (irpo.run.preemption handles every signal for the
     whole loop): its SIGTERM handler runs a broadcast inside the handler, a collective that
     can cross the one the main thread is in, and leaves without a checkpoint; under SLURM
     its SIGUSR1 handler requeues the job on its own."""

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from irpo import preemption
-from irpo.failpoints import failpoint
+from irpo.run import preemption
+from irpo.run.failpoints import failpoint
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,9 +101,9 @@ def write_shards(shard_dir: Path, size: int, shard_size: int, make_rows: Callabl
     """The rows of items [0, size), made `shard_size` items at a time by make_rows(lo, hi,
     shard) and each shard written as it finishes, so that a process killed half-way through
     a long generation resumes at its last finished shard. This process makes the shards
-    owned(n_shards) names that are not there yet (its replica's, irpo.distributed); returns
+    owned(n_shards) names that are not there yet (its replica's, irpo.run.distributed); returns
     every shard's path, in order, for merge_shards. A stop signal ends the shards here, once
-    every rank is done with the shard it was making (irpo.preemption)."""
+    every rank is done with the shard it was making (irpo.run.preemption)."""
     paths = [shard_dir / f"shard_{s:05d}.jsonl" for s in range(math.ceil(size / shard_size))]
     for s in owned(len(paths)):
         if preemption.noted():
@@ -257,7 +257,7 @@ class Stages:
         self.run.event(stage=f"iter_{t}/{kind}", event="finish", **info)
 
     def interrupted(self, t: int, kind: str, signal: str, **kept: int) -> None:
-        """A stop signal ended the stage; `kept`: what of it stays (irpo.preemption.Interrupted)."""
+        """A stop signal ended the stage; `kept`: what of it stays (irpo.run.preemption.Interrupted)."""
         self.run.event(stage=f"iter_{t}/{kind}", event="interrupted", signal=signal, **kept)
 
     def reuse(self, t: int, kind: str) -> bool:

@@ -16,15 +16,15 @@ from dataclasses import asdict, dataclass
 import lightning as L
 import torch
 
-from irpo.batching import collate, pair_tokens, split_to
+from irpo.training.batching import collate, pair_tokens, split_to
 from irpo.config import ModelConfig, TrainerConfig
-from irpo.distributed import max_over_ranks
+from irpo.run.distributed import max_over_ranks
 from irpo.errors import UserError
 from irpo.methods import BatchLogps, Method
-from irpo.scoring import batch_logps
+from irpo.training.scoring import batch_logps
 from irpo.models.load import load_policy, policy_skeleton
 from irpo.models.lora import init_adapters, with_lora
-from irpo.strategies import SHARDED, load_sharded, shard_policy
+from irpo.training.trainers import SHARDED, load_sharded, shard_policy
 
 
 def _frozen(model):
@@ -51,7 +51,7 @@ class PolicyTraining:
     lr: float
     weight_decay: float = TrainerConfig.weight_decay
     warmup_steps: int = TrainerConfig.warmup_steps
-    dtype: str = ModelConfig.dtype  # what the policy is loaded in (irpo/precision.py: float32 under mixed precision)
+    dtype: str = ModelConfig.dtype  # what the policy is loaded in (irpo/training/precision.py: float32 under mixed precision)
     reference: str = TrainerConfig.reference  # or live: a frozen copy of M_t scores each batch
     trust_remote_code: bool = ModelConfig.trust_remote_code
     strategy: str = TrainerConfig.strategy

@@ -1,7 +1,7 @@
 """Checkpoint selection and the stop rule (the paper's GSM8K recipe, Sec. 3.1: "we pick the
 best checkpoint on a held-out 1k train prompts").
 
-While M_θ trains, a candidate is saved (irpo.train.CandidateCheckpoints) every `selection.val_every_n_steps` optimizer steps
+While M_θ trains, a candidate is saved (irpo.training.train.CandidateCheckpoints) every `selection.val_every_n_steps` optimizer steps
 and at the last step, as a Hugging Face checkpoint; after training each candidate is
 evaluated greedily on the validation split by the run's Generator (vLLM or HF, the engine
 that samples, so selection works with sharded weights and never generates inside the
@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
-from irpo.artifacts import atomic_path, read_json, write_json
-from irpo.distributed import on_rank_zero
+from irpo.run.artifacts import atomic_path, read_json, write_json
+from irpo.run.distributed import on_rank_zero
 
 CANDIDATES = "candidates"
 

@@ -1,10 +1,10 @@
 """Memory and cost arithmetic of a run, pure: what each GPU holds while training and while
-generating, and what an iteration costs in FLOPs. No config, no torch; `irpo/plan_report.py` maps a
+generating, and what an iteration costs in FLOPs. No config, no torch; `irpo/planning/plan.py` maps a
 config onto these functions and prints them. Sizes are bytes; GiB = 2**30.
 
 Training memory per GPU = model states + compute copies + activations + reference:
 
-- Model states of full fine-tuning with AdamW, as irpo/precision.py holds them:
+- Model states of full fine-tuning with AdamW, as irpo/training/precision.py holds them:
   * mixed precision (bf16-mixed, 16-mixed): float32 weights 4, float32 gradients 4, Adam m + v
     8 bytes/param; 32-true the same; bf16-true 2 + 2 + 4 (no master copy).
   * auto, ddp: every rank holds all of them, plus under mixed precision the bf16 copy of every
@@ -40,7 +40,7 @@ Training memory per GPU = model states + compute copies + activations + referenc
   model sets head_dim itself, as Qwen3 does; kv = kv_heads·head_dim; i the MLP width).
   With activation checkpointing only each layer's input is kept (c·h per token per layer) and
   one layer is recomputed at a time. The LM head keeps its input (c·h per token) and computes
-  its logits in chunks of LOGIT_CHUNK_ELEMENTS (irpo/scoring.py), recomputed in backward: at
+  its logits in chunks of LOGIT_CHUNK_ELEMENTS (irpo/training/scoring.py), recomputed in backward: at
   most a chunk's c-byte logits, their float32 copy and its float32 gradient exist at once.
 """
 
@@ -52,7 +52,7 @@ from typing import Iterable
 
 GiB = 2**30
 
-# Logits the LM head computes at once in training and scoring (irpo/scoring.py): 2**26 float32
+# Logits the LM head computes at once in training and scoring (irpo/training/scoring.py): 2**26 float32
 # values are 256 MiB, 441 positions at a 151,936-token vocabulary.
 LOGIT_CHUNK_ELEMENTS = 2**26
 
@@ -196,7 +196,7 @@ class Training:
     nodes: int
     precision: str
     weight_bytes: int  # of the model dtype (the frozen LoRA base, a live reference)
-    tokens: int  # per rank per forward: what a micro-batch holds at most (irpo/capacity.py, micro_tokens)
+    tokens: int  # per rank per forward: what a micro-batch holds at most (irpo/planning/capacity.py, micro_tokens)
     checkpointing: bool
     cpu_offload: bool
     live_reference: bool
