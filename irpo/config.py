@@ -7,7 +7,6 @@ Each default lives here once; `conf/*.yaml` only chooses among them.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -296,11 +295,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"selection.patience must be >= 1 and needs selection.val_size > 0, got patience={sel.patience}, val_size={sel.val_size}")
     if cfg.model.lora.r < 0:
         raise ConfigError(f"model.lora.r must be >= 0 (0 = no LoRA), got {cfg.model.lora.r}")
-    # A plan needs no DeepSpeed; a run does, and should not find out after hours of generation.
-    if cfg.trainer.strategy == "deepspeed_zero3" and not (cfg.plan or cfg.dry_run) and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'")
-    if cfg.trainer.strategy == "fsdp" and cfg.trainer.reference == "live":
-        raise ConfigError("trainer.reference=live keeps a whole second model on every rank; with trainer=fsdp use reference=precomputed")
     if cfg.model.save_dtype not in (None, *_CHOICES["model.dtype"]):
         raise ConfigError(f"model.save_dtype must be one of {', '.join(_CHOICES['model.dtype'])} or null; got {cfg.model.save_dtype!r}")
     for key, allowed in _CHOICES.items():

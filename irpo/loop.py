@@ -20,24 +20,19 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-
 from irpo.run.artifacts import (STAGE_KINDS, RunDir, Stages, atomic_path, merge_shards, read_json, read_jsonl, remove_tree, shard_seed, source_revision,
                             write_json, write_jsonl, write_shards)
-from irpo.config import flat_config, temperature, validate
 from irpo.run.fingerprints import describe_files
 from irpo.run.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank, replica_shards
 from irpo.errors import UserError
 from irpo.evaluate import evaluate, summarize
 from irpo.planning.capacity import check_fits, resolve_arch
+from irpo.config import validate
+from irpo.spec import RunSpec, build as build_spec, run_root
 from irpo.generation.base import Decoding, LazyGenerator, render_prompt
 from irpo.run.logging import RunLogger
-from irpo.pairs import PairRule
 from irpo.models.load import load_tokenizer
 from irpo.planning.plan import print_plan
-from irpo.training.precision import apply_cpu_bf16, choose_cpu_bf16
 from irpo.report import report_at_end
 from irpo.training.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
@@ -47,6 +42,7 @@ from irpo import methods
 from irpo.run.failpoints import failpoint
 
 if TYPE_CHECKING:
+    from irpo.config import ModelConfig
     from irpo.training.data import DataSettings, IterationData
 
 
@@ -82,26 +78,29 @@ DEPENDS_ON = {
 MADE_M_T = DEPENDS_ON["select"]
 
 
-def stage_config(cfg: DictConfig, iteration: int, kind: str) -> dict:
+def stage_config(spec: RunSpec, iteration: int, kind: str) -> dict:
     """The config values stage `kind` of iteration t depends on, for the run manifest: its
     own (DEPENDS_ON), with what made M_t from t = 1 on, and the temperatures M_t was sampled
     at (and, sampling, this iteration's). Raising `iterations` extends a finished run."""
-    flat = describe_files(flat_config(cfg))
-    flat = {k: v for k, v in flat.items() if not k.startswith("method.")} | methods.described(methods.build(cfg))
+    flat = describe_files(dict(spec.values))
+    flat = {k: v for k, v in flat.items() if not k.startswith("method.")} | methods.described(spec.method)
     keys = DEPENDS_ON[kind] + (MADE_M_T if iteration else ())
     keep = {k: v for k, v in flat.items() if any(k == p or (p.endswith(".") and k.startswith(p)) for p in keys)}
-    keep["temperatures"] = [temperature(cfg, i) for i in range(iteration + (kind != "eval"))]
+    keep["temperatures"] = [spec.loop.temperature(i) for i in range(iteration + (kind != "eval"))]
     return json.loads(json.dumps(keep, default=str))
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Runs the loop; returns M_T's greedy test accuracy (the number a sweep optimises)."""
+def run(cfg) -> float | None:
+    """Runs the loop on a composed config; returns M_T's greedy test accuracy (the number a
+    sweep optimises). The config is read once, into the run spec (irpo/spec.py)."""
+    root = run_root()
     try:
-        return run_loop(cfg)
+        validate(cfg)
+        return run_loop(build_spec(cfg))
     finally:
         close_process_group()
         if rank() == 0:
-            remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+            remove_if_empty(root)
 
 
 def remove_if_empty(root: Path) -> None:
@@ -116,108 +115,102 @@ def remove_if_empty(root: Path) -> None:
             outputs.rmdir()
 
 
-def run_loop(cfg: DictConfig) -> float | None:
-    validate(cfg)
+def run_loop(spec: RunSpec) -> float | None:
     quiet_libraries()
-    task: Task = instantiate(cfg.task)
-    # Made before the plan, so that it sizes the run as it will compute; a run directory's
-    # first launch made it for every later one (read here, recorded once the launch owns it).
-    recorded = None if cfg.dry_run or cfg.plan else RunDir(HydraConfig.get().runtime.output_dir).recorded("cpu_bf16")
-    cpu_bf16 = choose_cpu_bf16(cfg.model.cpu_bf16, cfg.trainer.accelerator, recorded)
-    apply_cpu_bf16(cfg, cpu_bf16)
-    if cfg.dry_run or cfg.plan:
-        print_plan(cfg, task)
+    task, method, model, loop = spec.task, spec.method, spec.model, spec.loop
+    if loop.dry_run or loop.plan:
+        print_plan(spec)
         return None
-    check_fits(cfg)
+    check_fits(spec)
     # The training stack loads only once a run starts, so that plan=true, dry_run=true and
     # the one-line errors before a run answer in seconds.
     import lightning as L
     import torch
 
     from irpo.training.data import IterationData
-    from irpo.training.trainers import reference_policy
     from irpo.training.train import train_policy
 
-    init_process_group(cfg.trainer.timeout_minutes, cfg.trainer.accelerator, cfg.trainer.liveness_seconds)
-    run_dir = RunDir(HydraConfig.get().runtime.output_dir)
+    init_process_group(spec.trainer.timeout_minutes, spec.trainer.accelerator, spec.trainer.liveness_seconds)
+    run_dir = RunDir(spec.paths.root)
     # Rank 0 holds the directory for the launch's ranks (a lock per rank would refuse the
     # others; flock is unreliable across nodes on network file systems) and writes nothing
     # in it until the finished stages are found still valid.
     on_rank_zero(run_dir.lock)
-    stages = Stages(run_dir, partial(stage_config, cfg), methods.upgrade_recorded)
-    on_rank_zero(stages.check, overwrite=cfg.resume == "overwrite")
-    on_rank_zero(own_run_directory, run_dir, cfg)
-    num_threads, threads_from = threads.choose_threads(cfg.num_threads, on_rank_zero(run_dir.recorded, "num_threads"))
+    stages = Stages(run_dir, partial(stage_config, spec), methods.upgrade_recorded)
+    on_rank_zero(stages.check, overwrite=loop.resume == "overwrite")
+    on_rank_zero(own_run_directory, run_dir, spec)
+    num_threads, threads_from = threads.choose_threads(loop.num_threads, on_rank_zero(run_dir.recorded, "num_threads"))
     torch.set_num_threads(num_threads)
     on_rank_zero(run_dir.record_once, "num_threads", num_threads)
-    if cpu_bf16 is not None:
-        on_rank_zero(run_dir.record_once, "cpu_bf16", cpu_bf16)
-    arch = resolve_arch(cfg.model)  # the model's shape, for reports that compare runs by it
+    if spec.cpu_bf16 is not None:
+        on_rank_zero(run_dir.record_once, "cpu_bf16", dict(spec.cpu_bf16))
+    arch = resolve_arch(model)  # the model's shape, for reports that compare runs by it
     on_rank_zero(run_dir.event, event="launch", argv=sys.argv[1:], threads=num_threads, threads_from=threads_from, omp_wait=threads.chosen_wait,
-                  allocator=allocator.chosen, arch=dataclasses.asdict(arch) if arch else None, cpu_bf16=cpu_bf16,
-                  precision=cfg.trainer.precision, generator_dtype=cfg.generator.dtype, **source_revision())
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    m0 = on_rank_zero(m0_dir, cfg.model, run_dir)
-    tokenizer = load_tokenizer(m0, cfg.model.trust_remote_code, cfg.model.chat_template)
+                 allocator=allocator.chosen, arch=dataclasses.asdict(arch) if arch else None, cpu_bf16=spec.cpu_bf16 and dict(spec.cpu_bf16),
+                 precision=spec.trainer.precision, generator_dtype=spec.generator.dtype, **source_revision())
+    L.seed_everything(loop.seed, workers=True, verbose=False)
+    m0 = on_rank_zero(m0_dir, model, run_dir)
+    tokenizer = load_tokenizer(m0, model.trust_remote_code, model.chat_template)
     train, test = task.load("train"), task.load("test")
-    train, val = validation_split(task, train, cfg.selection.val_size, cfg.selection.val_from, cfg.task.get("seed") or 0)
+    train, val = validation_split(task, train, spec.selection.val_size, spec.selection.val_from, spec.task_settings.get("seed") or 0)
 
     def render(split: str, examples) -> Problems:
-        return Problems(split, examples, [render_prompt(tokenizer, task.prompt(ex), cfg.model.chat_template, cfg.model.chat_template_kwargs) for ex in examples])
+        return Problems(split, examples, [render_prompt(tokenizer, task.prompt(ex), model.chat_template, model.chat_template_kwargs) for ex in examples])
 
     test, val = render("test", test), render("val", val)
     selecting = bool(val.examples)
     train_prompts = render("train", train).prompts
-    method = methods.build(cfg)
     sample = method.samples
-    last = cfg.iterations if method.trains else 0
-    logger = RunLogger(cfg, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test.examples, test.prompts)}})
+    last = loop.iterations if method.trains else 0
+    logger = RunLogger(spec, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test.examples, test.prompts)}})
     model_dir = m0
-    device = torch.device("cuda" if cfg.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
-    scorer = partial(reference_policy, cfg)  # a model to score pairs with: M_t whole, or its shard
+    device = torch.device("cuda" if spec.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+    # a model to score pairs with: M_t whole, or its shard, held as training holds it
+    scorer = partial(spec.trainer.reference_policy, model, spec.training.dtype)
+    precision = spec.trainer.precision
     try:
         for t in range(last + 1):
             it = run_dir.iter_dir(t)
 
             stage = partial(run_stage, stages, t)
-            with LazyGenerator(lambda: open_generator(cfg, task, model_dir)) as generator:
-                stage("eval", counted(generator, lambda: evaluate_into(it, test, generator, partial_dir(stages, t, "eval", "eval_shards"), cfg, task, t)))
+            with LazyGenerator(lambda: open_generator(spec, model_dir)) as generator:
+                stage("eval", counted(generator, lambda: evaluate_into(it, test, generator, partial_dir(stages, t, "eval", "eval_shards"), spec, t)))
                 metrics = read_json(it / "eval.json")
                 if t == last:
-                    logger.log_iteration(t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < cfg.iterations else {}))
+                    logger.log_iteration(t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < loop.iterations else {}))
                     break
-                data = IterationData(task, train, train_prompts, it, t, tokenizer, method, data_settings(cfg, t))
+                data = IterationData(task, train, train_prompts, it, t, tokenizer, method, data_settings(spec, t))
                 if sample:
-                    stage("generate", counted(generator, lambda: data.generate(generator, partial_dir(stages, t, "generate", "generations"), replica_size(cfg))))
+                    replicas = spec.generator.replica_size
+                    stage("generate", counted(generator, lambda: data.generate(generator, partial_dir(stages, t, "generate", "generations"), replicas)))
             if sample:
                 pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
                 if method.from_pairs:
                     require_pairs(stats, t)
                 stage("pairs", lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats
-            if method.reference and cfg.trainer.reference == "precomputed":
-                stage("reference", lambda: data.reference_logps(partial(scorer, model_dir, device), device, cfg.trainer.precision))
+            if method.reference and spec.trainer.reference == "precomputed":
+                stage("reference", lambda: data.reference_logps(partial(scorer, model_dir, device), device, precision))
 
             def train_stage():
                 ckpt_dir = partial_dir(stages, t, "train", "train")
-                trained = train_policy(cfg, method, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if selecting else None)
+                trained = train_policy(spec, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if selecting else None)
                 launch_tokens = trained.pop("launch_pair_tokens")  # the stage's tokens/s: this launch's work over its seconds
                 on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
                 return launch_tokens
 
             stage("train", train_stage)
-            if not cfg.trainer.keep_checkpoints:  # M_{t+1} is saved and recorded: a resume starts from it
+            if not spec.trainer.keep_checkpoints:  # M_{t+1} is saved and recorded: a resume starts from it
                 on_rank_zero(remove_checkpoints, it / "train")
             if selecting:
-                stage("select", lambda: select_into(it, cfg, task, stages, t, val, model_dir))
+                stage("select", lambda: select_into(it, spec, stages, t, val, model_dir))
             if sample:
-                stage("logps", lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / "model"), device), device,
-                                                       cfg.trainer.precision))
+                stage("logps", lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / "model"), device), device, precision))
             # the stages' seconds and tokens/s, the train stage's own included once it is finished
             on_rank_zero(write_json, it / "metrics.json", read_json(it / "metrics.json") | stages.timings(t) | after_training(it, data, selecting, sample))
             logger.log_iteration(t, read_json(it / "metrics.json"))
             model_dir = str(it / "model")  # M_{t+1}: the next policy and the next reference
-            if selecting and stop_now(selection_history(run_dir.root, t), cfg.selection.patience, cfg.selection.min_delta):
+            if selecting and stop_now(selection_history(run_dir.root, t), spec.selection.patience, spec.selection.min_delta):
                 last = t + 1  # evaluate M_{t+1} on the test split, then stop
         logger.table()
         on_rank_zero(print_stage_times, [stages.timings(t) for t in range(last + 1)])
@@ -257,7 +250,7 @@ def partial_dir(stages: Stages, t: int, kind: str, name: str) -> Path:
     return on_rank_zero(stages.partial_dir, t, kind, name)
 
 
-def m0_dir(model: DictConfig, run_dir: RunDir) -> str:
+def m0_dir(model: ModelConfig, run_dir: RunDir) -> str:
     """The checkpoint M_0 is read from: model.path, or the run's conversion of its GGUF file."""
     if model.gguf_file is None:
         return str(model.path)
@@ -271,7 +264,7 @@ def remove_checkpoints(train_dir: Path) -> None:
         remove_tree(ckpt)
 
 
-def own_run_directory(run_dir: RunDir, cfg: DictConfig) -> None:
+def own_run_directory(run_dir: RunDir, spec: RunSpec) -> None:
     """What the launch that holds the run directory, and found its finished stages still
     valid, writes first (on rank 0): it clears what a killed launch left half-written,
     records the config it runs under (`.hydra/`, as Hydra would have, read by irpo.report)
@@ -279,28 +272,25 @@ def own_run_directory(run_dir: RunDir, cfg: DictConfig) -> None:
     before irpo's lock and stale-config check."""
     import logging
 
-    from omegaconf import OmegaConf
-
     run_dir.remove_partial_writes()
-    hydra = HydraConfig.instance().cfg
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra), ("overrides.yaml", hydra.hydra.overrides.task)):
+    for name, text in spec.paths.recorded.items():
         with atomic_path(run_dir.root / ".hydra" / name) as tmp:
-            tmp.write_text(OmegaConf.to_yaml(node))
+            tmp.write_text(text)
     root = logging.getLogger()
-    log = logging.FileHandler(run_dir.root / f"{HydraConfig.get().job.name}.log")
+    log = logging.FileHandler(run_dir.root / f"{spec.paths.job_name}.log")
     log.setFormatter(next((h.formatter for h in root.handlers if h.formatter), None))  # the console's, as conf/ sets it
     root.addHandler(log)
 
 
-def select_into(it: Path, cfg: DictConfig, task: Task, stages: Stages, t: int, val: Problems, model_dir: str) -> None:
+def select_into(it: Path, spec: RunSpec, stages: Stages, t: int, val: Problems, model_dir: str) -> None:
     """M_{t+1} = the candidate of iteration t most accurate on the validation split (greedy,
     by the run's Generator); each candidate's result is kept, so a killed selection resumes."""
 
     def accuracy(d: Path, checkpoint: str) -> float:
         if not on_rank_zero((d / "val.json").exists):
             shards = partial_dir(stages, t, "select", str((d / "val_shards").relative_to(it)))
-            with LazyGenerator(lambda: open_generator(cfg, task, checkpoint)) as generator:
-                evaluate_into(d, val, generator, shards, cfg, task, t, maj_k=0)
+            with LazyGenerator(lambda: open_generator(spec, checkpoint)) as generator:
+                evaluate_into(d, val, generator, shards, spec, t, maj_k=0)
         return read_json(d / "val.json")["val_accuracy"]
 
     start = accuracy(it / "val_start", model_dir) if t == 0 else read_json(it.parent / f"iter_{t - 1}" / "selection.json")["val_accuracy"]
@@ -370,22 +360,21 @@ def print_stage_times(timings: list[dict[str, float]]) -> None:
     Console().print(table)
 
 
-def data_settings(cfg: DictConfig, t: int) -> "DataSettings":
-    """Iteration t's data settings from the run's config."""
+def data_settings(spec: RunSpec, t: int) -> "DataSettings":
+    """Iteration t's data settings."""
     from irpo.training.data import DataSettings
     from irpo.training.train import micro_batching
 
-    rule = PairRule(cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.pair_margin or 0.0)
-    return DataSettings(cfg.num_samples, temperature(cfg, t), rule, cfg.seed, cfg.model.max_length, micro_batching(cfg.trainer), cfg.shard_size)
+    loop = spec.loop
+    return DataSettings(loop.num_samples, loop.temperature(t), loop.pair_rule, loop.seed, spec.model.max_length, micro_batching(spec.trainer), loop.shard_size)
 
 
-def open_generator(cfg: DictConfig, task: Task, model_dir: str):
-    """The run's generator over model_dir: its backend's settings from cfg.generator, how a
-    completion is decoded from the task (its stop strings, its length unless
-    generator.max_new_tokens is set), the model (its chat template) and generator.top_p."""
-    settings = OmegaConf.to_container(cfg.generator, resolve=True)
-    decoding = Decoding(settings.pop("max_new_tokens") or task.max_new_tokens, tuple(task.stop), settings.pop("top_p"), cfg.model.chat_template)
-    return instantiate(settings, model_dir=model_dir, decoding=decoding)
+def open_generator(spec: RunSpec, model_dir: str):
+    """The run's generator over model_dir: how a completion is decoded from the task (its stop
+    strings, its length unless generator.max_new_tokens is set), the model (its chat
+    template) and generator.top_p."""
+    g, task = spec.generator, spec.task
+    return g.open(model_dir, Decoding(g.max_new_tokens or task.max_new_tokens, tuple(task.stop), g.top_p, spec.model.chat_template))
 
 
 @dataclass(frozen=True)
@@ -397,28 +386,22 @@ class Problems:
     prompts: list[str]
 
 
-def evaluate_into(out: Path, problems: Problems, generator, shard_dir, cfg: DictConfig, task: Task, t: int, maj_k: int | None = None) -> None:
+def evaluate_into(out: Path, problems: Problems, generator, shard_dir, spec: RunSpec, t: int, maj_k: int | None = None) -> None:
     """A model's metrics on the problems into out/<name>.json (name: eval for the test split,
     val for the validation split), one record per problem beside it in
     <name>_generations.jsonl; the problems are evaluated in shards so that a killed
     evaluation resumes too."""
-    maj_k = cfg.eval.maj_k if maj_k is None else maj_k
+    maj_k, seed, task = spec.eval.maj_k if maj_k is None else maj_k, spec.loop.seed, spec.task
     name, examples, prompts = "eval" if problems.split == "test" else problems.split, problems.examples, problems.prompts
 
     def shard(lo: int, hi: int, s: int) -> list[dict]:
         # seed + 1: the maj@k samples are not drawn from the same streams as training samples.
-        seed = shard_seed(cfg.seed + 1, t, s)
-        return evaluate(generator(), task, examples[lo:hi], prompts[lo:hi], maj_k, cfg.eval.maj_temperature, seed)
+        return evaluate(generator(), task, examples[lo:hi], prompts[lo:hi], maj_k, spec.eval.maj_temperature, shard_seed(seed + 1, t, s))
 
     records = out / f"{name}_generations.jsonl"
-    shards = write_shards(shard_dir, len(examples), cfg.shard_size, shard, partial(replica_shards, replica_size=replica_size(cfg)))
+    shards = write_shards(shard_dir, len(examples), spec.loop.shard_size, shard, partial(replica_shards, replica_size=spec.generator.replica_size))
     on_rank_zero(merge_shards, records, shards)
     on_rank_zero(lambda: write_json(out / f"{name}.json", summarize(read_jsonl(records), maj_k, problems.split)))
-
-
-def replica_size(cfg: DictConfig) -> int:
-    """Ranks per generation engine: a vLLM engine spans its tensor-parallel GPUs."""
-    return cfg.generator.get("tensor_parallel_size", 1)
 
 
 def require_pairs(metrics: dict, t: int) -> None:

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from torch.distributed.device_mesh import init_device_mesh
 
 from irpo.models.load import policy_skeleton
-from irpo.training.trainers import load_sharded, shard_policy
+from irpo.training.sharding import load_sharded, shard_policy
 
 
 def status(field: str) -> int:

@@ -8,18 +8,19 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from irpo.run import fingerprints
 from irpo.run.artifacts import RunDir, Stages, StaleStageError
 from irpo.loop import stage_config
+from irpo.spec import build
 from irpo.run.fingerprints import describe_files, fingerprint
 from irpo.models.load import tiny_m0_dir
 
 
-def config(model_path: str, data_path: str | None = None):
-    return OmegaConf.create({"model": {"path": model_path}, "task": {"data_path": data_path}, "temperatures": [0.8], "eval": {"maj_k": 0},
-                              "method": {"_target_": "irpo.methods.DPO", "name": "irpo"}})
+def config(model_path: str):
+    import irpo
+
+    return irpo.compose([f"model.path={model_path}", "eval.maj_k=0"])
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_local_paths_keep_their_path_and_hub_ids_stay(checkpoint):
 
 def test_a_checkpoint_changed_in_place_is_refused_naming_model_path(checkpoint, tmp_path):
     cfg = config(str(checkpoint))
-    stages = Stages(RunDir(tmp_path / "run"), partial(stage_config, cfg))
+    stages = Stages(RunDir(tmp_path / "run"), partial(stage_config, build(cfg)))
     stages.finish(0, "eval", 1.0, None)
     stages.check(overwrite=False)  # unchanged: nothing to refuse
     (checkpoint / "model.safetensors").write_bytes(bytes(1024))

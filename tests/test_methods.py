@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from irpo import methods
 from irpo.cli import conf_dir, register_all
 from irpo.loop import stage_config
+from irpo.spec import build
 from irpo.errors import ConfigError
 from irpo.loss import dpo_nll_loss
 from irpo.methods import DPO, BatchLogps, GoldSFT, Items, WinnerSFT, ZeroShot
@@ -97,7 +98,7 @@ def test_a_stage_recorded_with_train_on_reads_as_todays_method(composer, train_o
     """The train stage's values as recorded before methods were objects equal today's for the
     same method, so a finished stage holds on resume."""
     cfg = composer(f"method={name}")
-    today = stage_config(cfg, 1, "train")
+    today = stage_config(build(cfg), 1, "train")
     recorded = {k: v for k, v in today.items() if not k.startswith("method.")}
     recorded |= {"method.name": name, "method.train_on": train_on, "method.sample": None}
     assert methods.upgrade_recorded(recorded) == today

@@ -18,16 +18,18 @@ from irpo.loss import dpo_nll_loss
 from irpo.models.load import load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
 from irpo.training.precision import half_ulp, numerics, train_dtype
+from irpo.training.trainers import trainer_from
 from irpo.training.scoring import batch_logps
 
 
 def test_mixed_precision_trains_float32_master_weights():
-    assert train_dtype("bf16-mixed", "bfloat16", "auto", lora=False) == "float32"
-    assert train_dtype("bf16-mixed", "bfloat16", "fsdp", lora=False) == "float32"
-    assert train_dtype("32-true", "bfloat16", "ddp", lora=False) == "float32"
-    assert train_dtype("bf16-true", "float32", "auto", lora=False) == "bfloat16"  # named: no master copy
-    assert train_dtype("bf16-mixed", "bfloat16", "deepspeed_zero3", lora=False) == "bfloat16"  # DeepSpeed keeps its own
-    assert train_dtype("bf16-mixed", "bfloat16", "auto", lora=True) == "bfloat16"  # the frozen base
+    trainer = lambda strategy: trainer_from({"strategy": strategy, "precision": "bf16-mixed"})  # noqa: E731
+    assert trainer("auto").policy_dtype("bfloat16", lora=False) == "float32"
+    assert trainer("fsdp").policy_dtype("bfloat16", lora=False) == "float32"
+    assert trainer_from({"strategy": "ddp", "precision": "32-true"}).policy_dtype("bfloat16", lora=False) == "float32"
+    assert trainer_from({"strategy": "auto", "precision": "bf16-true"}).policy_dtype("float32", lora=False) == "bfloat16"  # named: no master copy
+    assert trainer("deepspeed_zero3").policy_dtype("bfloat16", lora=False) == "bfloat16"  # DeepSpeed keeps its own
+    assert trainer("auto").policy_dtype("bfloat16", lora=True) == "bfloat16"  # the frozen base
 
 
 def test_half_ulp_is_where_a_bf16_weight_stops_moving():
@@ -151,7 +153,7 @@ def test_planner_model_states_are_what_training_allocates(bf16_qwen2_dir, precis
     from irpo.training.module import build_policy
 
     lora_cfg = {"r": lora, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
-    policy = build_policy(str(bf16_qwen2_dir), train_dtype(precision, "bfloat16", "auto", lora > 0), False, lora=lora_cfg).train()
+    policy = build_policy(str(bf16_qwen2_dir), train_dtype(precision, "bfloat16", in_model_dtype=lora > 0), False, lora=lora_cfg).train()
     trained = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-3)
     sizes, own = {p.numel() for p in policy.parameters()}, {p.untyped_storage().data_ptr() for p in policy.parameters()}
@@ -178,7 +180,7 @@ def test_planner_model_states_are_what_training_allocates(bf16_qwen2_dir, precis
     arch = sizing.arch_from_hf_config(json.loads((bf16_qwen2_dir / "config.json").read_text()))
     assert arch.params == sum(p.numel() for p in load_policy(str(bf16_qwen2_dir)).parameters())
     adapters = sizing.lora_params(arch, lora, ("q_proj", "v_proj")) if lora else 0
-    rule = sizing.training_memory(arch, sizing.Training("auto", 1, 1, precision, 2, 0, False, False, False, adapters))
+    rule = sizing.training_memory(arch, sizing.Training("auto", False, False, 1, 1, precision, 2, 0, False, False, False, adapters))
     assert measured == dict(weights=rule.weights, gradients=rule.gradients, optimizer=rule.optimizer), (measured, rule)
     # autocast's copies: every weight a matmul reads (all but the norms' and the embedding's own
     # lookup; the tied head is a matmul) is cast once; the rule counts every trained parameter.

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 import irpo
 from conftest import ROOT
 from irpo.planning import capacity, sizing
+from irpo.spec import build
 from irpo.run.artifacts import read_jsonl
 from test_distributed import ENV as TORCHRUN_ENV
 from test_distributed import SMALL as TORCHRUN_SMALL
@@ -97,7 +98,7 @@ def test_sigterm_while_training_keeps_the_step_and_exits_143(tmp_path, reference
     # the size plan=true gives a checkpoint (irpo/planning/sizing.py) is what one weighs
     cfg = irpo.compose(SMALL)
     arch = capacity.resolve_arch(cfg.model)
-    planned = sizing.checkpoint_bytes(arch, capacity.training(cfg, arch, 1, 1))
+    planned = sizing.checkpoint_bytes(arch, capacity.training(build(cfg), arch, 1, 1))
     assert (run / "iter_0/train/last.ckpt").stat().st_size == pytest.approx(planned, rel=0.02)
     finish(run)
     assert_same_run(run, reference_run)

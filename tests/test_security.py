@@ -5,6 +5,7 @@ by default, weights as safetensors only, Lightning checkpoints unpickled with
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from irpo.models.load import ModelLoadError, load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
 from irpo.tasks.arith import ArithTask
 from irpo.training.train import train_policy
+from irpo.spec import build
 
 CONF = Path(__file__).parents[1] / "conf"
 SECRETS = {"WANDB_API_KEY": "sk-test-SECRET123", "HF_TOKEN": "hf_SECRET456"}
@@ -110,7 +112,7 @@ def tiny_fit(tmp_path, composer, model_dir):
             f"model.path={model_dir}", "trainer.reference=live", "trainer.batch_size=2", f"trainer.max_steps={max_steps}",
             "trainer.checkpoint_every_n_steps=1", "trainer.progress_bar=false", "logger=none",
         )
-        train_policy(cfg, DPO("irpo"), data, str(model_dir), it / "model", ckpt_dir, [])
+        train_policy(replace(build(cfg), method=DPO("irpo")), data, str(model_dir), it / "model", ckpt_dir, [])
 
     return fit
 

@@ -13,8 +13,10 @@ from hydra import compose, initialize_config_dir
 
 from irpo.planning import capacity, plan as plan_report, sizing
 from irpo.cli import register_all
+from irpo.spec import build
 from irpo.errors import UserError
 from irpo.models.load import tiny_m0_dir
+from irpo.training.trainers import TRAINERS
 from irpo.planning.sizing import Arch, GiB, Training
 
 ROOT = Path(__file__).parents[1]
@@ -31,9 +33,10 @@ L7 = Arch(6_738_415_616, 32, 4096, 11008, 32, 32, 32000)
 L70 = Arch(68_976_648_192, 80, 8192, 28672, 64, 8, 32000)
 
 
-def train(arch: Arch = L70, **kw) -> Training:
-    base = dict(strategy="fsdp", gpus_per_node=8, nodes=2, precision="bf16-mixed", weight_bytes=2, tokens=0,
-                checkpointing=True, cpu_offload=False, live_reference=False, lora=0)
+def train(arch: Arch = L70, strategy: str = "fsdp", **kw) -> Training:
+    cls = TRAINERS[strategy]
+    base = dict(trainer=cls.name, sharded=cls.sharded, deepspeed=cls.deepspeed, gpus_per_node=8, nodes=2, precision="bf16-mixed",
+                weight_bytes=2, tokens=0, checkpointing=True, cpu_offload=False, live_reference=False, lora=0)
     return Training(**{**base, **kw})
 
 
@@ -199,7 +202,7 @@ def test_cost_of_a_paper_gsm8k_iteration():
 def composer():
     register_all()
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        yield lambda *overrides: compose("config", overrides=list(overrides))
+        yield lambda *overrides: build(compose("config", overrides=list(overrides)))  # the run spec
 
 
 NO_GPU = capacity.Machine(gpus=0, gpu_bytes=None, host_bytes=24 * GiB)
@@ -257,24 +260,20 @@ def test_the_default_run_and_unknown_models_pass(composer, on):
 
 
 def test_prompt_counts_without_data_are_the_known_split_sizes(composer):
-    from hydra.utils import instantiate
-
     for overrides, counts in ((("task=gsm8k",), (7473, 1319)), (("task=arc", "task.include_easy=true"), (3370, 1172)),
                               (("task=math", "task.train_size=100"), (100, 5000)), (("task=arith",), (384, 200))):
         cfg = composer(*overrides)
-        task = instantiate(cfg.task)
+        task = cfg.task
         assert plan_report.prompt_counts(cfg, task, plan_report.local_splits(cfg, task)) == counts
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
 def test_known_split_sizes_match_the_data(composer):
-    from hydra.utils import instantiate
-
     for task, extra in (("gsm8k", ()), ("arc", ("task.include_easy=true",)), ("math", ())):
         cfg = composer(f"task={task}", f"task.data_path={SHARED / task}", *extra)
-        local = instantiate(cfg.task)
+        local = cfg.task
         hub_cfg = composer(f"task={task}", *extra)
-        assert plan_report.prompt_counts(cfg, local, plan_report.local_splits(cfg, local)) == plan_report.prompt_counts(hub_cfg, instantiate(hub_cfg.task), None)
+        assert plan_report.prompt_counts(cfg, local, plan_report.local_splits(cfg, local)) == plan_report.prompt_counts(hub_cfg, hub_cfg.task, None)
 
 
 def test_changes_that_fit_are_checked_by_the_planner(composer):
@@ -356,17 +355,15 @@ def test_the_layout_is_the_launchers_own(composer, monkeypatch, request, launche
         for name, value in {"SLURM_NTASKS": "16", "SLURM_NTASKS_PER_NODE": "8", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
                             "SLURM_NODEID": "0", "SLURM_JOB_NAME": "irpo"}.items():
             monkeypatch.setenv(name, value)
-    assert capacity.layout(composer("trainer=fsdp"), H100S) == (8, 2)
+    assert capacity.layout(composer("trainer=fsdp").trainer, H100S) == (8, 2)
 
 
 @pytest.mark.parametrize("val_from,sampled", [("train", 284), ("validation", 384)])
 def test_the_plan_takes_validation_problems_from_train_prompts_only_when_they_come_from_there(composer, capsys, val_from, sampled):
-    from hydra.utils import instantiate
-
     from irpo.planning.plan import print_plan
 
     cfg = composer("plan=true", "selection.val_size=100", f"selection.val_from={val_from}")
-    print_plan(cfg, instantiate(cfg.task))
+    print_plan(cfg)
     out = capsys.readouterr().out
     assert f"iteration 0: evaluate M_0; sample {sampled} x 8 = {sampled * 8} completions" in out
     assert f"\ngenerate    {sampled} x 8 samples" in out

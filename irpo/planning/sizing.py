@@ -191,7 +191,9 @@ def max_tokens(arch: Arch, t: "Training", usable: int) -> int:
 class Training:
     """How M_θ is trained: what the memory of one rank depends on."""
 
-    strategy: str  # auto, ddp, fsdp, deepspeed_zero3
+    trainer: str  # the trainer's name (trainer.strategy), for the rule's words
+    sharded: bool  # weights, gradients and optimizer states split over the ranks
+    deepspeed: bool  # DeepSpeed ZeRO-3's memory model (its own estimate, the model dtype beside master partitions)
     gpus_per_node: int
     nodes: int
     precision: str
@@ -206,9 +208,6 @@ class Training:
     def world(self) -> int:
         return self.gpus_per_node * self.nodes
 
-    @property
-    def sharded(self) -> bool:
-        return self.strategy in ("fsdp", "deepspeed_zero3")
 
 
 @dataclass(frozen=True)
@@ -253,9 +252,9 @@ def training_memory(arch: Arch, t: Training) -> Memory:
     reference = 0
     if t.live_reference and not t.lora:
         # held as the policy is: float32 under mixed precision (DeepSpeed: the model dtype)
-        held = t.weight_bytes if t.strategy == "deepspeed_zero3" else w
+        held = t.weight_bytes if t.deepspeed else w
         reference = held * (p // n + (arch.fsdp_unit_params if t.sharded else 0))
-    if t.strategy == "deepspeed_zero3" and not t.lora:
+    if t.deepspeed and not t.lora:
         host, gpu = zero3_model_states(p, arch.largest_module_params, t.gpus_per_node, t.nodes, t.cpu_offload)
         gathered = 4 * arch.largest_module_params
         if t.cpu_offload:
@@ -280,8 +279,8 @@ def checkpoint_bytes(arch: Arch, t: Training) -> int:
     w, _, o = state_bytes(t.precision)
     trained = t.lora or arch.params
     frozen = arch.params * t.weight_bytes if t.lora else 0
-    zero3_copy = 2 * trained if t.strategy == "deepspeed_zero3" else 0
-    reference = arch.params * (t.weight_bytes if t.strategy == "deepspeed_zero3" else w) if t.live_reference and not t.lora else 0
+    zero3_copy = 2 * trained if t.deepspeed else 0
+    reference = arch.params * (t.weight_bytes if t.deepspeed else w) if t.live_reference and not t.lora else 0
     return frozen + (w + o) * trained + zero3_copy + reference
 
 
@@ -293,14 +292,14 @@ def rule(t: Training) -> str:
         states = f"frozen base {t.weight_bytes} B/param + LoRA adapters {w + g + o} B/param"
     elif not t.sharded and autocast_copy_bytes(t.precision):
         states += f" + {autocast_copy_bytes(t.precision)} B/param of autocast's bf16 copies"
-    if t.strategy == "deepspeed_zero3" and not t.lora:
+    if t.deepspeed and not t.lora:
         offload = "4 x largest layer + 2 B/param / N, optimizer on the host" if t.cpu_offload else "4 x largest layer + 18 B/param / N"
-        return f"deepspeed_zero3: DeepSpeed's estimate_zero3_model_states_mem_needs, {offload}"
+        return f"{t.trainer}: DeepSpeed's estimate_zero3_model_states_mem_needs, {offload}"
     if t.sharded:
         where = "on the host" if t.cpu_offload else f"sharded over {t.world} ranks"
         unit = "bf16 weights 2 + gradient 2 + float32 reduce buffer 4" if t.precision.endswith("-mixed") else "weights + gradient"
-        return f"fsdp: {states} {where}, + 1 unit gathered unsharded ({unit} B/param)"
-    return f"{t.strategy}: {states} on every rank, not sharded"
+        return f"{t.trainer}: {states} {where}, + 1 unit gathered unsharded ({unit} B/param)"
+    return f"{t.trainer}: {states} on every rank, not sharded"
 
 
 def fits(arch: Arch, t: Training, usable: int) -> bool:

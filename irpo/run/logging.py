@@ -8,16 +8,14 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
-
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Any
 
 from irpo.run.artifacts import STAGE_KINDS, RunDir, read_jsonl, write_jsonl
-from irpo.config import flat_config
 from irpo.run.distributed import on_rank_zero
 from irpo.results import eval_samples, generation_samples
+
+if TYPE_CHECKING:
+    from irpo.spec import RunSpec
 
 log = logging.getLogger("irpo")
 
@@ -32,14 +30,14 @@ TABLE_COLUMNS = [
 class RunLogger:
     """prompts: train and test prompt text by example id, for the W&B tables of samples."""
 
-    def __init__(self, cfg: DictConfig, run: RunDir, prompts: dict[str, dict[str, str]]) -> None:
+    def __init__(self, spec: RunSpec, run: RunDir, prompts: dict[str, dict[str, str]]) -> None:
         self.run, self.path = run, run.root / "metrics.jsonl"
         self.rows = read_jsonl(self.path) if self.path.exists() else []
-        self.maj_key = f"maj@{cfg.eval.maj_k}" if cfg.eval.maj_k > 0 else None
-        self.prompts, self.table_prompts = prompts, cfg.logger.wandb.table_prompts
+        self.maj_key = f"maj@{spec.eval.maj_k}" if spec.eval.maj_k > 0 else None
+        self.prompts, self.table_prompts = prompts, spec.logger.wandb.table_prompts
         self.wandb = self.tensorboard = None
         self._wandb_mode = os.environ.get("WANDB_MODE")
-        w = cfg.logger.wandb
+        w = spec.logger.wandb
         if w.enabled and w.mode != "disabled":
             from lightning.pytorch.loggers import WandbLogger
 
@@ -50,18 +48,18 @@ class RunLogger:
             # quiet: W&B's own end-of-run history and summary stay in its files, not irpo's output.
             self.wandb = WandbLogger(
                 save_dir=str(run.root), offline=w.mode == "offline", mode=w.mode, project=w.project, entity=w.entity,
-                id=run_id, resume="allow", config=flat_config(cfg), settings=wandb.Settings(quiet=True), **wandb_identity(cfg),
+                id=run_id, resume="allow", config=dict(spec.values), settings=wandb.Settings(quiet=True), **wandb_identity(spec),
             )
             # Lightning passes anonymous=None, which W&B warns about on every run ("has no effect").
             self.wandb._wandb_init.pop("anonymous", None)
             self.wandb.experiment.define_metric("iteration")
             self.wandb.experiment.define_metric("iter/*", step_metric="iteration")
             self.wandb.experiment.define_metric("samples/*", step_metric="iteration")
-        if cfg.logger.tensorboard.enabled:
+        if spec.logger.tensorboard.enabled:
             from lightning.pytorch.loggers import TensorBoardLogger
 
             self.tensorboard = TensorBoardLogger(save_dir=str(run.root), name="tensorboard", version="", default_hp_metric=False)
-            self.tensorboard.log_hyperparams(flat_config(cfg))
+            self.tensorboard.log_hyperparams(dict(spec.values))
 
     def lightning_loggers(self) -> list:
         """The shared W&B or TensorBoard run, for the per-step training metrics (besides
@@ -127,18 +125,14 @@ class RunLogger:
             self.tensorboard.finalize("success")
 
 
-def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
+def wandb_identity(spec: RunSpec) -> dict[str, Any]:
     """Where a job's W&B run sits among the others: grouped by sweep (the sweep directory's
     name unless logger.wandb.group is set), job_type = method, named by the job's overrides
     (`alpha=0`), tagged with task, model and method."""
-    hydra = HydraConfig.get()
-    w = cfg.logger.wandb
-    group = w.group
-    if group is None and hydra.mode == RunMode.MULTIRUN:
-        group = Path(hydra.sweep.dir).name
-    choices = hydra.runtime.choices
-    tags = [f"task:{choices.get('task')}", f"model:{choices.get('model')}", f"method:{cfg.method.name}", *w.tags]
-    return {"group": group, "job_type": cfg.method.name, "name": hydra.job.override_dirname or None, "tags": tags}
+    w, paths, name = spec.logger.wandb, spec.paths, spec.method.name
+    group = w.group if w.group is not None or paths.sweep_dir is None else paths.sweep_dir.name
+    tags = [f"task:{paths.choices.get('task')}", f"model:{paths.choices.get('model')}", f"method:{name}", *w.tags]
+    return {"group": group, "job_type": name, "name": paths.override_dirname or None, "tags": tags}
 
 
 def iteration_line(row: dict[str, Any], maj_key: str | None) -> str:

@@ -10,21 +10,21 @@ frozen copy.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 
 import lightning as L
 import torch
 
 from irpo.training.batching import collate, pair_tokens, split_to
-from irpo.config import ModelConfig, TrainerConfig
 from irpo.run.distributed import max_over_ranks
 from irpo.errors import UserError
 from irpo.methods import BatchLogps, Method
 from irpo.training.scoring import batch_logps
 from irpo.models.load import load_policy, policy_skeleton
 from irpo.models.lora import init_adapters, with_lora
-from irpo.training.trainers import SHARDED, load_sharded, shard_policy
+from irpo.training.sharding import load_sharded, shard_policy
+from irpo.training.trainers import Trainer
 
 
 def _frozen(model):
@@ -46,20 +46,13 @@ def build_policy(model_dir: str, dtype: str, trust_remote_code: bool, sharded: b
 
 @dataclass(frozen=True)
 class PolicyTraining:
-    """How M_θ is built and optimized, as the run's config says (train.policy_training)."""
+    """How M_θ is built and optimized (a part of the run spec, irpo/spec.py)."""
 
     lr: float
-    weight_decay: float = TrainerConfig.weight_decay
-    warmup_steps: int = TrainerConfig.warmup_steps
-    dtype: str = ModelConfig.dtype  # what the policy is loaded in (irpo/training/precision.py: float32 under mixed precision)
-    reference: str = TrainerConfig.reference  # or live: a frozen copy of M_t scores each batch
-    trust_remote_code: bool = ModelConfig.trust_remote_code
-    strategy: str = TrainerConfig.strategy
-    precision: str = TrainerConfig.precision
-    activation_checkpointing: bool = TrainerConfig.activation_checkpointing
-    cpu_offload: bool = TrainerConfig.cpu_offload
-    adapters: dict | None = None  # peft LoRA arguments (train.lora_args); None: full fine-tuning
-    gradient_clip_val: float | None = TrainerConfig.gradient_clip_val
+    trainer: Trainer = field(default_factory=Trainer)  # its preset: strategy, precision, steps, clipping, reference
+    dtype: str = "float32"  # what the policy is loaded in (trainer.policy_dtype: float32 under mixed precision)
+    trust_remote_code: bool = False
+    adapters: dict | None = None  # peft LoRA arguments; None: full fine-tuning
 
 
 class PreferenceModule(L.LightningModule):
@@ -74,12 +67,12 @@ class PreferenceModule(L.LightningModule):
         # plain values: a checkpoint holds data only (loaded with weights_only)
         self.save_hyperparameters({"model_dir": model_dir, "iteration": iteration, **asdict(training)})
         self.method = method
-        tr = training
+        tr, self.settings = training, training.trainer
         self.automatic_optimization = False  # micro-batches of varying count per step
-        self.sharded = tr.strategy in SHARDED
+        self.sharded = tr.trainer.shards_policy
         # from_pretrained returns eval mode
-        self.policy = build_policy(model_dir, tr.dtype, tr.trust_remote_code, self.sharded, tr.adapters, tr.activation_checkpointing).train()
-        self.reference = _frozen(load_policy(model_dir, tr.dtype, tr.trust_remote_code)) if tr.reference == "live" and method.reference else None
+        self.policy = build_policy(model_dir, tr.dtype, tr.trust_remote_code, self.sharded, tr.adapters, tr.trainer.activation_checkpointing).train()
+        self.reference = _frozen(load_policy(model_dir, tr.dtype, tr.trust_remote_code)) if tr.trainer.reference == "live" and method.reference else None
         # Pair-tokens trained on (counted as a plain step feeds them, prompt once per
         # sequence) and the last step's metrics, over the whole training: both are kept in
         # its checkpoints, so a resumed training reports what an uninterrupted one does.
@@ -104,9 +97,8 @@ class PreferenceModule(L.LightningModule):
         its process group and device mesh exist)."""
         if not self.sharded or any(p.device.type != "meta" for p in self.policy.parameters()):
             return
-        hp = self.hparams
-        shard_policy(self.policy, self.device_mesh["data_parallel"], hp.precision, hp.cpu_offload)
-        load_sharded(self.policy, hp.model_dir, self.trainer.strategy.root_device)
+        shard_policy(self.policy, self.device_mesh["data_parallel"], self.settings.precision, self.settings.cpu_offload)
+        load_sharded(self.policy, self.hparams.model_dir, self.trainer.strategy.root_device)
         init_adapters(self.policy)
 
     def training_step(self, groups: list[list[dict]], batch_idx: int) -> torch.Tensor:
@@ -124,8 +116,9 @@ class PreferenceModule(L.LightningModule):
                 self.manual_backward(loss * share)
             for name, value in metrics.items():
                 totals[name] = totals.get(name, 0.0) + value.detach() * share
-        if self.hparams.gradient_clip_val and self.hparams.strategy != "deepspeed_zero3":  # DeepSpeed clips in its engine
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
+        clip = self.settings.gradient_clip_val
+        if clip and not self.settings.deepspeed:  # DeepSpeed clips in its engine
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
@@ -134,27 +127,9 @@ class PreferenceModule(L.LightningModule):
         self._log(totals)
         return totals["train/loss"]
 
-    @contextmanager
     def _gradient_sync(self, last: bool):
         """Gradients are reduced over the ranks at the step's last backward only."""
-        strategy = self.trainer.strategy
-        if last:
-            yield
-        elif self.sharded:
-            self.policy.set_requires_gradient_sync(False)
-            try:
-                yield
-            finally:
-                self.policy.set_requires_gradient_sync(True)
-        elif self.hparams.strategy == "deepspeed_zero3":
-            strategy.model.set_gradient_accumulation_boundary(False)
-            try:
-                yield
-            finally:
-                strategy.model.set_gradient_accumulation_boundary(True)
-        else:
-            with strategy.block_backward_sync():
-                yield
+        return nullcontext() if last else self.settings.no_sync(self)
 
     def micro_batch_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The mean loss over a collated micro-batch's items, and what is logged of it."""
@@ -206,12 +181,12 @@ class PreferenceModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        if hp.strategy == "deepspeed_zero3" and hp.cpu_offload:
+        if self.settings.deepspeed and self.settings.cpu_offload:
             # ZeRO-Offload steps the optimizer on the CPU, with DeepSpeed's own AdamW.
             from deepspeed.ops.adam import DeepSpeedCPUAdam as AdamW
         else:
             AdamW = torch.optim.AdamW
-        optimizer = AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        warmup = max(hp.warmup_steps, 1)
+        optimizer = AdamW(params, lr=hp.lr, weight_decay=self.settings.weight_decay)
+        warmup = max(self.settings.warmup_steps, 1)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -31,17 +31,13 @@ def is_mixed(precision: str) -> bool:
     return str(precision).endswith("-mixed")
 
 
-def train_dtype(precision: str, model_dtype: str, strategy: str, lora: bool) -> str:
-    """The dtype the trained policy's parameters (and so its gradients and AdamW's states) are held in."""
-    if strategy == "deepspeed_zero3" or lora:
+def train_dtype(precision: str, model_dtype: str, in_model_dtype: bool) -> str:
+    """The dtype the trained policy's parameters (and so its gradients and AdamW's states) are
+    held in: the model's own where the trainer keeps it so (DeepSpeed's engine, a LoRA base),
+    else float32 master weights under mixed precision."""
+    if in_model_dtype:
         return model_dtype
     return "float32" if is_mixed(precision) else compute_dtype(precision)
-
-
-def policy_dtype(cfg) -> str:
-    """train_dtype of a run's config: what the trained policy, a live reference and the
-    scoring passes hold M_t in."""
-    return train_dtype(cfg.trainer.precision, cfg.model.dtype, cfg.trainer.strategy, cfg.model.lora.r > 0)
 
 
 def numerics(precision: str, device_type: str):

@@ -9,7 +9,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import lightning as L
 import torch
@@ -18,7 +18,6 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
 
 from irpo.run.artifacts import atomic_path
 from irpo.training.batching import MicroBatching
@@ -26,14 +25,15 @@ from irpo.training.data import IterationData
 from irpo.run.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
 from irpo.errors import UserError
 from irpo.run.failpoints import failpoint
-from irpo.methods import Method
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
 from irpo.training.module import PolicyTraining, PreferenceModule
-from irpo.training.precision import policy_dtype
 from irpo.run.preemption import Interrupted, agreed
 from irpo.training.selection import candidate_dir, candidate_steps
-from irpo.training.trainers import GATHERED, build_strategy, full_state_dict
+from irpo.training.trainers import Trainer
+
+if TYPE_CHECKING:
+    from irpo.spec import RunSpec
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -149,23 +149,23 @@ class LeaveSignalsAlone(_SignalConnector):
         pass
 
 
-def train_policy(cfg: DictConfig, method: Method, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list,
+def train_policy(spec: RunSpec, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list,
                  candidates_in: Path | None = None) -> dict[str, float]:
     """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
     left one; saves M_{t+1} to `out`, or, when selecting (`candidates_in`: the iteration's
     directory), a candidate every selection.val_every_n_steps and at the last step there.
     Returns the last step's training metrics and the pair-tokens trained on, in all (a
     resumed training counts those before its checkpoint) and by this launch."""
-    t = cfg.trainer
-    module = PreferenceModule(method, model_dir, policy_training(cfg), data.iteration)
-    devices, num_nodes = processes(t)
-    save = partial(save_policy, module, cfg, model_dir, data.tokenizer)
+    t = spec.trainer
+    module = PreferenceModule(spec.method, model_dir, spec.training, data.iteration)
+    devices, num_nodes = processes()
+    save = partial(save_policy, module, spec, model_dir, data.tokenizer)
     last = ckpt_dir / "last.ckpt"
-    candidates = CandidateCheckpoints(candidates_in, cfg.selection.val_every_n_steps, save) if candidates_in is not None else None
+    candidates = CandidateCheckpoints(candidates_in, spec.selection.val_every_n_steps, save) if candidates_in is not None else None
     callbacks = [*([candidates] if candidates else []), StopAtStep(last, t.checkpoint_every_seconds),
                  ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)]
     trainer = L.Trainer(
-        accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=build_strategy(t), precision=t.precision,
+        accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=t.lightning_strategy(), precision=t.precision,
         max_epochs=t.max_epochs, max_steps=t.max_steps, log_every_n_steps=t.log_every_n_steps, logger=[StepCSV(ckpt_dir / "metrics.csv"), *loggers],
         callbacks=callbacks, plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar and sys.stderr.isatty(), enable_model_summary=False,
         default_root_dir=str(ckpt_dir), use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
@@ -185,33 +185,14 @@ def train_policy(cfg: DictConfig, method: Method, data: IterationData, model_dir
     return logged | {"pair_tokens": module.pair_tokens, "launch_pair_tokens": module.pair_tokens - module.resumed_pair_tokens}
 
 
-def save_dtype(cfg: DictConfig) -> str:
-    return cfg.model.save_dtype or cfg.model.dtype
-
-
-def lora_args(cfg: DictConfig) -> dict:
-    lora = cfg.model.lora
-    return {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "target_modules": list(lora.target_modules)}
-
-
-def processes(t: DictConfig) -> tuple[int, int]:
+def processes() -> tuple[int, int]:
     """(devices, num_nodes) for Lightning: under torchrun or srun the launch's own (Lightning
     refuses any other), else one device (config.validate refuses more: Lightning would start
     copies of the whole loop)."""
     return (devices_per_node(), nodes()) if launched() else (1, 1)
 
 
-def policy_training(cfg: DictConfig) -> PolicyTraining:
-    """How M_θ is built and optimized, from the run's config."""
-    t = cfg.trainer
-    return PolicyTraining(
-        lr=cfg.model.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, dtype=policy_dtype(cfg), reference=t.reference,
-        trust_remote_code=cfg.model.trust_remote_code, strategy=t.strategy, precision=t.precision,
-        activation_checkpointing=t.activation_checkpointing, cpu_offload=t.cpu_offload, adapters=lora_args(cfg), gradient_clip_val=t.gradient_clip_val,
-    )
-
-
-def micro_batching(t: DictConfig) -> MicroBatching:
+def micro_batching(t: Trainer) -> MicroBatching:
     """Each rank's share of an optimizer step (batch_size pairs spread over all ranks:
     config.validate checks that they divide), cut into forwards of at most micro_batch_size
     pairs (default: the whole share) and micro_batch_tokens tokens."""
@@ -219,13 +200,15 @@ def micro_batching(t: DictConfig) -> MicroBatching:
     return MicroBatching(share, min(t.micro_batch_size or share, share), t.micro_batch_tokens)
 
 
-def save_policy(module: PreferenceModule, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:
+def save_policy(module: PreferenceModule, spec: RunSpec, model_dir: str, tokenizer, out: Path) -> None:
     """M_{t+1} as a Hugging Face safetensors checkpoint (adapters merged in), written by
     rank 0; a sharded policy is first gathered whole onto rank 0's CPU."""
-    if cfg.trainer.strategy in GATHERED:
-        on_rank_zero(_save_gathered, full_state_dict(module.policy, cfg.trainer.strategy), cfg, model_dir, tokenizer, out)
+    dtype = spec.model.save_dtype or spec.model.dtype
+    if spec.trainer.gathered:
+        state = spec.trainer.full_state_dict(module.policy)
+        on_rank_zero(_save_gathered, state, spec.training, model_dir, tokenizer, out, dtype)
     else:
-        on_rank_zero(_save, merged(module.policy), tokenizer, out, save_dtype(cfg))
+        on_rank_zero(_save, merged(module.policy), tokenizer, out, dtype)
 
 
 def _save(policy, tokenizer, out: Path, dtype: str) -> None:
@@ -240,8 +223,8 @@ def _save(policy, tokenizer, out: Path, dtype: str) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def _save_gathered(state: dict, cfg: DictConfig, model_dir: str, tokenizer, out: Path) -> None:
-    policy = with_lora(policy_skeleton(model_dir, save_dtype(cfg), cfg.model.trust_remote_code), **lora_args(cfg))
+def _save_gathered(state: dict, training: PolicyTraining, model_dir: str, tokenizer, out: Path, dtype: str) -> None:
+    policy = with_lora(policy_skeleton(model_dir, dtype, training.trust_remote_code), **training.adapters)
     policy.load_state_dict(state, assign=True)
     policy.tie_weights()  # assign= gave tied embeddings two tensors
-    _save(merged(policy), tokenizer, out, save_dtype(cfg))
+    _save(merged(policy), tokenizer, out, dtype)

@@ -1,160 +1,195 @@
-"""How the policy is spread over devices for training: the Lightning strategy of each
-trainer preset, and for `fsdp` the sharding of the policy itself (FSDP2 `fully_shard`
-per decoder layer, applied in the LightningModule's `configure_model`).
+"""The trainer presets as objects: what the sizing, capacity and training code ask of a way
+of spreading M_θ over devices, and its Lightning strategy. `trainer.strategy` names the
+class here (TRAINERS); nothing outside this module compares strategy names.
 
-`fsdp` is built on Lightning's ModelParallelStrategy (its older FSDPStrategy refuses a CPU
-accelerator, and ModelParallelStrategy runs the same code on CPU ranks with gloo). Under
-`fsdp` no rank holds the whole policy: it is built on the meta device, sharded, and each
-rank reads from the checkpoint's safetensors files only the rows of its own shards.
+The objects load no torch: the planner and the capacity check ask them questions before
+a run starts. How `fsdp` shards the policy is irpo/training/sharding.py's.
 """
 
 from __future__ import annotations
 
-import os
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from datetime import timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-import torch
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelParallelStrategy
-from omegaconf import DictConfig
+from irpo.config import TrainerConfig
+from irpo.errors import ConfigError
 
-from irpo.run.artifacts import remove_tree
-from irpo.run.distributed import barrier, broadcast, on_rank_zero, rank, world_size
-from irpo.models import shards
-from irpo.models.load import load_policy, policy_skeleton, weight_files
-from irpo.models.lora import checkpoint_key
-from irpo.training.precision import policy_dtype
+if TYPE_CHECKING:
+    import torch
 
-SHARDED = ("fsdp",)  # irpo shards the policy itself (configure_model)
-GATHERED = ("fsdp", "deepspeed_zero3")  # no rank holds the whole trained policy
+    from irpo.config import ModelConfig
 
 
-def build_strategy(t: DictConfig):
-    """The Lightning strategy of trainer.strategy; collectives wait trainer.timeout_minutes."""
-    timeout = timedelta(minutes=t.timeout_minutes)
-    if t.strategy == "ddp":
-        return DDPStrategy(timeout=timeout)
-    if t.strategy == "fsdp":
+@dataclass
+class Trainer(TrainerConfig):
+    """`auto`: one process, the whole policy on its device."""
+
+    name: ClassVar[str] = "auto"  # trainer.strategy
+    # irpo shards the policy itself (FSDP2 in the module's configure_model)
+    shards_policy: ClassVar[bool] = False
+    # weights, gradients and optimizer states are split over the ranks (the planner's rule)
+    sharded: ClassVar[bool] = False
+    # no rank holds the whole trained policy: it is gathered onto rank 0 to be saved
+    gathered: ClassVar[bool] = False
+    # DeepSpeed ZeRO-3: its engine holds the policy in the model dtype beside float32 master
+    # partitions, clips gradients itself and steps the optimizer on the CPU when offloading
+    deepspeed: ClassVar[bool] = False
+
+    def check(self, starting: bool) -> None:
+        """What this trainer refuses in one line, before any work (`starting`: a run, not a plan)."""
+
+    def lightning_strategy(self) -> Any:
+        return "auto"
+
+    def reference_policy(self, model: ModelConfig, dtype: str, model_dir: str, device: torch.device) -> torch.nn.Module:
+        """M_t for the passes that score pairs (the reference before training, the log-probs
+        after), held in `dtype` as training holds it (the passes score with training's
+        numerics): one whole copy per rank."""
+        from irpo.models.load import load_policy
+
+        return load_policy(model_dir, dtype, model.trust_remote_code)
+
+    def no_sync(self, module) -> Any:
+        """A context in which a backward reduces no gradient over the ranks (all but a step's last)."""
+        return module.trainer.strategy.block_backward_sync()
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The whole policy's weights on rank 0's CPU (empty elsewhere); every rank calls it."""
+        return model.state_dict()
+
+    def policy_dtype(self, model_dtype: str, lora: bool) -> str:
+        """What the trained policy (so its gradients and AdamW states), a live reference and the
+        scoring passes hold M_t in (irpo/training/precision.py)."""
+        from irpo.training.precision import train_dtype
+
+        return train_dtype(self.precision, model_dtype, in_model_dtype=self.deepspeed or lora)
+
+    @property
+    def timeout(self) -> timedelta:
+        return timedelta(minutes=self.timeout_minutes)
+
+
+@dataclass
+class DDP(Trainer):
+    """`ddp`: every rank a whole copy of the policy, gradients all-reduced."""
+
+    name: ClassVar[str] = "ddp"
+    def lightning_strategy(self) -> Any:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(timeout=self.timeout)
+
+
+@dataclass
+class FSDP(Trainer):
+    """`fsdp`: FSDP2 `fully_shard` per decoder layer over every rank."""
+
+    name: ClassVar[str] = "fsdp"
+    shards_policy: ClassVar[bool] = True
+    sharded: ClassVar[bool] = True
+    gathered: ClassVar[bool] = True
+
+    def check(self, starting: bool) -> None:
+        if self.reference == "live":
+            raise ConfigError("trainer.reference=live keeps a whole second model on every rank; with trainer=fsdp use reference=precomputed")
+
+    def lightning_strategy(self) -> Any:
         # With "auto" sizes Lightning makes data parallel = nodes and tensor parallel =
         # processes per node, so that the ranks of one node would all see the same batches.
-        return AtomicModelParallelStrategy(data_parallel_size=world_size(), tensor_parallel_size=1, timeout=timeout)
-    if t.strategy == "deepspeed_zero3":
-        strategy = AtomicDeepSpeedStrategy(stage=3, offload_optimizer=t.cpu_offload, timeout=timeout)
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        from irpo.run.distributed import world_size
+        from irpo.training.sharding import atomic
+
+        return atomic(ModelParallelStrategy)(data_parallel_size=world_size(), tensor_parallel_size=1, timeout=self.timeout)
+
+    def reference_policy(self, model: ModelConfig, dtype: str, model_dir: str, device: torch.device) -> torch.nn.Module:
+        """Sharded over all ranks as training shards it: no rank can hold a whole 70B model."""
+        from irpo.run.distributed import world_size
+
+        if world_size() == 1:
+            return super().reference_policy(model, dtype, model_dir, device)
+        from torch.distributed.device_mesh import init_device_mesh
+
+        from irpo.models.load import policy_skeleton
+        from irpo.training.sharding import load_sharded, shard_policy
+
+        policy = policy_skeleton(model_dir, dtype, model.trust_remote_code)
+        shard_policy(policy, init_device_mesh(device.type, (world_size(),)), self.precision, self.cpu_offload)
+        load_sharded(policy, model_dir, device)
+        return policy
+
+    @contextmanager
+    def no_sync(self, module):
+        module.policy.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            module.policy.set_requires_gradient_sync(True)
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+@dataclass
+class ZeRO3(Trainer):
+    """`deepspeed_zero3`: DeepSpeed ZeRO stage 3 (optimizer states offloaded with cpu_offload)."""
+
+    name: ClassVar[str] = "deepspeed_zero3"
+    sharded: ClassVar[bool] = True
+    gathered: ClassVar[bool] = True
+    deepspeed: ClassVar[bool] = True
+
+    def check(self, starting: bool) -> None:
+        # A plan needs no DeepSpeed; a run does, and should not find out after hours of generation.
+        import importlib.util
+
+        if starting and importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'")
+
+    def lightning_strategy(self) -> Any:
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        from irpo.training.sharding import atomic
+
+        strategy = atomic(DeepSpeedStrategy)(stage=3, offload_optimizer=self.cpu_offload, timeout=self.timeout)
         # under manual optimization Lightning passes no clipping value on: the engine clips
-        strategy.config["gradient_clipping"] = t.gradient_clip_val or 0.0
+        strategy.config["gradient_clipping"] = self.gradient_clip_val or 0.0
         return strategy
-    return "auto"
+
+    @contextmanager
+    def no_sync(self, module):
+        engine = module.trainer.strategy.model
+        engine.set_gradient_accumulation_boundary(False)
+        try:
+            yield
+        finally:
+            engine.set_gradient_accumulation_boundary(True)
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """ZeRO-3 partitions every parameter; gathering one at a time keeps a single whole
+        parameter on the GPU, never the whole model."""
+        import deepspeed
+
+        from irpo.run.distributed import rank
+
+        state = {}
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            with deepspeed.zero.GatheredParameters([tensor] if hasattr(tensor, "ds_id") else []):
+                if rank() == 0:
+                    state[name] = tensor.detach().to("cpu", copy=True)
+        return state
 
 
-class AtomicShardedCheckpoints:
-    """ModelParallelStrategy and DeepSpeedStrategy write their sharded checkpoints (a
-    directory, a file per rank) in place, past any CheckpointIO: a kill mid-write would
-    leave a last.ckpt that does not load. Every rank writes into one temporary directory,
-    which rank 0 renames into place."""
-
-    def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
-        path = Path(broadcast(str(filepath)))
-        tmp = path.parent / f".tmp-{path.name}"
-        on_rank_zero(remove_tree, tmp)  # a killed save's leftovers
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        on_rank_zero(_replace_dir, tmp, path)
+# trainer.strategy -> the class a trainer preset builds (config.validate checks the name)
+TRAINERS: dict[str, type[Trainer]] = {cls.name: cls for cls in (Trainer, DDP, FSDP, ZeRO3)}
 
 
-class AtomicModelParallelStrategy(AtomicShardedCheckpoints, ModelParallelStrategy):
-    pass
-
-
-class AtomicDeepSpeedStrategy(AtomicShardedCheckpoints, DeepSpeedStrategy):
-    pass
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    from irpo.run.failpoints import failpoint
-
-    failpoint(f"before-rename:{path.name}")
-    old = path.parent / f".tmp-old-{path.name}"
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    remove_tree(old)
-
-
-def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The model's repeated blocks, by the class names it declares must not be split
-    (`_no_split_modules`, e.g. LlamaDecoderLayer): the unit each rank gathers in turn."""
-    names = set(getattr(model, "_no_split_modules", None) or ())
-    layers = [m for m in model.modules() if type(m).__name__ in names]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} names no decoder layer class (_no_split_modules); fsdp cannot shard it")
-    return layers
-
-
-def shard_policy(model: torch.nn.Module, mesh, precision: str, cpu_offload: bool) -> None:
-    """FSDP2: every decoder layer its own shard group, then the rest (embeddings, head)."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
-
-    half = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
-    options = dict(
-        mesh=mesh,
-        mp_policy=MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32) if half else MixedPrecisionPolicy(),
-        offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
-    )
-    for layer in decoder_layers(model):
-        fully_shard(layer, **options)
-    fully_shard(model, **options)
-
-
-def load_sharded(model: torch.nn.Module, model_dir: str, device: torch.device) -> None:
-    """Fill a sharded policy built on the meta device with the checkpoint's weights, each
-    rank reading from the safetensors files (one, or many as `model.safetensors.index.json`
-    lists them) only the rows of its own shards (irpo/models/shards.py): a rank's memory
-    grows by its shards alone. Buffers that no checkpoint holds (the rotary frequencies) are
-    computed again, as from_pretrained does."""
-    model.to_empty(device=device)
-    stored = shards.index(weight_files(model_dir))
-    # Under LoRA adapters the names differ; the adapters themselves are not in M_t. A tied
-    # head is the embedding's own tensor: filled through the name the checkpoint keeps.
-    for key, value in model.state_dict().items():
-        if checkpoint_key(key) in stored:
-            shards.load_local(value, stored[checkpoint_key(key)], key)
-    for module in model.modules():
-        if module._non_persistent_buffers_set:
-            model._init_weights(module)
-    barrier()
-
-
-def reference_policy(cfg: DictConfig, model_dir: str, device: torch.device) -> torch.nn.Module:
-    """M_t for the reference pass before training: sharded over all ranks as training
-    shards it (no rank can hold a whole 70B model), else one copy per rank."""
-    dtype = policy_dtype(cfg)  # as training holds it: the passes score with training's numerics
-    if cfg.trainer.strategy not in SHARDED or world_size() == 1:
-        return load_policy(model_dir, dtype, cfg.model.trust_remote_code)
-    from torch.distributed.device_mesh import init_device_mesh
-
-    model = policy_skeleton(model_dir, dtype, cfg.model.trust_remote_code)
-    shard_policy(model, init_device_mesh(device.type, (world_size(),)), cfg.trainer.precision, cfg.trainer.cpu_offload)
-    load_sharded(model, model_dir, device)
-    return model
-
-
-def full_state_dict(model: torch.nn.Module, strategy: str) -> dict[str, torch.Tensor]:
-    """The whole policy's weights on rank 0's CPU (empty elsewhere), gathered from the
-    shards; every rank must call it."""
-    if strategy == "deepspeed_zero3":
-        return _zero3_state_dict(model)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def _zero3_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """ZeRO-3 partitions every parameter; gathering one at a time keeps a single whole
-    parameter on the GPU, never the whole model."""
-    import deepspeed
-
-    state = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        with deepspeed.zero.GatheredParameters([tensor] if hasattr(tensor, "ds_id") else []):
-            if rank() == 0:
-                state[name] = tensor.detach().to("cpu", copy=True)
-    return state
+def trainer_from(settings: Mapping[str, Any]) -> Trainer:
+    """The trainer object a run's `trainer` node describes."""
+    names = {f.name for f in fields(TrainerConfig)}
+    return TRAINERS[settings["strategy"]](**{k: v for k, v in settings.items() if k in names})
