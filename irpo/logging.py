@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from irpo.artifacts import STAGE_KINDS, RunDir, read_jsonl, write_jsonl
 from irpo.config import flat_config
 from irpo.distributed import on_rank_zero
-from irpo.results import eval_samples, generation_samples
+from irpo.analysis.results import eval_samples, generation_samples
 
 log = logging.getLogger("irpo")
 

@@ -38,7 +38,7 @@ from irpo.pairs import PairRule
 from irpo.models.load import load_tokenizer
 from irpo.plan_report import print_plan
 from irpo.precision import apply_cpu_bf16, choose_cpu_bf16
-from irpo.report import report_at_end
+from irpo.analysis.report import report_at_end
 from irpo.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split

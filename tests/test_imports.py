@@ -93,7 +93,7 @@ def test_under_srun_a_rank_other_than_0_writes_no_report_and_draws_no_bar(tmp_pa
     import logging
 
     from irpo import progress
-    from irpo.report import report_at_end
+    from irpo.analysis.report import report_at_end
 
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)

@@ -14,8 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from irpo.artifacts import read_jsonl, write_jsonl
-from irpo.report import FIGURES, moving_average, write_report
-from irpo.results import generation_samples, load, pairs_across_iterations, train_steps
+from irpo.analysis.report import FIGURES, moving_average, write_report
+from irpo.analysis.results import generation_samples, load, pairs_across_iterations, train_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=2",
@@ -248,7 +248,7 @@ def test_tensorboard_logger_carries_iteration_metrics(tmp_path):
 
 def test_under_srun_only_rank_zero_writes_the_report(tmp_path, monkeypatch, capsys):
     """srun sets SLURM_PROCID, not RANK: the rank comes from the launcher, as everywhere."""
-    from irpo.report import report_at_end
+    from irpo.analysis.report import report_at_end
 
     for name in ("RANK", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -266,7 +266,7 @@ def test_under_srun_only_rank_zero_writes_the_report(tmp_path, monkeypatch, caps
 
 def test_a_lone_runs_overrides_are_not_called_swept(tmp_path):
     """A single run's command-line values are overrides; "swept" names a multirun's axes only."""
-    from irpo.report import describe
+    from irpo.analysis.report import describe
 
     make_job(tmp_path, "run", ["task=gsm8k", "num_samples=4"], [0.1, 0.2])
     sweep = load(tmp_path / "run")

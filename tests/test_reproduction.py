@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from irpo.artifacts import read_jsonl
-from irpo.reproduction import chosen, comparisons, paired, seed_sets, summary, t_quantile, verdicts
+from irpo.analysis.writers import chosen, comparisons, paired, seed_sets, summary, t_quantile, verdicts
 
 
 def _rec(method, seed, t, acc, **logps):
@@ -135,7 +135,7 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
     assert "Table 1 in miniature" in text and "| irpo |" in text and "## Verdicts" in text and "python -m irpo -m" in text
     assert "Commit:" in text and (sweep / "fig2_logps.png").stat().st_size > 0 and (sweep / "fig3_logps.png").stat().st_size > 0
     # the sweep's record alone (no weights, no samples) gives the same report
-    from irpo.report import main as report
+    from irpo.analysis.report import main as report
 
     report([str(sweep), "--copy-to", str(tmp_path / "copy" / "sweep")])
     assert (tmp_path / "copy" / "sweep" / "REPRODUCTION.md").read_text() == text
@@ -152,7 +152,7 @@ def test_reduced_objectives_sweep_and_its_report(tmp_path, cli):
     proc = cli("-m", "sweep=objectives", arms, "seed=0,1", *[o for o in MINI if not o.startswith(("seed=", "iterations="))],
                "iterations=1", f"hydra.sweep.dir={sweep}", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    from irpo.reproduction import chosen, difference
+    from irpo.analysis.writers import chosen, difference
 
     text = (sweep / "OBJECTIVES.md").read_text()
     records = json.loads((sweep / "reproduction.json").read_text())
@@ -169,7 +169,7 @@ def test_reduced_objectives_sweep_and_its_report(tmp_path, cli):
 
 def test_capacity_pairs_irpo_with_star_m0_by_m0():
     """Each M_0 is its own row, ordered by width: two builds of one width stay apart."""
-    from irpo.reproduction import capacity, compares_m0s
+    from irpo.analysis.writers import capacity, compares_m0s
 
     recs = []
     for m0, hidden, gap in (("models/w256", 256, 0.05), ("${irpo_asset:mini_m0}", 128, 0.0), ("models/w64", 64, -0.02), ("models/b1", 128, 0.03)):
@@ -189,8 +189,8 @@ def test_the_committed_reports_regenerate_from_their_own_files(tmp_path, report)
     written from a copy of it is the committed one, byte for byte."""
     from pathlib import Path
 
-    from irpo import reproduction
-    from irpo.results import copy_records, load
+    from irpo.analysis import writers as reproduction
+    from irpo.analysis.results import copy_records, load
 
     committed = Path(__file__).resolve().parents[1] / "docs" / report
     copy = tmp_path / committed.parent.name
@@ -204,7 +204,7 @@ def test_the_committed_reports_regenerate_from_their_own_files(tmp_path, report)
 
 
 def test_a_jobs_time_counts_its_launches_not_the_waits_between_them():
-    from irpo.reproduction import _busy
+    from irpo.analysis.writers import _busy
 
     events = [{"event": "launch", "time": 100.0}, {"event": "start", "time": 101.0}, {"event": "finish", "time": 160.0},
               {"event": "launch", "time": 5000.0}, {"event": "finish", "time": 5003.0}]

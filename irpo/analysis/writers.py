@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from irpo.artifacts import atomic_path, read_jsonl, write_json
-from irpo.results import Sweep, comparable
+from irpo.analysis.results import Sweep, comparable
 
 # Table 1 of the paper (GSM8K, Llama-2-70b-chat), greedy accuracy in %, by method and by the
 # iteration that produced the row (0 = the untrained model); maj@32 where the table gives it.

@@ -34,8 +34,8 @@ from omegaconf import DictConfig
 
 from irpo.artifacts import atomic_path, write_json
 from irpo.errors import ArgumentParser
-from irpo import results
-from irpo.results import Sweep, load, train_steps
+from irpo.analysis import results
+from irpo.analysis.results import Sweep, load, train_steps
 
 FIGURES = ("accuracy.png", "train.png", "logps.png")
 def moving_average(values: list[float], window: int) -> list[float]:
@@ -65,7 +65,7 @@ def write_report(path: str | os.PathLike) -> Sweep:
         "seed_mean_std": _seed_table(sweep) if "seed" in sweep.swept else [],
     })
     plot(sweep)
-    from irpo import reproduction
+    from irpo.analysis import writers as reproduction
 
     if reproduction.compares_methods(sweep):
         reproduction.write(sweep)
@@ -193,7 +193,7 @@ def describe(sweep: Sweep) -> str:
                      f"{len(job.rows)} of {job.last_iteration + 1} iterations logged{where}")
     for overrides in sweep.missing:
         lines.append(f"  not started: {overrides}")
-    from irpo import reproduction
+    from irpo.analysis import writers as reproduction
 
     wrote = [*FIGURES, *reproduction.outputs(sweep)] if reproduction.compares_methods(sweep) else FIGURES
     lines.append(f"  wrote summary.csv, summary.json, {', '.join(wrote)}")

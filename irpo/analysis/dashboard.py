@@ -91,7 +91,7 @@ def _run(args: Namespace) -> None:
         raise UserError("the dashboard needs wandb-workspaces: pip install 'irpo[dashboard]'") from None
     group, by = args.group, args.by
     if args.sweep is not None:
-        from irpo.results import load
+        from irpo.analysis.results import load
 
         sweep = load(args.sweep)
         group = group or sweep.root.name
