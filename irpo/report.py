@@ -2,19 +2,8 @@
 Hydra callback of earlier runs' records (`irpo.report.ReportCallback`) name it: the report
 now lives in irpo/analysis/."""
 
-from irpo.analysis.report import (  # noqa: F401
-    FIGURES,
-    ReportCallback,
-    accuracy_figure,
-    describe,
-    logps_figure,
-    main,
-    moving_average,
-    plot,
-    report_at_end,
-    train_figure,
-    write_report,
-)
+from irpo.analysis.figures import accuracy_figure, logps_figure, moving_average, train_figure  # noqa: F401
+from irpo.analysis.report import FIGURES, ReportCallback, describe, main, plot, report_at_end, write_report  # noqa: F401
 
 if __name__ == "__main__":
     main()

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from irpo.artifacts import read_jsonl, write_jsonl
-from irpo.analysis.report import FIGURES, moving_average, write_report
+from irpo.analysis.figures import moving_average
+from irpo.analysis.report import FIGURES, write_report
 from irpo.analysis.results import generation_samples, load, pairs_across_iterations, train_steps
+from irpo.artifacts import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=2",

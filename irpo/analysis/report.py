@@ -13,34 +13,36 @@ Reads only what runs leave on disk (each job's `.hydra/overrides.yaml` and `conf
     logps.png                   chosen and rejected log-probs over training steps, iterations
                                 end to end
 
+and, when the sweep compares methods, reproduction.json (records.py) and the comparison it
+calls for (writers.py, figures.py): REPRODUCTION.md with fig2_logps.png and fig3_logps.png
+(the paper in miniature), OBJECTIVES.md with objectives_logps.png for sweep=objectives, or
+CAPACITY.md with capacity.png for a sweep over M_0s.
+
 It runs by itself at the end of every run and every multirun; by hand it also reads a
-partial sweep and names the jobs that did not finish. It reads runs through irpo/results.py,
-as notebooks/compare_iterations.ipynb and any other comparison do.
+partial sweep and names the jobs that did not finish. It reads runs through results.py, as
+notebooks/compare_iterations.ipynb and any other comparison do.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 import os
-import statistics
 import sys
-import textwrap
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
+from irpo.analysis import results
+from irpo.analysis.figures import accuracy_figure, capacity_figure, logp_figure, logps_figure, objectives_figure, train_figure
+from irpo.analysis.records import compares_m0s, compares_methods, compares_objectives, records
+from irpo.analysis.results import Sweep, load
+from irpo.analysis.writers import (CAPACITY_FIGURE, OBJECTIVES_FIGURE, REPRODUCTION_FIGURES, capacity_markdown, objectives_markdown,
+                                   reproduction_markdown)
 from irpo.artifacts import atomic_path, write_json
 from irpo.errors import ArgumentParser
-from irpo.analysis import results
-from irpo.analysis.results import Sweep, load, train_steps
 
 FIGURES = ("accuracy.png", "train.png", "logps.png")
-def moving_average(values: list[float], window: int) -> list[float]:
-    """The mean of each value and up to window - 1 values before it."""
-    return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
 
 
 def write_report(path: str | os.PathLike) -> Sweep:
@@ -65,10 +67,8 @@ def write_report(path: str | os.PathLike) -> Sweep:
         "seed_mean_std": _seed_table(sweep) if "seed" in sweep.swept else [],
     })
     plot(sweep)
-    from irpo.analysis import writers as reproduction
-
-    if reproduction.compares_methods(sweep):
-        reproduction.write(sweep)
+    if compares_methods(sweep):
+        write_comparison(sweep)
     return sweep
 
 
@@ -84,100 +84,42 @@ def _seed_table(sweep: Sweep) -> list[dict]:
 
 def plot(sweep: Sweep) -> None:
     """The figures of FIGURES, into the sweep directory."""
-    for name, fig in zip(FIGURES, (accuracy_figure(sweep), train_figure(sweep), logps_figure(sweep))):
+    _save(sweep, dict(zip(FIGURES, (accuracy_figure(sweep), train_figure(sweep), logps_figure(sweep)))))
+
+
+def comparison_outputs(sweep: Sweep) -> list[str]:
+    """The files `write_comparison` makes for this sweep."""
+    if compares_objectives(sweep):
+        return ["reproduction.json", "OBJECTIVES.md", OBJECTIVES_FIGURE]
+    return ["reproduction.json", *(("CAPACITY.md", CAPACITY_FIGURE) if compares_m0s(records(sweep)) else ("REPRODUCTION.md", *REPRODUCTION_FIGURES))]
+
+
+def write_comparison(sweep: Sweep) -> None:
+    """A sweep over methods: reproduction.json and the report it calls for, with its figures:
+    OBJECTIVES.md for sweep=objectives, CAPACITY.md for a sweep over M_0s, REPRODUCTION.md
+    (the paper in miniature) otherwise."""
+    recs = records(sweep)
+    write_json(sweep.root / "reproduction.json", recs)
+    if compares_objectives(sweep):
+        files = {OBJECTIVES_FIGURE: objectives_figure(recs), "OBJECTIVES.md": objectives_markdown(sweep, recs)}
+    elif compares_m0s(recs):
+        files = {CAPACITY_FIGURE: capacity_figure(recs), "CAPACITY.md": capacity_markdown(sweep, recs)}
+    else:
+        files = dict(zip(REPRODUCTION_FIGURES, (
+            logp_figure(recs, ("sft_chosen", "sft_gold", "irpo"), "Fig. 2 in miniature: winners and losers under SFT (own winners, gold CoT) and IRPO"),
+            logp_figure(recs, ("dpo", "irpo"), "Fig. 3 in miniature: winners and losers under DPO (alpha = 0) and IRPO (alpha = 1)"))))
+        files["REPRODUCTION.md"] = reproduction_markdown(sweep, recs)
+    _save(sweep, files)
+
+
+def _save(sweep: Sweep, files: dict[str, Any]) -> None:
+    """Each file into the sweep directory, atomically: text as it is, a figure as PNG."""
+    for name, content in files.items():
         with atomic_path(sweep.root / name) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-
-
-def _seeds(sweep: Sweep) -> str:
-    return " (mean ± std over seeds)" if "seed" in sweep.swept else ""
-
-
-def accuracy_figure(sweep: Sweep):
-    """Test accuracy (greedy, and maj@k when evaluated) against iteration, per configuration."""
-    maj = [m for m in sweep.metrics() if m.startswith("maj@")]
-    return _iteration_figure(sweep, [("test_accuracy", "test accuracy (greedy)"), *[(m, f"test {m}") for m in maj]],
-                             f"{sweep.root.name}: test accuracy of M_t{_seeds(sweep)}")
-
-
-def train_figure(sweep: Sweep):
-    """Train pass@N and the number of pairs per iteration, per configuration."""
-    return _iteration_figure(sweep, [("train_pass_at_n", "train pass@N (a prompt has a correct sample)"), ("pairs", "pairs")],
-                             f"{sweep.root.name}: samples of M_t{_seeds(sweep)}")
-
-
-def _legend(fig, sweep: Sweep, handles: list, labels: list[str], **kwargs: Any) -> None:
-    """One legend under the axes, titled with the swept keys: long labels never cover data."""
-    fig.legend(handles, labels, title=", ".join(sweep.compared) or None, loc="lower center", fontsize="small",
-               ncol=max(1, min(len(labels), 3)), frameon=False, **kwargs)
-
-
-def _finish(fig, n_legend_rows: int, title: str):
-    """The title, and room under the axes for the legend."""
-    fig.suptitle(textwrap.fill(title, 90))
-    fig.tight_layout(rect=(0, min(0.45, 0.03 + 0.05 * n_legend_rows), 1, 1))
-    return fig
-
-
-def _iteration_figure(sweep: Sweep, metrics: list[tuple[str, str]], title: str):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(6.5, 5.5 * len(metrics)), 4.8))
-    axes = fig.subplots(1, len(metrics), squeeze=False)
-    for ax, (metric, ylabel) in zip(axes[0], metrics):
-        for label, points in sweep.aggregate(metric).items():
-            t, mean, std = [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]
-            line, = ax.plot(t, mean, marker="o", label=label)
-            if any(std):
-                ax.fill_between(t, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("iteration t (M_t)")
-        ax.set_ylabel(ylabel)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        if not ax.lines:
-            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    _legend(fig, sweep, handles, labels)
-    return _finish(fig, math.ceil(len(labels) / 3) + bool(sweep.compared), title)
-
-
-def logps_figure(sweep: Sweep, window: int = 5):
-    """Chosen and rejected log-probs while training, iterations end to end, one colour per
-    configuration (each seed its own line): the paper's case for the NLL term, without
-    which the winners' log-probs fall along with the losers'. Batch means are noisy, so
-    each line is a moving average over `window` logged batches of one iteration."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    title = f"{sweep.root.name}: log-probs of winners and losers while training"
-    fig = Figure(figsize=(10, 5.2))
-    ax = fig.subplots()
-    configs, last = [], 0
-    for i, (label, jobs) in enumerate(sweep.configurations().items()):
-        color = f"C{i % 10}"
-        for job in jobs:
-            rows = [r for r in train_steps(job) if "train/chosen_logps" in r]
-            for t in sorted({r["iteration"] for r in rows}):
-                part = [r for r in rows if r["iteration"] == t]
-                x = [r["progress"] for r in part]
-                ax.plot(x, moving_average([r["train/chosen_logps"] for r in part], window), color=color, linewidth=1.5)
-                if all("train/rejected_logps" in r for r in part):  # SFT trains on winners alone
-                    ax.plot(x, moving_average([r["train/rejected_logps"] for r in part], window), color=color, linewidth=1.5, linestyle="--")
-                last = max(last, t + 1)
-        if any(line.get_color() == color for line in ax.lines):
-            configs.append((Line2D([], [], color=color), label))
-    ax.set_xticks(range(last + 1))
-    ax.set_xticklabels([f"M_{t}" for t in range(last + 1)])
-    ax.set_xlabel("training M_t → M_t+1: iterations end to end, each from its first step to its last")
-    ax.set_ylabel(f"log-prob of the sequence\n(batch mean, moving average of {window})")
-    ax.grid(alpha=0.3)
-    if not configs:
-        ax.text(0.5, 0.5, "no training steps logged", transform=ax.transAxes, ha="center")
-    styles = [(Line2D([], [], color="black"), "winner (chosen)"), (Line2D([], [], color="black", linestyle="--"), "loser (rejected)")]
-    ax.legend(*zip(*styles), loc="best", fontsize="small")
-    if configs:
-        _legend(fig, sweep, *map(list, zip(*configs)))
-    return _finish(fig, math.ceil(len(configs) / 3) + bool(sweep.compared), title)
+            if isinstance(content, str):
+                tmp.write_text(content)
+            else:
+                content.savefig(tmp, dpi=110, format="png")
 
 
 def describe(sweep: Sweep) -> str:
@@ -193,9 +135,7 @@ def describe(sweep: Sweep) -> str:
                      f"{len(job.rows)} of {job.last_iteration + 1} iterations logged{where}")
     for overrides in sweep.missing:
         lines.append(f"  not started: {overrides}")
-    from irpo.analysis import writers as reproduction
-
-    wrote = [*FIGURES, *reproduction.outputs(sweep)] if reproduction.compares_methods(sweep) else FIGURES
+    wrote = [*FIGURES, *comparison_outputs(sweep)] if compares_methods(sweep) else FIGURES
     lines.append(f"  wrote summary.csv, summary.json, {', '.join(wrote)}")
     return "\n".join(lines)
 
@@ -217,7 +157,7 @@ class ReportCallback(Callback):
     """Hydra calls this when every job of a multirun has ended (and not when one failed, so
     a partial sweep's report is written by hand: `python -m irpo.report <sweep dir>`)."""
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         if not (config.get("plan") or config.get("dry_run")):  # those jobs print a plan, they log nothing
             report_at_end(config.hydra.sweep.dir)
 

@@ -1,7 +1,7 @@
 """The reader of what runs leave on disk: a run or sweep directory as Jobs (each one's
 overrides, config, per-iteration metrics and how far it got), training curves, samples and
-pairs. Reports (irpo/report.py), the reproduction report (irpo/reproduction.py), the
-notebook and any other comparison read runs through it; it writes nothing.
+pairs. The report (report.py), the comparisons (records.py and the modules beside it), the
+dashboard, the notebook and any other comparison read runs through it; it writes nothing.
 
 Read: each job's `.hydra/overrides.yaml` and `config.yaml`, `metrics.jsonl`, `events.jsonl`,
 `iter_<t>/train/metrics.csv`, `iter_<t>/pairs.jsonl`, `generations.jsonl`,
@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from irpo import methods
 from irpo.artifacts import read_jsonl
@@ -45,8 +45,9 @@ class Job:
         return any(r["iteration"] == self.last_iteration for r in self.rows)
 
     @cached_property
-    def config(self) -> DictConfig:
-        """The config the job ran under, as its launch recorded it."""
+    def config(self) -> Any:
+        """The config the job ran under, as its launch recorded it (.hydra/config.yaml, read with
+        OmegaConf: attribute access, interpolations unresolved until read)."""
         return OmegaConf.load(self.path / ".hydra" / "config.yaml")
 
 
