@@ -7,6 +7,8 @@ its caller to save or show:
     objectives_figure                             one panel per objective (objectives_logps.png)
     capacity_figure                               IRPO minus STaR by the width of M_0 (capacity.png)
 
+Each line is named as the reports' tables name its arm (`irpo`, `dpo`, an M_0 by its name:
+records.arm_names), and every legend is measured and placed inside the canvas.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import statistics
 import textwrap
 
 from irpo.analysis.claims import capacity
-from irpo.analysis.records import METHOD_ORDER, arms, by_iteration, m0_label, starting_from
+from irpo.analysis.records import METHOD_ORDER, arm_names, arm_title, arms, by_iteration, m0_label, starting_from
 from irpo.analysis.results import Sweep, train_steps
 
 
@@ -26,21 +28,40 @@ def moving_average(values: list[float], window: int) -> list[float]:
 
 
 def _figure(width: float, height: float):
+    """A Figure with its own Agg canvas, so that text can be measured before it is saved."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def _legend(fig, sweep: Sweep, handles: list, labels: list[str], **kwargs) -> None:
-    """One legend under the axes, titled with the swept keys: long labels never cover data."""
-    fig.legend(handles, labels, title=", ".join(sweep.compared) or None, loc="lower center", fontsize="small",
-               ncol=max(1, min(len(labels), 3)), frameon=False, **kwargs)
+def legend_below(fig, handles: list, labels: list[str], title: str | None, most_columns: int = 5) -> float:
+    """One legend centred under the axes, in as many columns as the canvas's width holds, rows
+    filled evenly (the canvas widens when even one column does not fit); returns the height it
+    takes, as a fraction of the figure's."""
+    renderer = fig.canvas.get_renderer()
+    fits = 1
+    for ncol in range(max(1, min(len(labels), most_columns)), 0, -1):
+        legend = fig.legend(handles, labels, title=title, loc="lower center", fontsize="small", ncol=ncol, frameon=False)
+        width = legend.get_window_extent(renderer).width
+        legend.remove()
+        if width <= 0.98 * fig.bbox.width:
+            fits = ncol
+            break
+    rows = math.ceil(len(labels) / fits)
+    legend = fig.legend(handles, labels, title=title, loc="lower center", fontsize="small", ncol=math.ceil(len(labels) / rows), frameon=False)
+    width = legend.get_window_extent(renderer).width
+    if width > 0.98 * fig.bbox.width:
+        fig.set_figwidth(width / 0.98 / fig.dpi)
+    return legend.get_window_extent(renderer).height / fig.bbox.height
 
 
-def _finish(fig, n_legend_rows: int, title: str):
+def _finish(fig, legend_height: float, title: str):
     """The title, and room under the axes for the legend."""
     fig.suptitle(textwrap.fill(title, 90))
-    fig.tight_layout(rect=(0, min(0.45, 0.03 + 0.05 * n_legend_rows), 1, 1))
+    fig.tight_layout(rect=(0, min(0.6, legend_height + 0.02), 1, 1))
     return fig
 
 
@@ -64,21 +85,24 @@ def train_figure(sweep: Sweep):
 def _iteration_figure(sweep: Sweep, metrics: list[tuple[str, str]], title: str):
     fig = _figure(max(6.5, 5.5 * len(metrics)), 4.8)
     axes = fig.subplots(1, len(metrics), squeeze=False)
+    names = arm_names(sweep)
+    colors = {label: f"C{i % 10}" for i, label in enumerate(names)}  # one colour per configuration, in every panel
     for ax, (metric, ylabel) in zip(axes[0], metrics):
         for label, points in sweep.aggregate(metric).items():
             t, mean, std = [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]
-            line, = ax.plot(t, mean, marker="o", label=label)
+            ax.plot(t, mean, marker="o", label=names[label], color=colors[label])
             if any(std):
-                ax.fill_between(t, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.2)
+                ax.fill_between(t, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=colors[label], alpha=0.2)
         ax.set_xlabel("iteration t (M_t)")
         ax.set_ylabel(ylabel)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(sorted({t for line in ax.lines for t in line.get_xdata()}))  # iterations only, however few
         ax.grid(alpha=0.3)
         if not ax.lines:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    _legend(fig, sweep, handles, labels)
-    return _finish(fig, math.ceil(len(labels) / 3) + bool(sweep.compared), title)
+    named = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}  # any panel's lines
+    handles, labels = list(named.values()), list(named)
+    height = legend_below(fig, handles, labels, arm_title(sweep)) if labels else 0.0
+    return _finish(fig, height, title)
 
 
 def logps_figure(sweep: Sweep, window: int = 5):
@@ -91,6 +115,7 @@ def logps_figure(sweep: Sweep, window: int = 5):
     title = f"{sweep.root.name}: log-probs of winners and losers while training"
     fig = _figure(10, 5.2)
     ax = fig.subplots()
+    names = arm_names(sweep)
     configs, last = [], 0
     for i, (label, jobs) in enumerate(sweep.configurations().items()):
         color = f"C{i % 10}"
@@ -104,7 +129,7 @@ def logps_figure(sweep: Sweep, window: int = 5):
                     ax.plot(x, moving_average([r["train/rejected_logps"] for r in part], window), color=color, linewidth=1.5, linestyle="--")
                 last = max(last, t + 1)
         if any(line.get_color() == color for line in ax.lines):
-            configs.append((Line2D([], [], color=color), label))
+            configs.append((Line2D([], [], color=color), names[label]))
     ax.set_xticks(range(last + 1))
     ax.set_xticklabels([f"M_{t}" for t in range(last + 1)])
     ax.set_xlabel("training M_t → M_t+1: iterations end to end, each from its first step to its last")
@@ -114,9 +139,8 @@ def logps_figure(sweep: Sweep, window: int = 5):
         ax.text(0.5, 0.5, "no training steps logged", transform=ax.transAxes, ha="center")
     styles = [(Line2D([], [], color="black"), "winner (chosen)"), (Line2D([], [], color="black", linestyle="--"), "loser (rejected)")]
     ax.legend(*zip(*styles), loc="best", fontsize="small")
-    if configs:
-        _legend(fig, sweep, *map(list, zip(*configs)))
-    return _finish(fig, math.ceil(len(configs) / 3) + bool(sweep.compared), title)
+    height = legend_below(fig, *map(list, zip(*configs)), arm_title(sweep)) if configs else 0.0
+    return _finish(fig, height, title)
 
 
 def _color(method: str) -> str:

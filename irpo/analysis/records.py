@@ -1,6 +1,7 @@
 """What the comparisons read of a sweep: one record per (method, seed, iteration), written to
 reproduction.json, and the questions asked of the records (which arms, which seeds, which M_0s,
-mean ± std per iteration, each seed's validation-chosen M_t).
+mean ± std per iteration, each seed's validation-chosen M_t). Also the name each report gives
+an arm, so that a figure's lines and a table's rows read alike.
 
 A record holds greedy_acc, maj_acc, the M_0 it started from (m0, hidden) and, for t >= 1, the
 mean summed log-prob of the winners and losers of the training that made M_t under the policy
@@ -129,3 +130,30 @@ def moved(recs: list[dict], method: str, side: str, sign: float = 1.0) -> dict[i
     keys = f"{side}_logp_start", f"{side}_logp_end"
     return {r["seed"]: sign * (r[keys[1]] - r[keys[0]]) for r in recs
             if r["method"] == method and r["iteration"] == 1 and None not in (r.get(keys[0]), r.get(keys[1]))}
+
+
+# The swept keys that pick an arm's recipe, and what the reports' tables call them instead.
+_NAMED = {"experiment": "method", "method": "method", "model.path": "M_0"}
+
+
+def arm_names(sweep: Sweep) -> dict[str, str]:
+    """Each configuration's label (Sweep.label) → its name as the reports' tables give it: the
+    method its config composed for `experiment=` or `method=`, its M_0 as CAPACITY.md names it
+    for `model.path=`, any other swept key as key=value. Where two configurations would share
+    a name, each keeps its label."""
+    out = {}
+    for label, jobs in sweep.configurations().items():
+        job = jobs[0]
+        parts = [OmegaConf.select(job.config, "method.name") if _NAMED.get(k) == "method"
+                 else m0_label(job.overrides.get(k, "-")) if _NAMED.get(k) == "M_0" else f"{k}={job.overrides.get(k, '-')}"
+                 for k in sweep.compared]
+        out[label] = ", ".join(map(str, parts)) or label
+    return out if len(set(out.values())) == len(out) else {label: label for label in out}
+
+
+def arm_title(sweep: Sweep) -> str | None:
+    """What the names of arm_names are: the swept keys, as the tables call them (or as the
+    command line does, where the configurations keep their labels)."""
+    names = arm_names(sweep)
+    keys = sweep.compared if all(name == label for label, name in names.items()) else [_NAMED.get(k, k) for k in sweep.compared]
+    return ", ".join(dict.fromkeys(keys)) or None
