@@ -94,7 +94,7 @@ def _legend_inside(fig) -> list[str]:
 
     fig.savefig(io.BytesIO(), dpi=110, format="png")
     canvas = fig.bbox
-    for legend in fig.legends:
+    for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
         box = legend.get_window_extent()
         assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and canvas.y0 <= box.y0 and box.y1 <= canvas.y1, (box, canvas)
     return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
@@ -135,6 +135,13 @@ def test_the_committed_figures_name_their_lines_as_their_tables_do(report):
                 assert arm in ("irpo", "sft_chosen") and f"| `{m0}` |" in text, label
             else:
                 assert f"\n| {label} |" in text, label
+    if "REPRODUCTION" in report:  # Figs. 2-3 name the methods they draw, as Table 1 does
+        from irpo.analysis.figures import logp_figure
+        from irpo.analysis.records import records
+
+        fig = logp_figure(records(sweep), ("dpo", "irpo"), "Fig. 3")
+        _legend_inside(fig)
+        assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:2] == ["dpo", "irpo"] and "\n| dpo |" in text
 
 
 def test_train_steps_run_on_across_iterations(tmp_path):
