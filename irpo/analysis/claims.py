@@ -79,7 +79,8 @@ def verdicts(recs: list[dict]) -> list[Claim]:
     if at("irpo", 2):
         up1, up2 = difference(at("irpo", 1), at("irpo", 0)), difference(at("irpo", 2), at("irpo", 1))
         out.append(Claim("IRPO improves over iterations: M_1 above M_0 and M_2 above M_1",
-                         (Measured("M_1 − M_0", up1), Measured("M_2 − M_1", up2)), source="Table 1: 55.6, 73.1, 78.0"))
+                         (Measured("M_1 − M_0", up1), Measured("M_2 − M_1", up2)),
+                         source="Table 1: 55.6, 73.1, 78.0"))
     else:
         out.append(Claim("IRPO improves over iterations", missing="the sweep has no irpo arm with 2 iterations"))
     for other, diff in comparisons(recs):
@@ -91,15 +92,18 @@ def verdicts(recs: list[dict]) -> list[Claim]:
 
     dc, ic = change("dpo", "chosen", -1), change("irpo", "chosen")
     if dc and ic:
-        out.append(Claim("Fig. 3: over the training that made M_1, the chosen log-prob falls under DPO and rises under IRPO",
+        out.append(Claim("Fig. 3: over the training that made M_1, the chosen log-prob falls under DPO and rises "
+                         "under IRPO",
                          (Measured("fall under dpo", dc, "nats"), Measured("rise under irpo", ic, "nats"))))
     sr = change("sft_chosen", "rejected")
     if sr:
-        out.append(Claim("Fig. 2: SFT on the chosen sequences raises the rejected log-probs too", (Measured("sft_chosen: rejected rise", sr, "nats"),)))
+        out.append(Claim("Fig. 2: SFT on the chosen sequences raises the rejected log-probs too",
+                         (Measured("sft_chosen: rejected rise", sr, "nats"),)))
     own, gold = moved(recs, "sft_chosen", "chosen"), moved(recs, "sft_gold", "chosen")
     more = paired([own[s] - gold[s] for s in sorted(own.keys() & gold.keys())])
     if more:
-        out.append(Claim("Fig. 2: SFT on the gold CoT raises the chosen log-probs less than SFT on the chosen sequences does",
+        out.append(Claim("Fig. 2: SFT on the gold CoT raises the chosen log-probs less than SFT on the chosen "
+                         "sequences does",
                          (Measured("sft_chosen's rise − sft_gold's", more, "nats"),)))
     ir = change("irpo", "rejected", -1)
     if ic and ir:
@@ -111,4 +115,8 @@ def verdicts(recs: list[dict]) -> list[Claim]:
 def capacity(recs: list[dict]) -> dict[str, Interval | None]:
     """Per M_0 (by width, then name): IRPO minus SFT on its own winners, each at its
     validation-chosen iteration, paired by seed."""
-    return {m0: difference(chosen(starting_from(recs, m0), "irpo"), chosen(starting_from(recs, m0), "sft_chosen")) for m0 in m0s(recs)}
+    out = {}
+    for m0 in m0s(recs):
+        own = starting_from(recs, m0)
+        out[m0] = difference(chosen(own, "irpo"), chosen(own, "sft_chosen"))
+    return out

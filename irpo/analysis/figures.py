@@ -42,16 +42,20 @@ def legend_below(fig, handles: list, labels: list[str], title: str | None, most_
     filled evenly (the canvas widens when even one column does not fit); returns the height it
     takes, as a fraction of the figure's."""
     renderer = fig.canvas.get_renderer()
+
+    def place(ncol: int):
+        return fig.legend(handles, labels, title=title, loc="lower center", fontsize="small", ncol=ncol, frameon=False)
+
     fits = 1
     for ncol in range(max(1, min(len(labels), most_columns)), 0, -1):
-        legend = fig.legend(handles, labels, title=title, loc="lower center", fontsize="small", ncol=ncol, frameon=False)
+        legend = place(ncol)
         width = legend.get_window_extent(renderer).width
         legend.remove()
         if width <= 0.98 * fig.bbox.width:
             fits = ncol
             break
     rows = math.ceil(len(labels) / fits)
-    legend = fig.legend(handles, labels, title=title, loc="lower center", fontsize="small", ncol=math.ceil(len(labels) / rows), frameon=False)
+    legend = place(math.ceil(len(labels) / rows))
     width = legend.get_window_extent(renderer).width
     if width > 0.98 * fig.bbox.width:
         fig.set_figwidth(width / 0.98 / fig.dpi)

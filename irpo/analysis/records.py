@@ -143,10 +143,12 @@ def arm_names(sweep: Sweep) -> dict[str, str]:
     a name, each keeps its label."""
     out = {}
     for label, jobs in sweep.configurations().items():
-        job = jobs[0]
-        parts = [OmegaConf.select(job.config, "method.name") if _NAMED.get(k) == "method"
-                 else m0_label(job.overrides.get(k, "-")) if _NAMED.get(k) == "M_0" else f"{k}={job.overrides.get(k, '-')}"
-                 for k in sweep.compared]
+        job, parts = jobs[0], []
+        for k in sweep.compared:
+            value = job.overrides.get(k, "-")
+            named = _NAMED.get(k)
+            parts.append(OmegaConf.select(job.config, "method.name") if named == "method"
+                         else m0_label(value) if named == "M_0" else f"{k}={value}")
         out[label] = ", ".join(map(str, parts)) or label
     return out if len(set(out.values())) == len(out) else {label: label for label in out}
 
@@ -155,5 +157,6 @@ def arm_title(sweep: Sweep) -> str | None:
     """What the names of arm_names are: the swept keys, as the tables call them (or as the
     command line does, where the configurations keep their labels)."""
     names = arm_names(sweep)
-    keys = sweep.compared if all(name == label for label, name in names.items()) else [_NAMED.get(k, k) for k in sweep.compared]
+    kept = all(name == label for label, name in names.items())
+    keys = sweep.compared if kept else [_NAMED.get(k, k) for k in sweep.compared]
     return ", ".join(dict.fromkeys(keys)) or None

@@ -34,11 +34,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from irpo.analysis import results
-from irpo.analysis.figures import accuracy_figure, capacity_figure, logp_figure, logps_figure, objectives_figure, train_figure
+from irpo.analysis.figures import (accuracy_figure, capacity_figure, logp_figure, logps_figure, objectives_figure,
+                                   train_figure)
 from irpo.analysis.records import compares_m0s, compares_methods, compares_objectives, records
 from irpo.analysis.results import Sweep, load
-from irpo.analysis.writers import (CAPACITY_FIGURE, OBJECTIVES_FIGURE, REPRODUCTION_FIGURES, capacity_markdown, objectives_markdown,
-                                   reproduction_markdown)
+from irpo.analysis.writers import (CAPACITY_FIGURE, OBJECTIVES_FIGURE, REPRODUCTION_FIGURES, capacity_markdown,
+                                   objectives_markdown, reproduction_markdown)
 from irpo.artifacts import atomic_path, write_json
 from irpo.errors import ArgumentParser
 
@@ -91,7 +92,9 @@ def comparison_outputs(sweep: Sweep) -> list[str]:
     """The files `write_comparison` makes for this sweep."""
     if compares_objectives(sweep):
         return ["reproduction.json", "OBJECTIVES.md", OBJECTIVES_FIGURE]
-    return ["reproduction.json", *(("CAPACITY.md", CAPACITY_FIGURE) if compares_m0s(records(sweep)) else ("REPRODUCTION.md", *REPRODUCTION_FIGURES))]
+    if compares_m0s(records(sweep)):
+        return ["reproduction.json", "CAPACITY.md", CAPACITY_FIGURE]
+    return ["reproduction.json", "REPRODUCTION.md", *REPRODUCTION_FIGURES]
 
 
 def write_comparison(sweep: Sweep) -> None:
