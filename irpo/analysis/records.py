@@ -149,7 +149,7 @@ def arm_names(sweep: Sweep) -> dict[str, str]:
             named = _NAMED.get(k)
             parts.append(OmegaConf.select(job.config, "method.name") if named == "method"
                          else m0_label(value) if named == "M_0" else f"{k}={value}")
-        out[label] = ", ".join(map(str, parts)) or label
+        out[label] = ", ".join(dict.fromkeys(map(str, parts))) or label  # experiment= and method= name one method
     return out if len(set(out.values())) == len(out) else {label: label for label in out}
 
 

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from irpo.analysis.claims import PAPER_GSM8K, PAPER_GSM8K_MAJ, Claim, capacity, verdicts
 from irpo.analysis.intervals import Interval, Stat, paired, stat
-from irpo.analysis.records import LOGP_KEYS, arms, by_iteration, chosen, difference, m0_label, moved, seed_sets, starting_from
+from irpo.analysis.records import (LOGP_KEYS, arms, by_iteration, chosen, difference, m0_label, moved, seed_sets,
+                                   starting_from)
 from irpo.analysis.results import Sweep
 from irpo.artifacts import read_jsonl
 
@@ -43,7 +44,8 @@ def _pts(i: Interval | None, unit: str = "points") -> str:
 def statement(claim: Claim) -> str:
     """A claim as the verdict tables state it: what it says, where the paper shows it, and how
     its arms were taken."""
-    return claim.name + (f" ({claim.source})" if claim.source else "") + (", each at its validation-chosen iteration" if claim.at_chosen else "")
+    text = claim.name + (f" ({claim.source})" if claim.source else "")
+    return text + (", each at its validation-chosen iteration" if claim.at_chosen else "")
 
 
 def numbers(claim: Claim) -> str:
