@@ -33,7 +33,7 @@ from irpo.generation.base import Decoding, LazyGenerator, render_prompt
 from irpo.run.logging import RunLogger
 from irpo.models.load import load_tokenizer
 from irpo.planning.plan import print_plan
-from irpo.report import report_at_end
+from irpo.analysis.report import report_at_end
 from irpo.training.selection import history as selection_history, select, stop_now
 from irpo.tasks.base import Task
 from irpo.tasks.subsets import validation_split

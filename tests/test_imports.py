@@ -93,7 +93,7 @@ def test_under_srun_a_rank_other_than_0_writes_no_report_and_draws_no_bar(tmp_pa
     import logging
 
     from irpo.run import progress
-    from irpo.report import report_at_end
+    from irpo.analysis.report import report_at_end
 
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
@@ -117,3 +117,22 @@ def test_under_srun_a_rank_other_than_0_writes_no_report_and_draws_no_bar(tmp_pa
     assert progress.on_terminal()
     report_at_end(tmp_path / "run")
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_the_old_paths_of_the_analysis_stay():
+    """irpo.report, irpo.results and irpo.dashboard re-export irpo/analysis/: the notebook's
+    names, `python -m` of both, and the Hydra callback path that earlier runs recorded."""
+    from hydra.utils import get_class
+
+    from irpo import dashboard, report, results
+    from irpo.analysis import dashboard as analysis_dashboard
+    from irpo.analysis import figures
+    from irpo.analysis import report as analysis_report
+    from irpo.analysis import results as analysis_results
+
+    assert get_class("irpo.report.ReportCallback") is analysis_report.ReportCallback
+    assert (report.accuracy_figure, report.train_figure, report.logps_figure) == (
+        figures.accuracy_figure, figures.train_figure, figures.logps_figure)
+    assert (results.load, results.pairs_across_iterations, results.eval_samples) == (
+        analysis_results.load, analysis_results.pairs_across_iterations, analysis_results.eval_samples)
+    assert report.main is analysis_report.main and dashboard.main is analysis_dashboard.main

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from irpo.analysis.figures import moving_average
+from irpo.analysis.report import FIGURES, write_report
+from irpo.analysis.results import generation_samples, load, pairs_across_iterations, train_steps
 from irpo.run.artifacts import read_jsonl, write_jsonl
-from irpo.report import FIGURES, moving_average, write_report
-from irpo.results import generation_samples, load, pairs_across_iterations, train_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=2",
@@ -23,10 +24,11 @@ TINY = ["iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def make_job(root: Path, name: str, overrides: list[str], accuracies: list[float], iterations: int = 2, stopped_in: str | None = None) -> Path:
+def make_job(root: Path, name: str, overrides: list[str], accuracies: list[float], iterations: int = 2, stopped_in: str | None = None,
+             method: str = "irpo") -> Path:
     d = root / name
     (d / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"iterations": iterations, "method": {"_target_": "irpo.methods.DPO", "name": "irpo"}}), d / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"iterations": iterations, "method": {"_target_": "irpo.methods.DPO", "name": method}}), d / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create(overrides), d / ".hydra" / "overrides.yaml")
     write_jsonl(d / "metrics.jsonl", [{"iteration": t, "test_accuracy": a, "pairs": 10 * (t + 1)} for t, a in enumerate(accuracies)])
     if stopped_in:
@@ -83,6 +85,63 @@ def test_report_cli_on_partial_sweep(seed_sweep):
 def test_report_cli_refuses_a_directory_without_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "irpo.report", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("irpo: error: ") and len(proc.stderr.splitlines()) == 1
+
+
+def _legend_inside(fig) -> list[str]:
+    """The figure's own legends (under the axes) lie inside its canvas once drawn at the
+    report's dpi; returns their labels."""
+    import io
+
+    fig.savefig(io.BytesIO(), dpi=110, format="png")
+    canvas = fig.bbox
+    for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+        box = legend.get_window_extent()
+        assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and canvas.y0 <= box.y0 and box.y1 <= canvas.y1, (box, canvas)
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_figure_lines_are_named_as_the_tables_name_the_arms(tmp_path):
+    """A sweep over experiments names each line by the method its config composed (`dpo`, not
+    `experiment=paper_mini/dpo`), under a legend that stays inside the canvas however long the
+    names; a sweep over another key keeps key=value."""
+    from irpo.analysis.figures import accuracy_figure, train_figure
+
+    long = "a_very_long_experiment_folder_name_that_would_run_off_the_canvas"
+    for i, method in enumerate(("irpo", "dpo", "sft_chosen", "sft_gold", "zero_shot", "a_user_objective_with_a_long_name")):
+        make_job(tmp_path / "by_method", str(i), [f"experiment={long}/{method}", "seed=0"], [0.4, 0.5, 0.6], method=method)
+    sweep = load(tmp_path / "by_method")
+    for fig in (accuracy_figure(sweep), train_figure(sweep)):
+        assert _legend_inside(fig) == ["irpo", "dpo", "sft_chosen", "sft_gold", "zero_shot", "a_user_objective_with_a_long_name"]
+        assert fig.legends[0].get_title().get_text() == "method"
+    for alpha in (0, 1):
+        make_job(tmp_path / "by_alpha", str(alpha), [f"alpha={alpha}"], [0.4, 0.5, 0.6])
+    assert _legend_inside(accuracy_figure(load(tmp_path / "by_alpha"))) == ["alpha=0", "alpha=1"]
+
+
+@pytest.mark.parametrize("report", ["paper_mini/REPRODUCTION.md", "paper_mini/capacity/CAPACITY.md", "objectives/OBJECTIVES.md"])
+def test_the_committed_figures_name_their_lines_as_their_tables_do(report):
+    """Every summary figure of a committed report: its legend inside the canvas, each line
+    named as the report's table names the arm (and the M_0, in the capacity sweep)."""
+    from irpo.analysis.figures import accuracy_figure, logps_figure, train_figure
+
+    committed = ROOT / "docs" / report
+    text, sweep = committed.read_text(), load(committed.parent)
+    for figure in (accuracy_figure, train_figure, logps_figure):
+        labels = _legend_inside(figure(sweep))
+        assert labels and len(set(labels)) == len(labels), figure
+        for label in labels:
+            if "capacity" in report:
+                arm, m0 = label.split(", ")
+                assert arm in ("irpo", "sft_chosen") and f"| `{m0}` |" in text, label
+            else:
+                assert f"\n| {label} |" in text, label
+    if "REPRODUCTION" in report:  # Figs. 2-3 name the methods they draw, as Table 1 does
+        from irpo.analysis.figures import logp_figure
+        from irpo.analysis.records import records
+
+        fig = logp_figure(records(sweep), ("dpo", "irpo"), "Fig. 3")
+        _legend_inside(fig)
+        assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:2] == ["dpo", "irpo"] and "\n| dpo |" in text
 
 
 def test_train_steps_run_on_across_iterations(tmp_path):
@@ -248,7 +307,7 @@ def test_tensorboard_logger_carries_iteration_metrics(tmp_path):
 
 def test_under_srun_only_rank_zero_writes_the_report(tmp_path, monkeypatch, capsys):
     """srun sets SLURM_PROCID, not RANK: the rank comes from the launcher, as everywhere."""
-    from irpo.report import report_at_end
+    from irpo.analysis.report import report_at_end
 
     for name in ("RANK", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -266,7 +325,7 @@ def test_under_srun_only_rank_zero_writes_the_report(tmp_path, monkeypatch, caps
 
 def test_a_lone_runs_overrides_are_not_called_swept(tmp_path):
     """A single run's command-line values are overrides; "swept" names a multirun's axes only."""
-    from irpo.report import describe
+    from irpo.analysis.report import describe
 
     make_job(tmp_path, "run", ["task=gsm8k", "num_samples=4"], [0.1, 0.2])
     sweep = load(tmp_path / "run")

@@ -8,7 +8,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from irpo.run.artifacts import read_jsonl
-from irpo.reproduction import chosen, comparisons, paired, seed_sets, summary, t_quantile, verdicts
+from irpo.analysis.claims import comparisons, verdicts
+from irpo.analysis.intervals import paired, t_quantile
+from irpo.analysis.records import chosen, seed_sets
+from irpo.analysis.writers import numbers, statement, summary
 
 
 def _rec(method, seed, t, acc, **logps):
@@ -38,7 +41,7 @@ def _records(irpo_accs, dpo_m1, sft_accs, dpo_chosen=(-2.0, -2.5), irpo_chosen=(
 
 
 def _by_claim(recs):
-    return {v["claim"].split(":")[0].split(" (")[0].split(",")[0]: v["reproduced"] for v in verdicts(recs)}
+    return {v.name: v.reproduced for v in verdicts(recs)}
 
 
 def test_t_quantiles_and_a_paired_interval_by_hand():
@@ -64,20 +67,24 @@ def test_each_seed_is_taken_at_the_iteration_its_validation_picks():
 def test_verdicts_when_the_paper_reproduces():
     recs = _records([0.40, 0.50, 0.55], 0.30, [0.40, 0.45, 0.46])
     assert _by_claim(recs) == {
-        "IRPO improves over iterations": True,
-        "The NLL term matters": True,
-        "IRPO above SFT on its own winners": True,
-        "Fig. 3": True,
-        "Fig. 2": True,
+        "IRPO improves over iterations: M_1 above M_0 and M_2 above M_1": True,
+        "The NLL term matters: IRPO above DPO": True,
+        "IRPO above SFT on its own winners, STaR": True,
+        "Fig. 3: over the training that made M_1, the chosen log-prob falls under DPO and rises under IRPO": True,
+        "Fig. 2: SFT on the chosen sequences raises the rejected log-probs too": True,
+        "Fig. 2: DPO + NLL raises the chosen log-probs and lowers the rejected ones": True,
     }
-    assert all(v["reproduced"] for v in verdicts(recs))
-    assert "95% interval [" in verdicts(recs)[0]["numbers"] and "3 seeds" in verdicts(recs)[0]["numbers"]
+    assert "95% interval [" in numbers(verdicts(recs)[0]) and "3 seeds" in numbers(verdicts(recs)[0])
+    # the verdict table states a claim with its source; the summary names it, from the same Claim
+    first, nll = verdicts(recs)[0], next(v for v in verdicts(recs) if v.name.startswith("The NLL term"))
+    assert statement(first) == "IRPO improves over iterations: M_1 above M_0 and M_2 above M_1 (Table 1: 55.6, 73.1, 78.0)"
+    assert statement(nll) == "The NLL term matters: IRPO above DPO (Table 1: 73.1 vs 61.8), each at its validation-chosen iteration"
     assert summary(verdicts(recs)).startswith("Holds here: IRPO improves over iterations: M_1 above M_0 and M_2 above M_1; IRPO above SFT on its own winners, STaR; The NLL term matters")
 
 
 def test_verdicts_when_it_does_not():
     recs = _records([0.40, 0.45, 0.44], 0.47, [0.40, 0.46, 0.47], dpo_chosen=(-2.0, -1.9), irpo_chosen=(-2.0, -2.1))
-    v = {x["claim"]: x["reproduced"] for x in verdicts(recs)}
+    v = {x.name: x.reproduced for x in verdicts(recs)}
     assert not any(ok for claim, ok in v.items() if not claim.startswith("Fig. 2: SFT"))
     assert "Does not hold here: IRPO improves over iterations" in summary(verdicts(recs))
 
@@ -86,14 +93,14 @@ def test_a_gain_within_seed_noise_is_not_a_reproduction():
     # irpo's mean is above sft's (+3 points), but one seed of two has it below
     recs = [_rec("irpo", s, t, a) for s, accs in ((0, (0.4, 0.50)), (1, (0.4, 0.40))) for t, a in enumerate(accs)]
     recs += [_rec("sft_chosen", s, t, a) for s, accs in ((0, (0.4, 0.44)), (1, (0.4, 0.40))) for t, a in enumerate(accs)]
-    v = next(x for x in verdicts(recs) if "SFT on its own winners" in x["claim"])
-    assert v["reproduced"] is False and v["numbers"] == "irpo − sft_chosen +3.0 points, 95% interval [-35.1, +41.1], 2 seeds"
+    v = next(x for x in verdicts(recs) if "SFT on its own winners" in x.name)
+    assert v.reproduced is False and numbers(v) == "irpo − sft_chosen +3.0 points, 95% interval [-35.1, +41.1], 2 seeds"
 
 
 def test_a_second_set_of_seeds_replicates_each_verdict():
     recs = _records([0.40, 0.50, 0.55], 0.30, [0.40, 0.45, 0.46], seeds=range(12))
     assert seed_sets(recs) == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
-    assert [v["reproduced"] for v in verdicts([r for r in recs if r["seed"] < 6])] == [v["reproduced"] for v in verdicts([r for r in recs if r["seed"] >= 6])]
+    assert [v.reproduced for v in verdicts([r for r in recs if r["seed"] < 6])] == [v.reproduced for v in verdicts([r for r in recs if r["seed"] >= 6])]
 
 
 MINI = ["iterations=2", "task.train_size=32", "task.test_size=24", "task.validation_size=16", "selection.val_size=16",
@@ -135,7 +142,7 @@ def test_reduced_paper_mini_and_its_report(tmp_path, cli):
     assert "Table 1 in miniature" in text and "| irpo |" in text and "## Verdicts" in text and "python -m irpo -m" in text
     assert "Commit:" in text and (sweep / "fig2_logps.png").stat().st_size > 0 and (sweep / "fig3_logps.png").stat().st_size > 0
     # the sweep's record alone (no weights, no samples) gives the same report
-    from irpo.report import main as report
+    from irpo.analysis.report import main as report
 
     report([str(sweep), "--copy-to", str(tmp_path / "copy" / "sweep")])
     assert (tmp_path / "copy" / "sweep" / "REPRODUCTION.md").read_text() == text
@@ -152,7 +159,7 @@ def test_reduced_objectives_sweep_and_its_report(tmp_path, cli):
     proc = cli("-m", "sweep=objectives", arms, "seed=0,1", *[o for o in MINI if not o.startswith(("seed=", "iterations="))],
                "iterations=1", f"hydra.sweep.dir={sweep}", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    from irpo.reproduction import chosen, difference
+    from irpo.analysis.records import chosen, difference
 
     text = (sweep / "OBJECTIVES.md").read_text()
     records = json.loads((sweep / "reproduction.json").read_text())
@@ -169,7 +176,8 @@ def test_reduced_objectives_sweep_and_its_report(tmp_path, cli):
 
 def test_capacity_pairs_irpo_with_star_m0_by_m0():
     """Each M_0 is its own row, ordered by width: two builds of one width stay apart."""
-    from irpo.reproduction import capacity, compares_m0s
+    from irpo.analysis.claims import capacity
+    from irpo.analysis.records import compares_m0s
 
     recs = []
     for m0, hidden, gap in (("models/w256", 256, 0.05), ("${irpo_asset:mini_m0}", 128, 0.0), ("models/w64", 64, -0.02), ("models/b1", 128, 0.03)):
@@ -189,8 +197,8 @@ def test_the_committed_reports_regenerate_from_their_own_files(tmp_path, report)
     written from a copy of it is the committed one, byte for byte."""
     from pathlib import Path
 
-    from irpo import reproduction
-    from irpo.results import copy_records, load
+    from irpo.analysis.report import write_comparison
+    from irpo.analysis.results import copy_records, load
 
     committed = Path(__file__).resolve().parents[1] / "docs" / report
     copy = tmp_path / committed.parent.name
@@ -199,12 +207,12 @@ def test_the_committed_reports_regenerate_from_their_own_files(tmp_path, report)
     # every job its sweep file names was run: paper_mini_capacity's ${irpo_asset:mini_m0} matches
     # the path its jobs recorded, in whatever checkout they ran
     assert sweep.missing == []
-    reproduction.write(sweep)
+    write_comparison(sweep)
     assert (copy / committed.name).read_text() == committed.read_text()
 
 
 def test_a_jobs_time_counts_its_launches_not_the_waits_between_them():
-    from irpo.reproduction import _busy
+    from irpo.analysis.writers import _busy
 
     events = [{"event": "launch", "time": 100.0}, {"event": "start", "time": 101.0}, {"event": "finish", "time": 160.0},
               {"event": "launch", "time": 5000.0}, {"event": "finish", "time": 5003.0}]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from irpo.run.artifacts import STAGE_KINDS, RunDir, read_jsonl, write_jsonl
 from irpo.run.distributed import on_rank_zero
-from irpo.results import eval_samples, generation_samples
+from irpo.analysis.results import eval_samples, generation_samples
 
 if TYPE_CHECKING:
     from irpo.spec import RunSpec
