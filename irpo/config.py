@@ -202,6 +202,31 @@ class IrpoConfig:
     resume: str = "auto"
 
 
+# What a stage's output depends on, in config keys (a key, or every key under a prefix ending
+# in "."): the groups the stages' declarations (irpo.run.artifacts.Stage, each beside its
+# code) are made of. A key no stage names is no stage's dependency, so a new key invalidates
+# no finished run until a stage declares it; changing a declared key is refused on resume
+# (resume=overwrite redoes the stage and what follows). Checkpoints and data are recorded by
+# content (irpo/run/fingerprints.py), so a moved checkout or run directory still resumes.
+# a model's outputs: the task (its prompts, answers, data) and how the checkpoint is read
+READS_MODEL = ("task.", "model.path", "model.gguf_file", "model.dtype", "model.trust_remote_code", "model.chat_template",
+               "model.chat_template_kwargs.")
+# how a completion is decoded (not how fast: batch sizes, memory shares)
+DECODES = ("generator._target_", "generator.top_p", "generator.max_new_tokens", "generator.dtype", "generator.trust_remote_code",
+           "generator.tensor_parallel_size", "generator.max_model_len", "generator.enforce_eager")
+# an iteration's samples of M_t, rewarded
+SAMPLES = (*READS_MODEL, *DECODES, "seed", "num_samples", "shard_size", "selection.val_size", "selection.val_from")
+# what a method trains on and how its items are labelled; its loss's own knobs are TRAINS'
+ITEMS = (*SAMPLES, "method._target_", "method.name", "method.sample", "method.desirable_at", "pairs_per_prompt", "max_pairs",
+         "gold_winner", "pair_margin")
+# how M_θ is trained from its items
+TRAINS = ("method.", "model.max_length", "model.lr", "model.lora.", "model.save_dtype", "alpha", "beta",
+          "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
+          "trainer.activation_checkpointing", "trainer.cpu_offload", "trainer.batch_size", "trainer.micro_batch_size",
+          "trainer.micro_batch_tokens", "trainer.max_epochs", "trainer.max_steps", "trainer.warmup_steps", "trainer.weight_decay",
+          "trainer.gradient_clip_val", "trainer.reference", "selection.val_every_n_steps")
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="irpo_schema", node=IrpoConfig)

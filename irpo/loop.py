@@ -15,17 +15,16 @@ import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
-from irpo.run.artifacts import (STAGE_KINDS, RunDir, Stages, atomic_path, merge_shards, read_json, read_jsonl, remove_tree, shard_seed, source_revision,
-                            write_json, write_jsonl, write_shards)
+from irpo.run.artifacts import (RunDir, Stage, Stages, atomic_path, read_json, read_jsonl, remove_tree, source_revision,
+                            write_json, write_jsonl)
 from irpo.run.fingerprints import describe_files
-from irpo.run.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank, replica_shards
+from irpo.run.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank
 from irpo.errors import UserError
-from irpo.evaluate import evaluate, summarize
+from irpo.evaluate import EVAL, Problems, evaluate_into
 from irpo.planning.capacity import check_fits, resolve_arch
 from irpo.config import validate
 from irpo.spec import RunSpec, build as build_spec, run_root
@@ -34,10 +33,9 @@ from irpo.run.logging import RunLogger
 from irpo.models.load import load_tokenizer
 from irpo.planning.plan import print_plan
 from irpo.analysis.report import report_at_end
-from irpo.training.selection import history as selection_history, select, stop_now
-from irpo.tasks.base import Task
+from irpo.training.selection import MODEL, SELECT, SELECTION, VAL_START, history as selection_history, select, stop_now
 from irpo.tasks.subsets import validation_split
-from irpo.run import allocator, preemption, progress, threads
+from irpo.run import allocator, compat, preemption, progress, threads
 from irpo import methods
 from irpo.run.failpoints import failpoint
 
@@ -46,47 +44,25 @@ if TYPE_CHECKING:
     from irpo.training.data import DataSettings, IterationData
 
 
-# What each stage's output depends on: the config keys (a key, or every key under a prefix
-# ending in ".") it reads, itself. A key no stage names is no stage's dependency, so a new
-# key invalidates no finished run until a stage declares it; changing a declared key is
-# refused on resume (resume=overwrite redoes the stage and what follows). From t = 1 on, a
-# stage also depends on what made M_t (MADE_M_T), and checkpoints and data are recorded by
-# content (irpo/run/fingerprints.py), so a moved checkout or run directory still resumes.
-READS_MODEL = ("task.", "model.path", "model.gguf_file", "model.dtype", "model.trust_remote_code", "model.chat_template", "model.chat_template_kwargs.")
-DECODES = ("generator._target_", "generator.top_p", "generator.max_new_tokens", "generator.dtype", "generator.trust_remote_code",
-           "generator.tensor_parallel_size", "generator.max_model_len", "generator.enforce_eager")
-TRAINS = ("method.", "model.max_length", "model.lr", "model.lora.", "model.save_dtype", "alpha", "beta",
-          "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
-          "trainer.activation_checkpointing", "trainer.cpu_offload", "trainer.batch_size", "trainer.micro_batch_size",
-          "trainer.micro_batch_tokens", "trainer.max_epochs", "trainer.max_steps", "trainer.warmup_steps", "trainer.weight_decay",
-          "trainer.gradient_clip_val", "trainer.reference", "selection.val_every_n_steps")
-GENERATES = (*READS_MODEL, *DECODES, "seed", "num_samples", "shard_size", "selection.val_size", "selection.val_from")
-# what a method trains on and how its items are labelled; its loss's own knobs are TRAINS'
-PAIRS = (*GENERATES, "method._target_", "method.name", "method.sample", "method.desirable_at", "pairs_per_prompt", "max_pairs",
-         "gold_winner", "pair_margin")
-DEPENDS_ON = {
-    # M_t's test accuracy and maj@k (the temperatures M_t was sampled at are added)
-    "eval": (*READS_MODEL, *DECODES, "seed", "eval."),
-    # samples of M_t at iteration t's temperature, rewarded
-    "generate": GENERATES,
-    "pairs": PAIRS,
-    "reference": (*PAIRS, *TRAINS),
-    "train": (*PAIRS, *TRAINS),
-    "select": (*PAIRS, *TRAINS, *DECODES),
-    "logps": (*PAIRS, *TRAINS),
-}
-MADE_M_T = DEPENDS_ON["select"]
+def iteration_stages() -> tuple[Stage, ...]:
+    """The stages of one iteration in the order they run, each declared beside its code."""
+    from irpo.training.data import GENERATE, LOGPS, PAIRS, REFERENCE
+    from irpo.training.train import TRAIN
+
+    return EVAL, GENERATE, PAIRS, REFERENCE, TRAIN, SELECT, LOGPS
 
 
 def stage_config(spec: RunSpec, iteration: int, kind: str) -> dict:
     """The config values stage `kind` of iteration t depends on, for the run manifest: its
-    own (DEPENDS_ON), with what made M_t from t = 1 on, and the temperatures M_t was sampled
-    at (and, sampling, this iteration's). Raising `iterations` extends a finished run."""
+    own (its declaration's), with what made M_t from t = 1 on (the select stage's, which
+    are the train stage's and the decoding's), and the temperatures M_t was sampled at
+    (and, sampling, this iteration's). Raising `iterations` extends a finished run."""
     flat = describe_files(dict(spec.values))
     flat = {k: v for k, v in flat.items() if not k.startswith("method.")} | methods.described(spec.method)
-    keys = DEPENDS_ON[kind] + (MADE_M_T if iteration else ())
+    declared = {stage.kind: stage.depends_on for stage in iteration_stages()}
+    keys = declared[kind] + (declared[SELECT.kind] if iteration else ())
     keep = {k: v for k, v in flat.items() if any(k == p or (p.endswith(".") and k.startswith(p)) for p in keys)}
-    keep["temperatures"] = [spec.loop.temperature(i) for i in range(iteration + (kind != "eval"))]
+    keep["temperatures"] = [spec.loop.temperature(i) for i in range(iteration + (kind != EVAL.kind))]
     return json.loads(json.dumps(keep, default=str))
 
 
@@ -127,8 +103,8 @@ def run_loop(spec: RunSpec) -> float | None:
     import lightning as L
     import torch
 
-    from irpo.training.data import IterationData
-    from irpo.training.train import train_policy
+    from irpo.training.data import GENERATE, GENERATION_SHARDS, LOGPS, PAIRS, REFERENCE, IterationData
+    from irpo.training.train import CHECKPOINTS, METRICS, TRAIN, train_policy
 
     init_process_group(spec.trainer.timeout_minutes, spec.trainer.accelerator, spec.trainer.liveness_seconds)
     run_dir = RunDir(spec.paths.root)
@@ -136,7 +112,7 @@ def run_loop(spec: RunSpec) -> float | None:
     # others; flock is unreliable across nodes on network file systems) and writes nothing
     # in it until the finished stages are found still valid.
     on_rank_zero(run_dir.lock)
-    stages = Stages(run_dir, partial(stage_config, spec), methods.upgrade_recorded)
+    stages = Stages(run_dir, iteration_stages(), partial(stage_config, spec), compat.recorded_values)
     on_rank_zero(stages.check, overwrite=loop.resume == "overwrite")
     on_rank_zero(own_run_directory, run_dir, spec)
     num_threads, threads_from = threads.choose_threads(loop.num_threads, on_rank_zero(run_dir.recorded, "num_threads"))
@@ -162,7 +138,7 @@ def run_loop(spec: RunSpec) -> float | None:
     train_prompts = render("train", train).prompts
     sample = method.samples
     last = loop.iterations if method.trains else 0
-    logger = RunLogger(spec, run_dir, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test.examples, test.prompts)}})
+    logger = RunLogger(spec, run_dir, stages.order, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test.examples, test.prompts)}})
     model_dir = m0
     device = torch.device("cuda" if spec.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     # a model to score pairs with: M_t whole, or its shard, held as training holds it
@@ -174,46 +150,46 @@ def run_loop(spec: RunSpec) -> float | None:
 
             stage = partial(run_stage, stages, t)
             with LazyGenerator(lambda: open_generator(spec, model_dir)) as generator:
-                stage("eval", counted(generator, lambda: evaluate_into(it, test, generator, partial_dir(stages, t, "eval", "eval_shards"), spec, t)))
-                metrics = read_json(it / "eval.json")
+                stage(EVAL.kind, counted(generator, lambda: evaluate_into(it, test, generator, partial_dir(stages, t, EVAL.kind, test.files.shards), spec, t)))
+                metrics = read_json(it / test.files.metrics)
                 if t == last:
                     logger.log_iteration(t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < loop.iterations else {}))
                     break
                 data = IterationData(task, train, train_prompts, it, t, tokenizer, method, data_settings(spec, t))
                 if sample:
                     replicas = spec.generator.replica_size
-                    stage("generate", counted(generator, lambda: data.generate(generator, partial_dir(stages, t, "generate", "generations"), replicas)))
+                    stage(GENERATE.kind, counted(generator, lambda: data.generate(generator, partial_dir(stages, t, GENERATE.kind, GENERATION_SHARDS), replicas)))
             if sample:
                 pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
                 if method.from_pairs:
                     require_pairs(stats, t)
-                stage("pairs", lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
+                stage(PAIRS.kind, lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats
             if method.reference and spec.trainer.reference == "precomputed":
-                stage("reference", lambda: data.reference_logps(partial(scorer, model_dir, device), device, precision))
+                stage(REFERENCE.kind, lambda: data.reference_logps(partial(scorer, model_dir, device), device, precision))
 
             def train_stage():
-                ckpt_dir = partial_dir(stages, t, "train", "train")
-                trained = train_policy(spec, data, model_dir, it / "model", ckpt_dir, logger.lightning_loggers(), it if selecting else None)
+                ckpt_dir = partial_dir(stages, t, TRAIN.kind, CHECKPOINTS)
+                trained = train_policy(spec, data, model_dir, it / MODEL, ckpt_dir, logger.lightning_loggers(), it if selecting else None)
                 launch_tokens = trained.pop("launch_pair_tokens")  # the stage's tokens/s: this launch's work over its seconds
-                on_rank_zero(write_json, it / "metrics.json", {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
+                on_rank_zero(write_json, it / METRICS, {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
                 return launch_tokens
 
-            stage("train", train_stage)
+            stage(TRAIN.kind, train_stage)
             if not spec.trainer.keep_checkpoints:  # M_{t+1} is saved and recorded: a resume starts from it
-                on_rank_zero(remove_checkpoints, it / "train")
+                on_rank_zero(remove_checkpoints, it / CHECKPOINTS)
             if selecting:
-                stage("select", lambda: select_into(it, spec, stages, t, val, model_dir))
+                stage(SELECT.kind, lambda: select_into(it, spec, stages, t, val, model_dir))
             if sample:
-                stage("logps", lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / "model"), device), device, precision))
+                stage(LOGPS.kind, lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / MODEL), device), device, precision))
             # the stages' seconds and tokens/s, the train stage's own included once it is finished
-            on_rank_zero(write_json, it / "metrics.json", read_json(it / "metrics.json") | stages.timings(t) | after_training(it, data, selecting, sample))
-            logger.log_iteration(t, read_json(it / "metrics.json"))
-            model_dir = str(it / "model")  # M_{t+1}: the next policy and the next reference
+            on_rank_zero(write_json, it / METRICS, read_json(it / METRICS) | stages.timings(t) | after_training(it, data, selecting, sample))
+            logger.log_iteration(t, read_json(it / METRICS))
+            model_dir = str(it / MODEL)  # M_{t+1}: the next policy and the next reference
             if selecting and stop_now(selection_history(run_dir.root, t), spec.selection.patience, spec.selection.min_delta):
                 last = t + 1  # evaluate M_{t+1} on the test split, then stop
         logger.table()
-        on_rank_zero(print_stage_times, [stages.timings(t) for t in range(last + 1)])
+        on_rank_zero(print_stage_times, stages.order, [stages.timings(t) for t in range(last + 1)])
     finally:
         logger.finish()
     report_at_end(run_dir.root)
@@ -287,14 +263,14 @@ def select_into(it: Path, spec: RunSpec, stages: Stages, t: int, val: Problems, 
     by the run's Generator); each candidate's result is kept, so a killed selection resumes."""
 
     def accuracy(d: Path, checkpoint: str) -> float:
-        if not on_rank_zero((d / "val.json").exists):
-            shards = partial_dir(stages, t, "select", str((d / "val_shards").relative_to(it)))
+        if not on_rank_zero((d / val.files.metrics).exists):
+            shards = partial_dir(stages, t, SELECT.kind, str((d / val.files.shards).relative_to(it)))
             with LazyGenerator(lambda: open_generator(spec, checkpoint)) as generator:
                 evaluate_into(d, val, generator, shards, spec, t, maj_k=0)
-        return read_json(d / "val.json")["val_accuracy"]
+        return read_json(d / val.files.metrics)["val_accuracy"]
 
-    start = accuracy(it / "val_start", model_dir) if t == 0 else read_json(it.parent / f"iter_{t - 1}" / "selection.json")["val_accuracy"]
-    record = select(it, lambda d: accuracy(d, str(d / "model")), start)
+    start = accuracy(it / VAL_START, model_dir) if t == 0 else read_json(it.parent / f"iter_{t - 1}" / SELECTION)["val_accuracy"]
+    record = select(it, lambda d: accuracy(d, str(d / MODEL)), start)
     on_rank_zero(print, f"iteration {t}: M_{t + 1} = candidate step {record['selected_step']} of {record['last_step']}, "
                  f"validation accuracy {record['val_accuracy']:.3f} (M_{t}: {start:.3f}, last step: {record['val_accuracy_last']:.3f})")
 
@@ -303,7 +279,7 @@ def after_training(it: Path, data: IterationData, selected: bool, sampled: bool)
     """What the select and log-prob stages add to the iteration's metrics.json."""
     out = {}
     if selected:
-        record = read_json(it / "selection.json")
+        record = read_json(it / SELECTION)
         out |= {"selected_step": record["selected_step"], "last_step": record["last_step"], "val_accuracy_start": record["val_accuracy_start"],
                 "val_accuracy_selected": record["val_accuracy"], "val_accuracy_last": record["val_accuracy_last"]}
     if sampled:
@@ -342,7 +318,7 @@ def counted(generator: LazyGenerator, fn):
     return stage
 
 
-def print_stage_times(timings: list[dict[str, float]]) -> None:
+def print_stage_times(kinds: Sequence[str], timings: list[dict[str, float]]) -> None:
     """Where the run's time went: each stage's seconds over all iterations, its share, and
     its mean tokens/s (stages finished by an earlier process count with their own times)."""
     from rich.console import Console
@@ -352,7 +328,7 @@ def print_stage_times(timings: list[dict[str, float]]) -> None:
     for column in ("stage", "seconds", "share", "tokens/s"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     total = sum(v for row in timings for k, v in row.items() if k.endswith("_seconds")) or 1.0
-    for kind in STAGE_KINDS:
+    for kind in kinds:
         seconds = [row[f"{kind}_seconds"] for row in timings if f"{kind}_seconds" in row]
         rates = [row[f"{kind}_tokens_per_s"] for row in timings if f"{kind}_tokens_per_s" in row]
         if seconds:
@@ -375,33 +351,6 @@ def open_generator(spec: RunSpec, model_dir: str):
     template) and generator.top_p."""
     g, task = spec.generator, spec.task
     return g.open(model_dir, Decoding(g.max_new_tokens or task.max_new_tokens, tuple(task.stop), g.top_p, spec.model.chat_template))
-
-
-@dataclass(frozen=True)
-class Problems:
-    """A split's examples and their prompts as the model reads them, in one order."""
-
-    split: str  # train, test, val
-    examples: list
-    prompts: list[str]
-
-
-def evaluate_into(out: Path, problems: Problems, generator, shard_dir, spec: RunSpec, t: int, maj_k: int | None = None) -> None:
-    """A model's metrics on the problems into out/<name>.json (name: eval for the test split,
-    val for the validation split), one record per problem beside it in
-    <name>_generations.jsonl; the problems are evaluated in shards so that a killed
-    evaluation resumes too."""
-    maj_k, seed, task = spec.eval.maj_k if maj_k is None else maj_k, spec.loop.seed, spec.task
-    name, examples, prompts = "eval" if problems.split == "test" else problems.split, problems.examples, problems.prompts
-
-    def shard(lo: int, hi: int, s: int) -> list[dict]:
-        # seed + 1: the maj@k samples are not drawn from the same streams as training samples.
-        return evaluate(generator(), task, examples[lo:hi], prompts[lo:hi], maj_k, spec.eval.maj_temperature, shard_seed(seed + 1, t, s))
-
-    records = out / f"{name}_generations.jsonl"
-    shards = write_shards(shard_dir, len(examples), spec.loop.shard_size, shard, partial(replica_shards, replica_size=spec.generator.replica_size))
-    on_rank_zero(merge_shards, records, shards)
-    on_rank_zero(lambda: write_json(out / f"{name}.json", summarize(read_jsonl(records), maj_k, problems.split)))
 
 
 def require_pairs(metrics: dict, t: int) -> None:

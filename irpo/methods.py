@@ -405,16 +405,14 @@ class KTO(Method):
 
 
 def build(cfg) -> Method:
-    """The Method a run's config describes (its `method` node; `alpha` and `beta` are read from
-    the root only for runs recorded before methods were objects). A wrong key, type or value
-    is a ConfigError naming it."""
-    from omegaconf import DictConfig, OmegaConf
+    """The Method a run's config describes (its `method` node; a node recorded by an earlier
+    irpo is read through irpo.run.compat first). A wrong key, type or value is a ConfigError
+    naming it."""
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     node = cfg["method"]
-    fields = dict(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node)
-    if "_target_" not in fields:
-        fields = _recorded_before_objects(fields, cfg.get("alpha", 1.0), cfg.get("beta", 0.1))
+    fields = dict(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
     target = fields.pop("_target_")
     cls = _locate(target)
     try:
@@ -442,24 +440,3 @@ def described(method: Method) -> dict[str, Any]:
     cls = type(method)
     return {"method._target_": f"{cls.__module__}.{cls.__qualname__}",
             **{f"method.{f.name}": getattr(method, f.name) for f in dataclasses.fields(method)}}
-
-
-# Runs recorded before methods were objects named what they trained on (`method.train_on`).
-_BEFORE_OBJECTS = {"pairs": DPO, "winners": WinnerSFT, "gold": GoldSFT, "none": ZeroShot}
-
-
-def _recorded_before_objects(fields: dict, alpha: float, beta: float) -> dict:
-    cls = _BEFORE_OBJECTS[fields["train_on"]]
-    out = {"_target_": f"{cls.__module__}.{cls.__qualname__}", "name": fields["name"], "sample": fields.get("sample")}
-    return out | ({"alpha": alpha, "beta": beta} if cls is DPO else {})
-
-
-def upgrade_recorded(flat: dict[str, Any]) -> dict[str, Any]:
-    """A stage's recorded config values in today's keys: a record from before methods were
-    objects (`method.train_on`, with `alpha` and `beta` at the root) is described as the
-    Method it ran, so that such a run resumes without redoing its finished stages."""
-    if "method.train_on" not in flat:
-        return flat
-    fields = {k.removeprefix("method."): v for k, v in flat.items() if k.startswith("method.")}
-    method = build({"method": fields, "alpha": flat.get("alpha", 1.0), "beta": flat.get("beta", 0.1)})
-    return {k: v for k, v in flat.items() if not k.startswith("method.")} | described(method)

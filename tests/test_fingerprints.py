@@ -11,7 +11,7 @@ import pytest
 
 from irpo.run import fingerprints
 from irpo.run.artifacts import RunDir, Stages, StaleStageError
-from irpo.loop import stage_config
+from irpo.loop import iteration_stages, stage_config
 from irpo.spec import build
 from irpo.run.fingerprints import describe_files, fingerprint
 from irpo.models.load import tiny_m0_dir
@@ -80,7 +80,7 @@ def test_local_paths_keep_their_path_and_hub_ids_stay(checkpoint):
 
 def test_a_checkpoint_changed_in_place_is_refused_naming_model_path(checkpoint, tmp_path):
     cfg = config(str(checkpoint))
-    stages = Stages(RunDir(tmp_path / "run"), partial(stage_config, build(cfg)))
+    stages = Stages(RunDir(tmp_path / "run"), iteration_stages(), partial(stage_config, build(cfg)))
     stages.finish(0, "eval", 1.0, None)
     stages.check(overwrite=False)  # unchanged: nothing to refuse
     (checkpoint / "model.safetensors").write_bytes(bytes(1024))
@@ -90,7 +90,7 @@ def test_a_checkpoint_changed_in_place_is_refused_naming_model_path(checkpoint, 
 
 def test_partial_work_survives_a_new_unset_key_and_goes_with_a_changed_one(tmp_path):
     values = {"a": 1}
-    stages = Stages(RunDir(tmp_path / "run"), lambda t, kind: dict(values))
+    stages = Stages(RunDir(tmp_path / "run"), iteration_stages(), lambda t, kind: dict(values))
     shards = stages.partial_dir(0, "generate", "generations")
     (shards / "shard_00000.jsonl").write_text("{}\n")
     values["b"] = None  # a key added to the schema since, unset: the shards still hold

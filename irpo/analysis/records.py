@@ -146,9 +146,8 @@ def arm_names(sweep: Sweep) -> dict[str, str]:
         job, parts = jobs[0], []
         for k in sweep.compared:
             value = job.overrides.get(k, "-")
-            named = _NAMED.get(k)
-            parts.append(OmegaConf.select(job.config, "method.name") if named == "method"
-                         else m0_label(value) if named == "M_0" else f"{k}={value}")
+            name_of = {"method": lambda: OmegaConf.select(job.config, "method.name"), "M_0": lambda: m0_label(value)}
+            parts.append(name_of.get(_NAMED.get(k), lambda: f"{k}={value}")())
         out[label] = ", ".join(dict.fromkeys(map(str, parts))) or label  # experiment= and method= name one method
     return out if len(set(out.values())) == len(out) else {label: label for label in out}
 

@@ -21,7 +21,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from irpo import methods
+from irpo.errors import ConfigError
+from irpo.run import compat
+from irpo.evaluate import result_files
 from irpo.run.artifacts import read_jsonl
 from irpo.errors import UserError
 
@@ -142,8 +144,8 @@ def load(path: str | os.PathLike) -> Sweep:
 def read_job(path: Path, name: str) -> Job:
     cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
     try:
-        trains = methods.build(cfg).trains
-    except methods.ConfigError:  # a method of the user's whose module is not importable here
+        trains = compat.recorded_method(cfg).trains
+    except ConfigError:  # a method of the user's whose module is not importable here
         trains = True
     last = int(cfg.iterations) if trains else 0
     rows = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
@@ -242,9 +244,11 @@ def _number(value: str) -> Any:
 
 
 def _pair_roles(it: Path) -> dict[tuple[str, str], str]:
+    from irpo.training.data import PAIRS_FILE
+
     roles: dict[tuple[str, str], str] = {}
-    if (it / "pairs.jsonl").exists():
-        for p in read_jsonl(it / "pairs.jsonl"):
+    if (it / PAIRS_FILE).exists():
+        for p in read_jsonl(it / PAIRS_FILE):
             roles.setdefault((p["prompt_id"], p["rejected"]), "loser")
             roles[(p["prompt_id"], p["chosen"])] = "winner"
     return roles
@@ -254,9 +258,11 @@ def generation_samples(it: Path, prompts: dict[str, str], n_prompts: int) -> lis
     """The samples of the first n_prompts train prompts of iteration dir `it` (the same
     prompts every iteration): prompt, completion, extracted answer, reward, and whether the
     sample became a winner, a loser or neither."""
-    if not (it / "generations.jsonl").exists() or n_prompts == 0:
+    from irpo.training.data import GENERATIONS
+
+    if not (it / GENERATIONS).exists() or n_prompts == 0:
         return []
-    gens = read_jsonl(it / "generations.jsonl")
+    gens = read_jsonl(it / GENERATIONS)
     ids = list(dict.fromkeys(g["prompt_id"] for g in gens))[:n_prompts]
     roles = _pair_roles(it)
     return [
@@ -266,21 +272,27 @@ def generation_samples(it: Path, prompts: dict[str, str], n_prompts: int) -> lis
     ]
 
 
+EVAL_FILES = result_files("eval")
+
+
 def eval_samples(it: Path, prompts: dict[str, str], n: int) -> list[dict]:
     """M_t's greedy answers to the first n test problems."""
-    if not (it / "eval_generations.jsonl").exists() or n == 0:
+    records = it / EVAL_FILES.records
+    if not records.exists() or n == 0:
         return []
     return [
         {"iteration": int(it.name.split("_")[1]), "prompt_id": r["prompt_id"], "prompt": prompts.get(r["prompt_id"], ""),
          "gold": r["gold"], "completion": r["greedy"], "answer": r["answer"], "reward": r["reward"]}
-        for r in read_jsonl(it / "eval_generations.jsonl")[:n]
+        for r in read_jsonl(records)[:n]
     ]
 
 
 def pairs_across_iterations(job: Job, prompt_id: str | None = None, per_iteration: int = 1) -> list[dict]:
     """The (winner, loser) pairs of one train question in each iteration (by default the
     first question that has pairs in every iteration that made pairs)."""
-    by_iter = {t: read_jsonl(p) for t in range(job.last_iteration) if (p := job.path / f"iter_{t}" / "pairs.jsonl").exists()}
+    from irpo.training.data import PAIRS_FILE
+
+    by_iter = {t: read_jsonl(p) for t in range(job.last_iteration) if (p := job.path / f"iter_{t}" / PAIRS_FILE).exists()}
     if prompt_id is None:
         common = set.intersection(*({p["prompt_id"] for p in pairs} for pairs in by_iter.values())) if by_iter else set()
         first = next(iter(by_iter.values()), [])

@@ -20,9 +20,10 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from irpo.run import preemption
+from irpo.run import compat, preemption
 from irpo.run.failpoints import failpoint
 
 
@@ -201,22 +202,17 @@ class RunDir:
         write_json(self.manifest_path, manifest)
 
 
-# The stages of one iteration in the order they run, and the files each one owns.
-STAGE_KINDS = ("eval", "generate", "pairs", "reference", "train", "select", "logps")
-STAGE_FILES = {
-    "eval": ("eval.json", "eval_generations.jsonl", "eval_shards"),
-    "generate": ("generations.jsonl", "generations"),
-    "pairs": ("pairs.jsonl",),
-    "reference": ("reference_logps.safetensors",),
-    "train": ("train", "candidates", "model", "metrics.json"),
-    "select": ("selection.json", "val_start"),
-    "logps": ("pair_logps.safetensors",),
-}
+@dataclass(frozen=True)
+class Stage:
+    """A stage of an iteration, declared once beside its code: its kind, what it writes in
+    iter_<t>/ (files and directories), the config keys its output depends on (a key, or every
+    key under a prefix ending in "."), and whether the jobs of a sweep may copy it from each
+    other (a stage whose files are all it leaves: no partial work, no model)."""
 
-
-# Stages whose files are all they leave (no partial work, no model): the ones a sweep's
-# jobs may copy from each other (Stages.reuse).
-SHAREABLE = ("eval", "generate")
+    kind: str
+    files: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    shareable: bool = False
 
 
 class RunDirBusyError(RuntimeError):
@@ -232,8 +228,10 @@ class Stages:
     hash of the config values it depends on (`depends_on(t, kind)`). `upgrade` reads a
     record's values in today's keys, where a key was renamed since it was written."""
 
-    def __init__(self, run: RunDir, depends_on, upgrade: Callable[[dict], dict] = lambda values: values) -> None:
+    def __init__(self, run: RunDir, declared: Sequence[Stage], depends_on, upgrade: Callable[[dict], dict] = lambda values: values) -> None:
         self.run, self.depends_on, self.upgrade = run, depends_on, upgrade
+        self.declared = {stage.kind: stage for stage in declared}  # in the order they run
+        self.order = {kind: i for i, kind in enumerate(self.declared)}
 
     def _record(self, name: str, run: RunDir | None = None) -> dict | None:
         record = (run or self.run).stage(name)
@@ -276,7 +274,7 @@ class Stages:
 
     def _sibling_with(self, t: int, kind: str) -> str | None:
         sweep = self.run.root.parent
-        if kind not in SHAREABLE or not (sweep / "multirun.yaml").exists():
+        if not self.declared[kind].shareable or not (sweep / "multirun.yaml").exists():
             return None
         now = self.depends_on(t, kind)
         for other in sorted(d for d in sweep.iterdir() if d != self.run.root and (d / "manifest.json").is_file()):
@@ -287,7 +285,7 @@ class Stages:
 
     def _copy_stage(self, t: int, kind: str, other: Path) -> float:
         start = time.perf_counter()
-        for f in STAGE_FILES[kind]:
+        for f in self.declared[kind].files:
             if (other / f"iter_{t}" / f).is_file():
                 with atomic_path(self.run.iter_dir(t) / f) as tmp:
                     shutil.copyfile(other / f"iter_{t}" / f, tmp)
@@ -297,7 +295,7 @@ class Stages:
         """`<stage>_seconds` and `<stage>_tokens_per_s` of iteration t's finished stages, as
         recorded when each one ran (a stage finished by an earlier process keeps its numbers)."""
         out = {}
-        for kind in STAGE_KINDS:
+        for kind in self.declared:
             record = self.run.stage(f"iter_{t}/{kind}") or {}
             out |= {f"{kind}_{k}": record[k] for k in ("seconds", "tokens_per_s") if k in record}
         return out
@@ -310,8 +308,8 @@ class Stages:
         for name in self.run.manifest()["stages"]:
             record, (t, kind) = self._record(name), _parse(name)
             now = self.depends_on(t, kind)
-            if not _holds(record, now) and (stale is None or (t, STAGE_KINDS.index(kind)) < stale[0]):
-                stale = ((t, STAGE_KINDS.index(kind)), name, _changed(record["config"], now))
+            if not _holds(record, now) and (stale is None or (t, self.order[kind]) < stale[0]):
+                stale = ((t, self.order[kind]), name, _changed(record["config"], now))
         if stale is None:
             return
         (t0, k0), name, changed = stale
@@ -326,14 +324,14 @@ class Stages:
         manifest = self.run.manifest()
         for name in list(manifest["stages"]):
             t, kind = _parse(name)
-            if (t, STAGE_KINDS.index(kind)) >= (t0, k0):
+            if (t, self.order[kind]) >= (t0, k0):
                 del manifest["stages"][name]
         write_json(self.run.manifest_path, manifest)
         for it in self.run.root.glob("iter_*"):
             t = int(it.name.split("_")[1])
-            for kind in STAGE_KINDS:
-                if (t, STAGE_KINDS.index(kind)) >= (t0, k0):
-                    for f in STAGE_FILES[kind]:
+            for kind, stage in self.declared.items():
+                if (t, self.order[kind]) >= (t0, k0):
+                    for f in stage.files:
                         remove_tree(it / f)
 
     def partial_dir(self, t: int, kind: str, name: str) -> Path:
@@ -350,7 +348,7 @@ class Stages:
         return path
 
     def _stamp_holds(self, stamp: dict, now: dict) -> bool:
-        if "config" not in stamp:  # a stamp from before stamps held their values: the hash alone
+        if compat.hash_only(stamp):
             return stamp["hash"] == config_hash(now)
         config = self.upgrade(stamp["config"])
         return _holds({"config": config, "hash": config_hash(config)}, now)

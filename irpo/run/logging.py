@@ -7,10 +7,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
-from irpo.run.artifacts import STAGE_KINDS, RunDir, read_jsonl, write_jsonl
+from irpo.run.artifacts import RunDir, read_jsonl, write_jsonl
 from irpo.run.distributed import on_rank_zero
 from irpo.analysis.results import eval_samples, generation_samples
 
@@ -30,8 +29,8 @@ TABLE_COLUMNS = [
 class RunLogger:
     """prompts: train and test prompt text by example id, for the W&B tables of samples."""
 
-    def __init__(self, spec: RunSpec, run: RunDir, prompts: dict[str, dict[str, str]]) -> None:
-        self.run, self.path = run, run.root / "metrics.jsonl"
+    def __init__(self, spec: RunSpec, run: RunDir, kinds: Sequence[str], prompts: dict[str, dict[str, str]]) -> None:
+        self.run, self.path, self.kinds = run, run.root / "metrics.jsonl", tuple(kinds)
         self.rows = read_jsonl(self.path) if self.path.exists() else []
         self.maj_key = f"maj@{spec.eval.maj_k}" if spec.eval.maj_k > 0 else None
         self.prompts, self.table_prompts = prompts, spec.logger.wandb.table_prompts
@@ -70,7 +69,7 @@ class RunLogger:
         """Records iteration t's row (metrics.jsonl, W&B, TensorBoard) and says it in one line
         as it finishes: at the paper's scale the table at the end comes days later."""
         row = {"iteration": iteration, **metrics}
-        on_rank_zero(log.info, iteration_line(row, self.maj_key))
+        on_rank_zero(log.info, iteration_line(row, self.maj_key, self.kinds))
         self.rows = [r for r in self.rows if r["iteration"] != iteration] + [row]
         self.rows.sort(key=lambda r: r["iteration"])
         on_rank_zero(write_jsonl, self.path, self.rows)
@@ -135,13 +134,13 @@ def wandb_identity(spec: RunSpec) -> dict[str, Any]:
     return {"group": group, "job_type": name, "name": paths.override_dirname or None, "tags": tags}
 
 
-def iteration_line(row: dict[str, Any], maj_key: str | None) -> str:
+def iteration_line(row: dict[str, Any], maj_key: str | None, kinds: Sequence[str]) -> str:
     """`iteration 1: M_1 test accuracy 0.435 (maj@8 0.470); train pass@N 0.612, 96 pairs; 57 s`."""
     t = row["iteration"]
     parts = [f"iteration {t}: M_{t} test accuracy {_fmt(row.get('test_accuracy'))}" + (f" ({maj_key} {_fmt(row.get(maj_key))})" if maj_key else "")]
     if "pairs" in row or "train_pass_at_n" in row:
         parts.append(f"train pass@N {_fmt(row.get('train_pass_at_n'))}, {row.get('pairs', 0)} pairs")
-    seconds = sum(v for k, v in row.items() if k.endswith("_seconds") and k.removesuffix("_seconds") in STAGE_KINDS)
+    seconds = sum(v for k, v in row.items() if k.endswith("_seconds") and k.removesuffix("_seconds") in kinds)
     return "; ".join(parts) + f"; {seconds:.0f} s"
 
 

@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
-from irpo.run.artifacts import atomic_path, merge_shards, read_jsonl, shard_seed, write_shards
+from irpo.config import ITEMS, SAMPLES, TRAINS
+from irpo.run.artifacts import Stage, atomic_path, merge_shards, read_jsonl, shard_seed, write_shards
 from irpo.training.batching import MicroBatching, encode_examples
 from irpo.run.distributed import on_rank_zero, rank, replica_shards, world_size
 from irpo.generation.base import Generator
@@ -31,6 +32,18 @@ from irpo.errors import UserError
 from irpo.training.scoring import score_pairs
 from irpo.pairs import Pair, PairRule, cap_pairs, pair_stats, prompt_pairs
 from irpo.tasks.base import Example, Task, reward
+
+
+GENERATIONS, GENERATION_SHARDS = "generations.jsonl", "generations"
+PAIRS_FILE = "pairs.jsonl"
+REFERENCE_LOGPS, PAIR_LOGPS = "reference_logps.safetensors", "pair_logps.safetensors"
+# samples of M_t at iteration t's temperature, rewarded (the loop adds the temperatures)
+GENERATE = Stage("generate", (GENERATIONS, GENERATION_SHARDS), SAMPLES, shareable=True)
+PAIRS = Stage("pairs", (PAIRS_FILE,), ITEMS)
+# M_t's log-probs of the items, before training
+REFERENCE = Stage("reference", (REFERENCE_LOGPS,), (*ITEMS, *TRAINS))
+# M_t's and M_{t+1}'s log-probs of the pairs, after training (the paper's Figs. 2-3)
+LOGPS = Stage("logps", (PAIR_LOGPS,), (*ITEMS, *TRAINS))
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,7 @@ class IterationData(L.LightningDataModule):
     # --- generate and reward -------------------------------------------------------------
     @property
     def generations_path(self) -> Path:
-        return self.out / "generations.jsonl"
+        return self.out / GENERATIONS
 
     def generate(self, open_generator: Callable[[], Generator], shard_dir: Path, replica_size: int = 1) -> None:
         """N samples per train prompt with M_t, each with its extracted answer and reward,
@@ -84,7 +97,7 @@ class IterationData(L.LightningDataModule):
     # --- pairs ---------------------------------------------------------------------------
     @property
     def pairs_path(self) -> Path:
-        return self.out / "pairs.jsonl"
+        return self.out / PAIRS_FILE
 
     def make_pairs(self, generations: list[dict]) -> tuple[list[Pair], dict[str, float]]:
         """(winner, loser) pairs per prompt (irpo.pairs) and the iteration's data numbers."""
@@ -117,7 +130,7 @@ class IterationData(L.LightningDataModule):
 
     @property
     def reference_path(self) -> Path:
-        return self.out / "reference_logps.safetensors"
+        return self.out / REFERENCE_LOGPS
 
     def setup(self, stage: str | None = None) -> None:
         """Token ids of the method's training items (encoded once), with the reference
@@ -149,7 +162,7 @@ class IterationData(L.LightningDataModule):
 
     @property
     def pair_logps_path(self) -> Path:
-        return self.out / "pair_logps.safetensors"
+        return self.out / PAIR_LOGPS
 
     def pair_logps(self, load_start: Callable[[], torch.nn.Module], load_end: Callable[[], torch.nn.Module], device: str,
                    precision: str = "32-true") -> int:

@@ -15,10 +15,16 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
-from irpo.run.artifacts import atomic_path, read_json, write_json
+from irpo.config import DECODES, ITEMS, TRAINS
+from irpo.run.artifacts import Stage, atomic_path, read_json, write_json
 from irpo.run.distributed import on_rank_zero
 
+MODEL = "model"  # M_{t+1} in iter_<t>/, and each candidate's checkpoint in its directory
 CANDIDATES = "candidates"
+SELECTION, VAL_START = "selection.json", "val_start"  # the pick and its numbers; M_t's own validation (t = 0)
+# M_{t+1} = the candidate most accurate on the validation split: what made M_{t+1}, so every
+# stage of the next iteration depends on these keys too (irpo.loop.stage_config)
+SELECT = Stage("select", (SELECTION, VAL_START), (*ITEMS, *TRAINS, *DECODES))
 
 
 def candidate_dir(it: Path, step: int) -> Path:
@@ -30,7 +36,7 @@ def candidate_steps(it: Path) -> list[int]:
     """The steps whose candidate checkpoints were written (model/ appears only once whole:
     it is written aside and renamed)."""
     root = it / CANDIDATES
-    return sorted(int(d.name.removeprefix("step_")) for d in root.glob("step_*") if (d / "model").is_dir()) if root.is_dir() else []
+    return sorted(int(d.name.removeprefix("step_")) for d in root.glob("step_*") if (d / MODEL).is_dir()) if root.is_dir() else []
 
 
 def best_candidate(accuracies: dict[int, float]) -> int:
@@ -70,12 +76,12 @@ def select(it: Path, val_accuracy: Callable[[Path], float], start_accuracy: floa
 
 
 def _keep(it: Path, step: int, record: dict) -> None:
-    with atomic_path(it / "model") as tmp:
-        shutil.copytree(candidate_dir(it, step) / "model", tmp)
-    write_json(it / "selection.json", record)
+    with atomic_path(it / MODEL) as tmp:
+        shutil.copytree(candidate_dir(it, step) / MODEL, tmp)
+    write_json(it / SELECTION, record)
 
 
 def history(run_root: Path, t: int) -> list[float]:
     """Validation accuracy of M_0 .. M_{t+1}, from iterations 0..t's selection.json."""
-    records = [read_json(run_root / f"iter_{i}" / "selection.json") for i in range(t + 1)]
+    records = [read_json(run_root / f"iter_{i}" / SELECTION) for i in range(t + 1)]
     return [records[0]["val_accuracy_start"], *(r["val_accuracy"] for r in records)]

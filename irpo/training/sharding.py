@@ -19,7 +19,7 @@ from irpo.models import shards
 from irpo.models.load import weight_files
 from irpo.models.lora import checkpoint_key
 from irpo.run.artifacts import remove_tree
-from irpo.run.distributed import barrier, broadcast, on_rank_zero, world_size
+from irpo.run.distributed import barrier, broadcast, on_rank_zero
 
 
 

@@ -19,7 +19,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities import rank_zero_only
 
-from irpo.run.artifacts import atomic_path
+from irpo.config import ITEMS, TRAINS
+from irpo.run.artifacts import Stage, atomic_path
 from irpo.training.batching import MicroBatching
 from irpo.training.data import IterationData
 from irpo.run.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
@@ -29,11 +30,17 @@ from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
 from irpo.training.module import PolicyTraining, PreferenceModule
 from irpo.run.preemption import Interrupted, agreed
-from irpo.training.selection import candidate_dir, candidate_steps
+from irpo.training.selection import CANDIDATES, MODEL, candidate_dir, candidate_steps
 from irpo.training.trainers import Trainer
 
 if TYPE_CHECKING:
     from irpo.spec import RunSpec
+
+
+CHECKPOINTS = "train"  # Lightning checkpoints to resume from, and the per-step metrics.csv
+METRICS = "metrics.json"  # the iteration's numbers (the loop adds the later stages' as they finish)
+# M_{t+1} trained from M_t on the iteration's items
+TRAIN = Stage("train", (CHECKPOINTS, CANDIDATES, MODEL, METRICS), (*ITEMS, *TRAINS))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -102,7 +109,7 @@ class CandidateCheckpoints(Callback):
 
     def save_step(self, step: int) -> None:
         if step not in self.saved:
-            self.save(candidate_dir(self.it, step) / "model")
+            self.save(candidate_dir(self.it, step) / MODEL)
             self.saved.add(step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
