@@ -47,19 +47,19 @@ def checkout_module(name: str):
     """This checkout's irpo/<name>.py, by path: a --before worker imports irpo from another
     tree (one from before irpo set threads or the allocator has neither), and every side then
     threads and allocates alike."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "irpo" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{Path(name).name}", ROOT / "irpo" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-THREADS = checkout_module("threads")
+THREADS = checkout_module("run/threads")
 # As `python -m irpo` does, before torch loads (the matmul peak is measured in this process);
 # each side's subprocess measures its cores again (a spin set here it inherits, as a user's).
 WAIT = THREADS.set_wait()
 # Every side keeps freed blocks as `python -m irpo` does: a process setting, like the threads,
 # not a part of the step being compared.
-ALLOCATOR = checkout_module("allocator").keep_freed_memory()
+ALLOCATOR = checkout_module("run/allocator").keep_freed_memory()
 CACHE = ROOT / "bench" / ".cache"
 DATA = Path(os.environ.get("IRPO_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
 if not DATA.exists():

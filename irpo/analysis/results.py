@@ -224,9 +224,11 @@ def train_steps(job: Job) -> list[dict]:
     across iterations (each iteration's trainer starts again at 0), `iteration` says which,
     and `progress` = t + the fraction of iteration t's logged steps done, which lines up
     runs whose iterations have different numbers of steps."""
+    from irpo.training.train import CHECKPOINTS
+
     out, offset = [], 0
     for t in range(job.last_iteration):
-        path = job.path / f"iter_{t}" / "train" / "metrics.csv"
+        path = job.path / f"iter_{t}" / CHECKPOINTS / "metrics.csv"
         if not path.exists():
             continue
         rows = [r for r in ({k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(path.open())) if "step" in r]
