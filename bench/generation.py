@@ -57,7 +57,7 @@ class EndAt:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         made = input_ids.shape[1] - self.width  # tokens generated so far
-        end = (self.targets.to(scores.device) - 1 == made)
+        end = self.targets.to(scores.device) - 1 == made
         scores[~end, self.eos] = scores[~end, self.pad] = float("-inf")
         scores[end] = float("-inf")
         scores[end, self.eos] = 0.0
@@ -77,11 +77,19 @@ class HFAtLengths(HFGenerator):
         def at_lengths(input_ids, attention_mask, num_return_sequences=1, **kwargs):
             from transformers import LogitsProcessorList
 
-            rows = [tuple(i for i, m in zip(ids.tolist(), mask.tolist()) if m) for ids, mask in zip(input_ids, attention_mask)]
+            rows = [
+                tuple(i for i, m in zip(ids.tolist(), mask.tolist()) if m)
+                for ids, mask in zip(input_ids, attention_mask)
+            ]
             targets = [self.lengths[r] for r in rows for _ in range(num_return_sequences)]
             processor = LogitsProcessorList([EndAt(input_ids.shape[1], targets, eos, pad if pad is not None else eos)])
-            return generate(input_ids=input_ids, attention_mask=attention_mask, num_return_sequences=num_return_sequences,
-                            logits_processor=processor, **kwargs)
+            return generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                num_return_sequences=num_return_sequences,
+                logits_processor=processor,
+                **kwargs,
+            )
 
         self.model.generate = at_lengths
         return self
@@ -95,7 +103,9 @@ class VLLMAtLengths(VLLMGenerator):
 
     def _generate(self, prompts, params):
         ids = encode_prompts(self.tokenizer, prompts)
-        return super()._generate(prompts, [p | {"max_tokens": self.lengths[tuple(i)], "ignore_eos": True} for p, i in zip(params, ids)])
+        return super()._generate(
+            prompts, [p | {"max_tokens": self.lengths[tuple(i)], "ignore_eos": True} for p, i in zip(params, ids)]
+        )
 
 
 def gsm8k_workload(args) -> tuple[str, list[str], dict[tuple[int, ...], int]]:
@@ -114,7 +124,9 @@ def gsm8k_workload(args) -> tuple[str, list[str], dict[tuple[int, ...], int]]:
 
 def run(backend, model_dir: str, prompts: list[str], args) -> dict:
     t0 = time.perf_counter()
-    with backend(model_dir, Decoding(args.max_new_tokens, tuple(ArithTask.stop) if args.workload == "tiny" else ())) as gen:
+    with backend(
+        model_dir, Decoding(args.max_new_tokens, tuple(ArithTask.stop) if args.workload == "tiny" else ())
+    ) as gen:
         start = time.perf_counter() - t0
         gen.greedy(prompts[:8])  # first-call costs (allocation, kernel selection) untimed
         t = time.perf_counter()
@@ -125,9 +137,17 @@ def run(backend, model_dir: str, prompts: list[str], args) -> dict:
         greedy = gen.greedy(prompts)
         greedy_s, greedy_tokens = time.perf_counter() - t, gen.generated_tokens - before
         if args.workload == "tiny":
-            sample_tokens, greedy_tokens = generated_tokens(gen.tokenizer, sampled), generated_tokens(gen.tokenizer, greedy)
-    return {"start": start, "sample": sample_tokens / sample_s, "greedy": greedy_tokens / greedy_s,
-            "sample_tokens": sample_tokens, "greedy_tokens": greedy_tokens}
+            sample_tokens, greedy_tokens = (
+                generated_tokens(gen.tokenizer, sampled),
+                generated_tokens(gen.tokenizer, greedy),
+            )
+    return {
+        "start": start,
+        "sample": sample_tokens / sample_s,
+        "greedy": greedy_tokens / greedy_s,
+        "sample_tokens": sample_tokens,
+        "greedy_tokens": greedy_tokens,
+    }
 
 
 def main() -> None:
@@ -136,7 +156,9 @@ def main() -> None:
     parser.add_argument("--model", help="with --workload tiny: a checkpoint directory (default: the shipped tiny M_0)")
     parser.add_argument("--prompts", type=int, help="default: 256 (tiny), 16 (llama-42m)")
     parser.add_argument("--samples", type=int, default=8, help="N completions per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=48, help="with --workload tiny (llama-42m: up to 300, drawn per prompt)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=48, help="with --workload tiny (llama-42m: up to 300, drawn per prompt)"
+    )
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0, help="llama-42m: the completion lengths' draw")
     args = parser.parse_args()
@@ -152,7 +174,9 @@ def main() -> None:
         model_dir, prompts, lengths = gsm8k_workload(args)
         HFAtLengths.lengths = VLLMAtLengths.lengths = lengths
         hf_backend, vllm_backend = HFAtLengths, VLLMAtLengths
-        print(f"completion lengths drawn per prompt: {min(lengths.values())}-{max(lengths.values())}, mean {sum(lengths.values()) / len(lengths):.0f} tokens")
+        print(
+            f"completion lengths drawn per prompt: {min(lengths.values())}-{max(lengths.values())}, mean {sum(lengths.values()) / len(lengths):.0f} tokens"
+        )
     print(
         f"model {model_dir}, {len(prompts)} prompts x {args.samples} samples, "
         f"<= {args.max_new_tokens} new tokens, T={args.temperature}, torch threads {torch.get_num_threads()}"
@@ -163,8 +187,10 @@ def main() -> None:
     vllm = run(vllm_backend, model_dir, prompts, args)
     if args.workload != "tiny":
         same = hf["sample_tokens"] == vllm["sample_tokens"] and hf["greedy_tokens"] == vllm["greedy_tokens"]
-        print(f"tokens generated, hf / vllm: sampling {hf['sample_tokens']:,} / {vllm['sample_tokens']:,}, greedy "
-              f"{hf['greedy_tokens']:,} / {vllm['greedy_tokens']:,}: {'equal' if same else 'NOT EQUAL'}")
+        print(
+            f"tokens generated, hf / vllm: sampling {hf['sample_tokens']:,} / {vllm['sample_tokens']:,}, greedy "
+            f"{hf['greedy_tokens']:,} / {vllm['greedy_tokens']:,}: {'equal' if same else 'NOT EQUAL'}"
+        )
 
     print(f"{'backend':<10}{'start-up s':>12}{'sample tok/s':>14}{'greedy tok/s':>14}")
     for name, r in (("hf", hf), ("vllm", vllm)):

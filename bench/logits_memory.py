@@ -42,13 +42,21 @@ def step(spec: dict) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from irpo.training.batching import collate, micro_batches
     from irpo.loss import dpo_nll_loss
+    from irpo.training.batching import collate, micro_batches
     from irpo.training.scoring import LOGIT_CHUNK_ELEMENTS, batch_logps
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=spec["vocab"], hidden_size=spec["hidden"], intermediate_size=2 * spec["hidden"], num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=16384)
+    config = Qwen2Config(
+        vocab_size=spec["vocab"],
+        hidden_size=spec["hidden"],
+        intermediate_size=2 * spec["hidden"],
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        max_position_embeddings=16384,
+    )
     model = Qwen2ForCausalLM(config).train()  # float32 master weights
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     g = torch.Generator().manual_seed(1)
@@ -56,8 +64,17 @@ def step(spec: dict) -> dict:
     def ids(n: int) -> list[int]:
         return torch.randint(3, spec["vocab"], (n,), generator=g).tolist()
 
-    items = [{"index": i, "prompt_ids": ids(spec["prompt"]), "chosen_ids": ids(spec["completion"]), "rejected_ids": ids(spec["completion"]),
-              "ref_chosen": -20.0, "ref_rejected": -20.0} for i in range(spec["pairs"])]
+    items = [
+        {
+            "index": i,
+            "prompt_ids": ids(spec["prompt"]),
+            "chosen_ids": ids(spec["completion"]),
+            "rejected_ids": ids(spec["completion"]),
+            "ref_chosen": -20.0,
+            "ref_rejected": -20.0,
+        }
+        for i in range(spec["pairs"])
+    ]
     groups = micro_batches(items, max_tokens=spec["micro_batch_tokens"] if spec["after"] else None)
     chunk = LOGIT_CHUNK_ELEMENTS if spec["after"] else 2**62
     # AdamW's states exist before the measured step, as in every step after the first
@@ -68,7 +85,9 @@ def step(spec: dict) -> dict:
     for group in groups:
         batch = collate(group)
         logps, counts = batch_logps(model, batch, chunk_elements=chunk)
-        loss = dpo_nll_loss(*logps.chunk(2), batch["ref_chosen"], batch["ref_rejected"], counts.chunk(2)[0], 0.1, 1.0).loss
+        loss = dpo_nll_loss(
+            *logps.chunk(2), batch["ref_chosen"], batch["ref_rejected"], counts.chunk(2)[0], 0.1, 1.0
+        ).loss
         (loss * len(group) / len(items)).backward()
     optimizer.step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -87,12 +106,18 @@ def main() -> None:
     if args.worker:
         print(json.dumps(step(json.loads(args.worker))))
         return
-    base = dict(vocab=4096, hidden=64, prompt=32, pairs=2, micro_batch_tokens=512) if args.quick else \
-        dict(vocab=VOCAB, hidden=64, prompt=128, pairs=2, micro_batch_tokens=2048)
+    base = (
+        dict(vocab=4096, hidden=64, prompt=32, pairs=2, micro_batch_tokens=512)
+        if args.quick
+        else dict(vocab=VOCAB, hidden=64, prompt=128, pairs=2, micro_batch_tokens=2048)
+    )
     lengths = [64, 256] if args.quick else [256, 512, 1024, 2048, 4096]
-    print(f"one training step: {base['pairs']} pairs of a {base['prompt']}-token prompt and two completions, vocabulary {base['vocab']:,}, "
-          f"hidden {base['hidden']}, 2 layers, float32; after: micro_batch_tokens={base['micro_batch_tokens']}, "
-          f"the head in chunks", flush=True)
+    print(
+        f"one training step: {base['pairs']} pairs of a {base['prompt']}-token prompt and two completions, vocabulary {base['vocab']:,}, "
+        f"hidden {base['hidden']}, 2 layers, float32; after: micro_batch_tokens={base['micro_batch_tokens']}, "
+        f"the head in chunks",
+        flush=True,
+    )
     print(f"{'completion':>10} {'side':>6} {'micro-batches':>13} {'peak MiB':>9} {'step rise MiB':>14}", flush=True)
     rows = []
     for length in lengths:
@@ -102,18 +127,28 @@ def main() -> None:
             # float32 logits, log-softmax's intermediates and the gradient: ~16 bytes a logit
             logits_mib = base["pairs"] * (base["prompt"] + 2 * length) * base["vocab"] * 16 / 2**20
             if not after and logits_mib > 0.6 * host_mib():
-                print(f"{length:>10} {side:>6} {'':>13} not run: ~{logits_mib / 1024:.0f} GiB of logits on a {host_mib() / 1024:.0f} GiB host", flush=True)
+                print(
+                    f"{length:>10} {side:>6} {'':>13} not run: ~{logits_mib / 1024:.0f} GiB of logits on a {host_mib() / 1024:.0f} GiB host",
+                    flush=True,
+                )
                 continue
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT
+            )
             if proc.returncode != 0:
                 print(f"{length:>10} {side:>6} failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append((length, side, r))
-            print(f"{length:>10} {side:>6} {r['micro_batches']:>13} {r['peak_mib']:>9,.0f} {r['peak_mib'] - r['before_mib']:>14,.0f}", flush=True)
+            print(
+                f"{length:>10} {side:>6} {r['micro_batches']:>13} {r['peak_mib']:>9,.0f} {r['peak_mib'] - r['before_mib']:>14,.0f}",
+                flush=True,
+            )
     after = [r["peak_mib"] for _, side, r in rows if side == "after"]
     if after:
-        print(f"after: peak from {lengths[0]} to {lengths[-1]} completion tokens within {max(after) / min(after) - 1:.0%} of the smallest")
+        print(
+            f"after: peak from {lengths[0]} to {lengths[-1]} completion tokens within {max(after) / min(after) - 1:.0%} of the smallest"
+        )
 
 
 if __name__ == "__main__":

@@ -59,9 +59,15 @@ def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 1
 
 def machine() -> dict:
     flags = cpu_flags()
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    out = {"cpu": model, "threads": torch.get_num_threads(), "bf16_units": sorted(flags.intersection(BF16_UNITS)),
-           "flags": sorted(flags.intersection({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}))}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
+    )
+    out = {
+        "cpu": model,
+        "threads": torch.get_num_threads(),
+        "bf16_units": sorted(flags.intersection(BF16_UNITS)),
+        "flags": sorted(flags.intersection({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})),
+    }
     for name, shape in (("2048^3", (2048, 2048, 2048)), ("LM head 64x576x49152", (64, 576, 49152))):
         f32, bf16 = matmul_gflops(torch.float32, *shape), matmul_gflops(torch.bfloat16, *shape)
         out[name] = {"float32": f32, "bfloat16": bf16, "ratio": bf16 / f32}
@@ -102,8 +108,14 @@ def generation(m0: str, sides: list[str], repeats: int, prompts: int, n: int, to
                 rates[side].append(gen.generated_tokens / (time.perf_counter() - start))
             print(f"  {side:16s} {rates[side][-1]:8.1f} tokens/s", flush=True)
     base = rates[sides[0]]
-    return {s: {"tokens_per_s": statistics.median(r), "ratio": statistics.median(a / b for a, b in zip(r, base)),
-                "per_repeat": [round(a / b, 2) for a, b in zip(r, base)]} for s, r in rates.items()}
+    return {
+        s: {
+            "tokens_per_s": statistics.median(r),
+            "ratio": statistics.median(a / b for a, b in zip(r, base)),
+            "per_repeat": [round(a / b, 2) for a, b in zip(r, base)],
+        }
+        for s, r in rates.items()
+    }
 
 
 def train_step(m0: str, bf16: bool, repeats: int) -> dict:
@@ -112,12 +124,27 @@ def train_step(m0: str, bf16: bool, repeats: int) -> dict:
     precision, unit = ("bf16-mixed", "bfloat16") if bf16 else ("32-true", "float32")
     ref = ts.perturbed_copy(m0, CACHE / "smollm2_m0_ref", 1)
     # GSM8K-like lengths: a templated prompt of ~170 tokens, completions of 100-256
-    w = ts.Workload("smollm2-135m", m0, ref, pairs=8, warmup=2, steps=4, prompt=(150, 190), completion=(100, 256), device="cpu", precision=precision)
+    w = ts.Workload(
+        "smollm2-135m",
+        m0,
+        ref,
+        pairs=8,
+        warmup=2,
+        steps=4,
+        prompt=(150, 190),
+        completion=(100, 256),
+        device="cpu",
+        precision=precision,
+    )
     peak = ts.matmul_peak(torch.get_num_threads(), device="cpu", dtype=unit)
     r = ts.compare(w, torch.get_num_threads(), repeats, 0.0, peak, None)
     ts.pairs_path(w).unlink()
-    return {"precision": precision, "irpo_tokens_per_s": r["irpo"]["tokens_per_s"], "trl_tokens_per_s": r["trl"]["tokens_per_s"],
-            "ratio": r["irpo"]["tokens_per_s"] / r["trl"]["tokens_per_s"]}
+    return {
+        "precision": precision,
+        "irpo_tokens_per_s": r["irpo"]["tokens_per_s"],
+        "trl_tokens_per_s": r["trl"]["tokens_per_s"],
+        "ratio": r["irpo"]["tokens_per_s"] / r["trl"]["tokens_per_s"],
+    }
 
 
 def iteration(size: list[str], repeats: int) -> dict:
@@ -128,8 +155,12 @@ def iteration(size: list[str], repeats: int) -> dict:
             run = CACHE / f"iteration-{side.replace(' ', '_')}-{r}"
             subprocess.run(["rm", "-rf", str(run)], check=True)
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "irpo", "model=smollm2_135m", *SETTING, *size, *extra, f"hydra.run.dir={run}"],
-                                  capture_output=True, text=True, cwd=CACHE)
+            proc = subprocess.run(
+                [sys.executable, "-m", "irpo", "model=smollm2_135m", *SETTING, *size, *extra, f"hydra.run.dir={run}"],
+                capture_output=True,
+                text=True,
+                cwd=CACHE,
+            )
             seconds = time.perf_counter() - start
             if proc.returncode:
                 raise SystemExit(f"{side}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
@@ -141,10 +172,18 @@ def iteration(size: list[str], repeats: int) -> dict:
                     stages[kind] = stages.get(kind, 0.0) + e["seconds"]
             accuracy = [json.loads(line)["test_accuracy"] for line in (run / "metrics.jsonl").read_text().splitlines()]
             out[side].append({"seconds": seconds, "stages": stages, "accuracy": accuracy, "launch": events[0]})
-            print(f"  {side:12s} {seconds:7.1f} s  " + " ".join(f"{k} {v:.0f}" for k, v in stages.items()) + f"  accuracy {accuracy}", flush=True)
+            print(
+                f"  {side:12s} {seconds:7.1f} s  "
+                + " ".join(f"{k} {v:.0f}" for k, v in stages.items())
+                + f"  accuracy {accuracy}",
+                flush=True,
+            )
     base = [x["seconds"] for x in out["float32 hf"]]
-    return {"runs": out, "ratio": statistics.median(b / x["seconds"] for b, x in zip(base, out["preset"])),
-            "per_repeat": [round(b / x["seconds"], 2) for b, x in zip(base, out["preset"])]}
+    return {
+        "runs": out,
+        "ratio": statistics.median(b / x["seconds"] for b, x in zip(base, out["preset"])),
+        "per_repeat": [round(b / x["seconds"], 2) for b, x in zip(base, out["preset"])],
+    }
 
 
 def main() -> None:
@@ -157,8 +196,12 @@ def main() -> None:
     t0 = time.perf_counter()
     result: dict = {"machine": machine()}
     mach = result["machine"]
-    print(f"machine  {mach['cpu']}, {mach['threads']} threads, torch {torch.__version__}; flags {' '.join(mach['flags'])}")
-    print(f"         bf16 units: {', '.join(mach['bf16_units']) or 'none: bf16 matmuls are emulated, the preset computes in float32'}")
+    print(
+        f"machine  {mach['cpu']}, {mach['threads']} threads, torch {torch.__version__}; flags {' '.join(mach['flags'])}"
+    )
+    print(
+        f"         bf16 units: {', '.join(mach['bf16_units']) or 'none: bf16 matmuls are emulated, the preset computes in float32'}"
+    )
     for name in ("2048^3", "LM head 64x576x49152"):
         m = mach[name]
         print(f"matmul   {name}: float32 {m['float32']:.0f}, bfloat16 {m['bfloat16']:.0f} GFLOP/s ({m['ratio']:.1f}x)")
@@ -170,18 +213,24 @@ def main() -> None:
         if __import__("importlib").util.find_spec("vllm") is not None:
             sides.append(f"vllm:{fast}")
         shape = (2, 2, 8) if args.quick else (16, 4, 256)
-        print(f"generation: {shape[0]} GSM8K prompts x {shape[1]} samples, {shape[2]} new tokens, T=0.8; ratio to hf:float32 (per repeat)")
+        print(
+            f"generation: {shape[0]} GSM8K prompts x {shape[1]} samples, {shape[2]} new tokens, T=0.8; ratio to hf:float32 (per repeat)"
+        )
         result["generation"] = generation(m0, sides, 1 if args.quick else args.repeats, *shape)
         for side, r in result["generation"].items():
             print(f"  {side:16s} median {r['tokens_per_s']:8.1f} tokens/s  {r['ratio']:.2f}x  {r['per_repeat']}")
     if not args.quick and "train" not in args.skip:
         print(f"training step: irpo vs TRL 1.16 DPOTrainer on M_0, {'bf16-mixed' if bf16 else '32-true'}")
         result["train"] = train_step(m0, bf16, args.repeats)
-        print(f"  irpo {result['train']['irpo_tokens_per_s']:.0f} vs TRL {result['train']['trl_tokens_per_s']:.0f} pair-tokens/s: "
-              f"{result['train']['ratio']:.2f}x")
+        print(
+            f"  irpo {result['train']['irpo_tokens_per_s']:.0f} vs TRL {result['train']['trl_tokens_per_s']:.0f} pair-tokens/s: "
+            f"{result['train']['ratio']:.2f}x"
+        )
     if not args.quick and "iteration" not in args.skip:
         size = []  # the preset's own size: the README's
-        print("one iteration: python -m irpo model=smollm2_135m task=gsm8k (preset) vs generator=hf model.cpu_bf16=never")
+        print(
+            "one iteration: python -m irpo model=smollm2_135m task=gsm8k (preset) vs generator=hf model.cpu_bf16=never"
+        )
         result["iteration"] = iteration(size, args.repeats)
         print(f"  preset / float32 hf: {result['iteration']['ratio']:.2f}x {result['iteration']['per_repeat']}")
     if not bf16:

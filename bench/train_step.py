@@ -125,13 +125,28 @@ def bpe_llama(vocab: int, hidden: int, layers: int, intermediate: int) -> str:
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     core.train_from_iterator(corpus_lines(), trainer)
     core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                      num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, max_position_embeddings=2048,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     tmp = path.with_name(path.name + ".tmp")
     LlamaForCausalLM(cfg).save_pretrained(tmp)
@@ -157,8 +172,11 @@ def make_pairs(w: Workload) -> list[dict]:
         return lead + body
 
     return [
-        {"prompt": text(rng.randint(*w.prompt) - 2, "") + "\nA:", "chosen": text(rng.randint(*w.completion) - 1, " "),
-         "rejected": text(rng.randint(*w.completion) - 1, " ")}
+        {
+            "prompt": text(rng.randint(*w.prompt) - 2, "") + "\nA:",
+            "chosen": text(rng.randint(*w.completion) - 1, " "),
+            "rejected": text(rng.randint(*w.completion) - 1, " "),
+        }
         for _ in range(w.pairs * (w.warmup + w.steps))
     ]
 
@@ -169,10 +187,10 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     from hydra import compose, initialize_config_dir
     from lightning.pytorch.loggers import Logger
 
-    from irpo.run.artifacts import write_jsonl
     from irpo.cli import register_all
-    from irpo.training.data import IterationData
     from irpo.models.load import load_policy, load_tokenizer
+    from irpo.run.artifacts import write_jsonl
+    from irpo.training.data import IterationData
     from irpo.training.train import train_policy
 
     class StepClock(Logger):
@@ -196,19 +214,34 @@ def irpo_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
     # irpo's own conf/ (with --before, the other tree's), not this checkout's
     conf = irpo.cli.conf_dir() if hasattr(irpo.cli, "conf_dir") else Path(irpo.__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose("config", overrides=[
-            f"model.path={w.model_dir}", f"alpha={alpha}", f"beta={w.beta}", f"model.lr={w.lr}", f"trainer.batch_size={w.pairs}",
-            f"trainer.max_steps={w.warmup + w.steps}", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
-            "trainer.checkpoint_every_n_steps=100000", "logger.wandb.enabled=false", f"trainer.precision={w.precision}",
-            *(["trainer.accelerator=gpu"] if w.device == "cuda" else []),
-        ])
+        cfg = compose(
+            "config",
+            overrides=[
+                f"model.path={w.model_dir}",
+                f"alpha={alpha}",
+                f"beta={w.beta}",
+                f"model.lr={w.lr}",
+                f"trainer.batch_size={w.pairs}",
+                f"trainer.max_steps={w.warmup + w.steps}",
+                "trainer.log_every_n_steps=1",
+                "trainer.progress_bar=false",
+                "trainer.checkpoint_every_n_steps=100000",
+                "logger.wandb.enabled=false",
+                f"trainer.precision={w.precision}",
+                *(["trainer.accelerator=gpu"] if w.device == "cuda" else []),
+            ],
+        )
     it = work / "iter_0"
     it.mkdir(parents=True)
     write_jsonl(it / "pairs.jsonl", pairs)
     import irpo.training.batching
 
     # one micro-batch of the step's pairs (a --before tree takes the micro-batch size itself)
-    batching = irpo.training.batching.MicroBatching(w.pairs, w.pairs) if hasattr(irpo.training.batching, "MicroBatching") else w.pairs
+    batching = (
+        irpo.training.batching.MicroBatching(w.pairs, w.pairs)
+        if hasattr(irpo.training.batching, "MicroBatching")
+        else w.pairs
+    )
     try:
         from irpo import methods
         from irpo.pairs import PairRule
@@ -266,18 +299,39 @@ def trl_side(w: Workload, pairs: list[dict], work: Path, alpha: float) -> dict:
             return loss
 
     args = DPOConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=w.pairs, gradient_accumulation_steps=1, max_steps=w.warmup + w.steps,
-        learning_rate=w.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, beta=w.beta,
-        loss_type=["sigmoid", "sft"], loss_weights=[1.0, alpha], precompute_ref_log_probs=True, precompute_ref_batch_size=w.pairs,
-        max_length=None, logging_steps=1, save_strategy="no", report_to=[], use_cpu=w.device == "cpu", dataloader_num_workers=0,
-        disable_tqdm=True, seed=w.seed, bf16=w.precision == "bf16-mixed",  # TRL's default is bf16 autocast; irpo's precision decides
+        output_dir=str(work / "trl"),
+        per_device_train_batch_size=w.pairs,
+        gradient_accumulation_steps=1,
+        max_steps=w.warmup + w.steps,
+        learning_rate=w.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        beta=w.beta,
+        loss_type=["sigmoid", "sft"],
+        loss_weights=[1.0, alpha],
+        precompute_ref_log_probs=True,
+        precompute_ref_batch_size=w.pairs,
+        max_length=None,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=w.device == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=w.seed,
+        bf16=w.precision == "bf16-mixed",  # TRL's default is bf16 autocast; irpo's precision decides
     )
     tok = AutoTokenizer.from_pretrained(w.model_dir)
     trainer = Trainer(
         # float32 weights as irpo holds them under either precision (autocast computes in bf16)
         model=AutoModelForCausalLM.from_pretrained(w.model_dir, dtype=torch.float32),
-        ref_model=AutoModelForCausalLM.from_pretrained(w.ref_dir, dtype=torch.float32), args=args,
-        train_dataset=Dataset.from_list([pairs[i] for i in order]), processing_class=tok, callbacks=[Clock()],
+        ref_model=AutoModelForCausalLM.from_pretrained(w.ref_dir, dtype=torch.float32),
+        args=args,
+        train_dataset=Dataset.from_list([pairs[i] for i in order]),
+        processing_class=tok,
+        callbacks=[Clock()],
     )
     trainer.train()
     return record
@@ -296,12 +350,26 @@ def worker(side: str, spec: dict) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def run_side(side: str, w: Workload, pairs_file: Path, threads: int | None, alpha: float, step_tokens: list[int], env: dict | None = None) -> dict:
+def run_side(
+    side: str,
+    w: Workload,
+    pairs_file: Path,
+    threads: int | None,
+    alpha: float,
+    step_tokens: list[int],
+    env: dict | None = None,
+) -> dict:
     spec = {"workload": asdict(w), "pairs": str(pairs_file), "threads": threads, "alpha": alpha}
     env = {**os.environ, "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.run([sys.executable, __file__, "--worker", side, json.dumps(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", side, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         raise SystemExit(f"bench: the {side} side failed:\n{proc.stderr[-3000:]}")
@@ -336,12 +404,14 @@ def workload_numbers(w: Workload, pairs: list[dict]) -> dict:
     padded step, irpo's step and a perfect step compute."""
     from transformers import AutoModelForCausalLM
 
+    from irpo.models.load import load_tokenizer
     from irpo.training.batching import encode_examples
     from irpo.training.data import EpochSampler, shard_seed
-    from irpo.models.load import load_tokenizer
 
     tok = load_tokenizer(w.model_dir)
-    items, _ = encode_examples(tok, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs], 100_000)
+    items, _ = encode_examples(
+        tok, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs], 100_000
+    )
     order = list(EpochSampler(len(items), shard_seed(w.seed, 0, -1)))
     steps = [[items[i] for i in order[s * w.pairs : (s + 1) * w.pairs]] for s in range(w.warmup + w.steps)]
     P = lambda it: len(it["prompt_ids"])  # noqa: E731
@@ -360,15 +430,25 @@ def workload_numbers(w: Workload, pairs: list[dict]) -> dict:
     # CPU, without Triton, its fused head scores every position: trl.trainer.utils.add_fused_lm_head).
     timed = steps[w.warmup :]
     scored = sum(C(it) + R(it) for s in timed for it in s)
-    flops = {"irpo": 6 * (body * sum(P(it) + C(it) + R(it) for s in timed for it in s) + head * scored),
-             "trl": 6 * (body + head) * sum(2 * len(s) * max(P(it) + max(C(it), R(it)) for it in s) for s in timed)}
+    flops = {
+        "irpo": 6 * (body * sum(P(it) + C(it) + R(it) for s in timed for it in s) + head * scored),
+        "trl": 6 * (body + head) * sum(2 * len(s) * max(P(it) + max(C(it), R(it)) for it in s) for s in timed),
+    }
     timed_tokens = sum(step_tokens[w.warmup :])
     return {
-        "step_tokens": step_tokens, "pair_tokens": sum(step_tokens), "prompt_share": prompt / sum(step_tokens),
+        "step_tokens": step_tokens,
+        "pair_tokens": sum(step_tokens),
+        "prompt_share": prompt / sum(step_tokens),
         "plain_padding": 1 - sum(step_tokens) / plain_cells,
-        "ceiling": plain_cells / unique, "params": body + head,
-        "flops_per_token": {side: f / timed_tokens for side, f in flops.items()}, "total_params": sum(p.numel() for p in model.parameters()),
-        "mean_lengths": (prompt / len(items), sum(C(it) for it in items) / len(items), sum(R(it) for it in items) / len(items)),
+        "ceiling": plain_cells / unique,
+        "params": body + head,
+        "flops_per_token": {side: f / timed_tokens for side, f in flops.items()},
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "mean_lengths": (
+            prompt / len(items),
+            sum(C(it) for it in items) / len(items),
+            sum(R(it) for it in items) / len(items),
+        ),
     }
 
 
@@ -388,13 +468,23 @@ def compare(w: Workload, threads: int, repeats: int, alpha: float, peak: float, 
             # "before": irpo's side run from another source tree (an earlier commit)
             env = {"PYTHONPATH": before} if side == "before" else None
             start = time.perf_counter()
-            runs[side].append(run_side("irpo" if side == "before" else side, w, pairs_file, threads, alpha, wl["step_tokens"], env))
-            print(f"  {w.name}, {side}: {runs[side][-1]['tokens_per_s']:,.0f} pair-tokens/s ({time.perf_counter() - start:.0f} s with start-up)", file=sys.stderr, flush=True)
+            runs[side].append(
+                run_side("irpo" if side == "before" else side, w, pairs_file, threads, alpha, wl["step_tokens"], env)
+            )
+            print(
+                f"  {w.name}, {side}: {runs[side][-1]['tokens_per_s']:,.0f} pair-tokens/s ({time.perf_counter() - start:.0f} s with start-up)",
+                file=sys.stderr,
+                flush=True,
+            )
     out = {"workload": wl}
     for side, rs in runs.items():
         tps = [r["tokens_per_s"] for r in rs]
-        out[side] = {"tokens_per_s": statistics.median(tps), "all": tps, "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
-                     "first_loss": rs[0]["first_loss"]}
+        out[side] = {
+            "tokens_per_s": statistics.median(tps),
+            "all": tps,
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+            "first_loss": rs[0]["first_loss"],
+        }
     trl_tokens = runs["trl"][0]["tokens"][: w.warmup + w.steps]
     out["same_tokens"] = trl_tokens == wl["step_tokens"]
     out["ratio"] = out["irpo"]["tokens_per_s"] / out["trl"]["tokens_per_s"]
@@ -409,12 +499,16 @@ def threads_check(w: Workload, cores: int) -> None:
     every core with OpenMP's own ~3-ms spin."""
     pairs_file = pairs_path(w)
     step_tokens = workload_numbers(w, json.loads(pairs_file.read_text()))["step_tokens"]
-    settings = [("irpo's default: threads and wait chosen at start", None, {}),
-                (f"num_threads={cores} (all cores), the wait chosen at start", cores, {}),
-                (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {}),
-                (f"num_threads={cores}, passive wait (no spin)", cores, {"GOMP_SPINCOUNT": "0"}),
-                (f"num_threads={cores}, OpenMP's default wait (300,000 spins)", cores, {"GOMP_SPINCOUNT": "300000"})]
-    print(f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s: median, then each run; the settings alternate)")
+    settings = [
+        ("irpo's default: threads and wait chosen at start", None, {}),
+        (f"num_threads={cores} (all cores), the wait chosen at start", cores, {}),
+        (f"num_threads={max(cores - 1, 1)}", max(cores - 1, 1), {}),
+        (f"num_threads={cores}, passive wait (no spin)", cores, {"GOMP_SPINCOUNT": "0"}),
+        (f"num_threads={cores}, OpenMP's default wait (300,000 spins)", cores, {"GOMP_SPINCOUNT": "300000"}),
+    ]
+    print(
+        f"\n== threads: irpo on {w.name} with one competing busy process (tokens/s: median, then each run; the settings alternate)"
+    )
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         rates, waits = {label: [] for label, _, _ in settings}, set()
@@ -434,20 +528,28 @@ def threads_check(w: Workload, cores: int) -> None:
 def print_model(w: Workload, r: dict, peak: float) -> None:
     wl = r["workload"]
     p, c, rj = wl["mean_lengths"]
-    print(f"\n== {w.name}: {wl['total_params'] / 1e6:.1f}M params ({wl['params'] / 1e6:.1f}M in layers + LM head), {w.pairs} pairs/step, "
-          f"mean lengths prompt {p:.0f} / chosen {c:.0f} / rejected {rj:.0f} tokens")
+    print(
+        f"\n== {w.name}: {wl['total_params'] / 1e6:.1f}M params ({wl['params'] / 1e6:.1f}M in layers + LM head), {w.pairs} pairs/step, "
+        f"mean lengths prompt {p:.0f} / chosen {c:.0f} / rejected {rj:.0f} tokens"
+    )
     print(f"{'side':<6}{'pair-tokens/s':>15}{'MFU':>8}{'peak RSS':>11}{'first-batch loss':>19}   repeats (tokens/s)")
     for side in [k for k in ("irpo", "trl", "before") if k in r]:
         s = r[side]
-        print(f"{side:<6}{s['tokens_per_s']:>15,.0f}{s['mfu']:>8.1%}{s['peak_rss_mib']:>8.0f} MiB{s['first_loss']:>19.6f}   "
-              + " ".join(f"{x:,.0f}" for x in s["all"]))
+        print(
+            f"{side:<6}{s['tokens_per_s']:>15,.0f}{s['mfu']:>8.1%}{s['peak_rss_mib']:>8.0f} MiB{s['first_loss']:>19.6f}   "
+            + " ".join(f"{x:,.0f}" for x in s["all"])
+        )
     diff = abs(r["irpo"]["first_loss"] - r["trl"]["first_loss"])
     tolerance = 1e-4 if w.precision == "32-true" else 2e-2  # bf16 logits round differently in each side's kernels
     spread = (max(r["ratios"]) - min(r["ratios"])) / 2
-    print(f"ratio irpo/TRL {r['ratio']:.2f} (per repeat {', '.join(f'{x:.2f}' for x in r['ratios'])}; ±{spread:.2f})   "
-          f"equal loss: {'yes' if diff <= tolerance else 'NO'} (|diff| {diff:.1e}), same tokens fed: {'yes' if r['same_tokens'] else 'NO'}")
-    print(f"workload: prompt share {wl['prompt_share']:.1%} of pair-tokens, padding {wl['plain_padding']:.1%} in a plain "
-          f"2B-row step, none in irpo's packed row; ceiling of a perfect step over a plain one {wl['ceiling']:.2f}x")
+    print(
+        f"ratio irpo/TRL {r['ratio']:.2f} (per repeat {', '.join(f'{x:.2f}' for x in r['ratios'])}; ±{spread:.2f})   "
+        f"equal loss: {'yes' if diff <= tolerance else 'NO'} (|diff| {diff:.1e}), same tokens fed: {'yes' if r['same_tokens'] else 'NO'}"
+    )
+    print(
+        f"workload: prompt share {wl['prompt_share']:.1%} of pair-tokens, padding {wl['plain_padding']:.1%} in a plain "
+        f"2B-row step, none in irpo's packed row; ceiling of a perfect step over a plain one {wl['ceiling']:.2f}x"
+    )
 
 
 def main() -> None:
@@ -456,48 +558,97 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the tiny model alone, few steps (what the test runs)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--before", metavar="DIR", help="also time irpo's step from this source tree (e.g. `git archive` of an earlier commit)")
+    ap.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also time irpo's step from this source tree (e.g. `git archive` of an earlier commit)",
+    )
     ap.add_argument("--model", metavar="DIR", help="bench this checkpoint alone (its perturbed copy is the reference)")
-    ap.add_argument("--bf16", action="store_true", help="bf16-mixed on both sides (float32 master weights, bf16 autocast)")
+    ap.add_argument(
+        "--bf16", action="store_true", help="bf16-mixed on both sides (float32 master weights, bf16 autocast)"
+    )
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker[0], json.loads(args.worker[1]))
     CACHE.mkdir(parents=True, exist_ok=True)
-    from irpo.models.load import tiny_m0_dir
-
     import torch
+
+    from irpo.models.load import tiny_m0_dir
 
     t0 = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision, unit = ("bf16-mixed", "bfloat16") if args.bf16 else ("32-true", "float32")
     peak = matmul_peak(args.threads, device=device, dtype=unit)
     where = torch.cuda.get_device_name() if device == "cuda" else f"{args.threads} threads"
-    print(f"{'bf16' if args.bf16 else 'fp32'} matmul peak: {peak:.1f} GFLOP/s ({where}); timings on a shared machine are noisy: rerun on a quiet one")
+    print(
+        f"{'bf16' if args.bf16 else 'fp32'} matmul peak: {peak:.1f} GFLOP/s ({where}); timings on a shared machine are noisy: rerun on a quiet one"
+    )
     print(f"OpenMP wait at start: {WAIT}")
     print(f"allocator: {ALLOCATOR}")
     tiny = tiny_m0_dir()
-    workloads = [Workload("tiny M_0", tiny, perturbed_copy(tiny, CACHE / "tiny_ref", 1), pairs=8, warmup=2, steps=4 if not args.quick else 2,
-                          prompt=(30, 60), completion=(10, 60), device=device, precision=precision)]
+    workloads = [
+        Workload(
+            "tiny M_0",
+            tiny,
+            perturbed_copy(tiny, CACHE / "tiny_ref", 1),
+            pairs=8,
+            warmup=2,
+            steps=4 if not args.quick else 2,
+            prompt=(30, 60),
+            completion=(10, 60),
+            device=device,
+            precision=precision,
+        )
+    ]
     if args.model:
         name = Path(args.model).name
         ref = perturbed_copy(args.model, CACHE / f"{name}_ref", 1)
-        workloads = [Workload(name, args.model, ref, pairs=4 if args.quick else 8, warmup=1 if args.quick else 2, steps=2 if args.quick else 4,
-                              prompt=(30, 60) if args.quick else (80, 120), completion=(10, 60) if args.quick else (100, 300), device=device,
-                              precision=precision)]
+        workloads = [
+            Workload(
+                name,
+                args.model,
+                ref,
+                pairs=4 if args.quick else 8,
+                warmup=1 if args.quick else 2,
+                steps=2 if args.quick else 4,
+                prompt=(30, 60) if args.quick else (80, 120),
+                completion=(10, 60) if args.quick else (100, 300),
+                device=device,
+                precision=precision,
+            )
+        ]
     elif not args.quick:
         big = bpe_llama(vocab=32768, hidden=512, layers=8, intermediate=1408)
         # 4 pairs a step: at 8 the bench took 13 minutes on a 2-core machine with a 66 GFLOP/s peak
-        workloads.append(Workload("llama-42m", big, perturbed_copy(big, CACHE / "llama_ref", 1), pairs=4, warmup=1, steps=2,
-                                  prompt=(80, 120), completion=(100, 300)))
-    results = [(w, compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak, args.before)) for w in workloads]
+        workloads.append(
+            Workload(
+                "llama-42m",
+                big,
+                perturbed_copy(big, CACHE / "llama_ref", 1),
+                pairs=4,
+                warmup=1,
+                steps=2,
+                prompt=(80, 120),
+                completion=(100, 300),
+            )
+        )
+    results = [
+        (w, compare(w, args.threads, 1 if args.quick else args.repeats, 0.0, peak, args.before)) for w in workloads
+    ]
     # the peak again, after: on a shared machine the first reading may have been a busy moment
     peak = max(peak, matmul_peak(args.threads, device=device, dtype=unit))
-    print(f"{'bf16' if args.bf16 else 'fp32'} matmul peak, best of before and after: {peak:.1f} GFLOP/s (the MFU denominator)")
+    print(
+        f"{'bf16' if args.bf16 else 'fp32'} matmul peak, best of before and after: {peak:.1f} GFLOP/s (the MFU denominator)"
+    )
     for w, r in results:
         for side in ("irpo", "trl", "before"):
             if side in r:
                 # "before" is the plain padded step: it computes what TRL's does
-                r[side]["mfu"] = r["workload"]["flops_per_token"]["trl" if side == "before" else side] * r[side]["tokens_per_s"] / (peak * 1e9)
+                r[side]["mfu"] = (
+                    r["workload"]["flops_per_token"]["trl" if side == "before" else side]
+                    * r[side]["tokens_per_s"]
+                    / (peak * 1e9)
+                )
         print_model(w, r, peak)
     if not args.quick and not args.model and device == "cpu":
         threads_check(workloads[0], args.threads)

@@ -38,8 +38,9 @@ def sweeps_dir() -> Path:
 
 def register_all() -> None:
     """Config schemas, the named sweeps, the `${irpo_asset:name}` resolver (files shipped
-    in the package), `${package_file:package,name}` (a file inside another installed package) and the resolver that keeps the ranks of one launch in one run directory. The sweeps live outside conf/ (a top-level folder of their own), so
-    they join the config as the group `sweep` through the ConfigStore rather than through a
+    in the package), `${package_file:package,name}` (a file inside another installed
+    package) and the resolver that keeps the ranks of one launch in one run directory. The
+    sweeps live outside conf/ (a top-level folder of their own), so they join the config as the group `sweep` through the ConfigStore rather than through a
     second search path, which would only see them at its root."""
     from hydra.core.config_store import ConfigStore
 
@@ -107,11 +108,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from irpo.run.artifacts import RunDirBusyError, StaleStageError
     from irpo.errors import ConfigError, UserError
     from irpo.models.load import ModelLoadError
+    from irpo.run.artifacts import RunDirBusyError, StaleStageError
 
-    return (HydraException, OmegaConfBaseException, ConfigError, ModelLoadError, UserError, StaleStageError, RunDirBusyError)
+    return (
+        HydraException,
+        OmegaConfBaseException,
+        ConfigError,
+        ModelLoadError,
+        UserError,
+        StaleStageError,
+        RunDirBusyError,
+    )
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -125,7 +134,9 @@ def one_line(exc: BaseException) -> str:
 
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         where = f"{exc.strerror}{filesystem_of(exc.filename) if exc.filename else ''}"
-        return f"disk full while writing {exc.filename or 'the run directory'} ({where}); free space and rerun to resume"
+        return (
+            f"disk full while writing {exc.filename or 'the run directory'} ({where}); free space and rerun to resume"
+        )
     cause = exc
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
@@ -194,7 +205,10 @@ class SweptKeyNotice(Callback):
             key, _, value = override.partition("=")
             key = key.lstrip("+~")
             if name and key in params:
-                print(f"irpo: {key}={value} replaces the values {params[key]} that sweep {name} gives {key}", file=sys.stderr)
+                print(
+                    f"irpo: {key}={value} replaces the values {params[key]} that sweep {name} gives {key}",
+                    file=sys.stderr,
+                )
 
 
 def run_cli(main: Callable[[], object]) -> None:

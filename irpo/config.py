@@ -14,9 +14,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from irpo import methods
-from irpo.run.distributed import launch_size
 from irpo.errors import ConfigError
 from irpo.generation.schemas import GENERATOR_SCHEMAS, GeneratorConfig
+from irpo.run.distributed import launch_size
 from irpo.tasks.schemas import TASK_SCHEMAS
 
 
@@ -100,7 +100,9 @@ class TrainerConfig:
     # and one at the first step's end after this many seconds since the last (rank 0's clock
     # decides for every rank); None: by steps only
     checkpoint_every_seconds: Optional[float] = None
-    keep_checkpoints: bool = False  # keep them once the iteration's M_{t+1} is saved and recorded (resuming no longer needs them)
+    keep_checkpoints: bool = (
+        False  # keep them once the iteration's M_{t+1} is saved and recorded (resuming no longer needs them)
+    )
     progress_bar: bool = True  # Lightning's training bar, drawn only where stderr is a terminal
     # precomputed: reference log-probs of M_t computed once before training (no second model
     # in memory); live: a frozen copy of M_t scores each batch.
@@ -160,7 +162,9 @@ class PlannerConfig:
     train_utilization: float = 0.4  # achieved / peak FLOP/s in training (FSDP on Llama-2-70B: 0.35-0.45 is usual)
     generate_utilization: float = 0.15  # in vLLM sampling: decoding reads every weight per step, far below peak
     prompt_tokens: Optional[int] = None  # mean prompt length; None: the task's typical (irpo/planning/plan.py)
-    completion_tokens: Optional[int] = None  # mean completion length; None: the task's typical, capped by max_new_tokens
+    completion_tokens: Optional[int] = (
+        None  # mean completion length; None: the task's typical, capped by max_new_tokens
+    )
 
 
 @dataclass
@@ -209,22 +213,67 @@ class IrpoConfig:
 # (resume=overwrite redoes the stage and what follows). Checkpoints and data are recorded by
 # content (irpo/run/fingerprints.py), so a moved checkout or run directory still resumes.
 # a model's outputs: the task (its prompts, answers, data) and how the checkpoint is read
-READS_MODEL = ("task.", "model.path", "model.gguf_file", "model.dtype", "model.trust_remote_code", "model.chat_template",
-               "model.chat_template_kwargs.")
+READS_MODEL = (
+    "task.",
+    "model.path",
+    "model.gguf_file",
+    "model.dtype",
+    "model.trust_remote_code",
+    "model.chat_template",
+    "model.chat_template_kwargs.",
+)
 # how a completion is decoded (not how fast: batch sizes, memory shares)
-DECODES = ("generator._target_", "generator.top_p", "generator.max_new_tokens", "generator.dtype", "generator.trust_remote_code",
-           "generator.tensor_parallel_size", "generator.max_model_len", "generator.enforce_eager")
+DECODES = (
+    "generator._target_",
+    "generator.top_p",
+    "generator.max_new_tokens",
+    "generator.dtype",
+    "generator.trust_remote_code",
+    "generator.tensor_parallel_size",
+    "generator.max_model_len",
+    "generator.enforce_eager",
+)
 # an iteration's samples of M_t, rewarded
 SAMPLES = (*READS_MODEL, *DECODES, "seed", "num_samples", "shard_size", "selection.val_size", "selection.val_from")
 # what a method trains on and how its items are labelled; its loss's own knobs are TRAINS'
-ITEMS = (*SAMPLES, "method._target_", "method.name", "method.sample", "method.desirable_at", "pairs_per_prompt", "max_pairs",
-         "gold_winner", "pair_margin")
+ITEMS = (
+    *SAMPLES,
+    "method._target_",
+    "method.name",
+    "method.sample",
+    "method.desirable_at",
+    "pairs_per_prompt",
+    "max_pairs",
+    "gold_winner",
+    "pair_margin",
+)
 # how M_θ is trained from its items
-TRAINS = ("method.", "model.max_length", "model.lr", "model.lora.", "model.save_dtype", "alpha", "beta",
-          "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
-          "trainer.activation_checkpointing", "trainer.cpu_offload", "trainer.batch_size", "trainer.micro_batch_size",
-          "trainer.micro_batch_tokens", "trainer.max_epochs", "trainer.max_steps", "trainer.warmup_steps", "trainer.weight_decay",
-          "trainer.gradient_clip_val", "trainer.reference", "selection.val_every_n_steps")
+TRAINS = (
+    "method.",
+    "model.max_length",
+    "model.lr",
+    "model.lora.",
+    "model.save_dtype",
+    "alpha",
+    "beta",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.precision",
+    "trainer.activation_checkpointing",
+    "trainer.cpu_offload",
+    "trainer.batch_size",
+    "trainer.micro_batch_size",
+    "trainer.micro_batch_tokens",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.warmup_steps",
+    "trainer.weight_decay",
+    "trainer.gradient_clip_val",
+    "trainer.reference",
+    "selection.val_every_n_steps",
+)
 
 
 def register() -> None:
@@ -276,13 +325,17 @@ def validate(cfg: DictConfig) -> None:
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     if cfg.trainer.checkpoint_every_seconds is not None and cfg.trainer.checkpoint_every_seconds <= 0:
-        raise ConfigError(f"trainer.checkpoint_every_seconds must be > 0 or null, got {cfg.trainer.checkpoint_every_seconds}")
+        raise ConfigError(
+            f"trainer.checkpoint_every_seconds must be > 0 or null, got {cfg.trainer.checkpoint_every_seconds}"
+        )
     for key, value in {"alpha": cfg.alpha, "beta": cfg.beta, "model.lr": cfg.model.lr}.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     method = methods.build(cfg)
     if cfg.trainer.reference == "live" and method.paired and not method.reference:
-        raise ConfigError(f"trainer.reference=live keeps a reference model that method {method.name} never asks for; use trainer.reference=precomputed")
+        raise ConfigError(
+            f"trainer.reference=live keeps a reference model that method {method.name} never asks for; use trainer.reference=precomputed"
+        )
     if method.sample is False and method.uses_samples:
         raise ConfigError(f"method.sample=false: method {method.name} trains on the iteration's samples")
     if cfg.pair_margin is not None and not 0 <= cfg.pair_margin <= 1:
@@ -306,7 +359,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.batch_size={cfg.trainer.batch_size} must be a multiple of the {ranks} ranks: each optimizer step takes as many pairs from every rank"
         )
-    if not (cfg.plan or cfg.dry_run) and (str(cfg.trainer.devices) not in ("1", "auto") or cfg.trainer.num_nodes > 1) and ranks == 1:
+    if (
+        not (cfg.plan or cfg.dry_run)
+        and (str(cfg.trainer.devices) not in ("1", "auto") or cfg.trainer.num_nodes > 1)
+        and ranks == 1
+    ):
         raise ConfigError(
             f"trainer.devices={cfg.trainer.devices} x trainer.num_nodes={cfg.trainer.num_nodes} in one process: start one process "
             "per device with torchrun --nproc-per-node=<devices> -m irpo ... (or srun), which sets both"
@@ -317,11 +374,15 @@ def validate(cfg: DictConfig) -> None:
     if sel.val_every_n_steps < 1:
         raise ConfigError(f"selection.val_every_n_steps must be >= 1, got {sel.val_every_n_steps}")
     if sel.patience is not None and (sel.patience < 1 or sel.val_size == 0):
-        raise ConfigError(f"selection.patience must be >= 1 and needs selection.val_size > 0, got patience={sel.patience}, val_size={sel.val_size}")
+        raise ConfigError(
+            f"selection.patience must be >= 1 and needs selection.val_size > 0, got patience={sel.patience}, val_size={sel.val_size}"
+        )
     if cfg.model.lora.r < 0:
         raise ConfigError(f"model.lora.r must be >= 0 (0 = no LoRA), got {cfg.model.lora.r}")
     if cfg.model.save_dtype not in (None, *_CHOICES["model.dtype"]):
-        raise ConfigError(f"model.save_dtype must be one of {', '.join(_CHOICES['model.dtype'])} or null; got {cfg.model.save_dtype!r}")
+        raise ConfigError(
+            f"model.save_dtype must be one of {', '.join(_CHOICES['model.dtype'])} or null; got {cfg.model.save_dtype!r}"
+        )
     for key, allowed in _CHOICES.items():
         value = cfg
         for part in key.split("."):

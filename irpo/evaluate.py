@@ -91,7 +91,9 @@ class Problems:
         return result_files("eval" if self.split == "test" else self.split)
 
 
-def evaluate_into(out: Path, problems: Problems, generator, shard_dir: Path, spec: RunSpec, t: int, maj_k: int | None = None) -> None:
+def evaluate_into(
+    out: Path, problems: Problems, generator, shard_dir: Path, spec: RunSpec, t: int, maj_k: int | None = None
+) -> None:
     """A model's metrics on the problems into out/<name>.json (name: eval for the test split,
     val for the validation split), one record per problem beside it in
     <name>_generations.jsonl; the problems are evaluated in shards so that a killed
@@ -101,9 +103,23 @@ def evaluate_into(out: Path, problems: Problems, generator, shard_dir: Path, spe
 
     def shard(lo: int, hi: int, s: int) -> list[dict]:
         # seed + 1: the maj@k samples are not drawn from the same streams as training samples.
-        return evaluate(generator(), task, examples[lo:hi], prompts[lo:hi], maj_k, spec.eval.maj_temperature, shard_seed(seed + 1, t, s))
+        return evaluate(
+            generator(),
+            task,
+            examples[lo:hi],
+            prompts[lo:hi],
+            maj_k,
+            spec.eval.maj_temperature,
+            shard_seed(seed + 1, t, s),
+        )
 
     records = out / files.records
-    shards = write_shards(shard_dir, len(examples), spec.loop.shard_size, shard, partial(replica_shards, replica_size=spec.generator.replica_size))
+    shards = write_shards(
+        shard_dir,
+        len(examples),
+        spec.loop.shard_size,
+        shard,
+        partial(replica_shards, replica_size=spec.generator.replica_size),
+    )
     on_rank_zero(merge_shards, records, shards)
     on_rank_zero(lambda: write_json(out / files.metrics, summarize(read_jsonl(records), maj_k, problems.split)))

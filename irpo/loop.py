@@ -19,25 +19,39 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from irpo.run.artifacts import (RunDir, Stage, Stages, atomic_path, read_json, read_jsonl, remove_tree, source_revision,
-                            write_json, write_jsonl)
-from irpo.run.fingerprints import describe_files
-from irpo.run.distributed import close as close_process_group, init as init_process_group, on_rank_zero, rank
+from irpo import methods
+from irpo.analysis.report import report_at_end
+from irpo.config import validate
 from irpo.errors import UserError
 from irpo.evaluate import EVAL, Problems, evaluate_into
-from irpo.planning.capacity import check_fits, resolve_arch
-from irpo.config import validate
-from irpo.spec import RunSpec, build as build_spec, run_root
 from irpo.generation.base import Decoding, LazyGenerator, render_prompt
-from irpo.run.logging import RunLogger
 from irpo.models.load import load_tokenizer
+from irpo.planning.capacity import check_fits, resolve_arch
 from irpo.planning.plan import print_plan
-from irpo.analysis.report import report_at_end
-from irpo.training.selection import MODEL, SELECT, SELECTION, VAL_START, history as selection_history, select, stop_now
-from irpo.tasks.subsets import validation_split
 from irpo.run import allocator, compat, preemption, progress, threads
-from irpo import methods
+from irpo.run.artifacts import (
+    RunDir,
+    Stage,
+    Stages,
+    atomic_path,
+    read_json,
+    read_jsonl,
+    remove_tree,
+    source_revision,
+    write_json,
+    write_jsonl,
+)
+from irpo.run.distributed import close as close_process_group
+from irpo.run.distributed import init as init_process_group
+from irpo.run.distributed import on_rank_zero, rank
 from irpo.run.failpoints import failpoint
+from irpo.run.fingerprints import describe_files
+from irpo.run.logging import RunLogger
+from irpo.spec import RunSpec, run_root
+from irpo.spec import build as build_spec
+from irpo.tasks.subsets import validation_split
+from irpo.training.selection import MODEL, SELECT, SELECTION, VAL_START, select, stop_now
+from irpo.training.selection import history as selection_history
 
 if TYPE_CHECKING:
     from irpo.config import ModelConfig
@@ -121,24 +135,52 @@ def run_loop(spec: RunSpec) -> float | None:
     if spec.cpu_bf16 is not None:
         on_rank_zero(run_dir.record_once, "cpu_bf16", dict(spec.cpu_bf16))
     arch = resolve_arch(model)  # the model's shape, for reports that compare runs by it
-    on_rank_zero(run_dir.event, event="launch", argv=sys.argv[1:], threads=num_threads, threads_from=threads_from, omp_wait=threads.chosen_wait,
-                 allocator=allocator.chosen, arch=dataclasses.asdict(arch) if arch else None, cpu_bf16=spec.cpu_bf16 and dict(spec.cpu_bf16),
-                 precision=spec.trainer.precision, generator_dtype=spec.generator.dtype, **source_revision())
+    on_rank_zero(
+        run_dir.event,
+        event="launch",
+        argv=sys.argv[1:],
+        threads=num_threads,
+        threads_from=threads_from,
+        omp_wait=threads.chosen_wait,
+        allocator=allocator.chosen,
+        arch=dataclasses.asdict(arch) if arch else None,
+        cpu_bf16=spec.cpu_bf16 and dict(spec.cpu_bf16),
+        precision=spec.trainer.precision,
+        generator_dtype=spec.generator.dtype,
+        **source_revision(),
+    )
     L.seed_everything(loop.seed, workers=True, verbose=False)
     m0 = on_rank_zero(m0_dir, model, run_dir)
     tokenizer = load_tokenizer(m0, model.trust_remote_code, model.chat_template)
     train, test = task.load("train"), task.load("test")
-    train, val = validation_split(task, train, spec.selection.val_size, spec.selection.val_from, spec.task_settings.get("seed") or 0)
+    train, val = validation_split(
+        task, train, spec.selection.val_size, spec.selection.val_from, spec.task_settings.get("seed") or 0
+    )
 
     def render(split: str, examples) -> Problems:
-        return Problems(split, examples, [render_prompt(tokenizer, task.prompt(ex), model.chat_template, model.chat_template_kwargs) for ex in examples])
+        return Problems(
+            split,
+            examples,
+            [
+                render_prompt(tokenizer, task.prompt(ex), model.chat_template, model.chat_template_kwargs)
+                for ex in examples
+            ],
+        )
 
     test, val = render("test", test), render("val", val)
     selecting = bool(val.examples)
     train_prompts = render("train", train).prompts
     sample = method.samples
     last = loop.iterations if method.trains else 0
-    logger = RunLogger(spec, run_dir, stages.order, {"train": {ex.id: p for ex, p in zip(train, train_prompts)}, "test": {ex.id: p for ex, p in zip(test.examples, test.prompts)}})
+    logger = RunLogger(
+        spec,
+        run_dir,
+        stages.order,
+        {
+            "train": {ex.id: p for ex, p in zip(train, train_prompts)},
+            "test": {ex.id: p for ex, p in zip(test.examples, test.prompts)},
+        },
+    )
     model_dir = m0
     device = torch.device("cuda" if spec.trainer.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     # a model to score pairs with: M_t whole, or its shard, held as training holds it
@@ -150,15 +192,33 @@ def run_loop(spec: RunSpec) -> float | None:
 
             stage = partial(run_stage, stages, t)
             with LazyGenerator(lambda: open_generator(spec, model_dir)) as generator:
-                stage(EVAL.kind, counted(generator, lambda: evaluate_into(it, test, generator, partial_dir(stages, t, EVAL.kind, test.files.shards), spec, t)))
+                stage(
+                    EVAL.kind,
+                    counted(
+                        generator,
+                        lambda: evaluate_into(
+                            it, test, generator, partial_dir(stages, t, EVAL.kind, test.files.shards), spec, t
+                        ),
+                    ),
+                )
                 metrics = read_json(it / test.files.metrics)
                 if t == last:
-                    logger.log_iteration(t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < loop.iterations else {}))
+                    logger.log_iteration(
+                        t, metrics | stages.timings(t) | ({"stopped_early": 1.0} if t < loop.iterations else {})
+                    )
                     break
                 data = IterationData(task, train, train_prompts, it, t, tokenizer, method, data_settings(spec, t))
                 if sample:
                     replicas = spec.generator.replica_size
-                    stage(GENERATE.kind, counted(generator, lambda: data.generate(generator, partial_dir(stages, t, GENERATE.kind, GENERATION_SHARDS), replicas)))
+                    stage(
+                        GENERATE.kind,
+                        counted(
+                            generator,
+                            lambda: data.generate(
+                                generator, partial_dir(stages, t, GENERATE.kind, GENERATION_SHARDS), replicas
+                            ),
+                        ),
+                    )
             if sample:
                 pairs, stats = data.make_pairs(read_jsonl(data.generations_path))
                 if method.from_pairs:
@@ -166,13 +226,28 @@ def run_loop(spec: RunSpec) -> float | None:
                 stage(PAIRS.kind, lambda: on_rank_zero(write_jsonl, data.pairs_path, [vars(p) for p in pairs]))
                 metrics |= stats
             if method.reference and spec.trainer.reference == "precomputed":
-                stage(REFERENCE.kind, lambda: data.reference_logps(partial(scorer, model_dir, device), device, precision))
+                stage(
+                    REFERENCE.kind, lambda: data.reference_logps(partial(scorer, model_dir, device), device, precision)
+                )
 
             def train_stage():
                 ckpt_dir = partial_dir(stages, t, TRAIN.kind, CHECKPOINTS)
-                trained = train_policy(spec, data, model_dir, it / MODEL, ckpt_dir, logger.lightning_loggers(), it if selecting else None)
-                launch_tokens = trained.pop("launch_pair_tokens")  # the stage's tokens/s: this launch's work over its seconds
-                on_rank_zero(write_json, it / METRICS, {"iteration": t, **metrics, "dropped_too_long": data.dropped_too_long, **{f"train_{k}": v for k, v in trained.items()}})
+                trained = train_policy(
+                    spec, data, model_dir, it / MODEL, ckpt_dir, logger.lightning_loggers(), it if selecting else None
+                )
+                launch_tokens = trained.pop(
+                    "launch_pair_tokens"
+                )  # the stage's tokens/s: this launch's work over its seconds
+                on_rank_zero(
+                    write_json,
+                    it / METRICS,
+                    {
+                        "iteration": t,
+                        **metrics,
+                        "dropped_too_long": data.dropped_too_long,
+                        **{f"train_{k}": v for k, v in trained.items()},
+                    },
+                )
                 return launch_tokens
 
             stage(TRAIN.kind, train_stage)
@@ -181,12 +256,23 @@ def run_loop(spec: RunSpec) -> float | None:
             if selecting:
                 stage(SELECT.kind, lambda: select_into(it, spec, stages, t, val, model_dir))
             if sample:
-                stage(LOGPS.kind, lambda: data.pair_logps(partial(scorer, model_dir, device), partial(scorer, str(it / MODEL), device), device, precision))
+                stage(
+                    LOGPS.kind,
+                    lambda: data.pair_logps(
+                        partial(scorer, model_dir, device), partial(scorer, str(it / MODEL), device), device, precision
+                    ),
+                )
             # the stages' seconds and tokens/s, the train stage's own included once it is finished
-            on_rank_zero(write_json, it / METRICS, read_json(it / METRICS) | stages.timings(t) | after_training(it, data, selecting, sample))
+            on_rank_zero(
+                write_json,
+                it / METRICS,
+                read_json(it / METRICS) | stages.timings(t) | after_training(it, data, selecting, sample),
+            )
             logger.log_iteration(t, read_json(it / METRICS))
             model_dir = str(it / MODEL)  # M_{t+1}: the next policy and the next reference
-            if selecting and stop_now(selection_history(run_dir.root, t), spec.selection.patience, spec.selection.min_delta):
+            if selecting and stop_now(
+                selection_history(run_dir.root, t), spec.selection.patience, spec.selection.min_delta
+            ):
                 last = t + 1  # evaluate M_{t+1} on the test split, then stop
         logger.table()
         on_rank_zero(print_stage_times, stages.order, [stages.timings(t) for t in range(last + 1)])
@@ -269,10 +355,17 @@ def select_into(it: Path, spec: RunSpec, stages: Stages, t: int, val: Problems, 
                 evaluate_into(d, val, generator, shards, spec, t, maj_k=0)
         return read_json(d / val.files.metrics)["val_accuracy"]
 
-    start = accuracy(it / VAL_START, model_dir) if t == 0 else read_json(it.parent / f"iter_{t - 1}" / SELECTION)["val_accuracy"]
+    start = (
+        accuracy(it / VAL_START, model_dir)
+        if t == 0
+        else read_json(it.parent / f"iter_{t - 1}" / SELECTION)["val_accuracy"]
+    )
     record = select(it, lambda d: accuracy(d, str(d / MODEL)), start)
-    on_rank_zero(print, f"iteration {t}: M_{t + 1} = candidate step {record['selected_step']} of {record['last_step']}, "
-                 f"validation accuracy {record['val_accuracy']:.3f} (M_{t}: {start:.3f}, last step: {record['val_accuracy_last']:.3f})")
+    on_rank_zero(
+        print,
+        f"iteration {t}: M_{t + 1} = candidate step {record['selected_step']} of {record['last_step']}, "
+        f"validation accuracy {record['val_accuracy']:.3f} (M_{t}: {start:.3f}, last step: {record['val_accuracy_last']:.3f})",
+    )
 
 
 def after_training(it: Path, data: IterationData, selected: bool, sampled: bool) -> dict:
@@ -280,8 +373,13 @@ def after_training(it: Path, data: IterationData, selected: bool, sampled: bool)
     out = {}
     if selected:
         record = read_json(it / SELECTION)
-        out |= {"selected_step": record["selected_step"], "last_step": record["last_step"], "val_accuracy_start": record["val_accuracy_start"],
-                "val_accuracy_selected": record["val_accuracy"], "val_accuracy_last": record["val_accuracy_last"]}
+        out |= {
+            "selected_step": record["selected_step"],
+            "last_step": record["last_step"],
+            "val_accuracy_start": record["val_accuracy_start"],
+            "val_accuracy_selected": record["val_accuracy"],
+            "val_accuracy_last": record["val_accuracy_last"],
+        }
     if sampled:
         out |= data.pair_logp_means()
     return out
@@ -302,8 +400,9 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.pytorch").propagate = False
     hf_logging.disable_progress_bar()
     warnings.filterwarnings(
-        "ignore", message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|dataloader is not resumable|in eval mode|"
-        r"manual optimization and every_n_train_steps).*"
+        "ignore",
+        message=r".*(litlogger|LeafSpec|log_every_n_steps|does not have many workers|dataloader is not resumable|in eval mode|"
+        r"manual optimization and every_n_train_steps).*",
     )
 
 
@@ -332,7 +431,12 @@ def print_stage_times(kinds: Sequence[str], timings: list[dict[str, float]]) -> 
         seconds = [row[f"{kind}_seconds"] for row in timings if f"{kind}_seconds" in row]
         rates = [row[f"{kind}_tokens_per_s"] for row in timings if f"{kind}_tokens_per_s" in row]
         if seconds:
-            table.add_row(kind, f"{sum(seconds):.1f}", f"{sum(seconds) / total:.0%}", f"{sum(rates) / len(rates):,.0f}" if rates else "")
+            table.add_row(
+                kind,
+                f"{sum(seconds):.1f}",
+                f"{sum(seconds) / total:.0%}",
+                f"{sum(rates) / len(rates):,.0f}" if rates else "",
+            )
     Console().print(table)
 
 
@@ -342,7 +446,15 @@ def data_settings(spec: RunSpec, t: int) -> "DataSettings":
     from irpo.training.train import micro_batching
 
     loop = spec.loop
-    return DataSettings(loop.num_samples, loop.temperature(t), loop.pair_rule, loop.seed, spec.model.max_length, micro_batching(spec.trainer), loop.shard_size)
+    return DataSettings(
+        loop.num_samples,
+        loop.temperature(t),
+        loop.pair_rule,
+        loop.seed,
+        spec.model.max_length,
+        micro_batching(spec.trainer),
+        loop.shard_size,
+    )
 
 
 def open_generator(spec: RunSpec, model_dir: str):
@@ -350,7 +462,10 @@ def open_generator(spec: RunSpec, model_dir: str):
     strings, its length unless generator.max_new_tokens is set), the model (its chat
     template) and generator.top_p."""
     g, task = spec.generator, spec.task
-    return g.open(model_dir, Decoding(g.max_new_tokens or task.max_new_tokens, tuple(task.stop), g.top_p, spec.model.chat_template))
+    return g.open(
+        model_dir,
+        Decoding(g.max_new_tokens or task.max_new_tokens, tuple(task.stop), g.top_p, spec.model.chat_template),
+    )
 
 
 def require_pairs(metrics: dict, t: int) -> None:
@@ -359,5 +474,6 @@ def require_pairs(metrics: dict, t: int) -> None:
     raise UserError(
         f"iteration {t} made no pairs: of {metrics['prompts']} prompts, {metrics['prompts_no_winner']} had no correct "
         f"sample and {metrics['prompts_no_loser']} had no incorrect one; raise num_samples, or the temperature "
-        "(temperatures=[...]) for more varied samples" + (", or set gold_winner=true" if metrics["prompts_no_winner"] else "")
+        "(temperatures=[...]) for more varied samples"
+        + (", or set gold_winner=true" if metrics["prompts_no_winner"] else "")
     )

@@ -78,14 +78,18 @@ def ipo_loss(margin_per_token: torch.Tensor, tau: float) -> torch.Tensor:
     return (margin_per_token - 1 / (2 * tau)) ** 2
 
 
-def dpop_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float, lam: float) -> torch.Tensor:
+def dpop_loss(
+    chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float, lam: float
+) -> torch.Tensor:
     """DPO-Positive (Pal et al. 2024, "Smaug", Eq. 3): −log σ(β·(h − λ·max(0, log π_ref(w) −
     log πθ(w)))): a penalty, inside the sigmoid, once the winner's likelihood falls below the
     reference's (the likelihood displacement plain DPO allows)."""
     return -F.logsigmoid(beta * (chosen_logratios - rejected_logratios - lam * torch.clamp(-chosen_logratios, min=0)))
 
 
-def simpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+def simpo_loss(
+    chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor, beta: float, gamma: float
+) -> torch.Tensor:
     """SimPO (Meng et al. 2024, Eq. 6): −log σ(β/|w|·log πθ(w) − β/|l|·log πθ(l) − γ), with no
     reference model: the implicit reward is the length-normalised log-likelihood, and γ a
     target margin (TRL: CPO with loss_type="simpo", its `simpo_gamma` being γ)."""
@@ -95,7 +99,9 @@ def simpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tenso
 def log_odds(mean_logps: torch.Tensor) -> torch.Tensor:
     """log[p/(1−p)] of a per-token mean log-prob log p < 0, as log p − log(1 − exp(log p)),
     stable at both ends."""
-    log1mexp = torch.where(mean_logps > -0.6931471805599453, torch.log(-torch.expm1(mean_logps)), torch.log1p(-torch.exp(mean_logps)))
+    log1mexp = torch.where(
+        mean_logps > -0.6931471805599453, torch.log(-torch.expm1(mean_logps)), torch.log1p(-torch.exp(mean_logps))
+    )
     return mean_logps - log1mexp
 
 
@@ -112,14 +118,22 @@ def orpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor
     return -lam * F.logsigmoid(log_odds_ratio(chosen_mean_logps, rejected_mean_logps))
 
 
-def kto_loss(logratios: torch.Tensor, kl: torch.Tensor, desirable: torch.Tensor, beta: float, desirable_weight: torch.Tensor,
-             undesirable_weight: torch.Tensor) -> torch.Tensor:
+def kto_loss(
+    logratios: torch.Tensor,
+    kl: torch.Tensor,
+    desirable: torch.Tensor,
+    beta: float,
+    desirable_weight: torch.Tensor,
+    undesirable_weight: torch.Tensor,
+) -> torch.Tensor:
     """KTO (Ethayarajh et al. 2024, Eq. 7) per sample, on unpaired samples labelled desirable or
     undesirable: λ_D·(1 − σ(β·(r − z₀))) for a desirable one, λ_U·(1 − σ(β·(z₀ − r))) for an
     undesirable one, where r is its log-ratio log πθ(y|x) − log π_ref(y|x) and z₀ the reference
     point, an estimate of KL(πθ ‖ π_ref) ≥ 0 (detached, from mismatched prompt/completion pairs;
     irpo.methods.KTO)."""
-    value = torch.where(desirable, 1 - torch.sigmoid(beta * (logratios - kl)), 1 - torch.sigmoid(beta * (kl - logratios)))
+    value = torch.where(
+        desirable, 1 - torch.sigmoid(beta * (logratios - kl)), 1 - torch.sigmoid(beta * (kl - logratios))
+    )
     return torch.where(desirable, desirable_weight, undesirable_weight) * value
 
 
@@ -129,7 +143,9 @@ def nll_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (-logps / lengths.clamp(min=1).to(logps.dtype)).mean()
 
 
-def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(
+    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of the completion tokens of each row, and their count.
 
     logits [B, T, V] from a causal LM over input_ids [B, T]; completion_mask [B, T] is True

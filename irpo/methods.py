@@ -29,9 +29,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, Optional, Protocol
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Optional, Protocol
 
 from irpo.errors import ConfigError
 
@@ -108,7 +106,9 @@ class Method:
         """The most items one train prompt gives (the planner's count)."""
         return pairs_per_prompt
 
-    def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def objective(
+        self, policy: BatchLogps, reference: BatchLogps | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The mean loss over a micro-batch's items, and what is logged of it (under
         `train/`; `loss` among them)."""
         raise NotImplementedError
@@ -146,15 +146,22 @@ class Pairwise(Method):
         """(per-pair loss [B], winner's implicit reward [B], loser's [B])."""
         raise NotImplementedError
 
-    def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def objective(
+        self, policy: BatchLogps, reference: BatchLogps | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from irpo.loss import nll_loss
+
         losses, chosen_rewards, rejected_rewards = self.term(policy, reference)
         term, nll = losses.mean(), nll_loss(policy.chosen, policy.chosen_tokens)
         margin = (chosen_rewards - rejected_rewards).detach()
         return term + self.alpha * nll, {
-            "loss": term + self.alpha * nll, f"{self.term_name}_loss": term, "nll_loss": nll,
-            "reward_accuracy": (margin > 0).float().mean(), "reward_margin": margin.mean(),
-            "chosen_logps": policy.chosen.mean(), "rejected_logps": policy.rejected.mean(),
+            "loss": term + self.alpha * nll,
+            f"{self.term_name}_loss": term,
+            "nll_loss": nll,
+            "reward_accuracy": (margin > 0).float().mean(),
+            "reward_margin": margin.mean(),
+            "chosen_logps": policy.chosen.mean(),
+            "rejected_logps": policy.rejected.mean(),
         }
 
 
@@ -176,6 +183,7 @@ class DPO(Pairwise):
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from irpo.loss import sigmoid_loss
+
         chosen, rejected = _logratios(policy, reference)
         return sigmoid_loss(chosen - rejected, self.beta), self.beta * chosen, self.beta * rejected
 
@@ -197,8 +205,13 @@ class CDPO(Pairwise):
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from irpo.loss import sigmoid_loss
+
         chosen, rejected = _logratios(policy, reference)
-        return sigmoid_loss(chosen - rejected, self.beta, self.label_smoothing), self.beta * chosen, self.beta * rejected
+        return (
+            sigmoid_loss(chosen - rejected, self.beta, self.label_smoothing),
+            self.beta * chosen,
+            self.beta * rejected,
+        )
 
 
 @dataclass
@@ -217,6 +230,7 @@ class RDPO(Pairwise):
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from irpo.loss import robust_loss
+
         chosen, rejected = _logratios(policy, reference)
         return robust_loss(chosen - rejected, self.beta, self.epsilon), self.beta * chosen, self.beta * rejected
 
@@ -231,6 +245,7 @@ class IPO(Pairwise):
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from irpo.loss import ipo_loss
+
         chosen, rejected = _logratios(policy, reference)
         chosen, rejected = chosen / policy.chosen_tokens.clamp(min=1), rejected / policy.rejected_tokens.clamp(min=1)
         return ipo_loss(chosen - rejected, self.tau), chosen, rejected
@@ -247,6 +262,7 @@ class DPOP(Pairwise):
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from irpo.loss import dpop_loss
+
         chosen, rejected = _logratios(policy, reference)
         return dpop_loss(chosen, rejected, self.beta, self.lam), self.beta * chosen, self.beta * rejected
 
@@ -263,6 +279,7 @@ class SimPO(Pairwise):
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from irpo.loss import simpo_loss
+
         chosen, rejected = _mean_logps(policy)
         return simpo_loss(chosen, rejected, self.beta, self.gamma), self.beta * chosen, self.beta * rejected
 
@@ -280,6 +297,7 @@ class ORPO(Pairwise):
 
     def term(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from irpo.loss import log_odds, orpo_loss
+
         chosen, rejected = _mean_logps(policy)
         return orpo_loss(chosen, rejected, self.lam), log_odds(chosen), log_odds(rejected)
 
@@ -288,8 +306,11 @@ class ORPO(Pairwise):
 class _SFT(Method):
     """The NLL term alone, per sequence and length-normalised (irpo.loss.nll_loss)."""
 
-    def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def objective(
+        self, policy: BatchLogps, reference: BatchLogps | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from irpo.loss import nll_loss
+
         loss = nll_loss(policy.chosen, policy.chosen_tokens)
         return loss, {"loss": loss, "nll_loss": loss, "chosen_logps": policy.chosen.mean()}
 
@@ -385,8 +406,11 @@ class KTO(Method):
     def items_per_prompt(self, num_samples: int, pairs_per_prompt: int) -> int:
         return num_samples
 
-    def objective(self, policy: BatchLogps, reference: BatchLogps | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def objective(
+        self, policy: BatchLogps, reference: BatchLogps | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from irpo.loss import kto_loss, nll_loss
+
         logratios = policy.chosen - reference.chosen
         kl = (policy.rejected - reference.rejected).mean().clamp(min=0).detach()
         desirable = policy.labels > 0
@@ -396,7 +420,10 @@ class KTO(Method):
         nll = nll_loss(policy.chosen[desirable], policy.chosen_tokens[desirable]) if has else term.new_zeros(())
         rewards = (self.beta * logratios).detach()
         return term + self.alpha * nll, {
-            "loss": term + self.alpha * nll, "kto_loss": term, "nll_loss": nll, "kl": kl,
+            "loss": term + self.alpha * nll,
+            "kto_loss": term,
+            "nll_loss": nll,
+            "kl": kl,
             "desirable_fraction": desirable.float().mean(),
             "desirable_reward": rewards[desirable].mean() if has else term.new_zeros(()),
             "undesirable_reward": rewards[~desirable].mean() if (~desirable).any() else term.new_zeros(()),
@@ -438,5 +465,7 @@ def described(method: Method) -> dict[str, Any]:
     """The method as dotted config keys: what a stage that trains depends on (its class and
     every field, defaults included), the same whichever YAML spelled it."""
     cls = type(method)
-    return {"method._target_": f"{cls.__module__}.{cls.__qualname__}",
-            **{f"method.{f.name}": getattr(method, f.name) for f in dataclasses.fields(method)}}
+    return {
+        "method._target_": f"{cls.__module__}.{cls.__qualname__}",
+        **{f"method.{f.name}": getattr(method, f.name) for f in dataclasses.fields(method)},
+    }

@@ -96,7 +96,9 @@ def build(cfg: DictConfig) -> RunSpec:
     from irpo.training.module import PolicyTraining
     from irpo.training.trainers import trainer_from
 
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None  # None: composed outside a Hydra app (tests, notebooks)
+    hydra = (
+        HydraConfig.get() if HydraConfig.initialized() else None
+    )  # None: composed outside a Hydra app (tests, notebooks)
     root = Path(hydra.runtime.output_dir) if hydra else None
     recorded = None if cfg.dry_run or cfg.plan or root is None else RunDir(root).recorded("cpu_bf16")
     cpu_bf16 = choose_cpu_bf16(cfg.model.cpu_bf16, cfg.trainer.accelerator, recorded)
@@ -106,29 +108,57 @@ def build(cfg: DictConfig) -> RunSpec:
     trainer.check(starting=not (cfg.plan or cfg.dry_run))
     lora = model.lora
     adapters = {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "target_modules": list(lora.target_modules)}
-    training = PolicyTraining(lr=model.lr, trainer=trainer, dtype=trainer.policy_dtype(model.dtype, lora.r > 0),
-                              trust_remote_code=model.trust_remote_code, adapters=adapters)
+    training = PolicyTraining(
+        lr=model.lr,
+        trainer=trainer,
+        dtype=trainer.policy_dtype(model.dtype, lora.r > 0),
+        trust_remote_code=model.trust_remote_code,
+        adapters=adapters,
+    )
     loop = LoopSettings(
-        iterations=cfg.iterations, temperatures=tuple(float(t) for t in cfg.temperatures), seed=cfg.seed, num_samples=cfg.num_samples,
-        pair_rule=PairRule(cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.pair_margin or 0.0), shard_size=cfg.shard_size,
-        num_threads=cfg.num_threads, resume=cfg.resume, dry_run=cfg.dry_run, plan=cfg.plan,
+        iterations=cfg.iterations,
+        temperatures=tuple(float(t) for t in cfg.temperatures),
+        seed=cfg.seed,
+        num_samples=cfg.num_samples,
+        pair_rule=PairRule(cfg.pairs_per_prompt, cfg.max_pairs, cfg.gold_winner, cfg.pair_margin or 0.0),
+        shard_size=cfg.shard_size,
+        num_threads=cfg.num_threads,
+        resume=cfg.resume,
+        dry_run=cfg.dry_run,
+        plan=cfg.plan,
     )
     paths = None
     if hydra is not None:
         hydra_cfg = HydraConfig.instance().cfg
         paths = RunPaths(
-            root=root, job_name=hydra.job.name, choices=dict(hydra.runtime.choices), override_dirname=hydra.job.override_dirname,
+            root=root,
+            job_name=hydra.job.name,
+            choices=dict(hydra.runtime.choices),
+            override_dirname=hydra.job.override_dirname,
             sweep_dir=Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None,
-            recorded={"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
-                      "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)},
+            recorded={
+                "config.yaml": OmegaConf.to_yaml(cfg),
+                "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+                "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task),
+            },
         )
     return RunSpec(
-        task=instantiate(cfg.task), task_settings=OmegaConf.to_container(cfg.task, resolve=True), method=methods.build(cfg), model=model,
-        trainer=trainer, training=training, generator=typed(cfg.generator, GeneratorConfig), loop=loop, eval=typed(cfg.eval, EvalConfig),
-        selection=typed(cfg.selection, SelectionConfig), planner=typed(cfg.planner, PlannerConfig), logger=typed(cfg.logger, LoggerConfig),
-        values=flat_config(cfg), cpu_bf16=cpu_bf16, paths=paths,
+        task=instantiate(cfg.task),
+        task_settings=OmegaConf.to_container(cfg.task, resolve=True),
+        method=methods.build(cfg),
+        model=model,
+        trainer=trainer,
+        training=training,
+        generator=typed(cfg.generator, GeneratorConfig),
+        loop=loop,
+        eval=typed(cfg.eval, EvalConfig),
+        selection=typed(cfg.selection, SelectionConfig),
+        planner=typed(cfg.planner, PlannerConfig),
+        logger=typed(cfg.logger, LoggerConfig),
+        values=flat_config(cfg),
+        cpu_bf16=cpu_bf16,
+        paths=paths,
     )
-
 
 
 def typed(node: DictConfig, schema: type) -> Any:

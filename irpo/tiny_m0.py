@@ -82,7 +82,12 @@ def probe(model_dir: str, task: ArithTask, samples: int = 8, temperature: float 
         if samples:
             train = task.load("train")[:LOOP_PROMPTS]
             outs = gen.sample([task.prompt(ex) for ex in train], samples, temperature, seed)
-            stats.update(sample_prompts=len(train), sample_temperature=temperature, samples=samples, **chain_stats(task, train, outs))
+            stats.update(
+                sample_prompts=len(train),
+                sample_temperature=temperature,
+                samples=samples,
+                **chain_stats(task, train, outs),
+            )
     return stats
 
 
@@ -136,21 +141,37 @@ def build_m0(out_dir: str, r: Recipe = Recipe()) -> dict:
     """Train M_0 by the recipe, save it to out_dir (replaced whole, never left half-written)
     and return the BUILD.json record."""
     start = time.time()
-    knobs = {"num_terms": r.num_terms, "max_operand": r.max_operand, "operators": r.operators, "max_new_tokens": r.max_new_tokens}
+    knobs = {
+        "num_terms": r.num_terms,
+        "max_operand": r.max_operand,
+        "operators": r.operators,
+        "max_new_tokens": r.max_new_tokens,
+    }
     task = ArithTask(**knobs)
     # BUILD.json records the draw; arith's splits regenerate it from there to leave it out.
     draw = {
         "settings": {
-            "steps": r.steps, "batch_size": r.batch_size, "lr": r.lr, "problems": r.problems,
-            "first_problem": LOOP_PROMPTS, "hidden": r.hidden, "layers": r.layers, "seed": r.seed, "threads": r.threads,
+            "steps": r.steps,
+            "batch_size": r.batch_size,
+            "lr": r.lr,
+            "problems": r.problems,
+            "first_problem": LOOP_PROMPTS,
+            "hidden": r.hidden,
+            "layers": r.layers,
+            "seed": r.seed,
+            "threads": r.threads,
         },
         "task": {**knobs, "seed": task.seed},
     }
     tok = build_tokenizer()
     rows = _sft_rows(task, tok, sft_problems(draw))
-    longest = max(len(tok(task.gold_completion(ex), add_special_tokens=False)["input_ids"]) + 1 for ex in task.load("test"))
+    longest = max(
+        len(tok(task.gold_completion(ex), add_special_tokens=False)["input_ids"]) + 1 for ex in task.load("test")
+    )
     if longest > r.max_new_tokens:
-        raise ValueError(f"--max_new_tokens {r.max_new_tokens} cuts this task's gold chains, which take up to {longest} tokens")
+        raise ValueError(
+            f"--max_new_tokens {r.max_new_tokens} cuts this task's gold chains, which take up to {longest} tokens"
+        )
     # CPU float sums depend on the thread count (2 threads give other weights than 1), so it is
     # pinned: one thread gives the same M_0 whatever the core count, and it slows down far less
     # than two when other jobs share the cores (measured: 205 s vs 889 s of training under load).
@@ -172,7 +193,7 @@ def build_m0(out_dir: str, r: Recipe = Recipe()) -> dict:
         for _ in range(r.steps):
             if len(order) < r.batch_size:
                 order += rng.sample(range(len(rows)), len(rows))
-            batch, order = [rows[i] for i in order[:r.batch_size]], order[r.batch_size:]
+            batch, order = [rows[i] for i in order[: r.batch_size]], order[r.batch_size :]
             loss = model(**_collate(batch, tok.pad_token_id)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -228,20 +249,27 @@ PASS_AT_N = (0.4, 0.9)
 def settings_table(records: dict[str, dict]) -> str:
     """A markdown table of M_0 build records (BUILD.json) by name, and which settings give
     lucky winners under MAX_LUCKY with pass@N within PASS_AT_N."""
-    lines = ["# M_0 build records: does the answer need its chain of thought?", "",
-             "Each row is an M_0 made by `python -m irpo.tiny_m0` (the same recipe: 500 steps of SFT on 16,000 gold chains) and "
-             "probed as its build does: greedy accuracy on 200 test problems, then 8 samples at T = 0.8 on the loop's 384 train "
-             "prompts. Lucky winners: correct samples with a wrong or missing step. First divergence: where a prompt's correct and "
-             "incorrect samples first differ (median over pairs). This page: `python -m irpo.tiny_m0 --table <dir of BUILD.json "
-             "copies>`.", "",
-             "| M_0 | terms | max operand | operators | hidden | seed | greedy test | pass@N | mean reward | prompts with pairs "
-             "| lucky winners | first divergence (chars, share of winner) |", "|---" * 12 + "|"]
+    lines = [
+        "# M_0 build records: does the answer need its chain of thought?",
+        "",
+        "Each row is an M_0 made by `python -m irpo.tiny_m0` (the same recipe: 500 steps of SFT on 16,000 gold chains) and "
+        "probed as its build does: greedy accuracy on 200 test problems, then 8 samples at T = 0.8 on the loop's 384 train "
+        "prompts. Lucky winners: correct samples with a wrong or missing step. First divergence: where a prompt's correct and "
+        "incorrect samples first differ (median over pairs). This page: `python -m irpo.tiny_m0 --table <dir of BUILD.json "
+        "copies>`.",
+        "",
+        "| M_0 | terms | max operand | operators | hidden | seed | greedy test | pass@N | mean reward | prompts with pairs "
+        "| lucky winners | first divergence (chars, share of winner) |",
+        "|---" * 12 + "|",
+    ]
     fits = []
     for name, r in records.items():
         t, s = r["task"], r["settings"]
-        lines.append(f"| {name} | {t['num_terms']} | {t['max_operand']} | `{t['operators']}` | {s['hidden']} | {s['seed']} | "
-                     f"{r['greedy_test_accuracy']:.3f} | {r['pass_at_n']:.3f} | {r['mean_reward']:.3f} | {r['both_sides_fraction']:.3f} | "
-                     f"{r['lucky_winners']:.3f} | {r['first_divergence_chars']:g}, {r['first_divergence_share']:.2f} |")
+        lines.append(
+            f"| {name} | {t['num_terms']} | {t['max_operand']} | `{t['operators']}` | {s['hidden']} | {s['seed']} | "
+            f"{r['greedy_test_accuracy']:.3f} | {r['pass_at_n']:.3f} | {r['mean_reward']:.3f} | {r['both_sides_fraction']:.3f} | "
+            f"{r['lucky_winners']:.3f} | {r['first_divergence_chars']:g}, {r['first_divergence_share']:.2f} |"
+        )
         if r["lucky_winners"] < MAX_LUCKY and PASS_AT_N[0] <= r["pass_at_n"] <= PASS_AT_N[1]:
             fits.append(name)
     rule = f"lucky winners under {MAX_LUCKY:.0%} and pass@N within [{PASS_AT_N[0]}, {PASS_AT_N[1]}]"
@@ -252,7 +280,11 @@ def settings_table(records: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = ArgumentParser(description="Rebuild the built-in tiny M_0 and report what IRPO starts from.")
     p.add_argument("--out", default=tiny_m0_dir())
-    p.add_argument("--table", metavar="DIR", help="print the table of the build records DIR/*.json (by file name) and build nothing")
+    p.add_argument(
+        "--table",
+        metavar="DIR",
+        help="print the table of the build records DIR/*.json (by file name) and build nothing",
+    )
     for f in fields(Recipe):
         p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
     args = vars(p.parse_args(argv))

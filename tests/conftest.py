@@ -9,13 +9,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*overrides: str, cwd: Path | None = None, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *overrides: str, cwd: Path | None = None, timeout: float = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python -m irpo <overrides>` in a subprocess, as a user runs it; by default from a
     fresh directory, so that runs without `hydra.run.dir` leave no outputs/ in the checkout."""
     full_env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-m", "irpo", *overrides], cwd=cwd or tempfile.mkdtemp(prefix="irpo-cli-"), capture_output=True, text=True, timeout=timeout, env=full_env
+        [sys.executable, "-m", "irpo", *overrides],
+        cwd=cwd or tempfile.mkdtemp(prefix="irpo-cli-"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
     )
 
 
@@ -43,8 +50,18 @@ def random_model_dir(tmp_path_factory) -> Path:
     from irpo.models.tiny_tokenizer import build_tokenizer
 
     tok = build_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("random_llama")
     LlamaForCausalLM(cfg).save_pretrained(path)
@@ -62,9 +79,20 @@ def bf16_qwen2_dir(tmp_path_factory) -> Path:
     from irpo.models.tiny_tokenizer import build_tokenizer
 
     tok = build_tokenizer()
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.02,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        initializer_range=0.02,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("qwen2_bf16")
     Qwen2ForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)

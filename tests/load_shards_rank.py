@@ -42,7 +42,9 @@ def main(checkpoint: str, out: str) -> None:
             if not torch.equal(full, st.get_tensor(key)):
                 differ.append(name)
     local = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
-    Path(out, f"rank{dist.get_rank()}.json").write_text(json.dumps(dict(rise=peak - before, local=local, differ=differ)))
+    Path(out, f"rank{dist.get_rank()}.json").write_text(
+        json.dumps(dict(rise=peak - before, local=local, differ=differ))
+    )
     dist.destroy_process_group()
 
 

@@ -1,8 +1,7 @@
 import re
 
-import yaml
-
 import pytest
+import yaml
 
 from irpo.tasks.arith import ArithTask
 from irpo.tasks.base import Example, reward
@@ -103,7 +102,7 @@ def test_no_split_of_a_shipped_setting_holds_a_problem_a_shipped_m0_was_tuned_on
     validation are disjoint, hold none of any shipped M_0's fine-tuning problems, and
     validation has what selection asks of it. Without the rule, a 1,100-problem test set held
     362 of M_0's problems."""
-    from irpo.tasks.arith import shipped_m0_dirs, sft_questions
+    from irpo.tasks.arith import sft_questions, shipped_m0_dirs
 
     tuned = {d: sft_questions(d) for d in shipped_m0_dirs()}
     assert tuned and all(len(q) > 1000 for q in tuned.values())

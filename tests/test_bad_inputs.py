@@ -5,8 +5,8 @@ and a full disk each end the run with one line that names the cause, and exit co
 from __future__ import annotations
 
 import errno
-import os
 import json
+import os
 import re
 from pathlib import Path
 
@@ -15,13 +15,20 @@ import torch
 from transformers import AutoTokenizer
 
 import irpo.run.artifacts
-from irpo.run.artifacts import atomic_path, write_json, write_jsonl
 from irpo.cli import exit_on_user_error
 from irpo.models.load import ModelLoadError, load_tokenizer
+from irpo.run.artifacts import atomic_path, write_json, write_jsonl
 
 # A normal run at the smallest sizes that still reach every stage.
-SMALL = ["task.train_size=8", "task.test_size=4", "num_samples=2", "eval.maj_k=0", "iterations=1", "logger=none",
-         "trainer.progress_bar=false"]
+SMALL = [
+    "task.train_size=8",
+    "task.test_size=4",
+    "num_samples=2",
+    "eval.maj_k=0",
+    "iterations=1",
+    "logger=none",
+    "trainer.progress_bar=false",
+]
 
 
 def error_line(proc) -> str:
@@ -67,7 +74,10 @@ def test_bad_data_file_is_one_line_naming_file_and_line(cli, tmp_path, content, 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "keep,needle",
-    [(["config.json"], "no tokenizer files"), (["config.json", "tokenizer.json", "tokenizer_config.json"], "no *.safetensors weights")],
+    [
+        (["config.json"], "no tokenizer files"),
+        (["config.json", "tokenizer.json", "tokenizer_config.json"], "no *.safetensors weights"),
+    ],
     ids=["no-tokenizer", "no-weights"],
 )
 def test_checkpoint_without_weights_or_tokenizer_is_one_line(cli, tmp_path, model_dir, keep, needle):
@@ -86,7 +96,9 @@ def test_missing_model_directory_is_one_line_not_a_hub_lookup(cli, tmp_path):
     assert f"{missing}: no such directory" in line
 
 
-@pytest.mark.parametrize("path", ["./no_such_model", "../no_such_model", "~/no_such_model", "runs/a/model", "/no_such_model"])
+@pytest.mark.parametrize(
+    "path", ["./no_such_model", "../no_such_model", "~/no_such_model", "runs/a/model", "/no_such_model"]
+)
 def test_paths_that_look_local_are_never_sent_to_the_hub(path, monkeypatch):
     # Only `name` and `owner/name` are hub ids; the hub is never asked about anything else.
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: pytest.fail("sent to the hub"))
@@ -96,10 +108,16 @@ def test_paths_that_look_local_are_never_sent_to_the_hub(path, monkeypatch):
 
 def test_hub_failure_is_one_line(monkeypatch):
     def offline(*args, **kwargs):
-        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your internet connection.")
+        raise OSError(
+            "We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your internet connection."
+        )
 
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", offline)
-    with pytest.raises(ModelLoadError, match=r"^model.path: cannot load owner/name from the Hugging Face hub \(We couldn't connect[^\n]*; pass a local path instead: model.path=<checkpoint directory>$"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"^model.path: cannot load owner/name from the Hugging Face hub \(We couldn't connect[^\n]*; "
+        r"pass a local path instead: model.path=<checkpoint directory>$",
+    ):
         load_tokenizer("owner/name")
 
 
@@ -122,8 +140,14 @@ def diverged(tmp_path_factory, model_dir):
 
     run = tmp_path_factory.mktemp("diverged") / "run"
     proc = run_cli(
-        f"model.path={model_dir}", *SMALL, "gold_winner=true", "model.lr=1e30", "trainer.batch_size=2",
-        "trainer.checkpoint_every_n_steps=1", f"hydra.run.dir={run}", timeout=180,
+        f"model.path={model_dir}",
+        *SMALL,
+        "gold_winner=true",
+        "model.lr=1e30",
+        "trainer.batch_size=2",
+        "trainer.checkpoint_every_n_steps=1",
+        f"hydra.run.dir={run}",
+        timeout=180,
     )
     return run, proc
 
@@ -132,7 +156,9 @@ def diverged(tmp_path_factory, model_dir):
 def test_non_finite_loss_stops_with_one_line_naming_iteration_and_step(diverged):
     _, proc = diverged
     line = error_line(proc)
-    assert re.search(r"iteration 0, training step \d+: the loss is (nan|inf|-inf); lower model.lr \(now 1e\+30\)", line), line
+    assert re.search(
+        r"iteration 0, training step \d+: the loss is (nan|inf|-inf); lower model.lr \(now 1e\+30\)", line
+    ), line
 
 
 @pytest.mark.slow
@@ -223,8 +249,13 @@ def test_other_os_errors_stay_tracebacks():
         exit_on_user_error(lambda: _raise(OSError(errno.ENOSPC, "No space left on device")), full_errors=True)
 
 
-@pytest.mark.parametrize("raised", [RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed: No space left on device"),
-                                    Exception("I/O error: No space left on device (os error 28)")])
+@pytest.mark.parametrize(
+    "raised",
+    [
+        RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed: No space left on device"),
+        Exception("I/O error: No space left on device (os error 28)"),
+    ],
+)
 def test_library_disk_full_errors_become_enospc_naming_the_artifact(tmp_path, raised):
     # torch.save and safetensors' save_file wrap ENOSPC in their own exception types.
     target = tmp_path / "last.ckpt"
@@ -255,9 +286,14 @@ def test_checkpoints_are_written_beside_their_destination_not_in_tmpdir(tmp_path
 def test_disk_full_names_the_filesystem(tmp_path, capsys):
     path = tmp_path / "iter_0" / "train" / "last.ckpt"
     with pytest.raises(SystemExit):
-        exit_on_user_error(lambda: _raise(OSError(errno.ENOSPC, "No space left on device", str(path))), full_errors=False)
+        exit_on_user_error(
+            lambda: _raise(OSError(errno.ENOSPC, "No space left on device", str(path))), full_errors=False
+        )
     line = capsys.readouterr().err.strip()
     mount = tmp_path
     while not os.path.ismount(mount):
         mount = mount.parent
-    assert f"disk full while writing {path} (No space left on device, on the filesystem mounted at {mount}, " in line and "MiB free" in line
+    assert (
+        f"disk full while writing {path} (No space left on device, on the filesystem mounted at {mount}, " in line
+        and "MiB free" in line
+    )

@@ -16,7 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_train_step_bench_quick_prints_both_sides_at_equal_loss():
     pytest.importorskip("trl")
     env = {**os.environ, "WANDB_SILENT": "true"}
-    proc = subprocess.run([sys.executable, "bench/train_step.py", "--quick", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "bench/train_step.py", "--quick", "--threads", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "fp32 matmul peak" in out
@@ -52,7 +59,9 @@ def test_generation_bench_ends_each_row_at_its_drawn_length():
 
 @pytest.mark.slow
 def test_logits_memory_bench_quick_prints_both_sides():
-    proc = subprocess.run([sys.executable, "bench/logits_memory.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "bench/logits_memory.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["64"], ["256"])]
     assert [(r[0], r[1]) for r in rows] == [("64", "before"), ("64", "after"), ("256", "before"), ("256", "after")]
@@ -63,8 +72,14 @@ def test_logits_memory_bench_quick_prints_both_sides():
 @pytest.mark.slow
 def test_gpu_check_runs_its_steps_on_the_cpu_and_prints_each_row():
     pytest.importorskip("trl")
-    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--cpu", "--quick"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "WANDB_SILENT": "true"}, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--cpu", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_SILENT": "true"},
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line[:1].strip()}
     assert {"machine", "tiny", "qwen2", "train", "total"} <= set(rows), proc.stdout

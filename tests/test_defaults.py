@@ -21,7 +21,8 @@ from irpo.tasks.schemas import TASK_SCHEMAS
 
 CONF = Path(__file__).parents[1] / "conf"
 SCHEMAS = {
-    "config.yaml": IrpoConfig, **{f"task/{k}.yaml": v for k, v in TASK_SCHEMAS.items()},
+    "config.yaml": IrpoConfig,
+    **{f"task/{k}.yaml": v for k, v in TASK_SCHEMAS.items()},
     **{f"generator/{k}.yaml": v for k, v in GENERATOR_SCHEMAS.items()},
     **{f"model/{p.name}": ModelConfig for p in (CONF / "model").glob("*.yaml")},
     **{f"trainer/{p.name}": TrainerConfig for p in (CONF / "trainer").glob("*.yaml")},
@@ -67,10 +68,14 @@ def literal_defaults(cls) -> dict[str, object]:
     out = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == "__init__":
-            args = node.args.args[len(node.args.args) - len(node.args.defaults):] + node.args.kwonlyargs
+            args = node.args.args[len(node.args.args) - len(node.args.defaults) :] + node.args.kwonlyargs
             defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
             out |= {a.arg: d.value for a, d in zip(args, defaults) if isinstance(d, ast.Constant)}
-        if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant) and isinstance(node.target, ast.Name):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.target, ast.Name)
+        ):
             out[node.target.id] = node.value.value
     return out
 
@@ -83,8 +88,13 @@ def built_from() -> list[tuple[type, type]]:
     from irpo.training.module import PolicyTraining
 
     pairs = [(get_class(s._target_), s) for s in TASK_SCHEMAS.values()]
-    return pairs + [(HFGenerator, GENERATOR_SCHEMAS["hf"]), (VLLMGenerator, GENERATOR_SCHEMAS["vllm"]), (PolicyTraining, TrainerConfig),
-                    (PolicyTraining, ModelConfig), (Decoding, GeneratorConfig)]
+    return pairs + [
+        (HFGenerator, GENERATOR_SCHEMAS["hf"]),
+        (VLLMGenerator, GENERATOR_SCHEMAS["vllm"]),
+        (PolicyTraining, TrainerConfig),
+        (PolicyTraining, ModelConfig),
+        (Decoding, GeneratorConfig),
+    ]
 
 
 @pytest.mark.parametrize("cls,schema", built_from(), ids=lambda c: c.__name__)
@@ -112,8 +122,14 @@ def test_the_keys_table_in_the_docs_gives_the_defaults_a_run_gets():
         names = [k.strip(" `") for k in keys.split(",")]
         if any("*" in n for n in names) or not all(n in run or n.endswith("_kwargs") for n in names):
             continue  # a wildcard, or a config group's row (the second table)
-        texts = [v.strip(" `") for v in default.split(" (")[0].split(", ")] if len(names) > 1 else [default.split(" (")[0].strip(" `")]
+        texts = (
+            [v.strip(" `") for v in default.split(" (")[0].split(", ")]
+            if len(names) > 1
+            else [default.split(" (")[0].strip(" `")]
+        )
         for name, text in zip(names, texts):
-            assert yaml.safe_load(text) == run.get(name, {}), f"docs/configuration.md: {name} says {text}, a run gets {run.get(name)!r}"
+            assert yaml.safe_load(text) == run.get(name, {}), (
+                f"docs/configuration.md: {name} says {text}, a run gets {run.get(name)!r}"
+            )
             checked += 1
     assert checked >= 20, checked

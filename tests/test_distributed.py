@@ -14,17 +14,26 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, run_cli
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_cli
 from irpo.run.artifacts import read_jsonl
-from irpo.training.data import EpochSampler
 from irpo.run.distributed import owned_shards
+from irpo.training.data import EpochSampler
 
 SMALL = [
-    "iterations=2", "task.train_size=32", "task.test_size=16", "num_samples=4", "eval.maj_k=0", "shard_size=8",
-    "trainer.batch_size=4", "trainer.precision=32-true", "trainer.checkpoint_every_n_steps=2",
-    "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "logger=none",
+    "iterations=2",
+    "task.train_size=32",
+    "task.test_size=16",
+    "num_samples=4",
+    "eval.maj_k=0",
+    "shard_size=8",
+    "trainer.batch_size=4",
+    "trainer.precision=32-true",
+    "trainer.checkpoint_every_n_steps=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.progress_bar=false",
+    "logger=none",
 ]
 # One thread per rank: 2 ranks on 2 cores.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
@@ -34,8 +43,23 @@ LOSS_TOL = 1e-4
 
 def torchrun(run, *overrides):
     return subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "irpo", *SMALL, *overrides, f"hydra.run.dir={run}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "irpo",
+            *SMALL,
+            *overrides,
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
     )
 
 
@@ -55,8 +79,11 @@ def runs(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # One pair per forward: each rank accumulates two micro-batches per step (gradients reduced
     # at the last), the one process one of four pairs: the same step.
-    return {"one": one, "ddp": finish_torchrun(root / "ddp", "trainer=ddp", "trainer.micro_batch_size=1"),
-            "fsdp": finish_torchrun(root / "fsdp", "trainer=fsdp", "trainer.micro_batch_size=1")}
+    return {
+        "one": one,
+        "ddp": finish_torchrun(root / "ddp", "trainer=ddp", "trainer.micro_batch_size=1"),
+        "fsdp": finish_torchrun(root / "fsdp", "trainer=fsdp", "trainer.micro_batch_size=1"),
+    }
 
 
 def losses(run, t=0):
@@ -75,7 +102,10 @@ def test_two_ranks_run_the_loop_as_one_process_does(runs, strategy):
     # Iteration 0 samples from M_0 with the same per-shard seeds: the same rows.
     for name in ("eval_generations.jsonl", "generations.jsonl", "pairs.jsonl"):
         assert read_jsonl(many / "iter_0" / name) == read_jsonl(one / "iter_0" / name), name
-    ref_one, ref_many = load_file(one / "iter_0/reference_logps.safetensors"), load_file(many / "iter_0/reference_logps.safetensors")
+    ref_one, ref_many = (
+        load_file(one / "iter_0/reference_logps.safetensors"),
+        load_file(many / "iter_0/reference_logps.safetensors"),
+    )
     torch.testing.assert_close(ref_many["chosen"], ref_one["chosen"], equal_nan=True, atol=1e-5, rtol=0)
     # The same global batch per step: the same losses, up to the order of float sums.
     assert losses(many).keys() == losses(one).keys() and len(losses(one)) > 2
@@ -94,7 +124,9 @@ def test_two_ranks_run_the_loop_as_one_process_does(runs, strategy):
     assert (many / ".hydra/config.yaml").exists() and not list(many.rglob(".tmp-*"))
     assert len(read_jsonl(many / "metrics.jsonl")) == 3
     finished = [e["stage"] for e in read_jsonl(many / "events.jsonl") if e["event"] == "finish"]
-    assert len(finished) == len(set(finished)) == 13  # 2 iterations x (eval, generate, pairs, reference, train, logps) + the last eval
+    assert (
+        len(finished) == len(set(finished)) == 13
+    )  # 2 iterations x (eval, generate, pairs, reference, train, logps) + the last eval
 
 
 @pytest.mark.slow
@@ -110,7 +142,9 @@ def test_fsdp_model_loads_in_transformers(runs):
 
 def rank_pid(torchrun_pid, rank):
     """The pid of a torchrun worker by its RANK."""
-    for pid in map(int, subprocess.run(["pgrep", "-P", str(torchrun_pid)], capture_output=True, text=True).stdout.split()):
+    for pid in map(
+        int, subprocess.run(["pgrep", "-P", str(torchrun_pid)], capture_output=True, text=True).stdout.split()
+    ):
         try:
             environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
         except FileNotFoundError:
@@ -186,7 +220,9 @@ def test_a_frozen_rank_ends_the_launch_in_seconds_not_hours(tmp_path):
     run = tmp_path / "run"
     proc = torchrun(run, "trainer=ddp", "iterations=1", "trainer.liveness_seconds=20")
     try:
-        assert wait_for(lambda: (run / "events.jsonl").exists() or proc.poll() is not None, 300), "the launch never started"
+        assert wait_for(lambda: (run / "events.jsonl").exists() or proc.poll() is not None, 300), (
+            "the launch never started"
+        )
         ranks = [rank_pid(proc.pid, 0), rank_pid(proc.pid, 1)]
         os.kill(ranks[1], signal.SIGSTOP)
         stopped = time.time()
@@ -209,7 +245,9 @@ def test_a_launch_whose_agent_died_before_its_ranks_met_ends(tmp_path):
         workers = [rank_pid(proc.pid, 0), rank_pid(proc.pid, 1)]
         proc.kill()
         proc.wait()
-        assert wait_for(lambda: not any(alive(pid) for pid in workers), 120), "the workers outlived their launcher by 2 minutes"
+        assert wait_for(lambda: not any(alive(pid) for pid in workers), 120), (
+            "the workers outlived their launcher by 2 minutes"
+        )
         err = proc.stderr.read()
     finally:
         for pid in workers:
@@ -223,7 +261,9 @@ def test_lora_trains_adapters_and_saves_a_full_checkpoint(tmp_path):
     from transformers import AutoModelForCausalLM
 
     run = tmp_path / "run"
-    proc = run_cli(*SMALL, "iterations=1", "model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]", f"hydra.run.dir={run}")
+    proc = run_cli(
+        *SMALL, "iterations=1", "model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]", f"hydra.run.dir={run}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m0 = load_file(ROOT / "irpo/models/tiny_m0/model.safetensors")
     m1 = weights(run)

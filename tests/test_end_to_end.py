@@ -10,10 +10,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from irpo.run.artifacts import read_jsonl
 from irpo.models.load import tiny_m0_dir
+from irpo.run.artifacts import read_jsonl
 
-SMALL = ["iterations=2", "task.train_size=64", "task.test_size=32", "num_samples=4", "eval.maj_k=2", "trainer.log_every_n_steps=1"]
+SMALL = [
+    "iterations=2",
+    "task.train_size=64",
+    "task.test_size=32",
+    "num_samples=4",
+    "eval.maj_k=2",
+    "trainer.log_every_n_steps=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +31,14 @@ def finished_run(tmp_path_factory):
     run, log = root / "run", root / "out.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_FULL_ERROR"))}
     with open(log, "w") as out:
-        proc = subprocess.run([sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"], cwd=root, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"],
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=900,
+        )
     output = log.read_text()
     assert proc.returncode == 0, output[-4000:]
     return run, output
@@ -34,13 +48,29 @@ def finished_run(tmp_path_factory):
 def test_a_log_file_says_each_iteration_as_it_finishes_and_nothing_else(finished_run):
     run, output = finished_run
     lines = output.splitlines()
-    done = [i for i, line in enumerate(lines) if re.search(r"\[irpo\]\[INFO\] - iteration \d: M_\d test accuracy \d\.\d{3} \(maj@2 \d\.\d{3}\)", line)]
+    done = [
+        i
+        for i, line in enumerate(lines)
+        if re.search(r"\[irpo\]\[INFO\] - iteration \d: M_\d test accuracy \d\.\d{3} \(maj@2 \d\.\d{3}\)", line)
+    ]
     assert len(done) == 3, output
     # each as its iteration finishes, not with the table at the end
     assert done[0] < next(i for i, line in enumerate(lines) if "iter 1 · eval: started" in line) < done[1]
     assert "pairs; " in lines[done[0]] and lines[done[0]].endswith(" s")
     assert any(line.endswith("iter 0 · generate: finished in " + line.rsplit(" in ", 1)[-1]) for line in lines)
-    for noise in ("\r", "█", "it/s", "Epoch 0", "v_num", "Run history", "Run summary", "anonymous", "WARNING", "Warning", "font"):
+    for noise in (
+        "\r",
+        "█",
+        "it/s",
+        "Epoch 0",
+        "v_num",
+        "Run history",
+        "Run summary",
+        "anonymous",
+        "WARNING",
+        "Warning",
+        "font",
+    ):
         assert noise not in output, (noise, output)
     size = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
     assert size < 15 * 2**20 and not list(run.glob("iter_*/train/*.ckpt"))
@@ -63,7 +93,15 @@ def test_every_iteration_writes_its_artifacts(finished_run):
         assert ref["chosen"].shape == (len(pairs),) and torch.isfinite(ref["chosen"]).all()
         metrics = json.loads((it / "metrics.json").read_text())
         assert metrics["iteration"] == t and metrics["pairs"] == len(pairs) > 0
-        for key in ("train_pass_at_n", "test_accuracy", "maj@2", "train_loss", "train_dpo_loss", "train_nll_loss", "train_reward_accuracy"):
+        for key in (
+            "train_pass_at_n",
+            "test_accuracy",
+            "maj@2",
+            "train_loss",
+            "train_dpo_loss",
+            "train_nll_loss",
+            "train_reward_accuracy",
+        ):
             assert key in metrics
         assert (it / "model" / "model.safetensors").exists() and (it / "model" / "tokenizer.json").exists()
         assert (it / "eval.json").exists() and (it / "train" / "metrics.csv").exists()
@@ -94,16 +132,28 @@ def test_metrics_table_and_wandb(finished_run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,trained", [("sft_chosen", True), ("sft_gold", True), ("zero_shot", False), ("dpo", True)])
+@pytest.mark.parametrize(
+    "method,trained", [("sft_chosen", True), ("sft_gold", True), ("zero_shot", False), ("dpo", True)]
+)
 def test_every_method_runs(tmp_path, method, trained):
     from conftest import run_cli
 
     run = tmp_path / "run"
     # dpo's run also keeps its finished iteration's checkpoints, as asked (the others' go)
     keep = method == "dpo"
-    proc = run_cli("iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=0", "logger=none",
-                   "trainer.progress_bar=false", f"method={method}", "trainer.checkpoint_every_n_steps=1", f"trainer.keep_checkpoints={keep}",
-                   f"hydra.run.dir={run}")
+    proc = run_cli(
+        "iterations=1",
+        "task.train_size=32",
+        "task.test_size=8",
+        "num_samples=4",
+        "eval.maj_k=0",
+        "logger=none",
+        "trainer.progress_bar=false",
+        f"method={method}",
+        "trainer.checkpoint_every_n_steps=1",
+        f"trainer.keep_checkpoints={keep}",
+        f"hydra.run.dir={run}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "iter_0" / "model").exists() == trained
     assert (run / "iter_0" / "train" / "last.ckpt").is_file() == (trained and keep)

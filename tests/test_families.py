@@ -14,21 +14,30 @@ import json
 import pytest
 import torch
 
-from irpo.run.artifacts import read_jsonl
-from irpo.training.batching import encode_examples
 from irpo.generation.base import Decoding, render_prompt
 from irpo.generation.hf import HFGenerator
 from irpo.models.families import FAMILIES, Shape, build
 from irpo.models.load import load_tokenizer
+from irpo.run.artifacts import read_jsonl
 from irpo.tasks.arith import ArithTask
+from irpo.training.batching import encode_examples
 
 # Qwen3's head_dim is set apart from hidden / heads (64 vs 32), as Qwen3-0.6B's is (128 vs 64).
-SHAPES = {"llama2": Shape(hidden=128, heads=4, kv_heads=4), "llama3": Shape(hidden=128, heads=4, kv_heads=2),
-          "qwen2": Shape(hidden=128, heads=4, kv_heads=2), "qwen3": Shape(hidden=128, heads=4, kv_heads=2, head_dim=64)}
+SHAPES = {
+    "llama2": Shape(hidden=128, heads=4, kv_heads=4),
+    "llama3": Shape(hidden=128, heads=4, kv_heads=2),
+    "qwen2": Shape(hidden=128, heads=4, kv_heads=2),
+    "qwen3": Shape(hidden=128, heads=4, kv_heads=2, head_dim=64),
+}
 END_OF_TURN = {"llama2": "</s>", "llama3": "<|eot_id|>", "qwen2": "<|im_end|>", "qwen3": "<|im_end|>"}
 PINNED = {"llama3": {"date_string": "26 Jul 2024"}, "qwen3": {"enable_thinking": False}}
 # What a prompt rendered through the family's template (with PINNED) holds.
-MARKERS = {"llama2": "[/INST]", "llama3": "Today Date: 26 Jul 2024", "qwen2": "<|im_start|>assistant\n", "qwen3": "</think>"}
+MARKERS = {
+    "llama2": "[/INST]",
+    "llama3": "Today Date: 26 Jul 2024",
+    "qwen2": "<|im_start|>assistant\n",
+    "qwen3": "</think>",
+}
 
 
 def corpus() -> list[str]:
@@ -50,7 +59,10 @@ def test_the_family_is_what_its_presets_load(family, family_dirs):
     tok = load_tokenizer(str(family_dirs[family]), chat_template=True)
     assert tok.eos_token == END_OF_TURN[family]
     if family == "llama3":
-        assert config["num_key_value_heads"] < config["num_attention_heads"] and config["rope_parameters"]["rope_type"] == "llama3"
+        assert (
+            config["num_key_value_heads"] < config["num_attention_heads"]
+            and config["rope_parameters"]["rope_type"] == "llama3"
+        )
     if family == "qwen2":
         assert config["tie_word_embeddings"] and config["model_type"] == "qwen2"  # q/k/v biases are Qwen2's own
     if family == "qwen3":
@@ -65,7 +77,9 @@ def test_the_family_is_what_its_presets_load(family, family_dirs):
 def test_training_scores_the_prompt_tokens_generation_conditioned_on(family, family_dirs):
     path = str(family_dirs[family])
     tok = load_tokenizer(path, chat_template=True)
-    prompts = [render_prompt(tok, ArithTask().prompt(ex), True, PINNED.get(family)) for ex in ArithTask().load("test")[:3]]
+    prompts = [
+        render_prompt(tok, ArithTask().prompt(ex), True, PINNED.get(family)) for ex in ArithTask().load("test")[:3]
+    ]
     seen = []
     with HFGenerator(path, Decoding(4, chat_template=True)) as gen:
         generate = gen.model.generate
@@ -95,7 +109,10 @@ def chained(src, dst, start: int, chain: list[int]):
     model = AutoModelForCausalLM.from_pretrained(src)
     model.config.tie_word_embeddings = False
     hidden = model.config.hidden_size
-    emb, head = torch.zeros_like(model.get_input_embeddings().weight), torch.zeros_like(model.get_input_embeddings().weight)
+    emb, head = (
+        torch.zeros_like(model.get_input_embeddings().weight),
+        torch.zeros_like(model.get_input_embeddings().weight),
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight", "o_proj.bias", "down_proj.bias")):
@@ -133,7 +150,9 @@ def test_the_end_of_turn_stops_generation_and_ends_what_training_scores(family, 
         assert gen.generated_tokens == 3 * 4  # three digits and the end of turn, each time
     tok = load_tokenizer(str(path), chat_template=True)
     (item,), _ = encode_examples(tok, [prompt], ["321"], None, 4096)
-    assert item["chosen_ids"] == tok("321", add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids(END_OF_TURN[family])]
+    assert item["chosen_ids"] == tok("321", add_special_tokens=False)["input_ids"] + [
+        tok.convert_tokens_to_ids(END_OF_TURN[family])
+    ]
     # Without the template the prompt is plain text and the tokenizer's own EOS ends it.
     assert load_tokenizer(str(path), chat_template=False).eos_token == FAMILIES[family].eos
 
@@ -155,7 +174,9 @@ def test_template_variables_reach_the_template(family_dirs):
     assert "Today Date: 26 Jul 2024\n" in fixed and today not in fixed
     qwen3 = load_tokenizer(str(family_dirs["qwen3"]), chat_template=True)
     assert render_prompt(qwen3, "Q", True).endswith("<|im_start|>assistant\n")
-    assert render_prompt(qwen3, "Q", True, {"enable_thinking": False}).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert render_prompt(qwen3, "Q", True, {"enable_thinking": False}).endswith(
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
 
 
 def test_a_model_without_a_template_sees_the_plain_prompt(family_dirs, tmp_path):
@@ -168,12 +189,27 @@ def test_a_model_without_a_template_sees_the_plain_prompt(family_dirs, tmp_path)
 
 def pinned(family: str) -> list[str]:
     """PINNED's template settings of a family as command-line overrides."""
-    return [f"+model.chat_template_kwargs.{k}={str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in PINNED.get(family, {}).items()]
+    return [
+        f"+model.chat_template_kwargs.{k}={str(v).lower() if isinstance(v, bool) else repr(v)}"
+        for k, v in PINNED.get(family, {}).items()
+    ]
 
 
-ONE_ITERATION = ["iterations=1", "task.train_size=16", "task.test_size=4", "num_samples=2", "pairs_per_prompt=1", "gold_winner=true",
-                 "eval.maj_k=0", "trainer.batch_size=4", "generator.max_new_tokens=8", "model.max_length=256", "model.chat_template=true", "logger=none",
-                 "trainer.progress_bar=false"]
+ONE_ITERATION = [
+    "iterations=1",
+    "task.train_size=16",
+    "task.test_size=4",
+    "num_samples=2",
+    "pairs_per_prompt=1",
+    "gold_winner=true",
+    "eval.maj_k=0",
+    "trainer.batch_size=4",
+    "generator.max_new_tokens=8",
+    "model.max_length=256",
+    "model.chat_template=true",
+    "logger=none",
+    "trainer.progress_bar=false",
+]
 
 
 @pytest.mark.slow

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from irpo.loop import iteration_stages, stage_config
+from irpo.models.load import tiny_m0_dir
 from irpo.run import fingerprints
 from irpo.run.artifacts import RunDir, Stages, StaleStageError
-from irpo.loop import iteration_stages, stage_config
-from irpo.spec import build
 from irpo.run.fingerprints import describe_files, fingerprint
-from irpo.models.load import tiny_m0_dir
+from irpo.spec import build
 
 
 def config(model_path: str):
@@ -67,14 +67,22 @@ def test_a_large_file_is_sampled_header_and_blocks(tmp_path, monkeypatch):
 
 def test_the_packaged_m0_is_recorded_by_name_and_content():
     described = describe_files({"model.path": tiny_m0_dir(), "task.data_path": None})
-    assert described == {"model.path": {"asset": "tiny_m0", "sha256": fingerprint(Path(tiny_m0_dir()))}, "task.data_path": None}
+    assert described == {
+        "model.path": {"asset": "tiny_m0", "sha256": fingerprint(Path(tiny_m0_dir()))},
+        "task.data_path": None,
+    }
 
 
 def test_local_paths_keep_their_path_and_hub_ids_stay(checkpoint):
     described = describe_files({"model.path": str(checkpoint), "task.data_path": str(checkpoint / "config.json")})
     assert described["model.path"] == {"path": str(checkpoint), "sha256": fingerprint(checkpoint)}
-    assert described["task.data_path"] == {"path": str(checkpoint / "config.json"), "sha256": fingerprint(checkpoint / "config.json")}
-    assert describe_files({"model.path": "Qwen/Qwen2.5-0.5B", "task.data_path": None})["model.path"] == "Qwen/Qwen2.5-0.5B"
+    assert described["task.data_path"] == {
+        "path": str(checkpoint / "config.json"),
+        "sha256": fingerprint(checkpoint / "config.json"),
+    }
+    assert (
+        describe_files({"model.path": "Qwen/Qwen2.5-0.5B", "task.data_path": None})["model.path"] == "Qwen/Qwen2.5-0.5B"
+    )
     assert describe_files({"model.path": "./not_there"})["model.path"] == {"path": "./not_there", "sha256": None}
 
 

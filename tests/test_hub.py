@@ -78,7 +78,12 @@ def test_hf_hub_offline_is_not_probed(fresh_probe, monkeypatch):
 
 
 def hub_unreachable_env(tmp_path) -> dict:
-    return {"HF_ENDPOINT": closed_port_url(), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": ""}
+    return {
+        "HF_ENDPOINT": closed_port_url(),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "",
+        "TRANSFORMERS_OFFLINE": "",
+    }
 
 
 def the_one_line(proc) -> str:
@@ -90,12 +95,21 @@ def the_one_line(proc) -> str:
 
 def test_a_hub_data_set_fails_at_once_in_one_line(cli, tmp_path):
     line = the_one_line(cli("task=gsm8k", "dry_run=true", env=hub_unreachable_env(tmp_path), timeout=120))
-    assert line.startswith("irpo: error: task.data_path: openai/gsm8k (main, train) is not in the local Hugging Face cache")
+    assert line.startswith(
+        "irpo: error: task.data_path: openai/gsm8k (main, train) is not in the local Hugging Face cache"
+    )
     assert "did not answer within 2 s" in line and line.endswith("task.data_path=<file or directory>")
 
 
 def test_a_hub_model_fails_at_once_in_one_line(cli, tmp_path):
-    proc = cli("model.path=owner/name", "iterations=1", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", env=hub_unreachable_env(tmp_path), timeout=120)
+    proc = cli(
+        "model.path=owner/name",
+        "iterations=1",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env=hub_unreachable_env(tmp_path),
+        timeout=120,
+    )
     line = the_one_line(proc)
     assert line.startswith("irpo: error: model.path: owner/name is not in the local Hugging Face cache")
     assert line.endswith("model.path=<checkpoint directory>")

@@ -50,19 +50,24 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             out |= {f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names}
     return {m for m in out if m in MODULES and m != "irpo"}
 
 
 def test_no_import_circle_in_irpo():
-    graph = {m: imports_of(IRPO.parent / (m.replace(".", "/") + ".py")) for m in MODULES
-             if (IRPO.parent / (m.replace(".", "/") + ".py")).exists()}
+    graph = {
+        m: imports_of(IRPO.parent / (m.replace(".", "/") + ".py"))
+        for m in MODULES
+        if (IRPO.parent / (m.replace(".", "/") + ".py")).exists()
+    }
     done, path = set(), []
 
     def visit(m: str) -> None:
         if m in path:
-            raise AssertionError("import circle: " + " -> ".join(path[path.index(m):] + [m]))
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(m) :] + [m]))
         if m in done:
             return
         path.append(m)
@@ -75,7 +80,9 @@ def test_no_import_circle_in_irpo():
         visit(m)
 
 
-LAUNCHER = re.compile(r"^(RANK|LOCAL_RANK|GROUP_RANK|WORLD_SIZE|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT|TORCHELASTIC_\w+|SLURM_\w+)$")
+LAUNCHER = re.compile(
+    r"^(RANK|LOCAL_RANK|GROUP_RANK|WORLD_SIZE|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT|TORCHELASTIC_\w+|SLURM_\w+)$"
+)
 
 
 def test_launcher_variables_are_read_in_distributed_only():
@@ -84,16 +91,19 @@ def test_launcher_variables_are_read_in_distributed_only():
     for path in sorted(IRPO.rglob("*.py")):
         if path.name == "distributed.py":
             continue
-        names = [n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        names = [
+            n.value
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
         assert not [n for n in names if LAUNCHER.match(n)], path
 
 
 def test_under_srun_a_rank_other_than_0_writes_no_report_and_draws_no_bar(tmp_path, monkeypatch, capsys):
     """srun's rank 1 (SLURM_PROCID=1, no RANK): no report, no progress bar, no stage lines."""
-    import logging
 
-    from irpo.run import progress
     from irpo.analysis.report import report_at_end
+    from irpo.run import progress
 
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
@@ -101,7 +111,9 @@ def test_under_srun_a_rank_other_than_0_writes_no_report_and_draws_no_bar(tmp_pa
     monkeypatch.setenv("SLURM_PROCID", "1")
     monkeypatch.setenv("SLURM_LOCALID", "1")
     monkeypatch.setenv("SLURM_NODEID", "0")
-    monkeypatch.setenv("SLURM_JOB_NAME", "irpo")  # Lightning takes a job named bash or interactive for a shell, not srun
+    monkeypatch.setenv(
+        "SLURM_JOB_NAME", "irpo"
+    )  # Lightning takes a job named bash or interactive for a shell, not srun
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     shutil.copytree(Path(__file__).parent / "fixtures" / "run_before_methods", tmp_path / "run")
     report_at_end(tmp_path / "run")
@@ -132,7 +144,13 @@ def test_the_old_paths_of_the_analysis_stay():
 
     assert get_class("irpo.report.ReportCallback") is analysis_report.ReportCallback
     assert (report.accuracy_figure, report.train_figure, report.logps_figure) == (
-        figures.accuracy_figure, figures.train_figure, figures.logps_figure)
+        figures.accuracy_figure,
+        figures.train_figure,
+        figures.logps_figure,
+    )
     assert (results.load, results.pairs_across_iterations, results.eval_samples) == (
-        analysis_results.load, analysis_results.pairs_across_iterations, analysis_results.eval_samples)
+        analysis_results.load,
+        analysis_results.pairs_across_iterations,
+        analysis_results.eval_samples,
+    )
     assert report.main is analysis_report.main and dashboard.main is analysis_dashboard.main

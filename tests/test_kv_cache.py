@@ -58,7 +58,9 @@ def test_after_batch_selection_it_appends_to_the_selected_rows():
     assert layer.get_seq_length() == 0
 
 
-@pytest.mark.parametrize("decoding", [dict(do_sample=False), dict(do_sample=True, temperature=0.8, top_k=0, num_return_sequences=4)])
+@pytest.mark.parametrize(
+    "decoding", [dict(do_sample=False), dict(do_sample=True, temperature=0.8, top_k=0, num_return_sequences=4)]
+)
 def test_generate_gives_the_same_tokens_as_with_transformers_own_cache(decoding):
     tok = load_tokenizer(str(tiny_m0_dir()), False)
     model = load_policy(str(tiny_m0_dir()), "float32", False).eval()
@@ -69,7 +71,9 @@ def test_generate_gives_the_same_tokens_as_with_transformers_own_cache(decoding)
 
     def generate(cache: dict):
         torch.manual_seed(0)
-        return model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=24, pad_token_id=0, **cache, **decoding)
+        return model.generate(
+            input_ids=input_ids, attention_mask=mask, max_new_tokens=24, pad_token_id=0, **cache, **decoding
+        )
 
     in_place = generate_kwargs(model, width + 24)
     assert torch.equal(generate(in_place), generate({}))

@@ -14,13 +14,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from irpo import methods
-from irpo.run import compat
 from irpo.cli import conf_dir, register_all
-from irpo.loop import stage_config
-from irpo.spec import build
 from irpo.errors import ConfigError
+from irpo.loop import stage_config
 from irpo.loss import dpo_nll_loss
 from irpo.methods import DPO, BatchLogps, GoldSFT, Items, WinnerSFT, ZeroShot
+from irpo.run import compat
+from irpo.spec import build
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = ROOT / "tests" / "fixtures" / "run_before_methods"
@@ -38,8 +38,13 @@ def composer():
 def test_each_method_yaml_builds_its_object(composer, name):
     method = methods.build(composer(f"method={name}"))
     assert type(method) is BUILT_IN[name] and method.name == name
-    expected = {"irpo": (True, True, True, True), "dpo": (True, True, True, True), "sft_chosen": (True, True, False, False),
-                "sft_gold": (True, False, False, False), "zero_shot": (False, False, False, False)}[name]
+    expected = {
+        "irpo": (True, True, True, True),
+        "dpo": (True, True, True, True),
+        "sft_chosen": (True, True, False, False),
+        "sft_gold": (True, False, False, False),
+        "zero_shot": (False, False, False, False),
+    }[name]
     assert (method.trains, method.samples, method.paired, method.reference) == expected
     if name in ("irpo", "dpo"):
         assert (method.alpha, method.beta) == ((1.0 if name == "irpo" else 0.0), 0.1)
@@ -49,13 +54,16 @@ def test_sample_true_makes_a_method_sample(composer):
     assert methods.build(composer("method=sft_gold", "+method.sample=true")).samples
 
 
-@pytest.mark.parametrize("override, message", [
-    ("+method.gamma=1", "method.gamma: Key 'gamma' not in 'DPO'"),
-    ("method.alpha=x", "method.alpha: Value 'x' of type 'str' could not be converted to Float"),
-    ("method._target_=irpo.methods.Nope", "method._target_=irpo.methods.Nope cannot be imported"),
-    ("method._target_=irpo.loss.LossParts", "is not a dataclass subclassing irpo.methods.Method"),
-    ("beta=0", "beta must be > 0 for the DPO term, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+method.gamma=1", "method.gamma: Key 'gamma' not in 'DPO'"),
+        ("method.alpha=x", "method.alpha: Value 'x' of type 'str' could not be converted to Float"),
+        ("method._target_=irpo.methods.Nope", "method._target_=irpo.methods.Nope cannot be imported"),
+        ("method._target_=irpo.loss.LossParts", "is not a dataclass subclassing irpo.methods.Method"),
+        ("beta=0", "beta must be > 0 for the DPO term, got 0.0"),
+    ],
+)
 def test_a_wrong_method_key_or_value_is_one_line_naming_it(composer, override, message):
     with pytest.raises(ConfigError) as err:
         methods.build(composer(override))
@@ -66,11 +74,20 @@ def test_dpo_objective_is_eq1_and_its_metrics():
     g = torch.Generator().manual_seed(0)
     pc, pr, rc, rr = (torch.randn(5, generator=g) * 10 for _ in range(4))
     lengths = torch.tensor([3, 7, 1, 12, 5])
-    loss, metrics = DPO("irpo", alpha=0.7, beta=0.2).objective(BatchLogps(pc, pr, lengths, lengths + 1), BatchLogps(rc, rr, lengths, lengths + 1))
+    loss, metrics = DPO("irpo", alpha=0.7, beta=0.2).objective(
+        BatchLogps(pc, pr, lengths, lengths + 1), BatchLogps(rc, rr, lengths, lengths + 1)
+    )
     parts = dpo_nll_loss(pc, pr, rc, rr, lengths, 0.2, 0.7)
-    assert torch.equal(loss, parts.loss) and torch.equal(metrics["dpo_loss"], parts.dpo) and torch.equal(metrics["nll_loss"], parts.nll)
+    assert (
+        torch.equal(loss, parts.loss)
+        and torch.equal(metrics["dpo_loss"], parts.dpo)
+        and torch.equal(metrics["nll_loss"], parts.nll)
+    )
     margin = 0.2 * ((pc - rc) - (pr - rr))
-    assert torch.allclose(metrics["reward_margin"], margin.mean()) and metrics["reward_accuracy"] == (margin > 0).float().mean()
+    assert (
+        torch.allclose(metrics["reward_margin"], margin.mean())
+        and metrics["reward_accuracy"] == (margin > 0).float().mean()
+    )
 
 
 def test_sft_objective_is_the_length_normalised_nll():
@@ -89,12 +106,17 @@ class Data:
 
 def test_items_each_method_trains_on():
     assert DPO("irpo").items(Data()) == Data().pairs()
-    assert WinnerSFT("sft_chosen").items(Data()) == Items(["p1", "p1", "p2"], ["w1", "w2", "w3"], None)  # each winner once
+    assert WinnerSFT("sft_chosen").items(Data()) == Items(
+        ["p1", "p1", "p2"], ["w1", "w2", "w3"], None
+    )  # each winner once
     assert GoldSFT("sft_gold").items(Data()) == Data().golds()
     assert [m.items_per_prompt(8, 4) for m in (DPO("a"), WinnerSFT("b"), GoldSFT("c"), ZeroShot("d"))] == [4, 4, 1, 0]
 
 
-@pytest.mark.parametrize("train_on, name", [("pairs", "irpo"), ("pairs", "dpo"), ("winners", "sft_chosen"), ("gold", "sft_gold"), ("none", "zero_shot")])
+@pytest.mark.parametrize(
+    "train_on, name",
+    [("pairs", "irpo"), ("pairs", "dpo"), ("winners", "sft_chosen"), ("gold", "sft_gold"), ("none", "zero_shot")],
+)
 def test_a_stage_recorded_with_train_on_reads_as_todays_method(composer, train_on, name):
     """The train stage's values as recorded before methods were objects equal today's for the
     same method, so a finished stage holds on resume."""
@@ -119,8 +141,12 @@ def test_method_kinds_are_asked_of_the_method_only():
             # a method's name or kind compared with a literal: `method.name == "irpo"`
             if isinstance(node, ast.Compare):
                 sides = [node.left, *node.comparators]
-                literal = [s for s in sides if any(isinstance(c, ast.Constant) and isinstance(c.value, str) for c in ast.walk(s))
-                           and all(isinstance(c, (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Load)) for c in ast.walk(s))]
+                literal = [
+                    s
+                    for s in sides
+                    if any(isinstance(c, ast.Constant) and isinstance(c.value, str) for c in ast.walk(s))
+                    and all(isinstance(c, (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Load)) for c in ast.walk(s))
+                ]
                 assert not (literal and "method" in ast.unparse(node)), f"{path}: {ast.unparse(node)}"
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "isinstance":
                 assert "method" not in ast.unparse(node), f"{path}: {ast.unparse(node)}"
@@ -181,12 +207,25 @@ def test_a_task_reward_and_method_from_a_module_outside_irpo_run_an_iteration(tm
         (tmp_path / "conf" / group).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "conf" / group).write_text(text)
     run = tmp_path / "run"
-    args = ["task=close", "method=hinge", "pair_margin=0.2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.run.dir={run}",
-            "iterations=1", "num_samples=4", "eval.maj_k=0", "logger=none", "trainer.batch_size=4", "trainer.progress_bar=false",
-            "trainer.log_every_n_steps=1"]
+    args = [
+        "task=close",
+        "method=hinge",
+        "pair_margin=0.2",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        f"hydra.run.dir={run}",
+        "iterations=1",
+        "num_samples=4",
+        "eval.maj_k=0",
+        "logger=none",
+        "trainer.batch_size=4",
+        "trainer.progress_bar=false",
+        "trainer.log_every_n_steps=1",
+    ]
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     plan = cli(*args, "plan=true", env=env)
-    assert plan.returncode == 0 and "method     hinge (Hinge): trains on pairs, beta=0.1, delta=2.0" in plan.stdout, plan.stderr[-3000:]
+    assert plan.returncode == 0 and "method     hinge (Hinge): trains on pairs, beta=0.1, delta=2.0" in plan.stdout, (
+        plan.stderr[-3000:]
+    )
     proc = cli(*args, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "iter_0" / "metrics.json").read_text())
@@ -236,10 +275,16 @@ def test_a_run_recorded_before_methods_reports(tmp_path):
     assert rows  # the summary names the run's iterations
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["method=simpo", "trainer.reference=live"], "trainer.reference=live keeps a reference model that method simpo never asks for"),
-    (["method=irpo", "+method.sample=false"], "method.sample=false: method irpo trains on the iteration's samples"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["method=simpo", "trainer.reference=live"],
+            "trainer.reference=live keeps a reference model that method simpo never asks for",
+        ),
+        (["method=irpo", "+method.sample=false"], "method.sample=false: method irpo trains on the iteration's samples"),
+    ],
+)
 def test_a_method_refuses_settings_it_cannot_run_under(composer, overrides, message):
     from irpo.config import validate
 

@@ -6,13 +6,21 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import ROOT, run_cli
+
 from irpo.run.artifacts import read_json, read_jsonl
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["iterations=1", "task.train_size=16", "task.test_size=8", "num_samples=4", "eval.maj_k=0", "logger=none", "trainer.progress_bar=false"]
+SMALL = [
+    "iterations=1",
+    "task.train_size=16",
+    "task.test_size=8",
+    "num_samples=4",
+    "eval.maj_k=0",
+    "logger=none",
+    "trainer.progress_bar=false",
+]
 
 
 def starts(run):
@@ -23,7 +31,15 @@ def test_a_moved_checkout_and_run_directory_resume_without_redoing_a_stage(tmp_p
     first = run_cli(*SMALL, f"hydra.run.dir={tmp_path / 'run'}")
     assert first.returncode == 0, first.stderr[-3000:]
     done = starts(tmp_path / "run")
-    assert done == ["iter_0/eval", "iter_0/generate", "iter_0/pairs", "iter_0/reference", "iter_0/train", "iter_0/logps", "iter_1/eval"]
+    assert done == [
+        "iter_0/eval",
+        "iter_0/generate",
+        "iter_0/pairs",
+        "iter_0/reference",
+        "iter_0/train",
+        "iter_0/logps",
+        "iter_1/eval",
+    ]
 
     # Another checkout (as a re-clone or another node would have): `python -m irpo` run in
     # it imports its package, so M_0 is read from a directory the first run never saw.

@@ -49,7 +49,9 @@ def test_pairs_are_seeded_per_prompt():
     comps, rewards = [str(i) for i in range(8)], [1, 0] * 4
     a = prompt_pairs("p1", "x", comps, rewards, k=3, seed=7)
     assert a == prompt_pairs("p1", "x", comps, rewards, k=3, seed=7)
-    others = {tuple((p.chosen, p.rejected) for p in prompt_pairs("p1", "x", comps, rewards, k=3, seed=s)) for s in range(20)}
+    others = {
+        tuple((p.chosen, p.rejected) for p in prompt_pairs("p1", "x", comps, rewards, k=3, seed=s)) for s in range(20)
+    }
     assert len(others) > 1
 
 
@@ -74,4 +76,8 @@ def test_graded_rewards_pair_a_correct_winner_with_losers_trailing_by_the_margin
     # margin 0: every sample below 1 is a loser, as with binary rewards
     assert len(prompt_pairs("p", "x", comps, rewards, k=10, seed=0)) == 3
     stats = pair_stats([rewards, [0.9, 0.4]], pairs)
-    assert stats["train_pass_at_n"] == 0.5 and stats["prompts_no_winner"] == 1 and stats["train_mean_reward"] == pytest.approx(3.6 / 6)
+    assert (
+        stats["train_pass_at_n"] == 0.5
+        and stats["prompts_no_winner"] == 1
+        and stats["train_mean_reward"] == pytest.approx(3.6 / 6)
+    )

@@ -9,17 +9,17 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, run_cli
 from lightning.pytorch.plugins.precision import MixedPrecision
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_cli
-from irpo.training.batching import collate, encode_examples
 from irpo.loss import dpo_nll_loss
 from irpo.models.load import load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
+from irpo.training.batching import collate, encode_examples
 from irpo.training.precision import half_ulp, numerics, train_dtype
-from irpo.training.trainers import trainer_from
 from irpo.training.scoring import batch_logps
+from irpo.training.trainers import trainer_from
 
 
 def test_mixed_precision_trains_float32_master_weights():
@@ -27,7 +27,9 @@ def test_mixed_precision_trains_float32_master_weights():
     assert trainer("auto").policy_dtype("bfloat16", lora=False) == "float32"
     assert trainer("fsdp").policy_dtype("bfloat16", lora=False) == "float32"
     assert trainer_from({"strategy": "ddp", "precision": "32-true"}).policy_dtype("bfloat16", lora=False) == "float32"
-    assert trainer_from({"strategy": "auto", "precision": "bf16-true"}).policy_dtype("float32", lora=False) == "bfloat16"  # named: no master copy
+    assert (
+        trainer_from({"strategy": "auto", "precision": "bf16-true"}).policy_dtype("float32", lora=False) == "bfloat16"
+    )  # named: no master copy
     assert trainer("deepspeed_zero3").policy_dtype("bfloat16", lora=False) == "bfloat16"  # DeepSpeed keeps its own
     assert trainer("auto").policy_dtype("bfloat16", lora=True) == "bfloat16"  # the frozen base
 
@@ -40,8 +42,13 @@ def test_half_ulp_is_where_a_bf16_weight_stops_moving():
 
 
 def pairs(tok):
-    items, _ = encode_examples(tok, ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"], [" 2\n", " 151\n", " 7 7 7 7\n"],
-                               [" 3\n", " 1234567\n", " 8\n"], 64)
+    items, _ = encode_examples(
+        tok,
+        ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"],
+        [" 2\n", " 151\n", " 7 7 7 7\n"],
+        [" 3\n", " 1234567\n", " 8\n"],
+        64,
+    )
     return collate(items)
 
 
@@ -99,8 +106,17 @@ def test_saved_model_is_the_master_weights_rounded_once(bf16_qwen2_dir, tmp_path
 
 
 ONE_ITERATION = [
-    "iterations=1", "task.train_size=48", "task.test_size=8", "num_samples=2", "pairs_per_prompt=1", "gold_winner=true",
-    "eval.maj_k=0", "trainer.batch_size=4", "model.lr=2e-5", "logger=none", "trainer.progress_bar=false",
+    "iterations=1",
+    "task.train_size=48",
+    "task.test_size=8",
+    "num_samples=2",
+    "pairs_per_prompt=1",
+    "gold_winner=true",
+    "eval.maj_k=0",
+    "trainer.batch_size=4",
+    "model.lr=2e-5",
+    "logger=none",
+    "trainer.progress_bar=false",
 ]
 
 
@@ -126,9 +142,26 @@ def test_a_bf16_checkpoint_learns_as_float32_does(bf16_qwen2_dir, tmp_path):
     # FSDP2 over 2 CPU ranks, each pair (~90 tokens) its own micro-batch of at most 64 tokens
     fsdp = runs["fsdp"] = tmp_path / "fsdp"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "irpo", f"model.path={bf16_qwen2_dir}",
-         *ONE_ITERATION, "model.dtype=bfloat16", "trainer=fsdp", "trainer.micro_batch_tokens=64", f"hydra.run.dir={fsdp}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"},
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "irpo",
+            f"model.path={bf16_qwen2_dir}",
+            *ONE_ITERATION,
+            "model.dtype=bfloat16",
+            "trainer=fsdp",
+            "trainer.micro_batch_tokens=64",
+            f"hydra.run.dir={fsdp}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((runs["bf16-mixed"] / "iter_0/metrics.json").read_text())["pairs"] == 48  # 12 steps of 4
@@ -153,7 +186,9 @@ def test_planner_model_states_are_what_training_allocates(bf16_qwen2_dir, precis
     from irpo.training.module import build_policy
 
     lora_cfg = {"r": lora, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
-    policy = build_policy(str(bf16_qwen2_dir), train_dtype(precision, "bfloat16", in_model_dtype=lora > 0), False, lora=lora_cfg).train()
+    policy = build_policy(
+        str(bf16_qwen2_dir), train_dtype(precision, "bfloat16", in_model_dtype=lora > 0), False, lora=lora_cfg
+    ).train()
     trained = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-3)
     sizes, own = {p.numel() for p in policy.parameters()}, {p.untyped_storage().data_ptr() for p in policy.parameters()}
@@ -161,28 +196,47 @@ def test_planner_model_states_are_what_training_allocates(bf16_qwen2_dir, precis
 
     def pack(t):  # a bf16 tensor of a parameter's size that is no parameter: a weight's cast (or its transpose)
         storage = t.untyped_storage()
-        if t.dtype == torch.bfloat16 and t.numel() in sizes and storage.data_ptr() not in own and storage.nbytes() == 2 * t.numel():
+        if (
+            t.dtype == torch.bfloat16
+            and t.numel() in sizes
+            and storage.data_ptr() not in own
+            and storage.nbytes() == 2 * t.numel()
+        ):
             copies[storage.data_ptr()] = storage.nbytes()
         return t
 
-    context = (MixedPrecision(precision, "cpu") if precision.endswith("mixed") else HalfPrecision(precision) if "bf16" in precision
-               else None)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), (context.forward_context() if context else torch.autocast("cpu", enabled=False)):
+    context = (
+        MixedPrecision(precision, "cpu")
+        if precision.endswith("mixed")
+        else HalfPrecision(precision)
+        if "bf16" in precision
+        else None
+    )
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        context.forward_context() if context else torch.autocast("cpu", enabled=False),
+    ):
         logps, counts = batch_logps(policy, pairs(build_tokenizer()))
         loss = dpo_nll_loss(*logps.chunk(2), *torch.full((6,), -20.0).chunk(2), counts.chunk(2)[0], 0.1, 1.0).loss
     loss.backward()
     optimizer.step()
     nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
     measured = dict(
-        weights=nbytes(policy.parameters()), gradients=nbytes(p.grad for p in trained),
+        weights=nbytes(policy.parameters()),
+        gradients=nbytes(p.grad for p in trained),
         optimizer=nbytes(v for state in optimizer.state.values() for k, v in state.items() if k != "step"),
     )
     arch = sizing.arch_from_hf_config(json.loads((bf16_qwen2_dir / "config.json").read_text()))
     assert arch.params == sum(p.numel() for p in load_policy(str(bf16_qwen2_dir)).parameters())
     adapters = sizing.lora_params(arch, lora, ("q_proj", "v_proj")) if lora else 0
-    rule = sizing.training_memory(arch, sizing.Training("auto", False, False, 1, 1, precision, 2, 0, False, False, False, adapters))
+    rule = sizing.training_memory(
+        arch, sizing.Training("auto", False, False, 1, 1, precision, 2, 0, False, False, False, adapters)
+    )
     assert measured == dict(weights=rule.weights, gradients=rule.gradients, optimizer=rule.optimizer), (measured, rule)
     # autocast's copies: every weight a matmul reads (all but the norms' and the embedding's own
     # lookup; the tied head is a matmul) is cast once; the rule counts every trained parameter.
     # Under LoRA the base is bf16 already (no copy) and the adapters' copies are a bound only.
-    assert (0 if lora else 0.9 * rule.gathered) <= sum(copies.values()) <= rule.gathered, (sum(copies.values()), rule.gathered)
+    assert (0 if lora else 0.9 * rule.gathered) <= sum(copies.values()) <= rule.gathered, (
+        sum(copies.values()),
+        rule.gathered,
+    )

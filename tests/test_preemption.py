@@ -12,20 +12,28 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-import irpo
 from conftest import ROOT
-from irpo.planning import capacity, sizing
-from irpo.spec import build
-from irpo.run.artifacts import read_jsonl
+from safetensors.torch import load_file
 from test_distributed import ENV as TORCHRUN_ENV
 from test_distributed import SMALL as TORCHRUN_SMALL
 from test_resume import assert_no_stage_ran_twice, training_record
 
+import irpo
+from irpo.planning import capacity, sizing
+from irpo.run.artifacts import read_jsonl
+from irpo.spec import build
+
 SMALL = [
-    "iterations=1", "task.train_size=48", "task.test_size=16", "num_samples=4", "eval.maj_k=0", "shard_size=16",
-    "trainer.batch_size=8", "trainer.checkpoint_every_n_steps=100", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
+    "iterations=1",
+    "task.train_size=48",
+    "task.test_size=16",
+    "num_samples=4",
+    "eval.maj_k=0",
+    "shard_size=16",
+    "trainer.batch_size=8",
+    "trainer.checkpoint_every_n_steps=100",
+    "trainer.log_every_n_steps=1",
+    "trainer.progress_bar=false",
     "logger=none",
 ]
 ENV = {**os.environ, "WANDB_SILENT": "true"}
@@ -37,11 +45,27 @@ def launch(run, *overrides, env=None, torchrun=False):
     is the test that no rank hangs."""
     command = [sys.executable, "-m", "irpo", *SMALL]
     if torchrun:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "irpo", *TORCHRUN_SMALL, "iterations=1",
-                   "trainer.checkpoint_every_n_steps=100"]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "irpo",
+            *TORCHRUN_SMALL,
+            "iterations=1",
+            "trainer.checkpoint_every_n_steps=100",
+        ]
     base = TORCHRUN_ENV if torchrun else ENV
-    return subprocess.run([*command, *overrides, f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**base, **(env or {})})
+    return subprocess.run(
+        [*command, *overrides, f"hydra.run.dir={run}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**base, **(env or {})},
+    )
 
 
 def finish(run, *overrides, torchrun=False):
@@ -52,15 +76,24 @@ def finish(run, *overrides, torchrun=False):
 
 def signalled(run, point, signame, *overrides, env=None, torchrun=False):
     """The launch, sent `signame` at the failpoint `point`: its stderr, once it ended."""
-    proc = launch(run, *overrides, env={"IRPO_FAILPOINT": point, "IRPO_FAILPOINT_SIGNAL": signame, **(env or {})}, torchrun=torchrun)
+    proc = launch(
+        run,
+        *overrides,
+        env={"IRPO_FAILPOINT": point, "IRPO_FAILPOINT_SIGNAL": signame, **(env or {})},
+        torchrun=torchrun,
+    )
     if torchrun:
         # torchrun reports a failed worker and exits 1; each worker's own status is in its summary
-        assert proc.returncode == 1 and proc.stderr.count(f"exitcode  : {128 + getattr(signal, signame)}") == 2, proc.stderr[-3000:]
+        assert proc.returncode == 1 and proc.stderr.count(f"exitcode  : {128 + getattr(signal, signame)}") == 2, (
+            proc.stderr[-3000:]
+        )
     else:
         assert proc.returncode == 128 + getattr(signal, signame), proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("irpo: ")]
     assert len(lines) == 1 and lines[0].startswith(f"irpo: stopped by {signame} in "), proc.stderr[-3000:]
-    assert proc.stderr.count("Traceback") == (1 if torchrun else 0), proc.stderr[-3000:]  # torchrun's own ChildFailedError
+    assert proc.stderr.count("Traceback") == (1 if torchrun else 0), proc.stderr[
+        -3000:
+    ]  # torchrun's own ChildFailedError
     return lines[0]
 
 
@@ -75,7 +108,10 @@ def assert_same_run(run, reference):
     weights, every logged training step and the evaluation of M_1."""
     for name in ("iter_0/generations.jsonl", "iter_0/pairs.jsonl", "iter_1/eval_generations.jsonl"):
         assert read_jsonl(run / name) == read_jsonl(reference / name), name
-    ours, theirs = load_file(run / "iter_0/model/model.safetensors"), load_file(reference / "iter_0/model/model.safetensors")
+    ours, theirs = (
+        load_file(run / "iter_0/model/model.safetensors"),
+        load_file(reference / "iter_0/model/model.safetensors"),
+    )
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
     (rows, metrics), (want_rows, want_metrics) = training_record(run), training_record(reference)
     assert rows == want_rows and metrics == want_metrics
@@ -93,7 +129,9 @@ def test_sigterm_while_training_keeps_the_step_and_exits_143(tmp_path, reference
     run = tmp_path / "run"
     line = signalled(run, "train-step:2", "SIGTERM")
     assert interrupted(run) == {"stage": "iter_0/train", "event": "interrupted", "signal": "SIGTERM", "step": 2}
-    assert torch.load(run / "iter_0/train/last.ckpt", weights_only=True)["global_step"] == 2  # the only checkpoint: every 100 steps
+    assert (
+        torch.load(run / "iter_0/train/last.ckpt", weights_only=True)["global_step"] == 2
+    )  # the only checkpoint: every 100 steps
     assert "its checkpoint at step 2" in line and f"hydra.run.dir={run}" in line
     # the size plan=true gives a checkpoint (irpo/planning/sizing.py) is what one weighs
     cfg = irpo.compose(SMALL)
@@ -107,8 +145,16 @@ def test_sigterm_while_training_keeps_the_step_and_exits_143(tmp_path, reference
 @pytest.mark.slow
 def test_sigint_while_generating_keeps_the_finished_shards_and_exits_130(tmp_path, reference_run):
     run = tmp_path / "run"
-    line = signalled(run, "shard:generations:1", "SIGINT")  # sent as shard 1 starts: it is finished, shard 2 is not begun
-    assert interrupted(run) == {"stage": "iter_0/generate", "event": "interrupted", "signal": "SIGINT", "shards": 2, "of": 3}
+    line = signalled(
+        run, "shard:generations:1", "SIGINT"
+    )  # sent as shard 1 starts: it is finished, shard 2 is not begun
+    assert interrupted(run) == {
+        "stage": "iter_0/generate",
+        "event": "interrupted",
+        "signal": "SIGINT",
+        "shards": 2,
+        "of": 3,
+    }
     assert "2 of its 3 shards" in line
     finish(run)
     assert_same_run(run, reference_run)
@@ -180,7 +226,10 @@ def test_sigterm_to_every_rank_under_torchrun(tmp_path, torchrun_references, str
     assert interrupted(run)["step"] == 2
     finish(run, *overrides, torchrun=True)
     reference = torchrun_references[strategy]
-    ours, theirs = load_file(run / "iter_0/model/model.safetensors"), load_file(reference / "iter_0/model/model.safetensors")
+    ours, theirs = (
+        load_file(run / "iter_0/model/model.safetensors"),
+        load_file(reference / "iter_0/model/model.safetensors"),
+    )
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert training_record(run) == training_record(reference)
     assert read_jsonl(run / "iter_1/eval_generations.jsonl") == read_jsonl(reference / "iter_1/eval_generations.jsonl")
@@ -203,7 +252,10 @@ def test_a_second_signal_is_ignored_and_a_second_sigint_ends_at_once():
 
 def test_checkpoint_every_seconds_must_be_positive(cli):
     proc = cli("trainer.checkpoint_every_seconds=0", "plan=true")
-    assert proc.returncode == 2 and proc.stderr.strip() == "irpo: error: trainer.checkpoint_every_seconds must be > 0 or null, got 0.0"
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "irpo: error: trainer.checkpoint_every_seconds must be > 0 or null, got 0.0"
+    )
 
 
 def test_the_slurm_job_requeue_names(monkeypatch):

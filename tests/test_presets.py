@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 
 from irpo.cli import register_all
 from irpo.config import validate
-from irpo.planning.capacity import count, resolve_arch
 from irpo.methods import build
+from irpo.planning.capacity import count, resolve_arch
 from irpo.planning.sizing import arch_from_hf_config
 from irpo.tasks.base import Task
 
@@ -54,7 +54,12 @@ def test_experiment_and_method_compose(composer, experiment, method, launched_on
     cfg = composer(f"experiment={experiment}", f"method={method}")
     validate(cfg)
     assert cfg.method.name == method
-    assert type(build(cfg)).__name__ == {"irpo": "DPO", "dpo": "DPO", "sft_gold": "GoldSFT", "sft_chosen": "WinnerSFT", "zero_shot": "ZeroShot"}[method]
+    assert (
+        type(build(cfg)).__name__
+        == {"irpo": "DPO", "dpo": "DPO", "sft_gold": "GoldSFT", "sft_chosen": "WinnerSFT", "zero_shot": "ZeroShot"}[
+            method
+        ]
+    )
     # alpha is left to the method: the paper's 1 for IRPO, 0 for the plain-DPO ablation.
     assert cfg.alpha == (0.0 if method == "dpo" else 1.0)
 
@@ -69,7 +74,9 @@ def test_experiment_values_are_the_papers(composer, experiment):
     assert (cfg.gold_winner, cfg.max_pairs, cfg.trainer.max_steps) == (paper["gold"], paper["cap"], paper["steps"])
     assert (cfg.alpha, cfg.beta, cfg.model.lr, cfg.trainer.batch_size) == (1.0, 0.1, 7e-7, 16)
     assert (cfg.eval.maj_k, cfg.eval.maj_temperature) == (32, 0.8)
-    assert cfg.model.path == "meta-llama/Llama-2-70b-chat-hf" and cfg.model.dtype == "bfloat16" and cfg.model.chat_template
+    assert (
+        cfg.model.path == "meta-llama/Llama-2-70b-chat-hf" and cfg.model.dtype == "bfloat16" and cfg.model.chat_template
+    )
     if paper["task"] == "arc":
         assert cfg.task.include_easy  # "7.7k train Qs (easy + challenge)"
 
@@ -79,12 +86,23 @@ def test_experiments_run_on_the_engines_that_fit_70b(composer, experiment):
     cfg = composer(f"experiment={experiment}")
     assert cfg.generator._target_.endswith("VLLMGenerator") and cfg.generator.tensor_parallel_size == 4
     t = cfg.trainer
-    assert (t.strategy, t.activation_checkpointing, t.devices, t.num_nodes, t.micro_batch_size) == ("fsdp", True, 8, 2, 1)
-    assert t.batch_size % (t.devices * t.num_nodes * t.micro_batch_size) == 0  # the batch of 16 splits evenly over the ranks
+    assert (t.strategy, t.activation_checkpointing, t.devices, t.num_nodes, t.micro_batch_size) == (
+        "fsdp",
+        True,
+        8,
+        2,
+        1,
+    )
+    assert (
+        t.batch_size % (t.devices * t.num_nodes * t.micro_batch_size) == 0
+    )  # the batch of 16 splits evenly over the ranks
 
 
 def test_every_model_preset_is_listed():
-    assert set(MODELS) == {p.stem for p in (CONF / "model").glob("*.yaml")} - {"tiny", "smollm2_135m"}  # CPU presets: tests/test_real_model.py
+    assert set(MODELS) == {p.stem for p in (CONF / "model").glob("*.yaml")} - {
+        "tiny",
+        "smollm2_135m",
+    }  # CPU presets: tests/test_real_model.py
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -96,13 +114,25 @@ def test_model_presets(composer, model):
     cfg = composer(f"model={model}", "task=gsm8k")
     validate(cfg)
     hub, config_class, tied = MODELS[model]
-    assert (cfg.model.path, cfg.model.dtype, cfg.model.chat_template, cfg.model.max_length) == (hub, "bfloat16", True, 4096)
+    assert (cfg.model.path, cfg.model.dtype, cfg.model.chat_template, cfg.model.max_length) == (
+        hub,
+        "bfloat16",
+        True,
+        4096,
+    )
     # The planner's numbers: the preset's shapes, built by transformers' own class on the meta
     # device, have exactly the parameters the preset states, and read back as the same Arch.
     arch = resolve_arch(cfg.model)
     config = getattr(transformers, config_class)(
-        num_hidden_layers=arch.layers, hidden_size=arch.hidden, intermediate_size=arch.intermediate, num_attention_heads=arch.heads,
-        num_key_value_heads=arch.kv_heads, vocab_size=arch.vocab, head_dim=arch.head_dim, tie_word_embeddings=tied)
+        num_hidden_layers=arch.layers,
+        hidden_size=arch.hidden,
+        intermediate_size=arch.intermediate,
+        num_attention_heads=arch.heads,
+        num_key_value_heads=arch.kv_heads,
+        vocab_size=arch.vocab,
+        head_dim=arch.head_dim,
+        tie_word_embeddings=tied,
+    )
     with torch.device("meta"):
         built = AutoModelForCausalLM.from_config(config)
     assert sum(p.numel() for p in built.parameters()) == arch.params
@@ -134,9 +164,12 @@ def test_a_mistyped_task_key_fails_at_compose_time(composer):
 
 
 def test_the_presets_table_in_docs_matches_the_files(composer):
-    rows = {row.split("|")[1].strip(" `"): [c.strip(" `") for c in row.split("|")[1:-1]]
-            for row in (CONF.parent / "docs" / "presets.md").read_text().splitlines() if row.startswith("| `")}
+    rows = {
+        row.split("|")[1].strip(" `"): [c.strip(" `") for c in row.split("|")[1:-1]]
+        for row in (CONF.parent / "docs" / "presets.md").read_text().splitlines()
+        if row.startswith("| `")
+    }
     assert set(rows) == set(MODELS)
-    for model, (name, hub, _, params, lr, *_) in rows.items():
+    for model, (_name, hub, _, params, lr, *_) in rows.items():
         cfg = composer(f"model={model}").model
         assert (hub, params, float(lr)) == (cfg.path, count(resolve_arch(cfg).params), cfg.lr), model

@@ -19,13 +19,14 @@ TASK = ArithTask()
 QUICK = settings(max_examples=200, deadline=None)
 # Text that looks like model output: digits, signs, the answer marker and its pieces.
 MODEL_TEXT = st.lists(
-    st.sampled_from(["Final answer:", "Final answer: ", "-", "0", "7", "12", "\n", " ", "٣"]) | st.text(max_size=6), max_size=10
+    st.sampled_from(["Final answer:", "Final answer: ", "-", "0", "7", "12", "\n", " ", "٣"]) | st.text(max_size=6),
+    max_size=10,
 ).map("".join)
 ANSWERS = st.one_of(st.none(), st.sampled_from(["1", "2", "3", "-1", "x"]))
 
 
 @QUICK
-@given(MODEL_TEXT, st.integers(-10**6, 10**6))
+@given(MODEL_TEXT, st.integers(-(10**6), 10**6))
 def test_reward_of_any_text_is_zero_or_one(text, gold):
     answer, r = reward(TASK, text, Example("0", "q", str(gold)))
     assert r in (0.0, 1.0)
@@ -47,13 +48,13 @@ def test_extraction_is_idempotent_on_its_output(text):
 
 
 @QUICK
-@given(MODEL_TEXT, st.integers(-10**9, 10**9))
+@given(MODEL_TEXT, st.integers(-(10**9), 10**9))
 def test_the_last_final_answer_wins(text, value):
     assert TASK.extract_answer(f"{text}\nFinal answer: {value}") == str(value)
 
 
 @QUICK
-@given(st.integers(-10**9, 10**9), st.integers(0, 3))
+@given(st.integers(-(10**9), 10**9), st.integers(0, 3))
 def test_numerically_equal_answers_are_equal(value, zeros):
     # The gold answer is `str(int)`; a model may pad with zeros or write -0.
     sign = "-" if value < 0 else ""

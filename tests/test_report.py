@@ -19,21 +19,47 @@ from irpo.analysis.results import generation_samples, load, pairs_across_iterati
 from irpo.run.artifacts import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["iterations=1", "task.train_size=32", "task.test_size=8", "num_samples=4", "eval.maj_k=2",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
+TINY = [
+    "iterations=1",
+    "task.train_size=32",
+    "task.test_size=8",
+    "num_samples=4",
+    "eval.maj_k=2",
+    "trainer.progress_bar=false",
+    "trainer.log_every_n_steps=1",
+]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def make_job(root: Path, name: str, overrides: list[str], accuracies: list[float], iterations: int = 2, stopped_in: str | None = None,
-             method: str = "irpo") -> Path:
+def make_job(
+    root: Path,
+    name: str,
+    overrides: list[str],
+    accuracies: list[float],
+    iterations: int = 2,
+    stopped_in: str | None = None,
+    method: str = "irpo",
+) -> Path:
     d = root / name
     (d / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"iterations": iterations, "method": {"_target_": "irpo.methods.DPO", "name": method}}), d / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"iterations": iterations, "method": {"_target_": "irpo.methods.DPO", "name": method}}),
+        d / ".hydra" / "config.yaml",
+    )
     OmegaConf.save(OmegaConf.create(overrides), d / ".hydra" / "overrides.yaml")
-    write_jsonl(d / "metrics.jsonl", [{"iteration": t, "test_accuracy": a, "pairs": 10 * (t + 1)} for t, a in enumerate(accuracies)])
+    write_jsonl(
+        d / "metrics.jsonl",
+        [{"iteration": t, "test_accuracy": a, "pairs": 10 * (t + 1)} for t, a in enumerate(accuracies)],
+    )
     if stopped_in:
-        write_jsonl(d / "events.jsonl", [{"stage": "iter_0/train", "event": "start"}, {"stage": "iter_0/train", "event": "finish"},
-                                         {"stage": stopped_in, "event": "start"}])
+        write_jsonl(
+            d / "events.jsonl",
+            [
+                {"stage": "iter_0/train", "event": "start"},
+                {"stage": "iter_0/train", "event": "finish"},
+                {"stage": stopped_in, "event": "start"},
+            ],
+        )
     return d
 
 
@@ -43,7 +69,10 @@ def seed_sweep(tmp_path):
     root = tmp_path / "sweep"
     root.mkdir()
     sweeper = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": {"alpha": "0,1"}}
-    OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": sweeper, "overrides": {"task": ["seed=0,1", "sweep=x"]}}}), root / "multirun.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"sweeper": sweeper, "overrides": {"task": ["seed=0,1", "sweep=x"]}}}),
+        root / "multirun.yaml",
+    )
     make_job(root, "0", ["alpha=0", "seed=0", "sweep=x"], [0.4, 0.5, 0.6])
     make_job(root, "1", ["alpha=0", "seed=1", "sweep=x"], [0.4, 0.3, 0.2])
     make_job(root, "2", ["alpha=1", "seed=0", "sweep=x"], [0.4, 0.45], stopped_in="iter_1/generate")
@@ -70,7 +99,9 @@ def test_partial_sweep_names_unfinished_and_unstarted_jobs(seed_sweep):
     assert {"configuration": "alpha=0", "iteration": 2, "seeds": 2}.items() <= summary["seed_mean_std"][2].items()
     assert summary["seed_mean_std"][2]["test_accuracy_mean"] == pytest.approx(0.4)
     header, first = (seed_sweep / "summary.csv").read_text().splitlines()[:2]
-    assert header.split(",")[:5] == ["job", "alpha", "seed", "iteration", "test_accuracy"] and first.startswith("0,0,0,0,0.4")
+    assert header.split(",")[:5] == ["job", "alpha", "seed", "iteration", "test_accuracy"] and first.startswith(
+        "0,0,0,0,0.4"
+    )
     for name in FIGURES:
         assert (seed_sweep / name).read_bytes()[:8] == PNG
 
@@ -78,7 +109,10 @@ def test_partial_sweep_names_unfinished_and_unstarted_jobs(seed_sweep):
 def test_report_cli_on_partial_sweep(seed_sweep):
     proc = subprocess.run([sys.executable, "-m", "irpo.report", str(seed_sweep)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "unfinished: job 2 (alpha=1 seed=0 sweep=x): 2 of 3 iterations logged, stopped in iter_1/generate" in proc.stdout
+    assert (
+        "unfinished: job 2 (alpha=1 seed=0 sweep=x): 2 of 3 iterations logged, stopped in iter_1/generate"
+        in proc.stdout
+    )
     assert "not started: alpha=1 seed=1 sweep=x" in proc.stdout
 
 
@@ -96,7 +130,10 @@ def _legend_inside(fig) -> list[str]:
     canvas = fig.bbox
     for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
         box = legend.get_window_extent()
-        assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and canvas.y0 <= box.y0 and box.y1 <= canvas.y1, (box, canvas)
+        assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and canvas.y0 <= box.y0 and box.y1 <= canvas.y1, (
+            box,
+            canvas,
+        )
     return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
 
 
@@ -107,18 +144,31 @@ def test_figure_lines_are_named_as_the_tables_name_the_arms(tmp_path):
     from irpo.analysis.figures import accuracy_figure, train_figure
 
     long = "a_very_long_experiment_folder_name_that_would_run_off_the_canvas"
-    for i, method in enumerate(("irpo", "dpo", "sft_chosen", "sft_gold", "zero_shot", "a_user_objective_with_a_long_name")):
-        make_job(tmp_path / "by_method", str(i), [f"experiment={long}/{method}", "seed=0"], [0.4, 0.5, 0.6], method=method)
+    for i, method in enumerate(
+        ("irpo", "dpo", "sft_chosen", "sft_gold", "zero_shot", "a_user_objective_with_a_long_name")
+    ):
+        make_job(
+            tmp_path / "by_method", str(i), [f"experiment={long}/{method}", "seed=0"], [0.4, 0.5, 0.6], method=method
+        )
     sweep = load(tmp_path / "by_method")
     for fig in (accuracy_figure(sweep), train_figure(sweep)):
-        assert _legend_inside(fig) == ["irpo", "dpo", "sft_chosen", "sft_gold", "zero_shot", "a_user_objective_with_a_long_name"]
+        assert _legend_inside(fig) == [
+            "irpo",
+            "dpo",
+            "sft_chosen",
+            "sft_gold",
+            "zero_shot",
+            "a_user_objective_with_a_long_name",
+        ]
         assert fig.legends[0].get_title().get_text() == "method"
     for alpha in (0, 1):
         make_job(tmp_path / "by_alpha", str(alpha), [f"alpha={alpha}"], [0.4, 0.5, 0.6])
     assert _legend_inside(accuracy_figure(load(tmp_path / "by_alpha"))) == ["alpha=0", "alpha=1"]
 
 
-@pytest.mark.parametrize("report", ["paper_mini/REPRODUCTION.md", "paper_mini/capacity/CAPACITY.md", "objectives/OBJECTIVES.md"])
+@pytest.mark.parametrize(
+    "report", ["paper_mini/REPRODUCTION.md", "paper_mini/capacity/CAPACITY.md", "objectives/OBJECTIVES.md"]
+)
 def test_the_committed_figures_name_their_lines_as_their_tables_do(report):
     """Every summary figure of a committed report: its legend inside the canvas, each line
     named as the report's table names the arm (and the M_0, in the capacity sweep)."""
@@ -141,7 +191,10 @@ def test_the_committed_figures_name_their_lines_as_their_tables_do(report):
 
         fig = logp_figure(records(sweep), ("dpo", "irpo"), "Fig. 3")
         _legend_inside(fig)
-        assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:2] == ["dpo", "irpo"] and "\n| dpo |" in text
+        assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:2] == [
+            "dpo",
+            "irpo",
+        ] and "\n| dpo |" in text
 
 
 def test_train_steps_run_on_across_iterations(tmp_path):
@@ -149,10 +202,16 @@ def test_train_steps_run_on_across_iterations(tmp_path):
     for t in (0, 1):
         (job_dir / f"iter_{t}" / "train").mkdir(parents=True)
         (job_dir / f"iter_{t}" / "train" / "metrics.csv").write_text(
-            "epoch,iteration,step,train/chosen_logps,train/rejected_logps\n0,%d,0,-2.0,-3.0\n0,%d,4,-1.5,-3.5\n" % (t, t))
+            "epoch,iteration,step,train/chosen_logps,train/rejected_logps\n0,%d,0,-2.0,-3.0\n0,%d,4,-1.5,-3.5\n"
+            % (t, t)
+        )
     rows = train_steps(load(job_dir).jobs[0])
     assert [(r["iteration"], r["step"], r["progress"], r["train/chosen_logps"]) for r in rows] == [
-        (0, 0, 0.2, -2.0), (0, 4, 1.0, -1.5), (1, 5, 1.2, -2.0), (1, 9, 2.0, -1.5)]
+        (0, 0, 0.2, -2.0),
+        (0, 4, 1.0, -1.5),
+        (1, 5, 1.2, -2.0),
+        (1, 9, 2.0, -1.5),
+    ]
     assert moving_average([1.0, 2.0, 3.0, 5.0], 2) == [1.0, 1.5, 2.5, 4.0]
 
 
@@ -161,15 +220,32 @@ def test_samples_know_winners_and_losers(tmp_path):
     for t, good in ((0, "a"), (1, "b")):
         it = job_dir / f"iter_{t}"
         it.mkdir()
-        write_jsonl(it / "generations.jsonl", [
-            {"prompt_id": pid, "sample": j, "completion": c, "answer": c, "reward": float(c == good)}
-            for pid in ("p0", "p1") for j, c in enumerate((good, "x", "y"))
-        ])
-        write_jsonl(it / "pairs.jsonl", [{"prompt_id": pid, "prompt": f"Q {pid}", "chosen": good, "rejected": "x", "chosen_is_gold": False} for pid in ("p1", "p0")])
+        write_jsonl(
+            it / "generations.jsonl",
+            [
+                {"prompt_id": pid, "sample": j, "completion": c, "answer": c, "reward": float(c == good)}
+                for pid in ("p0", "p1")
+                for j, c in enumerate((good, "x", "y"))
+            ],
+        )
+        write_jsonl(
+            it / "pairs.jsonl",
+            [
+                {"prompt_id": pid, "prompt": f"Q {pid}", "chosen": good, "rejected": "x", "chosen_is_gold": False}
+                for pid in ("p1", "p0")
+            ],
+        )
     rows = generation_samples(job_dir / "iter_1", {"p0": "Q p0"}, 1)
-    assert [(r["iteration"], r["prompt"], r["completion"], r["role"]) for r in rows] == [(1, "Q p0", "b", "winner"), (1, "Q p0", "x", "loser"), (1, "Q p0", "y", "")]
+    assert [(r["iteration"], r["prompt"], r["completion"], r["role"]) for r in rows] == [
+        (1, "Q p0", "b", "winner"),
+        (1, "Q p0", "x", "loser"),
+        (1, "Q p0", "y", ""),
+    ]
     pairs = pairs_across_iterations(load(job_dir).jobs[0])
-    assert [(p["iteration"], p["prompt_id"], p["winner"], p["loser"]) for p in pairs] == [(0, "p1", "a", "x"), (1, "p1", "b", "x")]
+    assert [(p["iteration"], p["prompt_id"], p["winner"], p["loser"]) for p in pairs] == [
+        (0, "p1", "a", "x"),
+        (1, "p1", "b", "x"),
+    ]
 
 
 def wandb_run_records(path: Path) -> list:
@@ -182,10 +258,10 @@ def wandb_run_records(path: Path) -> list:
         if 32768 - pos % 32768 < 7:
             pos += 32768 - pos % 32768
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0:
             break
-        buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+        buf, pos = buf + data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 4):  # a whole record, or the last chunk of one
             record = wandb_internal_pb2.Record()
             record.ParseFromString(buf)
@@ -211,7 +287,12 @@ def test_named_sweep_writes_its_report(named_sweep):
     sweep, proc = named_sweep
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["swept"] == ["alpha"] and summary["unfinished"] == [] == summary["not_started"]
-    assert [(r["job"], r["alpha"], r["iteration"]) for r in summary["rows"]] == [("0", "0", 0), ("0", "0", 1), ("1", "1", 0), ("1", "1", 1)]
+    assert [(r["job"], r["alpha"], r["iteration"]) for r in summary["rows"]] == [
+        ("0", "0", 0),
+        ("0", "0", 1),
+        ("1", "1", 0),
+        ("1", "1", 1),
+    ]
     assert all("test_accuracy" in r and "maj@2" in r for r in summary["rows"])
     for name in FIGURES:
         assert (sweep / name).read_bytes()[:8] == PNG
@@ -263,8 +344,14 @@ def test_report_by_hand_on_a_killed_sweep(tmp_path):
     from conftest import run_cli
 
     sweep = tmp_path / "killed"
-    proc = run_cli("-m", "method=zero_shot,irpo", *TINY, "logger=none", f"hydra.sweep.dir={sweep}",
-                   env={"IRPO_FAILPOINT": "before-rename:model"})
+    proc = run_cli(
+        "-m",
+        "method=zero_shot,irpo",
+        *TINY,
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        env={"IRPO_FAILPOINT": "before-rename:model"},
+    )
     assert proc.returncode != 0 and not (sweep / "summary.json").exists()
     proc = subprocess.run([sys.executable, "-m", "irpo.report", str(sweep)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -290,9 +377,8 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
 @pytest.mark.slow
 def test_tensorboard_logger_carries_iteration_metrics(tmp_path):
     pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from conftest import run_cli
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
     proc = run_cli(*TINY, "logger=tensorboard", f"hydra.run.dir={run}")
@@ -300,7 +386,9 @@ def test_tensorboard_logger_carries_iteration_metrics(tmp_path):
     assert not (run / "wandb").exists()
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     rows = read_jsonl(run / "metrics.jsonl")
-    assert [(e.step, e.value) for e in events.Scalars("iter/test_accuracy")] == [(r["iteration"], pytest.approx(r["test_accuracy"])) for r in rows]
+    assert [(e.step, e.value) for e in events.Scalars("iter/test_accuracy")] == [
+        (r["iteration"], pytest.approx(r["test_accuracy"])) for r in rows
+    ]
     assert [e.step for e in events.Scalars("iter/pairs")] == [0]
     assert "train/chosen_logps" in events.Tags()["scalars"]
 

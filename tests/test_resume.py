@@ -12,24 +12,35 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, run_cli
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_cli
 from irpo.run.artifacts import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 SMALL = [
-    "iterations=1", "task.train_size=48", "task.test_size=16", "num_samples=4", "eval.maj_k=0",
-    "shard_size=16", "trainer.batch_size=8", "trainer.checkpoint_every_n_steps=2",
-    "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "logger=none",
+    "iterations=1",
+    "task.train_size=48",
+    "task.test_size=16",
+    "num_samples=4",
+    "eval.maj_k=0",
+    "shard_size=16",
+    "trainer.batch_size=8",
+    "trainer.checkpoint_every_n_steps=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.progress_bar=false",
+    "logger=none",
 ]
 
 
 def start(run, env=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+        [sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -37,7 +48,14 @@ def finish(run, *prefix):
     """Runs the same command to its end (prefix: a command it runs under, as taskset)."""
     env = {**os.environ, "WANDB_SILENT": "true"}
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([*prefix, sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "irpo", *SMALL, f"hydra.run.dir={run}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -51,7 +69,10 @@ def reference_run(tmp_path_factory):
 def assert_same_result(run, reference):
     for name in ("generations.jsonl", "pairs.jsonl"):
         assert read_jsonl(run / "iter_0" / name) == read_jsonl(reference / "iter_0" / name)
-    ours, theirs = load_file(run / "iter_0/model/model.safetensors"), load_file(reference / "iter_0/model/model.safetensors")
+    ours, theirs = (
+        load_file(run / "iter_0/model/model.safetensors"),
+        load_file(reference / "iter_0/model/model.safetensors"),
+    )
     assert ours.keys() == theirs.keys()
     for k in ours:
         torch.testing.assert_close(ours[k], theirs[k], atol=1e-5, rtol=1e-4)
@@ -65,7 +86,9 @@ def training_record(run):
     with open(run / "iter_0/train/metrics.csv") as f:
         rows = [{k: float(v) for k, v in row.items() if k != "train/tokens_per_s"} for row in csv.DictReader(f)]
     metrics = json.loads((run / "iter_0/metrics.json").read_text())
-    return rows, {k: v for k, v in metrics.items() if k.startswith("train_") and k not in ("train_tokens_per_s", "train_seconds")}
+    return rows, {
+        k: v for k, v in metrics.items() if k.startswith("train_") and k not in ("train_tokens_per_s", "train_seconds")
+    }
 
 
 def assert_same_training_record(run, reference):
@@ -75,7 +98,10 @@ def assert_same_training_record(run, reference):
     assert [r["step"] for r in rows] == [r["step"] for r in want_rows]
     for row, want in zip(rows, want_rows):
         assert row == pytest.approx(want, abs=1e-4)
-    assert metrics.keys() == want_metrics.keys() and {"train_loss", "train_reward_accuracy", "train_reward_margin"} <= metrics.keys()
+    assert (
+        metrics.keys() == want_metrics.keys()
+        and {"train_loss", "train_reward_accuracy", "train_reward_margin"} <= metrics.keys()
+    )
     assert metrics["train_pair_tokens"] == want_metrics["train_pair_tokens"]
     assert metrics == pytest.approx(want_metrics, abs=1e-4)
 
@@ -107,7 +133,9 @@ def test_kill_during_generation(tmp_path, reference_run):
     write_jsonl(shards / "shard_00000.jsonl", [{**r, "from_first_run": True} for r in rows])
     finish(run)
     merged = read_jsonl(run / "iter_0" / "generations.jsonl")
-    assert all(r.pop("from_first_run", False) for r in merged[: len(rows)]) and not any("from_first_run" in r for r in merged)
+    assert all(r.pop("from_first_run", False) for r in merged[: len(rows)]) and not any(
+        "from_first_run" in r for r in merged
+    )
     write_jsonl(run / "iter_0" / "generations.jsonl", merged)
     assert_same_result(run, reference_run)
     assert_no_stage_ran_twice(run)
@@ -128,10 +156,16 @@ def test_kill_during_training(tmp_path, reference_run):
     # its model is the uninterrupted run's to the bit, whatever the machine offers now.
     finish(run, "taskset", "-c", "0")
     assert_same_result(run, reference_run)
-    ours, theirs = load_file(run / "iter_0/model/model.safetensors"), load_file(reference_run / "iter_0/model/model.safetensors")
+    ours, theirs = (
+        load_file(run / "iter_0/model/model.safetensors"),
+        load_file(reference_run / "iter_0/model/model.safetensors"),
+    )
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     launches = [e for e in read_jsonl(run / "events.jsonl") if e.get("event") == "launch"]
-    assert [e["threads_from"] for e in launches] == ["the cores this process may use", "recorded by the run's first launch"]
+    assert [e["threads_from"] for e in launches] == [
+        "the cores this process may use",
+        "recorded by the run's first launch",
+    ]
     assert launches[0]["threads"] == launches[1]["threads"] == len(os.sched_getaffinity(0))
     assert_no_stage_ran_twice(run)
     # Training went on from the checkpoint, not from step 0: the rerun trained on fewer
@@ -173,8 +207,9 @@ def test_a_refused_launch_changes_no_file(tmp_path, reference_run):
     """Refused for a stale config, refused by the lock of a launch still going, and a
     plan-only launch: each leaves every file of the finished run as it was, the recorded
     config included (the report reads the run's alpha from it)."""
-    from irpo.run.artifacts import RunDir
     from omegaconf import OmegaConf
+
+    from irpo.run.artifacts import RunDir
 
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)
@@ -200,7 +235,9 @@ def test_kill_during_evaluation(tmp_path, reference_run):
     finish(run)
     assert_same_result(run, reference_run)
     assert_no_stage_ran_twice(run)
-    assert read_jsonl(run / "iter_0" / "eval_generations.jsonl") == read_jsonl(reference_run / "iter_0" / "eval_generations.jsonl")
+    assert read_jsonl(run / "iter_0" / "eval_generations.jsonl") == read_jsonl(
+        reference_run / "iter_0" / "eval_generations.jsonl"
+    )
 
 
 def test_a_run_directory_has_one_writer(tmp_path):

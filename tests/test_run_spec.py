@@ -51,16 +51,34 @@ from irpo.__main__ import main
 main()
 """
 
-SMALL = ["task.train_size=16", "task.test_size=16", "iterations=1", "num_samples=4", "eval.maj_k=2", "trainer.max_steps=2",
-         "trainer.progress_bar=false", "selection.val_size=8", "selection.val_every_n_steps=1"]
+SMALL = [
+    "task.train_size=16",
+    "task.test_size=16",
+    "iterations=1",
+    "num_samples=4",
+    "eval.maj_k=2",
+    "trainer.max_steps=2",
+    "trainer.progress_bar=false",
+    "selection.val_size=8",
+    "selection.val_every_n_steps=1",
+]
 
 
 def poisoned_run(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", POISONED, *argv], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-c", POISONED, *argv], capture_output=True, text=True, cwd=ROOT, timeout=900
+    )
 
 
 def test_a_plan_reads_no_config_after_the_spec_is_built(tmp_path):
-    proc = poisoned_run("plan=true", "model=llama2_70b", "trainer=fsdp", "generator=vllm", "task=gsm8k", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = poisoned_run(
+        "plan=true",
+        "model=llama2_70b",
+        "trainer=fsdp",
+        "generator=vllm",
+        "task=gsm8k",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "== training memory per rank" in proc.stdout and "fsdp: 16 B/param" in proc.stdout
 
@@ -78,7 +96,12 @@ def test_a_run_and_its_report_read_no_config_after_the_spec_is_built(tmp_path):
 
 
 def imported_names(path: Path) -> set[str]:
-    return {alias.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    return {
+        alias.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
 
 
 def test_the_composed_config_is_imported_by_four_modules_at_most():
@@ -92,10 +115,23 @@ def compared_literals(path: Path) -> list[str]:
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Compare):
-            out += [c.value for side in (node.left, *node.comparators) for c in ast.walk(side)
-                    if isinstance(c, ast.Constant) and isinstance(c.value, str)]
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("endswith", "startswith"):
-            out += [c.value for arg in node.args for c in ast.walk(arg) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+            out += [
+                c.value
+                for side in (node.left, *node.comparators)
+                for c in ast.walk(side)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            ]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("endswith", "startswith")
+        ):
+            out += [
+                c.value
+                for arg in node.args
+                for c in ast.walk(arg)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            ]
     return out
 
 
@@ -114,9 +150,15 @@ def test_no_generator_class_is_named_and_no_replica_size_read_outside_generation
             continue
         assert not [s for s in compared_literals(path) if s.endswith("Generator")], path
         tree = ast.parse(path.read_text())
-        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "tensor_parallel_size"], path
-        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and "tensor_parallel_size" in
-                    [c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant)]], path
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "tensor_parallel_size"], (
+            path
+        )
+        assert not [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call)
+            and "tensor_parallel_size" in [c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant)]
+        ], path
 
 
 def test_each_stage_names_its_files_once():
@@ -125,8 +167,11 @@ def test_each_stage_names_its_files_once():
     files = [f for stage in iteration_stages() for f in stage.files]
     assert len(files) == len(set(files))
     for path in IRPO.rglob("*.py"):
-        spelled = [n.right.value for n in ast.walk(ast.parse(path.read_text()))
-                   if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and isinstance(n.right, ast.Constant)]
+        spelled = [
+            n.right.value
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and isinstance(n.right, ast.Constant)
+        ]
         assert not set(spelled) & set(files), (path, set(spelled) & set(files))
 
 
@@ -134,5 +179,8 @@ def test_a_generation_backend_answers_for_itself():
     from irpo.generation.schemas import HFGeneratorConfig, VLLMGeneratorConfig
 
     assert HFGeneratorConfig().replica_size == 1 and VLLMGeneratorConfig(tensor_parallel_size=4).replica_size == 4
-    assert VLLMGeneratorConfig().engine_budget(100, 90, on_gpu=True) == 90 and HFGeneratorConfig().engine_budget(100, 80, on_gpu=True) == 80
+    assert (
+        VLLMGeneratorConfig().engine_budget(100, 90, on_gpu=True) == 90
+        and HFGeneratorConfig().engine_budget(100, 80, on_gpu=True) == 80
+    )
     assert VLLMGeneratorConfig(gpu_memory_utilization=0.5).engine_budget(100, 90, on_gpu=True) == 50

@@ -16,14 +16,14 @@ from transformers import AutoModelForCausalLM
 from irpo.cli import register_all
 from irpo.errors import UserError
 from irpo.methods import DPO
-from irpo.pairs import PairRule
-from irpo.training.batching import MicroBatching
-from irpo.training.data import DataSettings, IterationData
 from irpo.models.load import ModelLoadError, load_policy
 from irpo.models.tiny_tokenizer import build_tokenizer
-from irpo.tasks.arith import ArithTask
-from irpo.training.train import train_policy
+from irpo.pairs import PairRule
 from irpo.spec import build
+from irpo.tasks.arith import ArithTask
+from irpo.training.batching import MicroBatching
+from irpo.training.data import DataSettings, IterationData
+from irpo.training.train import train_policy
 
 CONF = Path(__file__).parents[1] / "conf"
 SECRETS = {"WANDB_API_KEY": "sk-test-SECRET123", "HF_TOKEN": "hf_SECRET456"}
@@ -98,19 +98,41 @@ def tiny_fit(tmp_path, composer, model_dir):
     tok = build_tokenizer()
     it = tmp_path / "iter_0"
     it.mkdir()
-    (it / "pairs.jsonl").write_text("".join(
-        json.dumps({"prompt_id": str(i), "prompt": f"Q: {i}+1\nA:", "chosen": f" {i + 1}\n", "rejected": f" {i}\n"}) + "\n"
-        for i in range(4)
-    ))
+    (it / "pairs.jsonl").write_text(
+        "".join(
+            json.dumps({"prompt_id": str(i), "prompt": f"Q: {i}+1\nA:", "chosen": f" {i + 1}\n", "rejected": f" {i}\n"})
+            + "\n"
+            for i in range(4)
+        )
+    )
     data = IterationData(
-        task=task, examples=task.load("train"), prompts=["Q"] * 4, out_dir=it, iteration=0, tokenizer=tok, method=DPO("irpo"),
-        settings=DataSettings(num_samples=2, temperature=1.0, pair_rule=PairRule(1), seed=0, max_length=64, batching=MicroBatching(2, 2), shard_size=4),
+        task=task,
+        examples=task.load("train"),
+        prompts=["Q"] * 4,
+        out_dir=it,
+        iteration=0,
+        tokenizer=tok,
+        method=DPO("irpo"),
+        settings=DataSettings(
+            num_samples=2,
+            temperature=1.0,
+            pair_rule=PairRule(1),
+            seed=0,
+            max_length=64,
+            batching=MicroBatching(2, 2),
+            shard_size=4,
+        ),
     )
 
     def fit(max_steps: int, ckpt_dir: Path) -> None:
         cfg = composer(
-            f"model.path={model_dir}", "trainer.reference=live", "trainer.batch_size=2", f"trainer.max_steps={max_steps}",
-            "trainer.checkpoint_every_n_steps=1", "trainer.progress_bar=false", "logger=none",
+            f"model.path={model_dir}",
+            "trainer.reference=live",
+            "trainer.batch_size=2",
+            f"trainer.max_steps={max_steps}",
+            "trainer.checkpoint_every_n_steps=1",
+            "trainer.progress_bar=false",
+            "logger=none",
         )
         train_policy(replace(build(cfg), method=DPO("irpo")), data, str(model_dir), it / "model", ckpt_dir, [])
 
@@ -150,9 +172,20 @@ def test_api_keys_are_never_written(tmp_path, model_dir):
 
     run = tmp_path / "run"
     proc = run_cli(
-        f"model.path={model_dir}", "task.train_size=8", "task.test_size=4", "num_samples=2", "eval.maj_k=0", "iterations=1",
-        "gold_winner=true", "trainer.batch_size=4", "trainer.log_every_n_steps=1", "trainer.progress_bar=false",
-        "logger=wandb", "logger.wandb.mode=offline", f"hydra.run.dir={run}", env=SECRETS,
+        f"model.path={model_dir}",
+        "task.train_size=8",
+        "task.test_size=4",
+        "num_samples=2",
+        "eval.maj_k=0",
+        "iterations=1",
+        "gold_winner=true",
+        "trainer.batch_size=4",
+        "trainer.log_every_n_steps=1",
+        "trainer.progress_bar=false",
+        "logger=wandb",
+        "logger.wandb.mode=offline",
+        f"hydra.run.dir={run}",
+        env=SECRETS,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The scan must cover what W&B wrote, or finding nothing proves nothing.

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from irpo.run.artifacts import read_jsonl
 from irpo.errors import UserError
-from irpo.training.selection import best_candidate, candidate_steps, stop_now
-from irpo.training.train import CandidateCheckpoints
+from irpo.run.artifacts import read_jsonl
 from irpo.tasks.arith import ArithTask
 from irpo.tasks.subsets import validation_split
+from irpo.training.selection import best_candidate, candidate_steps, stop_now
+from irpo.training.train import CandidateCheckpoints
 
 
 @pytest.mark.parametrize(
@@ -70,8 +70,18 @@ def test_validation_split_held_out_from_train_or_from_the_task():
         validation_split(task, train, 60, "validation", 0)
 
 
-SELECT = ["iterations=3", "task.train_size=48", "task.test_size=16", "num_samples=4", "eval.maj_k=0", "logger=none",
-          "trainer.progress_bar=false", "trainer.batch_size=8", "selection.val_size=24", "selection.val_every_n_steps=2"]
+SELECT = [
+    "iterations=3",
+    "task.train_size=48",
+    "task.test_size=16",
+    "num_samples=4",
+    "eval.maj_k=0",
+    "logger=none",
+    "trainer.progress_bar=false",
+    "trainer.batch_size=8",
+    "selection.val_size=24",
+    "selection.val_every_n_steps=2",
+]
 
 
 @pytest.mark.slow
@@ -83,7 +93,9 @@ def test_loop_selects_the_best_candidate_stops_early_and_resumes(tmp_path, cli):
     assert proc.returncode == 0, proc.stderr[-3000:]
     sel = json.loads((run / "iter_0" / "selection.json").read_text())
     steps = [c["step"] for c in sel["candidates"]]
-    assert steps == sorted({*range(2, sel["last_step"] + 1, 2), sel["last_step"]}) and len(steps) > 1  # every 2nd step, and the last
+    assert (
+        steps == sorted({*range(2, sel["last_step"] + 1, 2), sel["last_step"]}) and len(steps) > 1
+    )  # every 2nd step, and the last
     assert sel["val_accuracy"] == max(c["val_accuracy"] for c in sel["candidates"])
     chosen = run / "iter_0" / "candidates" / f"step_{sel['selected_step']}" / "model" / "model.safetensors"
     assert (run / "iter_0" / "model" / "model.safetensors").read_bytes() == chosen.read_bytes()

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
 from safetensors.torch import save_file
 
-from conftest import ROOT
 from irpo.models import shards
 
 
@@ -21,8 +21,15 @@ def checkpoint(tmp_path_factory):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     path = tmp_path_factory.mktemp("big")
-    config = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=4096, num_hidden_layers=4, num_attention_heads=16,
-                         num_key_value_heads=4, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=4,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(path, max_shard_size="200MB")
     return path
@@ -34,9 +41,21 @@ def test_each_rank_reads_only_its_shards(checkpoint, tmp_path):
     size = sum(f.stat().st_size for f in files)
     assert len(files) >= 3 and size >= 400e6 and (checkpoint / "model.safetensors.index.json").exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(ROOT / "tests/load_shards_rank.py"),
-         str(checkpoint), str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(ROOT / "tests/load_shards_rank.py"),
+            str(checkpoint),
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -48,7 +67,11 @@ def test_each_rank_reads_only_its_shards(checkpoint, tmp_path):
 
 def test_rows_read_from_a_file_convert_through_a_bounded_buffer(tmp_path, monkeypatch):
     table = torch.arange(60, dtype=torch.float32).reshape(10, 6) / 7
-    save_file({"a": table.to(torch.bfloat16), "b": table, "s": torch.tensor(3.5)}, tmp_path / "m.safetensors", metadata={"format": "pt"})
+    save_file(
+        {"a": table.to(torch.bfloat16), "b": table, "s": torch.tensor(3.5)},
+        tmp_path / "m.safetensors",
+        metadata={"format": "pt"},
+    )
     stored = shards.index([str(tmp_path / "m.safetensors")])
     monkeypatch.setattr(shards, "BUFFER_BYTES", 2 * 6 * 2)  # two bf16 rows a step: four steps for rows 3..9
     out = torch.empty(7, 6)

@@ -37,7 +37,9 @@ def test_no_function_takes_more_than_eight_parameters():
     found = dict(signatures())
     over = {name: n for name, n in found.items() if n > MOST and name not in EXCEPTIONS}
     assert not over, f"more than {MOST} parameters (pass a typed config): {over}"
-    assert EXCEPTIONS <= found.keys() and all(found[name] > MOST for name in EXCEPTIONS), "an exception no longer needed"
+    assert EXCEPTIONS <= found.keys() and all(found[name] > MOST for name in EXCEPTIONS), (
+        "an exception no longer needed"
+    )
 
 
 def test_the_walk_sees_a_long_signature():

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from irpo.planning import capacity, plan as plan_report, sizing
 from irpo.cli import register_all
-from irpo.spec import build
 from irpo.errors import UserError
 from irpo.models.load import tiny_m0_dir
-from irpo.training.trainers import TRAINERS
+from irpo.planning import capacity, sizing
+from irpo.planning import plan as plan_report
 from irpo.planning.sizing import Arch, GiB, Training
+from irpo.spec import build
+from irpo.training.trainers import TRAINERS
 
 ROOT = Path(__file__).parents[1]
 CONF = ROOT / "conf"
@@ -35,8 +36,20 @@ L70 = Arch(68_976_648_192, 80, 8192, 28672, 64, 8, 32000)
 
 def train(arch: Arch = L70, strategy: str = "fsdp", **kw) -> Training:
     cls = TRAINERS[strategy]
-    base = dict(trainer=cls.name, sharded=cls.sharded, deepspeed=cls.deepspeed, gpus_per_node=8, nodes=2, precision="bf16-mixed",
-                weight_bytes=2, tokens=0, checkpointing=True, cpu_offload=False, live_reference=False, lora=0)
+    base = dict(
+        trainer=cls.name,
+        sharded=cls.sharded,
+        deepspeed=cls.deepspeed,
+        gpus_per_node=8,
+        nodes=2,
+        precision="bf16-mixed",
+        weight_bytes=2,
+        tokens=0,
+        checkpointing=True,
+        cpu_offload=False,
+        live_reference=False,
+        lora=0,
+    )
     return Training(**{**base, **kw})
 
 
@@ -54,15 +67,34 @@ def test_parameter_counts_are_the_published_ones():
     # Qwen3-0.6B: 16 heads of 128 (q 2048 wide over hidden 1024), q/k norms of 128 each:
     # 28 x (q, o 2 x 1024 x 2048 + k, v 2 x 1024 x 1024 + MLP 3 x 1024 x 3072 + norms 2 x 1024
     # + q/k norms 2 x 128) = 28 x 15,730,944 = 440,466,432, + tied 151936 x 1024 + 1024 = 596,049,920.
-    assert sizing.count_params(shape(28, 1024, 3072, 16, 8, 151936, 128, True), tied=True, qkv_bias=False) == 596_049_920
+    assert (
+        sizing.count_params(shape(28, 1024, 3072, 16, 8, 151936, 128, True), tied=True, qkv_bias=False) == 596_049_920
+    )
     assert (L7.layer_params, L70.layer_params) == (202_383_360, 855_654_400)
 
 
 def test_an_explicit_head_dim_sizes_attention_kv_and_lora():
-    qwen3 = sizing.arch_from_hf_config(dict(model_type="qwen3", num_hidden_layers=28, hidden_size=1024, intermediate_size=3072,
-                                             num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
-                                             tie_word_embeddings=True, attention_bias=False))
-    assert (qwen3.head_dim, qwen3.q_dim, qwen3.kv_dim, qwen3.qk_norm, qwen3.params) == (128, 2048, 1024, True, 596_049_920)
+    qwen3 = sizing.arch_from_hf_config(
+        dict(
+            model_type="qwen3",
+            num_hidden_layers=28,
+            hidden_size=1024,
+            intermediate_size=3072,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+            attention_bias=False,
+        )
+    )
+    assert (qwen3.head_dim, qwen3.q_dim, qwen3.kv_dim, qwen3.qk_norm, qwen3.params) == (
+        128,
+        2048,
+        1024,
+        True,
+        596_049_920,
+    )
     # K and V of 28 layers x 8 heads x 128 in bf16: 114,688 bytes a token (hidden / heads would say half)
     assert sizing.generation_memory(qwen3, 2, 1, 100, 80 * GiB).kv_per_token == 2 * 28 * 8 * 128 * 2
     assert sizing.lora_params(qwen3, 8, ("q_proj", "o_proj")) == 28 * 2 * 8 * (1024 + 2048)
@@ -70,8 +102,12 @@ def test_an_explicit_head_dim_sizes_attention_kv_and_lora():
     wide, narrow = (sizing.activation_bytes(a, 1000, 2, False) for a in (qwen3, replace(qwen3, head_dim=64)))
     assert wide - narrow == 1000 * 28 * 2 * (4 * 2048 + 4 * 1024 - 4 * 1024 - 4 * 512) // 2
     # what the config does not set is hidden / heads, as Llama and Qwen2 imply
-    assert sizing.arch_from_hf_config(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                            vocab_size=10)).head_dim == 16
+    assert (
+        sizing.arch_from_hf_config(
+            dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, vocab_size=10)
+        ).head_dim
+        == 16
+    )
 
 
 def test_tiny_models_arch_from_its_config_counts_its_parameters():
@@ -86,7 +122,12 @@ def test_ddp_holds_18_bytes_per_parameter_on_every_gpu():
     m = sizing.training_memory(L7, train(L7, strategy="ddp", nodes=1))
     # float32 weights and gradients 4 x 6,738,415,616 = 26,953,662,464 each; AdamW m, v 8 x =
     # 53,907,324,928; autocast's bf16 copies 2 x = 13,476,831,232; 18 x = 121,291,481,088
-    assert (m.weights, m.gradients, m.optimizer, m.gathered) == (26_953_662_464, 26_953_662_464, 53_907_324_928, 13_476_831_232)
+    assert (m.weights, m.gradients, m.optimizer, m.gathered) == (
+        26_953_662_464,
+        26_953_662_464,
+        53_907_324_928,
+        13_476_831_232,
+    )
     assert m.total == 121_291_481_088
     # 32-true makes no copy (16 B/param); bf16-true keeps no master weights (2 + 2 + 4)
     assert sizing.training_memory(L7, train(L7, strategy="ddp", nodes=1, precision="32-true")).total == 16 * L7.params
@@ -121,11 +162,20 @@ def test_zero3_is_deepspeeds_estimate_with_and_without_offload():
     # DeepSpeed estimate_zero3_model_states_mem_needs (zero_init, buffer factor 1.5); largest
     # module of 7B: the embedding, 32000 x 4096 = 131,072,000 (4 x = 524,288,000).
     # No offload, 8 GPUs: 524,288,000 + 18 x 6,738,415,616 / 8 (15,161,435,136); host 131,072,000 x 4 x 8 x 1.5.
-    assert sizing.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, False) == (6_291_456_000, 15_685_723_136)
+    assert sizing.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, False) == (
+        6_291_456_000,
+        15_685_723_136,
+    )
     # Optimizer offloaded: 524,288,000 + 2P/8 (1,684,603,904); host 16P x 1.5 = 161,721,974,784.
-    assert sizing.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, True) == (161_721_974_784, 2_208_891_904)
+    assert sizing.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, True) == (
+        161_721_974_784,
+        2_208_891_904,
+    )
     # Parameters offloaded too: 4 x largest alone; host 18P x 1.5 = 181,937,221,632.
-    assert sizing.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, True, True) == (181_937_221_632, 524_288_000)
+    assert sizing.zero3_model_states(L7.params, L7.largest_module_params, 8, 1, True, True) == (
+        181_937_221_632,
+        524_288_000,
+    )
     # 70B on 2 nodes x 8: 4 x 262,144,000 + 18 x 68,976,648,192 / 16 (77,598,729,216).
     m = sizing.training_memory(L70, train(strategy="deepspeed_zero3"))
     assert m.total == 78_647_305_216 and m.gathered == 1_048_576_000
@@ -147,14 +197,18 @@ def test_activations_per_korthikanti_adapted_to_llama():
     # 2 x 8192. Checkpointed, 1 pair x 1024 = 2048 tokens: (80 x 2 x 8192 + 331,776 + 16,384) x 2048,
     # and the logits of 2048 positions x 32000 (65,536,000, one chunk: under 2**26) x (2 + 8).
     assert sizing.activation_bytes(L70, 2048, 2, True) == 1_658_880 * 2048 + 655_360_000 == 4_052_746_240
-    assert sizing.activation_bytes(L70, 2048, 2, False) == (80 * 331_776 + 16_384) * 2048 + 655_360_000 == 55_047_094_272
+    assert (
+        sizing.activation_bytes(L70, 2048, 2, False) == (80 * 331_776 + 16_384) * 2048 + 655_360_000 == 55_047_094_272
+    )
     # 7B (no GQA): 12 x 4096 + 4 x 4096 + 8 x 11008 = 153,600 per layer; 8192 tokens, not
     # checkpointed: 262,144,000 logits, of which a chunk of 2**26 exist at once.
     assert sizing.activation_bytes(L7, 8192, 2, False) == (32 * 153_600 + 8_192) * 8192 + 2**26 * 10 == 41_003_515_904
     # fp32 doubles the layers' share; the logits take 4 + 8 bytes per entry.
     assert sizing.activation_bytes(L7, 1, 4, False) == 32 * 307_200 + 4 * 4096 + 32000 * 12
     # the logits' share is bounded: twice the tokens, twice the layers' share, the same chunk
-    assert sizing.activation_bytes(L7, 16384, 2, False) - 2 * sizing.activation_bytes(L7, 8192, 2, False) == -(2**26 * 10)
+    assert sizing.activation_bytes(L7, 16384, 2, False) - 2 * sizing.activation_bytes(L7, 8192, 2, False) == -(
+        2**26 * 10
+    )
 
 
 def test_lora_trains_adapters_over_a_frozen_bf16_base():
@@ -164,12 +218,20 @@ def test_lora_trains_adapters_over_a_frozen_bf16_base():
     m = sizing.training_memory(L70, train(lora=adapters, live_reference=True))
     # (2P + 4A) / 16 (adapters in float32), 4A / 16, 8A / 16; a unit gathers its bf16 weights
     # alone (2 x 855,654,400); the live reference is the base with adapters disabled.
-    assert (m.weights, m.gradients, m.optimizer, m.gathered, m.reference) == (8_638_465_024, 16_384_000, 32_768_000, 1_711_308_800, 0)
+    assert (m.weights, m.gradients, m.optimizer, m.gathered, m.reference) == (
+        8_638_465_024,
+        16_384_000,
+        32_768_000,
+        1_711_308_800,
+        0,
+    )
 
 
 def test_a_live_reference_is_another_copy_sharded_like_the_policy():
     # held as the policy is, float32 under mixed precision: scored with training's numerics
-    assert sizing.training_memory(L7, train(L7, strategy="ddp", nodes=1, live_reference=True)).reference == 4 * L7.params
+    assert (
+        sizing.training_memory(L7, train(L7, strategy="ddp", nodes=1, live_reference=True)).reference == 4 * L7.params
+    )
     # 4P/16 + 4 x 855,654,400 (its gathered layer)
     assert sizing.training_memory(L70, train(live_reference=True)).reference == 17_244_162_048 + 3_422_617_600
 
@@ -191,7 +253,9 @@ def test_cost_of_a_paper_gsm8k_iteration():
     c = sizing.iteration_cost(L70.params, sizing.Work(267_717, 8792, 130, 256, 80_000, 60_000, 2), True, False)
     assert (c.generated, c.prefilled, c.trained, c.referenced) == (68_535_552, 1_142_960, 61_760_000, 46_320_000)
     assert c.generate_flops == 2 * L70.params * 69_678_512 == 9_612_380_417_532_100_608
-    assert c.train_flops == L70.params * (8 * 61_760_000 + 2 * 46_320_000) == 40_469_979_027_210_240_000  # 6P + recompute 2P
+    assert (
+        c.train_flops == L70.params * (8 * 61_760_000 + 2 * 46_320_000) == 40_469_979_027_210_240_000
+    )  # 6P + recompute 2P
     assert sizing.gpu_hours(c.train_flops, 989.0, 0.4) == pytest.approx(28.4167, abs=1e-4)
 
 
@@ -227,13 +291,19 @@ def test_paper_presets_fit_their_gpus(composer, on, experiment):
 
 def test_a_70b_run_on_this_kind_of_machine_is_refused_with_what_to_run_instead(composer, on):
     on(NO_GPU)
-    with pytest.raises(UserError, match=r"68.98B params\) does not fit this machine: training needs .* no GPU; here, a smaller model \(plan=true sizes one\); or run it on GPUs: trainer=fsdp"):
+    with pytest.raises(
+        UserError,
+        match=r"68.98B params\) does not fit this machine: training needs .* no GPU; "
+        r"here, a smaller model \(plan=true sizes one\); or run it on GPUs: trainer=fsdp",
+    ):
         capacity.check_fits(composer("task=arc", "model=llama2_70b"))
 
 
 def test_a_small_model_on_this_kind_of_machine_is_told_what_fits_here(composer, on):
     on(NO_GPU)
-    with pytest.raises(UserError, match=r"no GPU; here, set model.max_length=\d+ trainer.micro_batch_tokens=\d+ .*; or run it on GPUs"):
+    with pytest.raises(
+        UserError, match=r"no GPU; here, set model.max_length=\d+ trainer.micro_batch_tokens=\d+ .*; or run it on GPUs"
+    ):
         capacity.check_fits(composer("model=qwen2_5_0_5b"))
 
 
@@ -260,8 +330,12 @@ def test_the_default_run_and_unknown_models_pass(composer, on):
 
 
 def test_prompt_counts_without_data_are_the_known_split_sizes(composer):
-    for overrides, counts in ((("task=gsm8k",), (7473, 1319)), (("task=arc", "task.include_easy=true"), (3370, 1172)),
-                              (("task=math", "task.train_size=100"), (100, 5000)), (("task=arith",), (384, 200))):
+    for overrides, counts in (
+        (("task=gsm8k",), (7473, 1319)),
+        (("task=arc", "task.include_easy=true"), (3370, 1172)),
+        (("task=math", "task.train_size=100"), (100, 5000)),
+        (("task=arith",), (384, 200)),
+    ):
         cfg = composer(*overrides)
         task = cfg.task
         assert plan_report.prompt_counts(cfg, task, plan_report.local_splits(cfg, task)) == counts
@@ -273,11 +347,15 @@ def test_known_split_sizes_match_the_data(composer):
         cfg = composer(f"task={task}", f"task.data_path={SHARED / task}", *extra)
         local = cfg.task
         hub_cfg = composer(f"task={task}", *extra)
-        assert plan_report.prompt_counts(cfg, local, plan_report.local_splits(cfg, local)) == plan_report.prompt_counts(hub_cfg, hub_cfg.task, None)
+        assert plan_report.prompt_counts(cfg, local, plan_report.local_splits(cfg, local)) == plan_report.prompt_counts(
+            hub_cfg, hub_cfg.task, None
+        )
 
 
 def test_changes_that_fit_are_checked_by_the_planner(composer):
-    cfg = composer("experiment=paper_gsm8k", "trainer.num_nodes=1", "trainer.cpu_offload=false", "model.max_length=4096")
+    cfg = composer(
+        "experiment=paper_gsm8k", "trainer.num_nodes=1", "trainer.cpu_offload=false", "model.max_length=4096"
+    )
     t = capacity.training(cfg, L70, 8, 1)
     usable = int(72 * GiB)
     changes = capacity.changes_that_fit(cfg, L70, t, usable)
@@ -289,7 +367,11 @@ def test_changes_that_fit_are_checked_by_the_planner(composer):
 @pytest.mark.slow
 def test_cli_refuses_70b_here_and_plans_the_paper(cli):
     refused = cli("task=arc", "model=llama2_70b", "alpha=1.0")
-    assert refused.returncode == 2 and refused.stderr.startswith("irpo: error: ") and len(refused.stderr.strip().splitlines()) == 1
+    assert (
+        refused.returncode == 2
+        and refused.stderr.startswith("irpo: error: ")
+        and len(refused.stderr.strip().splitlines()) == 1
+    )
     planned = cli("experiment=paper_gsm8k", "plan=true", "trainer.gpu_memory_gb=80")
     assert planned.returncode == 0, planned.stderr
     assert "16 rank(s) = 2 node(s) x 8" in planned.stdout and "GPU-hours per iteration" in planned.stdout
@@ -318,14 +400,19 @@ def gpu_commands() -> list[tuple[str, list[str], int, int]]:
                 per_node = int(launcher.get("nproc-per-node", sbatch.get("ntasks-per-node", 0)))
                 nodes = int(launcher.get("nnodes", sbatch.get("nodes", 1)))
                 overrides = [a for a in args if not a.startswith(("hydra.run.dir=", "dry_run=", "plan="))]
-                overrides = [f"task.data_path={FIXTURES / a.split('/')[-1]}" if a.startswith("task.data_path=") else a for a in overrides]
+                overrides = [
+                    f"task.data_path={FIXTURES / a.split('/')[-1]}" if a.startswith("task.data_path=") else a
+                    for a in overrides
+                ]
                 found.append((f"{doc.name}: {line.strip()[:60]}", overrides, per_node, nodes))
     return found
 
 
 def test_every_gpu_command_in_the_docs_fits_the_machine_it_names(composer, on, monkeypatch):
     commands = gpu_commands()
-    assert any("trainer=gpu" in " ".join(o) and "model=qwen2_5_1_5b" in o for _, o, _, _ in commands)  # the one-GPU command
+    assert any(
+        "trainer=gpu" in " ".join(o) and "model=qwen2_5_1_5b" in o for _, o, _, _ in commands
+    )  # the one-GPU command
     on(NO_GPU)  # planned for the GPUs each command names (trainer.gpu_memory_gb, else 80 GiB)
     for where, overrides, per_node, nodes in commands:
         if per_node:  # as torchrun would start it
@@ -341,8 +428,14 @@ def test_every_gpu_command_in_the_docs_fits_the_machine_it_names(composer, on, m
 
 
 def torchrun_env(monkeypatch, per_node: int, nodes: int) -> None:
-    for name, value in {"TORCHELASTIC_RUN_ID": "t", "RANK": "0", "GROUP_RANK": "0", "LOCAL_RANK": "0",
-                        "LOCAL_WORLD_SIZE": str(per_node), "WORLD_SIZE": str(per_node * nodes)}.items():
+    for name, value in {
+        "TORCHELASTIC_RUN_ID": "t",
+        "RANK": "0",
+        "GROUP_RANK": "0",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": str(per_node),
+        "WORLD_SIZE": str(per_node * nodes),
+    }.items():
         monkeypatch.setenv(name, value)
 
 
@@ -352,14 +445,22 @@ def test_the_layout_is_the_launchers_own(composer, monkeypatch, request, launche
     if launcher == "torchrun":
         request.getfixturevalue("launched_on_16_ranks")
     else:
-        for name, value in {"SLURM_NTASKS": "16", "SLURM_NTASKS_PER_NODE": "8", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-                            "SLURM_NODEID": "0", "SLURM_JOB_NAME": "irpo"}.items():
+        for name, value in {
+            "SLURM_NTASKS": "16",
+            "SLURM_NTASKS_PER_NODE": "8",
+            "SLURM_PROCID": "0",
+            "SLURM_LOCALID": "0",
+            "SLURM_NODEID": "0",
+            "SLURM_JOB_NAME": "irpo",
+        }.items():
             monkeypatch.setenv(name, value)
     assert capacity.layout(composer("trainer=fsdp").trainer, H100S) == (8, 2)
 
 
 @pytest.mark.parametrize("val_from,sampled", [("train", 284), ("validation", 384)])
-def test_the_plan_takes_validation_problems_from_train_prompts_only_when_they_come_from_there(composer, capsys, val_from, sampled):
+def test_the_plan_takes_validation_problems_from_train_prompts_only_when_they_come_from_there(
+    composer, capsys, val_from, sampled
+):
     from irpo.planning.plan import print_plan
 
     cfg = composer("plan=true", "selection.val_size=100", f"selection.val_from={val_from}")

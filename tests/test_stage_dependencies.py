@@ -8,12 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 import irpo
-from irpo.run.artifacts import RunDir, Stages, StaleStageError
 from irpo.loop import iteration_stages, stage_config
+from irpo.run.artifacts import RunDir, Stages, StaleStageError
+from irpo.spec import build
 
 STAGES = iteration_stages()
 STAGE_KINDS = tuple(stage.kind for stage in STAGES)
-from irpo.spec import build
 
 
 def finished(run, cfg) -> Stages:
@@ -49,5 +49,8 @@ def test_from_iteration_1_every_stage_depends_on_what_made_m_t():
     spec = build(irpo.compose([]))
     assert "beta" not in str(stage_config(spec, 0, "eval")) and "method.beta" in stage_config(spec, 1, "eval")
     assert "method.beta" not in stage_config(spec, 0, "pairs") and "method.beta" in stage_config(spec, 0, "train")
-    assert stage_config(spec, 0, "generate")["temperatures"] == [0.8] and stage_config(spec, 0, "eval")["temperatures"] == []
+    assert (
+        stage_config(spec, 0, "generate")["temperatures"] == [0.8]
+        and stage_config(spec, 0, "eval")["temperatures"] == []
+    )
     assert len(set(STAGE_KINDS)) == len(STAGE_KINDS) == 7

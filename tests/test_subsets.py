@@ -19,7 +19,11 @@ from irpo.tasks.subsets import allocate, describe, subset
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Ordered by subject as MATH's files are: the first rows are all of one subject.
-ORDERED = [Example(id=f"{s}/{i}", question=f"{s} problem {i}", answer="0", subject=s) for s, n in (("a", 50), ("b", 30), ("c", 20)) for i in range(n)]
+ORDERED = [
+    Example(id=f"{s}/{i}", question=f"{s} problem {i}", answer="0", subject=s)
+    for s, n in (("a", 50), ("b", 30), ("c", 20))
+    for i in range(n)
+]
 
 
 def test_allocate_is_proportional_with_largest_remainders():
@@ -33,12 +37,26 @@ def test_allocate_is_proportional_with_largest_remainders():
 
 
 def test_allocate_matches_math_train():
-    counts = {"Algebra": 1744, "Counting & Probability": 771, "Geometry": 870, "Intermediate Algebra": 1295,
-              "Number Theory": 869, "Prealgebra": 1205, "Precalculus": 746}
+    counts = {
+        "Algebra": 1744,
+        "Counting & Probability": 771,
+        "Geometry": 870,
+        "Intermediate Algebra": 1295,
+        "Number Theory": 869,
+        "Prealgebra": 1205,
+        "Precalculus": 746,
+    }
     # 500 x share: 116.35, 51.44, 58.04, 86.40, 57.97, 80.39, 49.77 (sum of floors 496; the 4 places
     # left go to .97, .77, .44, .40).
-    assert allocate(counts, 500) == {"Algebra": 116, "Counting & Probability": 52, "Geometry": 58, "Intermediate Algebra": 86,
-                                     "Number Theory": 58, "Prealgebra": 80, "Precalculus": 50}
+    assert allocate(counts, 500) == {
+        "Algebra": 116,
+        "Counting & Probability": 52,
+        "Geometry": 58,
+        "Intermediate Algebra": 86,
+        "Number Theory": 58,
+        "Prealgebra": 80,
+        "Precalculus": 50,
+    }
 
 
 def test_draw_is_stratified_and_in_file_order():
@@ -68,7 +86,14 @@ def test_draw_is_the_same_in_another_process():
     # Each rank is a process of its own, with its own PYTHONHASHSEED.
     code = "from tests.test_subsets import ORDERED; from irpo.tasks.subsets import subset; print([e.id for e in subset(ORDERED, 10, 0)])"
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, env={"PYTHONHASHSEED": "123", "PATH": ""}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == str(EXPECTED_SEED_0)
 
 
@@ -98,7 +123,10 @@ def test_tasks_without_subjects_draw_at_random():
     [
         (10, "subset     train 10 drawn at random with task.seed=7, 3 subjects: a 5, b 3, c 2"),
         (None, "subset     train all 100, 3 subjects: a 50, b 30, c 20"),
-        (500, "subset     train all 100 (task.train_size=500 is more than the split holds), 3 subjects: a 50, b 30, c 20"),
+        (
+            500,
+            "subset     train all 100 (task.train_size=500 is more than the split holds), 3 subjects: a 50, b 30, c 20",
+        ),
     ],
 )
 def test_describe(size, expected):

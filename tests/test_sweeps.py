@@ -58,7 +58,10 @@ def test_tiny_sweeps_stay_tiny():
     """The sweeps meant for a CPU keep a shipped tiny model; the paper one is for a cluster."""
     for name in TINY_SWEEPS:
         cfg = irpo.compose([f"sweep={name}"])
-        assert cfg.model.path.endswith("mini_m0" if name == "paper_mini" else "tiny_m0") and cfg.trainer.accelerator == "cpu"
+        assert (
+            cfg.model.path.endswith("mini_m0" if name == "paper_mini" else "tiny_m0")
+            and cfg.trainer.accelerator == "cpu"
+        )
     paper = irpo.compose(["sweep=paper_alpha_task", "experiment=paper_gsm8k"])
     assert paper.model.path == "meta-llama/Llama-2-70b-chat-hf" and paper.trainer.strategy == "fsdp"
     assert paper.generator._target_.endswith("VLLMGenerator")
@@ -86,7 +89,11 @@ def test_help_names_irpo_and_lists_real_choices_only(cli):
     out = proc.stdout
     assert out.startswith("irpo: Iterative Reasoning Preference Optimization") and "__main__" not in out
     assert "_schema" not in out
-    groups = dict(line.strip().split(": ", 1) for line in out.splitlines() if line.startswith("  ") and ": " in line and "," in line)
+    groups = dict(
+        line.strip().split(": ", 1)
+        for line in out.splitlines()
+        if line.startswith("  ") and ": " in line and "," in line
+    )
     assert set(groups["sweep"].split(", ")) == set(SWEEPS)
     methods = {p.stem for p in (irpo.conf_dir() / "method").glob("*.yaml") if not p.stem.startswith("_")}
     assert {"dpo", "irpo", "kto", "simpo", "zero_shot"} <= methods
@@ -112,8 +119,23 @@ def test_named_sweep_shows_its_params(cli):
 def test_dashboard_dry_run_writes_a_spec_on_iteration(tmp_path):
     out = tmp_path / "workspace.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "irpo.dashboard", "--entity", "E", "--project", "P", "--group", "G", "--by", "alpha", "--dry-run", str(out)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "irpo.dashboard",
+            "--entity",
+            "E",
+            "--project",
+            "P",
+            "--group",
+            "G",
+            "--by",
+            "alpha",
+            "--dry-run",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     spec = json.loads(out.read_text())
@@ -121,8 +143,16 @@ def test_dashboard_dry_run_writes_a_spec_on_iteration(tmp_path):
     sections = [s for s in spec["spec"]["section"]["panelBankConfig"]["sections"] if s["panels"]]
     panels = [p for s in sections for p in s["panels"]]
     metrics = {m for p in panels for m in p["config"]["metrics"]}
-    assert {"iter/test_accuracy", "iter/maj@8", "iter/train_pass_at_n", "iter/pairs", "iter/train_dpo_loss",
-            "iter/train_nll_loss", "iter/train_chosen_logps", "iter/train_rejected_logps"} <= metrics
+    assert {
+        "iter/test_accuracy",
+        "iter/maj@8",
+        "iter/train_pass_at_n",
+        "iter/pairs",
+        "iter/train_dpo_loss",
+        "iter/train_nll_loss",
+        "iter/train_chosen_logps",
+        "iter/train_rejected_logps",
+    } <= metrics
     assert all(p["config"]["xAxis"] == "iteration" for p in panels)
     assert all(s["localPanelSettings"]["xAxis"] == "iteration" for s in sections)
     runset = spec["spec"]["section"]["runSets"][0]
@@ -142,8 +172,20 @@ def test_wheel_ships_conf_and_sweeps(tmp_path):
         else:
             shutil.copy(ROOT / name, src / name)
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = set(zipfile.ZipFile(next(tmp_path.glob("irpo-*.whl"))).namelist())

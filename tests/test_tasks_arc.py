@@ -57,10 +57,19 @@ def test_splits_and_include_easy():
     "row, message",
     [
         ('{"id": "x", "question": {"choices": []}, "answerKey": "A"}', "no field 'question.stem'"),
-        ('{"id": "x", "question": {"stem": "q", "choices": ["A"]}, "answerKey": "A"}', "each of question.choices needs"),
+        (
+            '{"id": "x", "question": {"stem": "q", "choices": ["A"]}, "answerKey": "A"}',
+            "each of question.choices needs",
+        ),
         ('{"id": "x", "question": "q", "choices": {"text": ["a"], "label": ["A", "B"]}, "answerKey": "A"}', "one text"),
-        ('{"id": "x", "question": "q", "choices": {"text": ["a"], "label": ["Z"]}, "answerKey": "Z"}', "label 'Z' is not"),
-        ('{"id": "x", "question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "B"}', "answerKey 'B' is not"),
+        (
+            '{"id": "x", "question": "q", "choices": {"text": ["a"], "label": ["Z"]}, "answerKey": "Z"}',
+            "label 'Z' is not",
+        ),
+        (
+            '{"id": "x", "question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "B"}',
+            "answerKey 'B' is not",
+        ),
         ('{"id": "x", "question": "q", "choices": {"text": ["a"], "label": ["A"]}}', "no field 'answerKey'"),
     ],
 )
@@ -71,10 +80,12 @@ def test_bad_rows_name_file_and_line(tmp_path, row, message):
 
 
 def test_prompt_is_the_papers_zero_shot_prompt_with_lettered_options():
-    example = Example(id="x", question="Which is a gas?", answer="B", choices=(("A", "ice"), ("B", "steam"), ("C", "rock")))
+    example = Example(
+        id="x", question="Which is a gas?", answer="B", choices=(("A", "ice"), ("B", "steam"), ("C", "rock"))
+    )
     assert TASK.prompt(example) == (
         "Your task is to answer the question below. Give step by step reasoning before you answer, "
-        "and when you're ready to answer, please use the format \"Final answer: (insert letter here)\"\n"
+        'and when you\'re ready to answer, please use the format "Final answer: (insert letter here)"\n'
         "Question: Which is a gas?\n(A) ice\n(B) steam\n(C) rock\nSolution:"
     )
 
@@ -110,7 +121,16 @@ def test_extract_answer(completion, expected):
 
 @pytest.mark.parametrize(
     "answer, gold, correct",
-    [("B", "B", True), ("b", "B", True), ("(B)", "B", True), ("2", "B", True), ("B", "2", True), ("C", "B", False), (None, "B", False), ("", "B", False)],
+    [
+        ("B", "B", True),
+        ("b", "B", True),
+        ("(B)", "B", True),
+        ("2", "B", True),
+        ("B", "2", True),
+        ("C", "B", False),
+        (None, "B", False),
+        ("", "B", False),
+    ],
 )
 def test_is_correct(answer, gold, correct):
     assert TASK.is_correct(answer, gold) is correct
@@ -124,7 +144,9 @@ def test_full_dataset_loads_with_easy_and_its_keys_are_rewarded():
         assert reward(task, f"...\nFinal answer: ({example.answer})", example)[1] == 1.0
 
 
-FRAGMENTS = st.sampled_from(["Final answer:", "Answer:", "answer is", "(", ")", "A", "b", "3", "E", "\\boxed{", "}", "$", "*", "\n", " ", "."])
+FRAGMENTS = st.sampled_from(
+    ["Final answer:", "Answer:", "answer is", "(", ")", "A", "b", "3", "E", "\\boxed{", "}", "$", "*", "\n", " ", "."]
+)
 MODEL_TEXT = st.lists(FRAGMENTS | st.text(max_size=6), max_size=12).map("".join)
 
 

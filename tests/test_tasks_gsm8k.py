@@ -28,7 +28,10 @@ def test_is_a_task():
 def test_rows_become_examples(train):
     first = train[0]
     assert first.answer == "72" and first.id == "train/0"
-    assert first.solution == "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May."
+    assert (
+        first.solution
+        == "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May."
+    )
     assert all("<<" not in e.solution and "####" not in e.solution for e in train)
     assert {e.answer for e in train} >= {"1080", "850000"}  # "#### 1,080" etc.
 
@@ -36,7 +39,7 @@ def test_rows_become_examples(train):
 def test_prompt_is_the_papers_zero_shot_prompt(train):
     assert TASK.prompt(train[0]) == (
         "Your task is to answer the question below. Give step by step reasoning before you answer, "
-        "and when you're ready to answer, please use the format \"Final answer: ...\"\n"
+        'and when you\'re ready to answer, please use the format "Final answer: ..."\n'
         f"Question: {train[0].question}\nSolution:"
     )
 
@@ -61,9 +64,25 @@ def test_every_gold_completion_of_the_full_dataset_is_rewarded():
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("72", "72"), ("1,080", "1080"), ("$1,234.50", "1234.5"), ("-5", "-5"), ("\u22125", "-5"), ("+3", "3"),
-     ("72.00", "72"), ("0.50", "0.5"), (".5", "0.5"), ("25%", "25"), ("\u20ac30", "30"), ("100", "100"),
-     ("-0", "0"), ("18 dollars", "18"), ("no digits", None), ("1,2,3", "1"), ("\u0663", None)],
+    [
+        ("72", "72"),
+        ("1,080", "1080"),
+        ("$1,234.50", "1234.5"),
+        ("-5", "-5"),
+        ("\u22125", "-5"),
+        ("+3", "3"),
+        ("72.00", "72"),
+        ("0.50", "0.5"),
+        (".5", "0.5"),
+        ("25%", "25"),
+        ("\u20ac30", "30"),
+        ("100", "100"),
+        ("-0", "0"),
+        ("18 dollars", "18"),
+        ("no digits", None),
+        ("1,2,3", "1"),
+        ("\u0663", None),
+    ],
 )
 def test_number(text, expected):
     assert number(text) == expected
@@ -96,14 +115,23 @@ def test_extract_answer(completion, expected):
 
 @pytest.mark.parametrize(
     "answer, gold, correct",
-    [("72", "72", True), ("72.0", "72", True), ("1080", "1,080", True), ("-3", "3", False), ("7.2", "72", False),
-     (None, "72", False), ("garbage", "72", False)],
+    [
+        ("72", "72", True),
+        ("72.0", "72", True),
+        ("1080", "1,080", True),
+        ("-3", "3", False),
+        ("7.2", "72", False),
+        (None, "72", False),
+        ("garbage", "72", False),
+    ],
 )
 def test_is_correct(answer, gold, correct):
     assert TASK.is_correct(answer, gold) is correct
 
 
-FRAGMENTS = st.sampled_from(["Final answer:", "final answer is", "####", "=", "$", "1,000", "-3.5", "72", "%", "\n", " ", "**", "."])
+FRAGMENTS = st.sampled_from(
+    ["Final answer:", "final answer is", "####", "=", "$", "1,000", "-3.5", "72", "%", "\n", " ", "**", "."]
+)
 MODEL_TEXT = st.lists(FRAGMENTS | st.text(max_size=6), max_size=12).map("".join)
 
 

@@ -63,8 +63,14 @@ def test_a_json_file_may_hold_json_lines(tmp_path):
         (json.dumps(GSM8K_ROW) + "\n{oops\n", r"train.jsonl line 2: not JSON"),
         ("[1, 2]\n", r"train.jsonl line 1: expected a JSON object, got list"),
         (json.dumps({"question": "q"}) + "\n", r"train.jsonl line 1: no field 'answer'"),
-        (json.dumps({"question": "q", "answer": 4}) + "\n", r"train.jsonl line 1: field 'answer' should be str, not int"),
-        (json.dumps({"question": "q", "answer": "4"}) + "\n", r"train.jsonl line 1: field 'answer' does not end in a '#### <number>'"),
+        (
+            json.dumps({"question": "q", "answer": 4}) + "\n",
+            r"train.jsonl line 1: field 'answer' should be str, not int",
+        ),
+        (
+            json.dumps({"question": "q", "answer": "4"}) + "\n",
+            r"train.jsonl line 1: field 'answer' does not end in a '#### <number>'",
+        ),
     ],
 )
 def test_bad_files_name_the_file_and_line(tmp_path, content, message):
@@ -142,6 +148,9 @@ def test_hub_failure_is_one_line_pointing_to_data_path(monkeypatch):
         raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(UserError, match=r"^task.data_path: cannot load openai/gsm8k \(main, test\).*Couldn't reach.*task.data_path=<file or directory>$") as err:
+    with pytest.raises(
+        UserError,
+        match=r"^task.data_path: cannot load openai/gsm8k \(main, test\).*Couldn't reach.*task.data_path=<file or directory>$",
+    ) as err:
         GSM8KTask().load("test")
     assert "\n" not in str(err.value)

@@ -32,7 +32,9 @@ def test_is_a_task():
 
 def test_rows_become_examples(train, caplog):
     first = train[0]
-    assert first.id == "train/algebra/0.json" and first.answer == "0" and first.solution.endswith("$a+b=-3+3=\\boxed{0}$.")
+    assert (
+        first.id == "train/algebra/0.json" and first.answer == "0" and first.solution.endswith("$a+b=-3+3=\\boxed{0}$.")
+    )
     answers = {e.id: e.answer for e in train}
     # The 4 exemplars are in the fixture file but not among the training prompts; the row
     # with an empty \boxed{} is skipped with a warning.
@@ -54,8 +56,15 @@ def test_a_file_where_no_row_has_an_answer(tmp_path):
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("so $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"), ("$\\boxed{1}$ and $\\boxed{2}$", "2"), ("is $\\boxed 9$.", "9"),
-     ("\\fbox{x}", "x"), ("\\boxed{\\text{ {a} }}", "\\text{ {a} }"), ("\\boxed{unclosed", None), ("none", None)],
+    [
+        ("so $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+        ("$\\boxed{1}$ and $\\boxed{2}$", "2"),
+        ("is $\\boxed 9$.", "9"),
+        ("\\fbox{x}", "x"),
+        ("\\boxed{\\text{ {a} }}", "\\text{ {a} }"),
+        ("\\boxed{unclosed", None),
+        ("none", None),
+    ],
 )
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
@@ -63,7 +72,16 @@ def test_last_boxed(text, expected):
 
 @pytest.mark.parametrize(
     "line, expected",
-    [("$\\frac12$.", "\\frac12"), ("$$x$$", "x"), ("$5$ and $6$", "$5$ and $6$"), ("\\(x\\)", "x"), ("$\\boxed{5}$.", "5"), ("90\\text{ square\nunits}", "90\\text{ square units}"), ("$", "$"), ("", "")],
+    [
+        ("$\\frac12$.", "\\frac12"),
+        ("$$x$$", "x"),
+        ("$5$ and $6$", "$5$ and $6$"),
+        ("\\(x\\)", "x"),
+        ("$\\boxed{5}$.", "5"),
+        ("90\\text{ square\nunits}", "90\\text{ square units}"),
+        ("$", "$"),
+        ("", ""),
+    ],
 )
 def test_unwrap(line, expected):
     assert unwrap(line) == expected
@@ -71,8 +89,10 @@ def test_unwrap(line, expected):
 
 def test_prompt_is_four_shot_in_the_papers_format():
     prompt = TASK.prompt(Example(id="x", question="What is $1+1$?", answer="2"))
-    assert prompt.startswith('Your task is to answer the question below. Give step by step reasoning before you answer, '
-                             'and when you\'re ready to answer, please use the format "Final answer: ..."\nQuestion: Find the domain')
+    assert prompt.startswith(
+        "Your task is to answer the question below. Give step by step reasoning before you answer, "
+        'and when you\'re ready to answer, please use the format "Final answer: ..."\nQuestion: Find the domain'
+    )
     assert prompt.count("Question: ") == 5 and prompt.count("\nFinal answer: $") == 4
     assert "\\boxed{[2,5)}$.\nFinal answer: $[2,5)$\n\n" in prompt and "Final answer: $-\\frac{2}{3}$\n\n" in prompt
     assert prompt.endswith("\n\nQuestion: What is $1+1$?\nSolution:")
@@ -178,7 +198,26 @@ def test_checking_in_a_dataloader_worker():
     assert [bool(x) for x in DataLoader(_Checks(), batch_size=None, num_workers=1)] == [True, False]
 
 
-FRAGMENTS = st.sampled_from(["Final answer:", "\\boxed{", "\\boxed ", "{", "}", "$", "\\frac{1}{2}", "x=", "\\(", "\\)", "\n", " ", ".", "%", "\\!", "2"])
+FRAGMENTS = st.sampled_from(
+    [
+        "Final answer:",
+        "\\boxed{",
+        "\\boxed ",
+        "{",
+        "}",
+        "$",
+        "\\frac{1}{2}",
+        "x=",
+        "\\(",
+        "\\)",
+        "\n",
+        " ",
+        ".",
+        "%",
+        "\\!",
+        "2",
+    ]
+)
 MODEL_TEXT = st.lists(FRAGMENTS | st.text(max_size=6), max_size=10).map("".join)
 
 

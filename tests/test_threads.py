@@ -29,11 +29,18 @@ def test_default_shares_the_cores_among_a_nodes_ranks(monkeypatch, cores, local_
     assert threads.set_threads(None) == want == torch.get_num_threads()
 
 
-@pytest.mark.parametrize("cores,ranks,busy,want", [
-    (2, 1, 0.03, 2), (2, 1, None, 2),  # quiet, or not known: every core
-    (2, 1, 1.0, 1), (2, 1, 0.6, 1), (8, 1, 2.6, 5), (1, 1, 3.0, 1),  # the cores left free
-    (8, 2, 1.0, 4),  # a launch's ranks see each other starting: the equal share alone
-])
+@pytest.mark.parametrize(
+    "cores,ranks,busy,want",
+    [
+        (2, 1, 0.03, 2),
+        (2, 1, None, 2),  # quiet, or not known: every core
+        (2, 1, 1.0, 1),
+        (2, 1, 0.6, 1),
+        (8, 1, 2.6, 5),
+        (1, 1, 3.0, 1),  # the cores left free
+        (8, 2, 1.0, 4),  # a launch's ranks see each other starting: the equal share alone
+    ],
+)
 def test_a_process_alone_leaves_out_the_cores_busy_at_start(cores, ranks, busy, want):
     assert threads.default_threads(cores, ranks, busy) == want
 
@@ -60,13 +67,16 @@ def test_only_adaptive_follows_the_load(monkeypatch):
     assert threads.choose_threads("adaptive")[0] == 1
 
 
-@pytest.mark.parametrize("given,busy,want", [
-    ({}, 0.03, {}),  # quiet: OpenMP's own spin, as a run without irpo's choice
-    ({}, 1.0, {"GOMP_SPINCOUNT": str(threads.SPINS_BEFORE_SLEEP)}),  # a busy process beside it
-    ({}, None, {"GOMP_SPINCOUNT": str(threads.SPINS_BEFORE_SLEEP)}),  # cannot tell: the safe one
-    ({"OMP_WAIT_POLICY": "PASSIVE"}, 1.0, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    ({"GOMP_SPINCOUNT": "0"}, 0.0, {"GOMP_SPINCOUNT": "0"}),
-])
+@pytest.mark.parametrize(
+    "given,busy,want",
+    [
+        ({}, 0.03, {}),  # quiet: OpenMP's own spin, as a run without irpo's choice
+        ({}, 1.0, {"GOMP_SPINCOUNT": str(threads.SPINS_BEFORE_SLEEP)}),  # a busy process beside it
+        ({}, None, {"GOMP_SPINCOUNT": str(threads.SPINS_BEFORE_SLEEP)}),  # cannot tell: the safe one
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, 1.0, {"OMP_WAIT_POLICY": "PASSIVE"}),
+        ({"GOMP_SPINCOUNT": "0"}, 0.0, {"GOMP_SPINCOUNT": "0"}),
+    ],
+)
 def test_the_wait_follows_how_busy_the_cores_are_unless_the_user_chose_one(given, busy, want):
     env = dict(given)
     said = threads.choose_wait(env, busy)
@@ -109,12 +119,16 @@ def test_python_m_irpo_sets_the_wait_before_torch_loads():
     """OpenMP reads the wait once, when torch loads it: set later, it does nothing. Beside a
     busy process the brief spin is chosen, before torch is imported, and the busy core is seen
     (set_threads leaves it out)."""
-    probe = ("import os, sys, irpo.__main__, irpo.run.threads as t; "
-             "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, t.chosen_wait.startswith('GOMP'), t.busy_at_start >= 0.5)")
+    probe = (
+        "import os, sys, irpo.__main__, irpo.run.threads as t; "
+        "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, t.chosen_wait.startswith('GOMP'), t.busy_at_start >= 0.5)"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+        ).stdout.split()
     finally:
         busy.kill()
     assert out == [str(threads.SPINS_BEFORE_SLEEP), "False", "True", "True"]

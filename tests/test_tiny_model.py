@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import statistics
 import os
+import statistics
 
 import pytest
 
@@ -132,4 +132,6 @@ def test_the_committed_task_page_regenerates_from_its_build_records(capsys):
     main(["--table", str(docs / "m0")])
     assert capsys.readouterr().out == (docs / "TASK.md").read_text()
     # the miniature's shipped M_0 is the row that was chosen
-    assert json.loads((docs / "m0" / "mixed_ops.json").read_text()) == json.loads((Path(M0).parent / "mini_m0" / "BUILD.json").read_text())
+    assert json.loads((docs / "m0" / "mixed_ops.json").read_text()) == json.loads(
+        (Path(M0).parent / "mini_m0" / "BUILD.json").read_text()
+    )

@@ -6,13 +6,13 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from irpo.training.batching import collate, encode_examples, pair_tokens
-from irpo.models.tiny_tokenizer import build_tokenizer
 from irpo.loss import dpo_nll_loss, sequence_logps
+from irpo.methods import DPO, WinnerSFT
+from irpo.models.tiny_tokenizer import build_tokenizer
+from irpo.training.batching import collate, encode_examples, pair_tokens
+from irpo.training.module import PolicyTraining, PreferenceModule
 from irpo.training.packed_attention import packed_inputs, pairwise_attention
 from irpo.training.scoring import batch_logps
-from irpo.methods import DPO, WinnerSFT
-from irpo.training.module import PolicyTraining, PreferenceModule
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,9 @@ def model_dir(random_model_dir):
 
 def test_collate_packs_the_prompt_once_and_scores_only_completions():
     tok = build_tokenizer()
-    items, dropped = encode_examples(tok, ["Q: 1+1\nA:", "Q: 2\nA:"], [" 2\n", " 2\n"], [" 3 \n", " 33333\n"], max_length=64)
+    items, dropped = encode_examples(
+        tok, ["Q: 1+1\nA:", "Q: 2\nA:"], [" 2\n", " 2\n"], [" 3 \n", " 33333\n"], max_length=64
+    )
     assert dropped == 0
     batch = collate(items)
     lengths = [len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"]) for it in items]
@@ -40,7 +42,9 @@ def test_collate_packs_the_prompt_once_and_scores_only_completions():
     # the first scored token of each completion is predicted from its prompt's last position
     first_loser = (batch["score_seq"] == 3).nonzero()[0, 0]
     assert int(batch["score_index"][first_loser]) == a + p - 1
-    assert pair_tokens(batch) == sum(2 * len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"]) for it in items)
+    assert pair_tokens(batch) == sum(
+        2 * len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"]) for it in items
+    )
 
 
 def shared_prompt_mask(segment_ids: torch.Tensor) -> torch.Tensor:
@@ -62,11 +66,15 @@ def test_pairwise_attention_equals_masked_attention_pair_by_pair():
     # a pair with no prompt, an SFT item (no loser), a full pair: outputs and gradients of the
     # two causal calls per pair against one SDPA over each pair's span under the mask
     tok = build_tokenizer()
-    items, _ = encode_examples(tok, ["Q: 1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"], [" 2\n", " 151\n", " 7 7 7 7\n"], [" 3\n", " 1\n", " 8\n"], 64)
+    items, _ = encode_examples(
+        tok, ["Q: 1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"], [" 2\n", " 151\n", " 7 7 7 7\n"], [" 3\n", " 1\n", " 8\n"], 64
+    )
     items[0]["prompt_ids"], items[1]["rejected_ids"] = [], None
     batch = collate(items)
     layout = packed_inputs(batch)["pair_layout"]
-    assert [(p, c, r) for _, p, c, r in layout] == [(len(it["prompt_ids"]), len(it["chosen_ids"]), len(it["rejected_ids"] or [])) for it in items]
+    assert [(p, c, r) for _, p, c, r in layout] == [
+        (len(it["prompt_ids"]), len(it["chosen_ids"]), len(it["rejected_ids"] or [])) for it in items
+    ]
     n = batch["input_ids"].shape[1]
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 4, n, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
@@ -74,10 +82,15 @@ def test_pairwise_attention_equals_masked_attention_pair_by_pair():
     module.is_causal, module.num_key_value_groups, module.training = True, 1, False
     fast = pairwise_attention(module, q, k, v, None, pair_layout=layout)[0]
     bounds, segments = batch["pair_bounds"].tolist(), batch["segment_ids"][0]
-    masked = torch.cat([
-        torch.nn.functional.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], attn_mask=shared_prompt_mask(segments[a:b]))
-        for a, b in zip(bounds[:-1], bounds[1:])
-    ], dim=2).transpose(1, 2)
+    masked = torch.cat(
+        [
+            torch.nn.functional.scaled_dot_product_attention(
+                q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], attn_mask=shared_prompt_mask(segments[a:b])
+            )
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ],
+        dim=2,
+    ).transpose(1, 2)
     torch.testing.assert_close(fast, masked, rtol=0, atol=1e-12)
     w = torch.randn(fast.shape, generator=g, dtype=torch.float64)
     grads_fast = torch.autograd.grad((fast * w).sum(), (q, k, v))
@@ -110,7 +123,11 @@ def test_fast_step_equals_plain_step_in_loss_and_gradients(model_dir, chunk_posi
     model = LlamaForCausalLM.from_pretrained(model_dir).train()
     plain = LlamaForCausalLM.from_pretrained(model_dir).train()
     items, _ = encode_examples(
-        tok, ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"], [" 2\n", " 151\n", " 7 7 7 7\n"], [" 3\n", " 1234567\n", " 8\n"], 64
+        tok,
+        ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:"],
+        [" 2\n", " 151\n", " 7 7 7 7\n"],
+        [" 3\n", " 1234567\n", " 8\n"],
+        64,
     )
     g = torch.Generator().manual_seed(0)
     ref = torch.randn(6, generator=g) - 20
@@ -130,7 +147,9 @@ def test_fast_step_equals_plain_step_in_loss_and_gradients(model_dir, chunk_posi
 
 def test_too_long_examples_are_dropped_not_cut():
     tok = build_tokenizer()
-    items, dropped = encode_examples(tok, ["Q: 1\nA:", "Q: 1\nA:"], [" 1\n", " 1\n"], [" 2\n", " 2" * 40 + "\n"], max_length=20)
+    items, dropped = encode_examples(
+        tok, ["Q: 1\nA:", "Q: 1\nA:"], [" 1\n", " 1\n"], [" 2\n", " 2" * 40 + "\n"], max_length=20
+    )
     assert dropped == 1 and [it["index"] for it in items] == [0]
 
 
@@ -186,8 +205,10 @@ def test_pairwise_attention_survives_activation_checkpointing(model_dir):
 def test_micro_batches_are_bounded_in_items_and_tokens():
     from irpo.training.batching import micro_batches, packed_tokens, split_to
 
-    items = [{"prompt_ids": [0] * p, "chosen_ids": [1] * c, "rejected_ids": [2] * r} for p, c, r in
-             [(4, 3, 3), (4, 10, 2), (2, 1, 1), (30, 30, 30), (1, 1, 1), (3, 3, 3)]]
+    items = [
+        {"prompt_ids": [0] * p, "chosen_ids": [1] * c, "rejected_ids": [2] * r}
+        for p, c, r in [(4, 3, 3), (4, 10, 2), (2, 1, 1), (30, 30, 30), (1, 1, 1), (3, 3, 3)]
+    ]
     sizes = [packed_tokens(it) for it in items]
     assert sizes == [10, 16, 4, 90, 3, 9]
     groups = micro_batches(items, max_items=3, max_tokens=30)
@@ -208,14 +229,21 @@ def test_a_step_in_token_bounded_micro_batches_is_the_step_in_one(model_dir):
     from irpo.training.batching import micro_batches
 
     tok = build_tokenizer()
-    items, _ = encode_examples(tok, ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:", "Q: 9\nA:"],
-                               [" 2\n", " 151\n", " 7 7 7 7\n", " 9\n"], [" 3\n", " 1234567\n", " 8\n", " 99\n"], 64)
+    items, _ = encode_examples(
+        tok,
+        ["Q: 1+1\nA:", "Q: 12+139\nA:", "Q: 7\nA:", "Q: 9\nA:"],
+        [" 2\n", " 151\n", " 7 7 7 7\n", " 9\n"],
+        [" 3\n", " 1234567\n", " 8\n", " 99\n"],
+        64,
+    )
     g = torch.Generator().manual_seed(0)
     for it in items:
         it["ref_chosen"], it["ref_rejected"] = (torch.randn(2, generator=g) - 20).tolist()
     grads, logged = [], []
     for max_tokens in (None, 40):
-        module = PreferenceModule(DPO("irpo", alpha=1.0, beta=0.1), model_dir, PolicyTraining(lr=0.0, gradient_clip_val=None))  # no Trainer to clip
+        module = PreferenceModule(
+            DPO("irpo", alpha=1.0, beta=0.1), model_dir, PolicyTraining(lr=0.0, gradient_clip_val=None)
+        )  # no Trainer to clip
         optimizer = torch.optim.SGD(module.parameters(), lr=0.0)
         module.optimizers = lambda: optimizer
         module.lr_schedulers = lambda: SimpleNamespace(step=lambda: None)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_families import MARKERS, ONE_ITERATION, family_dirs, pinned, stopping  # noqa: F401  (fixtures)
 
-from irpo.run.artifacts import read_jsonl
-from irpo.training.batching import encode_examples
 from irpo.models.families import FAMILIES
 from irpo.models.load import load_tokenizer
-from test_families import MARKERS, ONE_ITERATION, family_dirs, pinned, stopping  # noqa: F401  (fixtures)
+from irpo.run.artifacts import read_jsonl
+from irpo.training.batching import encode_examples
 
 pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -44,7 +44,13 @@ def test_the_end_of_turn_stops_vllm_on_the_tokens_training_scores(family, stoppi
 def test_one_iteration_with_vllm(family, family_dirs, tmp_path):  # noqa: F811
     from conftest import run_cli
 
-    proc = run_cli(f"model.path={family_dirs[family]}", *ONE_ITERATION, *pinned(family), "generator=vllm", f"hydra.run.dir={tmp_path}")
+    proc = run_cli(
+        f"model.path={family_dirs[family]}",
+        *ONE_ITERATION,
+        *pinned(family),
+        "generator=vllm",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "iter_0" / "metrics.json").read_text())["pairs"] > 0
     pairs = read_jsonl(tmp_path / "iter_0" / "pairs.jsonl")

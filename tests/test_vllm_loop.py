@@ -10,8 +10,16 @@ from irpo.run.artifacts import read_jsonl
 pytest.importorskip("vllm", reason="vllm is not installed (CPU: bash .ci/vllm-env.sh)")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-SMALL = ["iterations=1", "task.train_size=48", "task.test_size=16", "num_samples=4", "eval.maj_k=2",
-         "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "logger=none"]
+SMALL = [
+    "iterations=1",
+    "task.train_size=48",
+    "task.test_size=16",
+    "num_samples=4",
+    "eval.maj_k=2",
+    "trainer.progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "logger=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +41,15 @@ def schema(rows):
 
 def test_vllm_iteration_writes_what_hf_writes(runs):
     hf, vllm = runs["hf"], runs["vllm"]
-    assert sorted(p.relative_to(hf).as_posix() for p in hf.rglob("*") if "wandb" not in p.parts and ".hydra" not in p.parts and p.suffix != ".log") == \
-        sorted(p.relative_to(vllm).as_posix() for p in vllm.rglob("*") if "wandb" not in p.parts and ".hydra" not in p.parts and p.suffix != ".log")
+    assert sorted(
+        p.relative_to(hf).as_posix()
+        for p in hf.rglob("*")
+        if "wandb" not in p.parts and ".hydra" not in p.parts and p.suffix != ".log"
+    ) == sorted(
+        p.relative_to(vllm).as_posix()
+        for p in vllm.rglob("*")
+        if "wandb" not in p.parts and ".hydra" not in p.parts and p.suffix != ".log"
+    )
     for name in ("generations.jsonl", "pairs.jsonl", "eval_generations.jsonl"):
         a, b = read_jsonl(hf / "iter_0" / name), read_jsonl(vllm / "iter_0" / name)
         assert schema(a) == schema(b)
@@ -50,7 +65,11 @@ def test_no_engine_outlives_the_run(runs):
     import psutil
 
     # vLLM titles its engine processes "VLLM::EngineCore" and the like.
-    engines = [p for p in psutil.process_iter(["name", "cmdline"]) if "VLLM" in (p.info["name"] or "") + " ".join(p.info["cmdline"] or [])]
+    engines = [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if "VLLM" in (p.info["name"] or "") + " ".join(p.info["cmdline"] or [])
+    ]
     assert not engines
 
 
@@ -60,9 +79,18 @@ def test_generation_bench_prints_both_backends_and_the_ratio():
 
     from conftest import ROOT
 
-    proc = subprocess.run([sys.executable, "bench/generation.py", "--prompts", "8", "--samples", "2", "--max-new-tokens", "8"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "bench/generation.py", "--prompts", "8", "--samples", "2", "--max-new-tokens", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if line.split() and line.split()[0] in ("hf", "vllm", "vllm/hf")}
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in proc.stdout.splitlines()
+        if line.split() and line.split()[0] in ("hf", "vllm", "vllm/hf")
+    }
     assert set(rows) == {"hf", "vllm", "vllm/hf"}
     assert all(float(v.rstrip("x").replace(",", "")) > 0 for v in rows["vllm/hf"])

@@ -56,9 +56,11 @@ class Claim:
 
 
 # The paper's words for IRPO against each arm of its Table 1, and where the table shows it.
-_AGAINST = {"dpo": ("The NLL term matters: IRPO above DPO", "Table 1: 73.1 vs 61.8"),
-            "sft_chosen": ("IRPO above SFT on its own winners, STaR", "Table 1: 73.1 vs 65.2"),
-            "sft_gold": ("IRPO above SFT on the gold CoT", "Table 1: 73.1 vs 63.5")}
+_AGAINST = {
+    "dpo": ("The NLL term matters: IRPO above DPO", "Table 1: 73.1 vs 61.8"),
+    "sft_chosen": ("IRPO above SFT on its own winners, STaR", "Table 1: 73.1 vs 65.2"),
+    "sft_gold": ("IRPO above SFT on the gold CoT", "Table 1: 73.1 vs 63.5"),
+}
 
 
 def comparisons(recs: list[dict]) -> list[tuple[str, Interval | None]]:
@@ -78,9 +80,13 @@ def verdicts(recs: list[dict]) -> list[Claim]:
 
     if at("irpo", 2):
         up1, up2 = difference(at("irpo", 1), at("irpo", 0)), difference(at("irpo", 2), at("irpo", 1))
-        out.append(Claim("IRPO improves over iterations: M_1 above M_0 and M_2 above M_1",
-                         (Measured("M_1 − M_0", up1), Measured("M_2 − M_1", up2)),
-                         source="Table 1: 55.6, 73.1, 78.0"))
+        out.append(
+            Claim(
+                "IRPO improves over iterations: M_1 above M_0 and M_2 above M_1",
+                (Measured("M_1 − M_0", up1), Measured("M_2 − M_1", up2)),
+                source="Table 1: 55.6, 73.1, 78.0",
+            )
+        )
     else:
         out.append(Claim("IRPO improves over iterations", missing="the sweep has no irpo arm with 2 iterations"))
     for other, diff in comparisons(recs):
@@ -92,23 +98,37 @@ def verdicts(recs: list[dict]) -> list[Claim]:
 
     dc, ic = change("dpo", "chosen", -1), change("irpo", "chosen")
     if dc and ic:
-        out.append(Claim("Fig. 3: over the training that made M_1, the chosen log-prob falls under DPO and rises "
-                         "under IRPO",
-                         (Measured("fall under dpo", dc, "nats"), Measured("rise under irpo", ic, "nats"))))
+        out.append(
+            Claim(
+                "Fig. 3: over the training that made M_1, the chosen log-prob falls under DPO and rises under IRPO",
+                (Measured("fall under dpo", dc, "nats"), Measured("rise under irpo", ic, "nats")),
+            )
+        )
     sr = change("sft_chosen", "rejected")
     if sr:
-        out.append(Claim("Fig. 2: SFT on the chosen sequences raises the rejected log-probs too",
-                         (Measured("sft_chosen: rejected rise", sr, "nats"),)))
+        out.append(
+            Claim(
+                "Fig. 2: SFT on the chosen sequences raises the rejected log-probs too",
+                (Measured("sft_chosen: rejected rise", sr, "nats"),),
+            )
+        )
     own, gold = moved(recs, "sft_chosen", "chosen"), moved(recs, "sft_gold", "chosen")
     more = paired([own[s] - gold[s] for s in sorted(own.keys() & gold.keys())])
     if more:
-        out.append(Claim("Fig. 2: SFT on the gold CoT raises the chosen log-probs less than SFT on the chosen "
-                         "sequences does",
-                         (Measured("sft_chosen's rise − sft_gold's", more, "nats"),)))
+        out.append(
+            Claim(
+                "Fig. 2: SFT on the gold CoT raises the chosen log-probs less than SFT on the chosen sequences does",
+                (Measured("sft_chosen's rise − sft_gold's", more, "nats"),),
+            )
+        )
     ir = change("irpo", "rejected", -1)
     if ic and ir:
-        out.append(Claim("Fig. 2: DPO + NLL raises the chosen log-probs and lowers the rejected ones",
-                         (Measured("irpo: chosen rise", ic, "nats"), Measured("rejected fall", ir, "nats"))))
+        out.append(
+            Claim(
+                "Fig. 2: DPO + NLL raises the chosen log-probs and lowers the rejected ones",
+                (Measured("irpo: chosen rise", ic, "nats"), Measured("rejected fall", ir, "nats")),
+            )
+        )
     return out
 
 

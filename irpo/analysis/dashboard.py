@@ -24,11 +24,14 @@ X_AXIS = "iteration"
 SECTIONS = [
     ("Test accuracy of M_t", [("greedy test accuracy", ["iter/test_accuracy"]), ("test {maj}", ["iter/{maj}"])]),
     ("Samples of M_t", [("train pass@N", ["iter/train_pass_at_n"]), ("pairs", ["iter/pairs"])]),
-    ("Training M_t -> M_t+1", [
-        ("DPO loss", ["iter/train_dpo_loss"]),
-        ("NLL loss (winners)", ["iter/train_nll_loss"]),
-        ("log-probs: chosen and rejected", ["iter/train_chosen_logps", "iter/train_rejected_logps"]),
-    ]),
+    (
+        "Training M_t -> M_t+1",
+        [
+            ("DPO loss", ["iter/train_dpo_loss"]),
+            ("NLL loss (winners)", ["iter/train_nll_loss"]),
+            ("log-probs: chosen and rejected", ["iter/train_chosen_logps", "iter/train_rejected_logps"]),
+        ],
+    ),
 ]
 
 
@@ -44,15 +47,24 @@ def build(entity: str, project: str, group: str | None, by: list[str], maj_k: in
             is_open=True,
             panel_settings=ws.SectionPanelSettings(x_axis=X_AXIS),
             panels=[
-                wr.LinePlot(title=title.format(maj=maj), x=X_AXIS, y=[y.format(maj=maj) for y in ys], title_x=X_AXIS,
-                            groupby_aggfunc="mean", groupby_rangefunc="stddev")
+                wr.LinePlot(
+                    title=title.format(maj=maj),
+                    x=X_AXIS,
+                    y=[y.format(maj=maj) for y in ys],
+                    title_x=X_AXIS,
+                    groupby_aggfunc="mean",
+                    groupby_rangefunc="stddev",
+                )
                 for title, ys in panels
             ],
         )
         for section, panels in SECTIONS
     ]
     return ws.Workspace(
-        entity=entity, project=project, name=name, sections=sections,
+        entity=entity,
+        project=project,
+        name=name,
+        sections=sections,
         settings=ws.WorkspaceSettings(x_axis=X_AXIS),
         runset_settings=ws.RunsetSettings(
             filters=[ws.Metric("Group") == group] if group else "",
@@ -67,15 +79,21 @@ def spec(workspace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = ArgumentParser(prog="python -m irpo.dashboard", description="A W&B workspace comparing the iterations of irpo runs.")
+    p = ArgumentParser(
+        prog="python -m irpo.dashboard", description="A W&B workspace comparing the iterations of irpo runs."
+    )
     p.add_argument("--entity", required=True)
     p.add_argument("--project", required=True)
     p.add_argument("--group", help="only the runs of this W&B group (a sweep directory's name)")
     p.add_argument("--sweep", type=Path, help="a sweep directory: its name is the group, its swept keys the grouping")
-    p.add_argument("--by", nargs="*", default=None, help="config keys to group runs by (default: the sweep's swept keys but seed)")
+    p.add_argument(
+        "--by", nargs="*", default=None, help="config keys to group runs by (default: the sweep's swept keys but seed)"
+    )
     p.add_argument("--maj-k", type=int, default=8, help="the runs' eval.maj_k (the metric maj@k)")
     p.add_argument("--name", default=None, help="the workspace's name")
-    p.add_argument("--dry-run", type=Path, metavar="SPEC", help="write the workspace's JSON spec here instead of saving it")
+    p.add_argument(
+        "--dry-run", type=Path, metavar="SPEC", help="write the workspace's JSON spec here instead of saving it"
+    )
     args = p.parse_args(argv)
     from irpo.cli import exit_on_user_error, full_errors_requested
 
@@ -96,7 +114,9 @@ def _run(args: Namespace) -> None:
         sweep = load(args.sweep)
         group = group or sweep.root.name
         by = sweep.compared if by is None else by
-    workspace = build(args.entity, args.project, group, by or [], args.maj_k, args.name or f"irpo: {group or args.project}")
+    workspace = build(
+        args.entity, args.project, group, by or [], args.maj_k, args.name or f"irpo: {group or args.project}"
+    )
     if args.dry_run:
         args.dry_run.write_text(json.dumps(spec(workspace), indent=2, default=str))
         print(f"irpo dashboard: wrote the workspace spec to {args.dry_run} (not saved to W&B)")

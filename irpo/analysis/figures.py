@@ -24,7 +24,7 @@ from irpo.analysis.results import Sweep, train_steps
 
 def moving_average(values: list[float], window: int) -> list[float]:
     """The mean of each value and up to window - 1 values before it."""
-    return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+    return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
 
 
 def _figure(width: float, height: float):
@@ -76,14 +76,20 @@ def _seeds(sweep: Sweep) -> str:
 def accuracy_figure(sweep: Sweep):
     """Test accuracy (greedy, and maj@k when evaluated) against iteration, per configuration."""
     maj = [m for m in sweep.metrics() if m.startswith("maj@")]
-    return _iteration_figure(sweep, [("test_accuracy", "test accuracy (greedy)"), *[(m, f"test {m}") for m in maj]],
-                             f"{sweep.root.name}: test accuracy of M_t{_seeds(sweep)}")
+    return _iteration_figure(
+        sweep,
+        [("test_accuracy", "test accuracy (greedy)"), *[(m, f"test {m}") for m in maj]],
+        f"{sweep.root.name}: test accuracy of M_t{_seeds(sweep)}",
+    )
 
 
 def train_figure(sweep: Sweep):
     """Train pass@N and the number of pairs per iteration, per configuration."""
-    return _iteration_figure(sweep, [("train_pass_at_n", "train pass@N (a prompt has a correct sample)"), ("pairs", "pairs")],
-                             f"{sweep.root.name}: samples of M_t{_seeds(sweep)}")
+    return _iteration_figure(
+        sweep,
+        [("train_pass_at_n", "train pass@N (a prompt has a correct sample)"), ("pairs", "pairs")],
+        f"{sweep.root.name}: samples of M_t{_seeds(sweep)}",
+    )
 
 
 def _iteration_figure(sweep: Sweep, metrics: list[tuple[str, str]], title: str):
@@ -96,14 +102,22 @@ def _iteration_figure(sweep: Sweep, metrics: list[tuple[str, str]], title: str):
             t, mean, std = [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]
             ax.plot(t, mean, marker="o", label=names[label], color=colors[label])
             if any(std):
-                ax.fill_between(t, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=colors[label], alpha=0.2)
+                ax.fill_between(
+                    t,
+                    [m - s for m, s in zip(mean, std)],
+                    [m + s for m, s in zip(mean, std)],
+                    color=colors[label],
+                    alpha=0.2,
+                )
         ax.set_xlabel("iteration t (M_t)")
         ax.set_ylabel(ylabel)
         ax.set_xticks(sorted({t for line in ax.lines for t in line.get_xdata()}))  # iterations only, however few
         ax.grid(alpha=0.3)
         if not ax.lines:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
-    named = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}  # any panel's lines
+    named = {
+        label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())
+    }  # any panel's lines
     handles, labels = list(named.values()), list(named)
     height = legend_below(fig, handles, labels, arm_title(sweep)) if labels else 0.0
     return _finish(fig, height, title)
@@ -130,7 +144,13 @@ def logps_figure(sweep: Sweep, window: int = 5):
                 x = [r["progress"] for r in part]
                 ax.plot(x, moving_average([r["train/chosen_logps"] for r in part], window), color=color, linewidth=1.5)
                 if all("train/rejected_logps" in r for r in part):  # SFT trains on winners alone
-                    ax.plot(x, moving_average([r["train/rejected_logps"] for r in part], window), color=color, linewidth=1.5, linestyle="--")
+                    ax.plot(
+                        x,
+                        moving_average([r["train/rejected_logps"] for r in part], window),
+                        color=color,
+                        linewidth=1.5,
+                        linestyle="--",
+                    )
                 last = max(last, t + 1)
         if any(line.get_color() == color for line in ax.lines):
             configs.append((Line2D([], [], color=color), names[label]))
@@ -141,7 +161,10 @@ def logps_figure(sweep: Sweep, window: int = 5):
     ax.grid(alpha=0.3)
     if not configs:
         ax.text(0.5, 0.5, "no training steps logged", transform=ax.transAxes, ha="center")
-    styles = [(Line2D([], [], color="black"), "winner (chosen)"), (Line2D([], [], color="black", linestyle="--"), "loser (rejected)")]
+    styles = [
+        (Line2D([], [], color="black"), "winner (chosen)"),
+        (Line2D([], [], color="black", linestyle="--"), "loser (rejected)"),
+    ]
     ax.legend(*zip(*styles), loc="best", fontsize="small")
     height = legend_below(fig, *map(list, zip(*configs)), arm_title(sweep)) if configs else 0.0
     return _finish(fig, height, title)
@@ -157,9 +180,26 @@ def _draw_logps(ax, recs: list[dict], method: str, color: str) -> bool:
     for side, style in (("chosen", "-"), ("rejected", "--")):
         start, end = by_iteration(recs, method, f"{side}_logp_start"), by_iteration(recs, method, f"{side}_logp_end")
         for t in sorted(set(start) & set(end)):
-            ax.errorbar([t - 1, t], [start[t].mean, end[t].mean], yerr=[start[t].std, end[t].std], color=color, linestyle=style, marker="o", capsize=3)
+            ax.errorbar(
+                [t - 1, t],
+                [start[t].mean, end[t].mean],
+                yerr=[start[t].std, end[t].std],
+                color=color,
+                linestyle=style,
+                marker="o",
+                capsize=3,
+            )
             drawn = True
-    ax.set_xticks(sorted({t for r in recs for t in (r["iteration"] - 1, r["iteration"]) if r["iteration"] >= 1 and r.get("chosen_logp_end") is not None}))
+    ax.set_xticks(
+        sorted(
+            {
+                t
+                for r in recs
+                for t in (r["iteration"] - 1, r["iteration"])
+                if r["iteration"] >= 1 and r.get("chosen_logp_end") is not None
+            }
+        )
+    )
     ax.set_xticklabels([f"M_{int(t)}" for t in ax.get_xticks()])
     ax.grid(alpha=0.3)
     return drawn
@@ -175,7 +215,10 @@ def logp_figure(recs: list[dict], methods: tuple[str, ...], title: str):
     handles = [(Line2D([], [], color=_color(m)), m) for m in methods if _draw_logps(ax, recs, m, _color(m))]
     ax.set_xlabel("training M_t → M_t+1 (each segment: the iteration's pairs scored at the start and at the end)")
     ax.set_ylabel("mean summed log-prob of the sequence (nats)")
-    styles = [(Line2D([], [], color="black"), "winners (chosen)"), (Line2D([], [], color="black", linestyle="--"), "losers (rejected)")]
+    styles = [
+        (Line2D([], [], color="black"), "winners (chosen)"),
+        (Line2D([], [], color="black", linestyle="--"), "losers (rejected)"),
+    ]
     ax.legend(*zip(*(handles + styles)), fontsize="small", loc="best")
     if not handles:
         ax.text(0.5, 0.5, "no log-prob pass in these jobs", transform=ax.transAxes, ha="center")
@@ -195,9 +238,11 @@ def objectives_figure(recs: list[dict]):
     for ax, m in zip(axes, drawn):
         _draw_logps(ax, recs, m, "C0")
         ax.set_title(m, fontsize="medium")
-    for ax in axes[len(drawn):]:
+    for ax in axes[len(drawn) :]:
         ax.set_visible(False)
-    fig.suptitle("Winners (solid) and losers (dashed): mean summed log-prob (nats) at the start and end of each training")
+    fig.suptitle(
+        "Winners (solid) and losers (dashed): mean summed log-prob (nats) at the start and end of each training"
+    )
     fig.tight_layout()
     return fig
 
@@ -213,10 +258,21 @@ def capacity_figure(recs: list[dict]):
         if d is None or h is None:
             continue
         k = seen[h] = seen.get(h, -1) + 1
-        ax.errorbar([h * 1.06 ** k], [100 * d.mean], marker="o", capsize=4, color=f"C{k}",
-                    yerr=[[100 * (d.mean - d.low) if d.low is not None else 0], [100 * (d.high - d.mean) if d.high is not None else 0]])
+        ax.errorbar(
+            [h * 1.06**k],
+            [100 * d.mean],
+            marker="o",
+            capsize=4,
+            color=f"C{k}",
+            yerr=[
+                [100 * (d.mean - d.low) if d.low is not None else 0],
+                [100 * (d.high - d.mean) if d.high is not None else 0],
+            ],
+        )
         if k:
-            ax.annotate(m0_label(m0), (h * 1.06 ** k, 100 * d.mean), fontsize="x-small", xytext=(4, 4), textcoords="offset points")
+            ax.annotate(
+                m0_label(m0), (h * 1.06**k, 100 * d.mean), fontsize="x-small", xytext=(4, 4), textcoords="offset points"
+            )
     xs = sorted(seen)
     ax.axhline(0, color="grey", linewidth=1)
     ax.set_xscale("log", base=2)

@@ -32,13 +32,26 @@ def records(sweep: Sweep) -> list[dict]:
         rows = {r["iteration"]: r for r in job.rows}
         start = {"hidden": _hidden(job), "m0": _m0(job)}
         for t, row in sorted(rows.items()):
-            rec = {"method": cfg.method.name, "seed": int(cfg.seed), "iteration": t, "greedy_acc": row.get("test_accuracy"),
-                   "maj_acc": row.get(maj) if maj else None, **start}
+            rec = {
+                "method": cfg.method.name,
+                "seed": int(cfg.seed),
+                "iteration": t,
+                "greedy_acc": row.get("test_accuracy"),
+                "maj_acc": row.get(maj) if maj else None,
+                **start,
+            }
             before = rows.get(t - 1, {})
             if t >= 1:
                 rec |= {k: before.get(k) for k in LOGP_KEYS}
-                rec |= {k: before.get(src) for k, src in (("pairs", "pairs"), ("train_pass_at_n", "train_pass_at_n"),
-                                                          ("val_accuracy", "val_accuracy_selected"), ("selected_step", "selected_step"))}
+                rec |= {
+                    k: before.get(src)
+                    for k, src in (
+                        ("pairs", "pairs"),
+                        ("train_pass_at_n", "train_pass_at_n"),
+                        ("val_accuracy", "val_accuracy_selected"),
+                        ("selected_step", "selected_step"),
+                    )
+                }
             out.append(rec)
     return out
 
@@ -116,20 +129,33 @@ def chosen(recs: list[dict], method: str) -> dict[int, dict]:
     for seed in sorted({r["seed"] for r in recs if r["method"] == method}):
         runs = [r for r in recs if r["method"] == method and r["seed"] == seed]
         validated = [r for r in runs if r.get("val_accuracy") is not None]
-        out[seed] = max(validated, key=lambda r: (r["val_accuracy"], -r["iteration"])) if validated else max(runs, key=lambda r: r["iteration"])
+        out[seed] = (
+            max(validated, key=lambda r: (r["val_accuracy"], -r["iteration"]))
+            if validated
+            else max(runs, key=lambda r: r["iteration"])
+        )
     return out
 
 
 def difference(a: dict[int, dict], b: dict[int, dict], key: str = "greedy_acc") -> Interval | None:
     """`key` of a minus `key` of b, paired by seed over the seeds both have."""
-    return paired([a[s][key] - b[s][key] for s in sorted(set(a) & set(b)) if a[s].get(key) is not None and b[s].get(key) is not None])
+    return paired(
+        [
+            a[s][key] - b[s][key]
+            for s in sorted(set(a) & set(b))
+            if a[s].get(key) is not None and b[s].get(key) is not None
+        ]
+    )
 
 
 def moved(recs: list[dict], method: str, side: str, sign: float = 1.0) -> dict[int, float]:
     """Per seed, how far the training that made M_1 moved its pairs' `side` log-prob."""
     keys = f"{side}_logp_start", f"{side}_logp_end"
-    return {r["seed"]: sign * (r[keys[1]] - r[keys[0]]) for r in recs
-            if r["method"] == method and r["iteration"] == 1 and None not in (r.get(keys[0]), r.get(keys[1]))}
+    return {
+        r["seed"]: sign * (r[keys[1]] - r[keys[0]])
+        for r in recs
+        if r["method"] == method and r["iteration"] == 1 and None not in (r.get(keys[0]), r.get(keys[1]))
+    }
 
 
 # The swept keys that pick an arm's recipe, and what the reports' tables call them instead.

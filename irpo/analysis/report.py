@@ -34,14 +34,26 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from irpo.analysis import results
-from irpo.analysis.figures import (accuracy_figure, capacity_figure, logp_figure, logps_figure, objectives_figure,
-                                   train_figure)
+from irpo.analysis.figures import (
+    accuracy_figure,
+    capacity_figure,
+    logp_figure,
+    logps_figure,
+    objectives_figure,
+    train_figure,
+)
 from irpo.analysis.records import compares_m0s, compares_methods, compares_objectives, records
 from irpo.analysis.results import Sweep, load
-from irpo.analysis.writers import (CAPACITY_FIGURE, OBJECTIVES_FIGURE, REPRODUCTION_FIGURES, capacity_markdown,
-                                   objectives_markdown, reproduction_markdown)
-from irpo.run.artifacts import atomic_path, write_json
+from irpo.analysis.writers import (
+    CAPACITY_FIGURE,
+    OBJECTIVES_FIGURE,
+    REPRODUCTION_FIGURES,
+    capacity_markdown,
+    objectives_markdown,
+    reproduction_markdown,
+)
 from irpo.errors import ArgumentParser
+from irpo.run.artifacts import atomic_path, write_json
 
 FIGURES = ("accuracy.png", "train.png", "logps.png")
 
@@ -57,16 +69,27 @@ def write_report(path: str | os.PathLike) -> Sweep:
     writer.writerows(rows)
     with atomic_path(sweep.root / "summary.csv") as tmp:
         tmp.write_text(buf.getvalue())
-    write_json(sweep.root / "summary.json", {
-        "directory": str(sweep.root),
-        "swept": sweep.swept,
-        "jobs": [{"job": j.name, "overrides": j.overrides, "finished": j.finished, "iterations_logged": len(j.rows),
-                  "stopped_in": j.stopped_in} for j in sweep.jobs],
-        "unfinished": [j.name for j in sweep.unfinished],
-        "not_started": sweep.missing,
-        "rows": rows,
-        "seed_mean_std": _seed_table(sweep) if "seed" in sweep.swept else [],
-    })
+    write_json(
+        sweep.root / "summary.json",
+        {
+            "directory": str(sweep.root),
+            "swept": sweep.swept,
+            "jobs": [
+                {
+                    "job": j.name,
+                    "overrides": j.overrides,
+                    "finished": j.finished,
+                    "iterations_logged": len(j.rows),
+                    "stopped_in": j.stopped_in,
+                }
+                for j in sweep.jobs
+            ],
+            "unfinished": [j.name for j in sweep.unfinished],
+            "not_started": sweep.missing,
+            "rows": rows,
+            "seed_mean_std": _seed_table(sweep) if "seed" in sweep.swept else [],
+        },
+    )
     plot(sweep)
     if compares_methods(sweep):
         write_comparison(sweep)
@@ -108,9 +131,23 @@ def write_comparison(sweep: Sweep) -> None:
     elif compares_m0s(recs):
         files = {CAPACITY_FIGURE: capacity_figure(recs), "CAPACITY.md": capacity_markdown(sweep, recs)}
     else:
-        files = dict(zip(REPRODUCTION_FIGURES, (
-            logp_figure(recs, ("sft_chosen", "sft_gold", "irpo"), "Fig. 2 in miniature: winners and losers under SFT (own winners, gold CoT) and IRPO"),
-            logp_figure(recs, ("dpo", "irpo"), "Fig. 3 in miniature: winners and losers under DPO (alpha = 0) and IRPO (alpha = 1)"))))
+        files = dict(
+            zip(
+                REPRODUCTION_FIGURES,
+                (
+                    logp_figure(
+                        recs,
+                        ("sft_chosen", "sft_gold", "irpo"),
+                        "Fig. 2 in miniature: winners and losers under SFT (own winners, gold CoT) and IRPO",
+                    ),
+                    logp_figure(
+                        recs,
+                        ("dpo", "irpo"),
+                        "Fig. 3 in miniature: winners and losers under DPO (alpha = 0) and IRPO (alpha = 1)",
+                    ),
+                ),
+            )
+        )
         files["REPRODUCTION.md"] = reproduction_markdown(sweep, recs)
     _save(sweep, files)
 
@@ -127,15 +164,21 @@ def _save(sweep: Sweep, files: dict[str, Any]) -> None:
 
 def describe(sweep: Sweep) -> str:
     """What the report found, for the terminal."""
-    keys = f"swept: {', '.join(sweep.swept) or 'nothing'}" if len(sweep.jobs) > 1 else f"overrides: {', '.join(sweep.overridden) or 'none'}"
+    keys = (
+        f"swept: {', '.join(sweep.swept) or 'nothing'}"
+        if len(sweep.jobs) > 1
+        else f"overrides: {', '.join(sweep.overridden) or 'none'}"
+    )
     lines = [f"irpo report: {sweep.root}: {len(sweep.jobs)} job(s), {keys}"]
     for label, points in sweep.aggregate("test_accuracy").items():
         accs = " ".join(f"{m:.3f}" + (f"±{s:.3f}" if n > 1 else "") for _, m, s, n in points)
         lines.append(f"  {label}: test accuracy by iteration {accs}")
     for job in sweep.unfinished:
         where = f", stopped in {job.stopped_in}" if job.stopped_in else ""
-        lines.append(f"  unfinished: job {job.name} ({' '.join(f'{k}={v}' for k, v in job.overrides.items())}): "
-                     f"{len(job.rows)} of {job.last_iteration + 1} iterations logged{where}")
+        lines.append(
+            f"  unfinished: job {job.name} ({' '.join(f'{k}={v}' for k, v in job.overrides.items())}): "
+            f"{len(job.rows)} of {job.last_iteration + 1} iterations logged{where}"
+        )
     for overrides in sweep.missing:
         lines.append(f"  not started: {overrides}")
     wrote = [*FIGURES, *comparison_outputs(sweep)] if compares_methods(sweep) else FIGURES
@@ -153,7 +196,10 @@ def report_at_end(path: str | os.PathLike) -> None:
     try:
         print(describe(write_report(path)))
     except Exception as exc:  # the results are on disk already; the report can be redone by hand
-        print(f"irpo: warning: the report failed ({type(exc).__name__}: {exc}); rerun: python -m irpo.report {path}", file=sys.stderr)
+        print(
+            f"irpo: warning: the report failed ({type(exc).__name__}: {exc}); rerun: python -m irpo.report {path}",
+            file=sys.stderr,
+        )
 
 
 class ReportCallback(Callback):
@@ -166,10 +212,16 @@ class ReportCallback(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="python -m irpo.report", description="Summary tables and figures of an irpo run or sweep directory.")
+    parser = ArgumentParser(
+        prog="python -m irpo.report", description="Summary tables and figures of an irpo run or sweep directory."
+    )
     parser.add_argument("directory", help="a run directory (outputs/...) or a sweep directory (multirun/...)")
-    parser.add_argument("--copy-to", metavar="DIR", help="copy the sweep's record (configs, metrics, events; no weights or samples) to DIR "
-                        "and write the report there, from the copy")
+    parser.add_argument(
+        "--copy-to",
+        metavar="DIR",
+        help="copy the sweep's record (configs, metrics, events; no weights or samples) to DIR "
+        "and write the report there, from the copy",
+    )
     args = parser.parse_args(argv)
     from irpo.cli import exit_on_user_error, full_errors_requested
 

@@ -21,11 +21,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from irpo.errors import ConfigError
-from irpo.run import compat
+from irpo.errors import ConfigError, UserError
 from irpo.evaluate import result_files
+from irpo.run import compat
 from irpo.run.artifacts import read_jsonl
-from irpo.errors import UserError
 
 # Overrides that name the sweep or place its files: the same for every job, never a compared value.
 _NOT_COMPARED = ("sweep", "hydra.")
@@ -101,7 +100,8 @@ class Sweep:
         """One row per job x iteration: job, swept values, then every per-iteration metric."""
         return [
             {"job": job.name, **{k: job.overrides.get(k) for k in self.columns}, **row}
-            for job in self.jobs for row in job.rows
+            for job in self.jobs
+            for row in job.rows
         ]
 
     def aggregate(self, metric: str) -> dict[str, list[tuple[int, float, float, int]]]:
@@ -114,14 +114,23 @@ class Sweep:
                 for row in job.rows:
                     if isinstance(row.get(metric), (int, float)):
                         by_iter.setdefault(row["iteration"], []).append(float(row[metric]))
-            points = [(t, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for t, v in sorted(by_iter.items())]
+            points = [
+                (t, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                for t, v in sorted(by_iter.items())
+            ]
             if points:
                 out[label] = points
         return out
 
     def metrics(self) -> list[str]:
         """Every numeric per-iteration metric any job logged, in first-seen order."""
-        keys = dict.fromkeys(k for job in self.jobs for row in job.rows for k, v in row.items() if k != "iteration" and isinstance(v, (int, float)))
+        keys = dict.fromkeys(
+            k
+            for job in self.jobs
+            for row in job.rows
+            for k, v in row.items()
+            if k != "iteration" and isinstance(v, (int, float))
+        )
         return list(keys)
 
 
@@ -132,7 +141,10 @@ def load(path: str | os.PathLike) -> Sweep:
         return Sweep(root, [read_job(root, root.name)])
     if not root.is_dir():
         raise UserError(f"{root} is not a directory")
-    dirs = sorted((d for d in root.iterdir() if (d / ".hydra").is_dir()), key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    dirs = sorted(
+        (d for d in root.iterdir() if (d / ".hydra").is_dir()),
+        key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name),
+    )
     if not dirs and not (root / "multirun.yaml").exists():
         raise UserError(f"{root} holds neither an irpo run (.hydra/) nor a sweep (multirun.yaml)")
     jobs = [read_job(d, d.name) for d in dirs]
@@ -181,7 +193,13 @@ def _split(override: str) -> tuple[str, str]:
 
 # What the reports read of a job (its config, overrides, per-iteration metrics, events and
 # training curves): a sweep's record without weights or samples.
-RECORD_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.jsonl", "events.jsonl", "iter_*/train/metrics.csv")
+RECORD_FILES = (
+    ".hydra/config.yaml",
+    ".hydra/overrides.yaml",
+    "metrics.jsonl",
+    "events.jsonl",
+    "iter_*/train/metrics.csv",
+)
 
 
 def copy_records(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -214,7 +232,9 @@ def expected_jobs(root: Path) -> list[list[str]]:
         return []
     # unresolved: a value such as ${irpo_asset:mini_m0} is an override's text, as typed
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create()
-    args = [f"{k}={v}" for k, v in params.items_ex(resolve=False)] + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+    args = [f"{k}={v}" for k, v in params.items_ex(resolve=False)] + list(
+        OmegaConf.select(cfg, "hydra.overrides.task") or []
+    )
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
     return [list(job) for batch in batches for job in batch]
 
@@ -231,9 +251,16 @@ def train_steps(job: Job) -> list[dict]:
         path = job.path / f"iter_{t}" / CHECKPOINTS / "metrics.csv"
         if not path.exists():
             continue
-        rows = [r for r in ({k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(path.open())) if "step" in r]
+        rows = [
+            r
+            for r in ({k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(path.open()))
+            if "step" in r
+        ]
         steps = max((int(r["step"]) for r in rows), default=0) + 1
-        out += [{**r, "iteration": t, "step": offset + int(r["step"]), "progress": t + (int(r["step"]) + 1) / steps} for r in rows]
+        out += [
+            {**r, "iteration": t, "step": offset + int(r["step"]), "progress": t + (int(r["step"]) + 1) / steps}
+            for r in rows
+        ]
         offset += steps
     return out
 
@@ -268,9 +295,17 @@ def generation_samples(it: Path, prompts: dict[str, str], n_prompts: int) -> lis
     ids = list(dict.fromkeys(g["prompt_id"] for g in gens))[:n_prompts]
     roles = _pair_roles(it)
     return [
-        {"iteration": int(it.name.split("_")[1]), "prompt_id": g["prompt_id"], "prompt": prompts.get(g["prompt_id"], ""),
-         "completion": g["completion"], "answer": g["answer"], "reward": g["reward"], "role": roles.get((g["prompt_id"], g["completion"]), "")}
-        for g in gens if g["prompt_id"] in ids
+        {
+            "iteration": int(it.name.split("_")[1]),
+            "prompt_id": g["prompt_id"],
+            "prompt": prompts.get(g["prompt_id"], ""),
+            "completion": g["completion"],
+            "answer": g["answer"],
+            "reward": g["reward"],
+            "role": roles.get((g["prompt_id"], g["completion"]), ""),
+        }
+        for g in gens
+        if g["prompt_id"] in ids
     ]
 
 
@@ -283,8 +318,15 @@ def eval_samples(it: Path, prompts: dict[str, str], n: int) -> list[dict]:
     if not records.exists() or n == 0:
         return []
     return [
-        {"iteration": int(it.name.split("_")[1]), "prompt_id": r["prompt_id"], "prompt": prompts.get(r["prompt_id"], ""),
-         "gold": r["gold"], "completion": r["greedy"], "answer": r["answer"], "reward": r["reward"]}
+        {
+            "iteration": int(it.name.split("_")[1]),
+            "prompt_id": r["prompt_id"],
+            "prompt": prompts.get(r["prompt_id"], ""),
+            "gold": r["gold"],
+            "completion": r["greedy"],
+            "answer": r["answer"],
+            "reward": r["reward"],
+        }
         for r in read_jsonl(records)[:n]
     ]
 
@@ -294,12 +336,23 @@ def pairs_across_iterations(job: Job, prompt_id: str | None = None, per_iteratio
     first question that has pairs in every iteration that made pairs)."""
     from irpo.training.data import PAIRS_FILE
 
-    by_iter = {t: read_jsonl(p) for t in range(job.last_iteration) if (p := job.path / f"iter_{t}" / PAIRS_FILE).exists()}
+    by_iter = {
+        t: read_jsonl(p) for t in range(job.last_iteration) if (p := job.path / f"iter_{t}" / PAIRS_FILE).exists()
+    }
     if prompt_id is None:
-        common = set.intersection(*({p["prompt_id"] for p in pairs} for pairs in by_iter.values())) if by_iter else set()
+        common = (
+            set.intersection(*({p["prompt_id"] for p in pairs} for pairs in by_iter.values())) if by_iter else set()
+        )
         first = next(iter(by_iter.values()), [])
         prompt_id = next((p["prompt_id"] for p in first if p["prompt_id"] in common), None)
     return [
-        {"iteration": t, "prompt_id": p["prompt_id"], "prompt": p["prompt"], "winner": p["chosen"], "loser": p["rejected"]}
-        for t, pairs in by_iter.items() for p in [q for q in pairs if q["prompt_id"] == prompt_id][:per_iteration]
+        {
+            "iteration": t,
+            "prompt_id": p["prompt_id"],
+            "prompt": p["prompt"],
+            "winner": p["chosen"],
+            "loser": p["rejected"],
+        }
+        for t, pairs in by_iter.items()
+        for p in [q for q in pairs if q["prompt_id"] == prompt_id][:per_iteration]
     ]

@@ -40,7 +40,9 @@ class Generator(Protocol):
     def greedy(self, prompts: Sequence[str]) -> list[str]: ...
 
 
-def render_prompt(tokenizer, prompt: str | Messages, use_chat_template: bool = True, template_kwargs: Mapping | None = None) -> str:
+def render_prompt(
+    tokenizer, prompt: str | Messages, use_chat_template: bool = True, template_kwargs: Mapping | None = None
+) -> str:
     """A task's prompt as the text the model sees: chat messages through the tokenizer's
     template (Llama-2-chat and other chat models) with the model's template variables
     (`model.chat_template_kwargs`: Qwen3's enable_thinking, Llama-3's date_string), raw text
@@ -60,10 +62,7 @@ def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of rendered prompts. A chat template already writes the BOS token into the
     text; adding it again would shift every position the model was tuned on."""
     bos = tokenizer.bos_token
-    return [
-        tokenizer(t, add_special_tokens=not (bos and t.startswith(bos)))["input_ids"]
-        for t in texts
-    ]
+    return [tokenizer(t, add_special_tokens=not (bos and t.startswith(bos)))["input_ids"] for t in texts]
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:

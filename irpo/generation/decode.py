@@ -55,7 +55,9 @@ class DecodeGenerator(HFGenerator):
         self.generated_tokens += progress.tokens
         return [c for group in out for c in group]
 
-    def _decode(self, prompts: list[list[int]], n: int, temperature: float | None, draws: torch.Generator) -> list[list[int]]:
+    def _decode(
+        self, prompts: list[list[int]], n: int, temperature: float | None, draws: torch.Generator
+    ) -> list[list[int]]:
         """The completions' token ids (each with its end of turn, when it ended), n rows per
         prompt in prompt order."""
         pad, eos = self.tokenizer.pad_token_id, torch.tensor(self._eos_ids())
@@ -65,8 +67,14 @@ class DecodeGenerator(HFGenerator):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = cache_kwargs(self.model, width + most)
         cache = next(iter(kwargs.values()))
-        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), position_ids=positions.to(self.device),
-                            logits_to_keep=1, use_cache=True, **kwargs).logits[:, -1]
+        logits = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            logits_to_keep=1,
+            use_cache=True,
+            **kwargs,
+        ).logits[:, -1]
         # each prompt's keys and values, copied to its n rows
         cache.batch_repeat_interleave(n)
         logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0).to(self.device)
@@ -87,10 +95,21 @@ class DecodeGenerator(HFGenerator):
             if finished.sum() >= DROP_SHARE * len(live):
                 keep = (~finished).nonzero().squeeze(1)
                 cache.batch_select_indices(keep.to(self.device))
-                live, token, finished, mask, position = live[keep], token[keep], finished[keep], mask[keep], position[keep]
+                live, token, finished, mask, position = (
+                    live[keep],
+                    token[keep],
+                    finished[keep],
+                    mask[keep],
+                    position[keep],
+                )
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
-            logits = self.model(input_ids=token[:, None].to(self.device), attention_mask=mask, position_ids=position[:, None],
-                                use_cache=True, **kwargs).logits[:, -1]
+            logits = self.model(
+                input_ids=token[:, None].to(self.device),
+                attention_mask=mask,
+                position_ids=position[:, None],
+                use_cache=True,
+                **kwargs,
+            ).logits[:, -1]
             position = position + 1
         return made
 

@@ -9,14 +9,21 @@ import torch
 
 from irpo.generation.base import Decoding, encode_prompts, truncate_at_stop
 from irpo.generation.kv_cache import generate_kwargs as cache_kwargs
+from irpo.generation.schemas import HFGeneratorConfig
 from irpo.models.load import load_policy, load_tokenizer
 from irpo.run.progress import Progress
-from irpo.generation.schemas import HFGeneratorConfig
 
 
 class HFGenerator:
-    def __init__(self, model_dir: str, decoding: Decoding, batch_size: int = HFGeneratorConfig.batch_size, dtype: str = "float32", device: str = HFGeneratorConfig.device,
-                 trust_remote_code: bool = False) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        decoding: Decoding,
+        batch_size: int = HFGeneratorConfig.batch_size,
+        dtype: str = "float32",
+        device: str = HFGeneratorConfig.device,
+        trust_remote_code: bool = False,
+    ) -> None:
         self.model_dir, self.decoding = model_dir, decoding
         self.batch_size, self.dtype, self.trust_remote_code = batch_size, dtype, trust_remote_code
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -42,7 +49,9 @@ class HFGenerator:
         # top_k=0 and no repetition penalty: transformers would otherwise apply its own
         # top_k=50 (or the model's generation_config), and samples would not be drawn from
         # the distribution the config names, nor match the vLLM backend's.
-        sampling = dict(do_sample=True, temperature=temperature, top_p=self.decoding.top_p, top_k=0, repetition_penalty=1.0)
+        sampling = dict(
+            do_sample=True, temperature=temperature, top_p=self.decoding.top_p, top_k=0, repetition_penalty=1.0
+        )
         flat = self._generate(prompts, n, sampling, f"sampling {n}/prompt")
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 

@@ -28,7 +28,9 @@ class InPlaceLayer(DynamicLayer):
         self.capacity = capacity
         self._key_buffer = self._value_buffer = None
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         self.keys, self._key_buffer = self._append(self.keys, self._key_buffer, key_states)
@@ -39,7 +41,9 @@ class InPlaceLayer(DynamicLayer):
         self._key_buffer = self._value_buffer = None
         super().reset()
 
-    def _append(self, cached: torch.Tensor, buffer: torch.Tensor | None, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _append(
+        self, cached: torch.Tensor, buffer: torch.Tensor | None, new: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(the cache with `new` after it, as a view of its buffer; the buffer)."""
         length = cached.shape[-2] if cached.numel() else 0
         total = length + new.shape[-2]
@@ -59,8 +63,11 @@ def _is_prefix_view(cached: torch.Tensor, buffer: torch.Tensor | None, new: torc
     """Whether `cached` is still the buffer's leading positions (after a crop it is a shorter
     one), so that the next positions can be written after it."""
     return (
-        buffer is not None and cached.numel() > 0 and cached.data_ptr() == buffer.data_ptr()
-        and cached.stride() == buffer.stride() and cached.shape[:-2] == new.shape[:-2] == buffer.shape[:-2]
+        buffer is not None
+        and cached.numel() > 0
+        and cached.data_ptr() == buffer.data_ptr()
+        and cached.stride() == buffer.stride()
+        and cached.shape[:-2] == new.shape[:-2] == buffer.shape[:-2]
     )
 
 

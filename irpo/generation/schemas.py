@@ -38,7 +38,9 @@ class GeneratorConfig:
         """The generator over model_dir: the schema's class with its settings (top_p and
         max_new_tokens are the decoding's)."""
         module, _, name = self._target_.rpartition(".")
-        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("_target_", "top_p", "max_new_tokens")}
+        settings = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("_target_", "top_p", "max_new_tokens")
+        }
         return getattr(importlib.import_module(module), name)(model_dir=model_dir, decoding=decoding, **settings)
 
 

@@ -24,11 +24,11 @@ import signal
 import traceback
 from typing import Sequence
 
-from irpo.run.distributed import engine_env
 from irpo.errors import UserError
 from irpo.generation.base import Decoding, encode_prompts, truncate_at_stop
-from irpo.models.load import load_tokenizer
 from irpo.generation.schemas import VLLMGeneratorConfig
+from irpo.models.load import load_tokenizer
+from irpo.run.distributed import engine_env
 
 INSTALL_HINT = (
     "generator=vllm needs vLLM: `pip install -e .[vllm]` on a GPU machine; on a CPU-only "
@@ -122,7 +122,12 @@ class VLLMGenerator:
         # it, and `truncate_at_stop` cuts the text as it does HFGenerator's. The engine stops
         # on the model's generation_config EOS ids itself; the tokenizer's end of turn, which
         # training appends, is added as HFGenerator adds it.
-        return dict(max_tokens=self.decoding.max_new_tokens, stop=list(self.decoding.stop), stop_token_ids=[self.tokenizer.eos_token_id], **sampling)
+        return dict(
+            max_tokens=self.decoding.max_new_tokens,
+            stop=list(self.decoding.stop),
+            stop_token_ids=[self.tokenizer.eos_token_id],
+            **sampling,
+        )
 
     def _generate(self, prompts: Sequence[str], params: list[dict]) -> list[list[str]]:
         if self._proc is None:
@@ -135,7 +140,10 @@ class VLLMGenerator:
         # skipped), not with vLLM's incremental detokenizer, which keeps e.g. the leading
         # SentencePiece space that a decode of the completion alone drops.
         return [
-            [truncate_at_stop(t, self.decoding.stop) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            [
+                truncate_at_stop(t, self.decoding.stop)
+                for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            ]
             for ids in token_ids
         ]
 
@@ -150,9 +158,7 @@ class VLLMGenerator:
             status, payload = self._conn.recv()
         except (EOFError, OSError):
             self._proc.join(5)
-            raise RuntimeError(
-                f"the vLLM process exited with code {self._proc.exitcode} (its log is above)"
-            ) from None
+            raise RuntimeError(f"the vLLM process exited with code {self._proc.exitcode} (its log is above)") from None
         if status == "ok":
             return payload
         if status == "import":

@@ -87,18 +87,44 @@ class Family:
 FAMILIES = {
     "llama2": Family("LlamaConfig", ("<unk>", "<s>", "</s>"), "<s>", "</s>", None, ("</s>",), LLAMA2_TEMPLATE),
     "llama3": Family(
-        "LlamaConfig", ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
-        "<|begin_of_text|>", "<|eot_id|>", None, ("<|end_of_text|>", "<|eot_id|>"), LLAMA3_TEMPLATE,
-        dict(rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192),
-             rope_theta=500000.0, max_position_embeddings=131072),
+        "LlamaConfig",
+        ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        None,
+        ("<|end_of_text|>", "<|eot_id|>"),
+        LLAMA3_TEMPLATE,
+        dict(
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=32.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=8192,
+            ),
+            rope_theta=500000.0,
+            max_position_embeddings=131072,
+        ),
     ),
     "qwen2": Family(
-        "Qwen2Config", ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), None, "<|im_end|>", "<|endoftext|>",
-        ("<|im_end|>", "<|endoftext|>"), QWEN2_TEMPLATE, dict(tie_word_embeddings=True, max_position_embeddings=4096),
+        "Qwen2Config",
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        ("<|im_end|>", "<|endoftext|>"),
+        QWEN2_TEMPLATE,
+        dict(tie_word_embeddings=True, max_position_embeddings=4096),
     ),
     "qwen3": Family(
-        "Qwen3Config", ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"), None, "<|im_end|>", "<|endoftext|>",
-        ("<|im_end|>", "<|endoftext|>"), QWEN3_TEMPLATE, dict(tie_word_embeddings=True, max_position_embeddings=4096),
+        "Qwen3Config",
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"),
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        ("<|im_end|>", "<|endoftext|>"),
+        QWEN3_TEMPLATE,
+        dict(tie_word_embeddings=True, max_position_embeddings=4096),
     ),
 }
 # Qwen3's <think> and </think> are ordinary added tokens: decoded with the text, not skipped.
@@ -114,19 +140,32 @@ def build_tokenizer(family: str, corpus: Iterable[str], vocab: int):
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[AddedToken(s, special=s not in NOT_SPECIAL) for s in f.specials],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[AddedToken(s, special=s not in NOT_SPECIAL) for s in f.specials],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     core.train_from_iterator(corpus, trainer)
     if f.bos is not None:  # Llama tokenizers add BOS to plain text; Qwen's add nothing
-        core.post_processor = processors.TemplateProcessing(single=f"{f.bos} $A", special_tokens=[(f.bos, core.token_to_id(f.bos))])
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=f.bos, eos_token=f.eos, pad_token=f.pad,
-                                  unk_token="<unk>" if "<unk>" in f.specials else None)
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{f.bos} $A", special_tokens=[(f.bos, core.token_to_id(f.bos))]
+        )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=f.bos,
+        eos_token=f.eos,
+        pad_token=f.pad,
+        unk_token="<unk>" if "<unk>" in f.specials else None,
+    )
     if f.template is not None:
         tok.chat_template = f.template
     return tok
 
 
-def build(family: str, path: Path, corpus: Iterable[str], shape: Shape = Shape(), seed: int = 0, dtype: str = "float32") -> Path:
+def build(
+    family: str, path: Path, corpus: Iterable[str], shape: Shape = Shape(), seed: int = 0, dtype: str = "float32"
+) -> Path:
     """A random-weight checkpoint of `family` at `shape`, with its tokenizer and template."""
     import torch
     import transformers
@@ -136,14 +175,24 @@ def build(family: str, path: Path, corpus: Iterable[str], shape: Shape = Shape()
     tok = build_tokenizer(family, corpus, shape.vocab)
     ids = {s: tok.convert_tokens_to_ids(s) for s in f.specials}
     config = getattr(transformers, f.config_class)(
-        vocab_size=len(tok), hidden_size=shape.hidden, intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, initializer_range=0.02,
-        bos_token_id=ids.get(f.bos), eos_token_id=ids[f.eos], pad_token_id=ids.get(f.pad),
-        **({"head_dim": shape.head_dim} if shape.head_dim else {}), **f.config,
+        vocab_size=len(tok),
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        initializer_range=0.02,
+        bos_token_id=ids.get(f.bos),
+        eos_token_id=ids[f.eos],
+        pad_token_id=ids.get(f.pad),
+        **({"head_dim": shape.head_dim} if shape.head_dim else {}),
+        **f.config,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).to(getattr(torch, dtype))
-    model.generation_config = GenerationConfig(bos_token_id=ids.get(f.bos), eos_token_id=[ids[s] for s in f.stops], pad_token_id=ids.get(f.pad))
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids.get(f.bos), eos_token_id=[ids[s] for s in f.stops], pad_token_id=ids.get(f.pad)
+    )
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tok.save_pretrained(path)

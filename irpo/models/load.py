@@ -51,11 +51,15 @@ def _check_local(path: str, need: str) -> None:
     if not is_local(path):
         return
     if not os.path.isdir(path):
-        raise ModelLoadError(f"{path}: no such directory (model.path: a checkpoint directory, or a hub id 'owner/name')")
+        raise ModelLoadError(
+            f"{path}: no such directory (model.path: a checkpoint directory, or a hub id 'owner/name')"
+        )
     names = os.listdir(path)
     if need == "weights" and not any(n.endswith(".safetensors") for n in names):
         raise ModelLoadError(f"{path}: no *.safetensors weights (irpo loads safetensors only)")
-    if need == "tokenizer" and not any(n in names for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+    if need == "tokenizer" and not any(
+        n in names for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+    ):
         raise ModelLoadError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
 
 
@@ -95,7 +99,9 @@ def end_of_turn(tokenizer) -> str | None:
     """The special token a chat template writes after an assistant's turn (`<|im_end|>`,
     `<|eot_id|>`, Llama-2's `</s>`), read off the template itself; None where it writes none."""
     probe = "IRPO-END-OF-TURN-PROBE"
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "?"}, {"role": "assistant", "content": probe}], tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "?"}, {"role": "assistant", "content": probe}], tokenize=False
+    )
     if probe not in text:
         return None
     special = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
@@ -126,7 +132,9 @@ def policy_skeleton(path: str, dtype: str = "float32", trust_remote_code: bool =
     with _hub_errors(path):
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+        return AutoModelForCausalLM.from_config(
+            config, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        )
 
 
 def weight_files(path: str) -> list[str]:
@@ -137,4 +145,3 @@ def weight_files(path: str) -> list[str]:
         with _hub_errors(path):
             path = snapshot_download(path, allow_patterns=["*.safetensors"])
     return sorted(str(f) for f in Path(path).glob("*.safetensors"))
-

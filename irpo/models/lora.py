@@ -9,13 +9,20 @@ import sys
 import torch
 
 
-def with_lora(model: torch.nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str]) -> torch.nn.Module:
+def with_lora(
+    model: torch.nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str]
+) -> torch.nn.Module:
     """model with trainable LoRA adapters of rank r on target_modules (r = 0: model as it is)."""
     if r == 0:
         return model
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM"))
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM"
+        ),
+    )
 
 
 def merged(model: torch.nn.Module) -> torch.nn.Module:

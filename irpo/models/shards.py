@@ -19,8 +19,16 @@ from pathlib import Path
 import torch
 
 DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
 BUFFER_BYTES = 64 * 2**20  # the most a conversion or device copy stages on the host at once
 
@@ -52,7 +60,9 @@ def index(files: list[str]) -> dict[str, Stored]:
             if key == "__metadata__":
                 continue
             begin, end = meta["data_offsets"]
-            found[key] = Stored(Path(name), 8 + size + begin, 8 + size + end, DTYPES[meta["dtype"]], tuple(meta["shape"]))
+            found[key] = Stored(
+                Path(name), 8 + size + begin, 8 + size + end, DTYPES[meta["dtype"]], tuple(meta["shape"])
+            )
     return found
 
 
@@ -70,7 +80,7 @@ def read_rows(stored: Stored, first: int, out: torch.Tensor) -> None:
             n = min(step, rows - at)
             staged = torch.empty((n, flat.shape[1]), dtype=stored.dtype)
             _fill(f, staged.reshape(-1).view(torch.uint8), n * row_bytes)
-            flat[at:at + n].copy_(staged)
+            flat[at : at + n].copy_(staged)
 
 
 def _fill(f, into: torch.Tensor, length: int) -> None:
@@ -102,6 +112,8 @@ def load_local(tensor: torch.Tensor, stored: Stored, name: str) -> None:
     per_rank = -(-stored.shape[0] // tensor.device_mesh.size())
     first = min(tensor.device_mesh.get_local_rank() * per_rank, stored.shape[0])
     if local.shape[0] != min(per_rank, stored.shape[0] - first):
-        raise ValueError(f"{name}: rank's shard has {local.shape[0]} rows, torch.chunk gives {min(per_rank, stored.shape[0] - first)}")
+        raise ValueError(
+            f"{name}: rank's shard has {local.shape[0]} rows, torch.chunk gives {min(per_rank, stored.shape[0] - first)}"
+        )
     if local.numel():
         read_rows(stored, first, local)

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from irpo.planning import sizing
-from irpo.run.distributed import launch_size, launched, ranks_per_node
 from irpo.errors import UserError
+from irpo.planning import sizing
 from irpo.planning.sizing import Arch, GiB, Training
+from irpo.run.distributed import launch_size, launched, ranks_per_node
 from irpo.training.trainers import FSDP, Trainer
 
 if TYPE_CHECKING:
@@ -88,7 +88,11 @@ def target(trainer: Trainer, found: Machine, per_node: int, planning: bool) -> T
     trainer.gpu_memory_gb or DEFAULT_GPU_GIB; a run is not), else the host, shared by the
     ranks on this node."""
     if trainer.accelerator != "cpu" and (found.gpus or planning):
-        gpu = int(trainer.gpu_memory_gb * GiB) if trainer.gpu_memory_gb is not None else found.gpu_bytes or int(DEFAULT_GPU_GIB * GiB)
+        gpu = (
+            int(trainer.gpu_memory_gb * GiB)
+            if trainer.gpu_memory_gb is not None
+            else found.gpu_bytes or int(DEFAULT_GPU_GIB * GiB)
+        )
         return Target("GPU", gpu, int(gpu * (1 - HEADROOM)))
     return Target("CPU", found.host_bytes, int(found.host_bytes * (1 - HEADROOM)) // per_node)
 
@@ -110,7 +114,9 @@ def lengths(spec: RunSpec) -> tuple[int, int, int]:
     """(prompt, completion, most new) tokens of a typical example."""
     name = spec.task_settings["_target_"].rsplit(".", 1)[-1].removesuffix("Task").lower()
     prompt, completion = TYPICAL_TOKENS.get(name, (256, 256))
-    most = spec.generator.max_new_tokens or spec.task_settings.get("max_new_tokens") or 256  # a task of the user's own may not say
+    most = (
+        spec.generator.max_new_tokens or spec.task_settings.get("max_new_tokens") or 256
+    )  # a task of the user's own may not say
     return spec.planner.prompt_tokens or prompt, min(most, spec.planner.completion_tokens or completion), most
 
 
@@ -136,9 +142,17 @@ def micro_tokens(spec: RunSpec, ranks: int) -> int:
 def training(spec: RunSpec, arch: Arch, per_node: int, nodes: int) -> Training:
     tr, lora = spec.trainer, spec.model.lora
     return Training(
-        trainer=tr.name, sharded=tr.sharded, deepspeed=tr.deepspeed, gpus_per_node=per_node, nodes=nodes, precision=str(tr.precision),
-        weight_bytes=weight_bytes(spec.model.dtype), tokens=micro_tokens(spec, per_node * nodes), checkpointing=tr.activation_checkpointing,
-        cpu_offload=tr.cpu_offload, live_reference=tr.reference == "live" and spec.method.reference,
+        trainer=tr.name,
+        sharded=tr.sharded,
+        deepspeed=tr.deepspeed,
+        gpus_per_node=per_node,
+        nodes=nodes,
+        precision=str(tr.precision),
+        weight_bytes=weight_bytes(spec.model.dtype),
+        tokens=micro_tokens(spec, per_node * nodes),
+        checkpointing=tr.activation_checkpointing,
+        cpu_offload=tr.cpu_offload,
+        live_reference=tr.reference == "live" and spec.method.reference,
         lora=sizing.lora_params(arch, lora.r, tuple(lora.target_modules)) if lora.r else 0,
     )
 
@@ -150,7 +164,9 @@ def as_trained_by(t: Training, trainer: Trainer | type[Trainer]) -> Training:
 
 def generation(spec: RunSpec, arch: Arch, budget: int) -> sizing.Generation:
     prompt, _, most = lengths(spec)
-    return sizing.generation_memory(arch, weight_bytes(spec.generator.dtype), spec.generator.replica_size, prompt + most, budget)
+    return sizing.generation_memory(
+        arch, weight_bytes(spec.generator.dtype), spec.generator.replica_size, prompt + most, budget
+    )
 
 
 def changes_that_fit(spec: RunSpec, arch: Arch, t: Training, usable: int, gpus: bool = True) -> list[str]:
@@ -163,7 +179,10 @@ def changes_that_fit(spec: RunSpec, arch: Arch, t: Training, usable: int, gpus: 
         (f"trainer.micro_batch_tokens={most}", bound),
         ("trainer.activation_checkpointing=true", not t.checkpointing and replace(t, checkpointing=True)),
         ("trainer.cpu_offload=true", t.sharded and not t.cpu_offload and replace(t, cpu_offload=True)),
-        (f"model.lora.r=16 (on {','.join(targets)})", not t.lora and replace(t, lora=sizing.lora_params(arch, 16, targets))),
+        (
+            f"model.lora.r=16 (on {','.join(targets)})",
+            not t.lora and replace(t, lora=sizing.lora_params(arch, 16, targets)),
+        ),
     ]
     out = [change for change, new in candidates if new and sizing.fits(arch, new, usable)]
     sharded = t if t.sharded else as_trained_by(t, FSDP)
@@ -173,8 +192,12 @@ def changes_that_fit(spec: RunSpec, arch: Arch, t: Training, usable: int, gpus: 
         out.insert(0 if t.sharded else len(out), f"{prefix}trainer.num_nodes={nodes}")
     shortest, longest, pair = sum(lengths(spec)[:2]), spec.model.max_length, pair_tokens(spec)
     for max_length in (2048, 1024, 512):
-        if shortest <= max_length < longest and sizing.fits(arch, replace(t, tokens=min(t.tokens, pair * max_length // longest)), usable):
-            out.append(f"model.max_length={max_length} trainer.micro_batch_tokens={pair * max_length // longest} (longer pairs are dropped)")
+        if shortest <= max_length < longest and sizing.fits(
+            arch, replace(t, tokens=min(t.tokens, pair * max_length // longest)), usable
+        ):
+            out.append(
+                f"model.max_length={max_length} trainer.micro_batch_tokens={pair * max_length // longest} (longer pairs are dropped)"
+            )
             break
     return out
 
@@ -191,14 +214,21 @@ def gpu_plan(spec: RunSpec, arch: Arch) -> str:
     per rank, on the fewest nodes the batch splits over, else with cpu_offload on the most
     (the least host memory per node); vLLM at sizing.vllm_tp."""
     usable = int(DEFAULT_GPU_GIB * GiB * (1 - HEADROOM))
-    t = replace(as_trained_by(training(spec, arch, GPUS_PER_NODE, 1), FSDP), precision="bf16-mixed", checkpointing=True,
-                weight_bytes=2, tokens=pair_tokens(spec))
+    t = replace(
+        as_trained_by(training(spec, arch, GPUS_PER_NODE, 1), FSDP),
+        precision="bf16-mixed",
+        checkpointing=True,
+        weight_bytes=2,
+        tokens=pair_tokens(spec),
+    )
     counts = even_splits(spec.trainer, GPUS_PER_NODE, micro=1) or [1]
     nodes, offload = sizing.min_nodes(arch, t, usable, counts), ""
     if nodes is None:
         nodes, offload = counts[-1], " trainer.cpu_offload=true"
-    return (f"trainer={FSDP.name} trainer.devices={GPUS_PER_NODE} trainer.num_nodes={nodes}{offload} trainer.micro_batch_size=1 "
-            f"generator=vllm generator.tensor_parallel_size={sizing.vllm_tp(arch, 2, usable)}")
+    return (
+        f"trainer={FSDP.name} trainer.devices={GPUS_PER_NODE} trainer.num_nodes={nodes}{offload} trainer.micro_batch_size=1 "
+        f"generator=vllm generator.tensor_parallel_size={sizing.vllm_tp(arch, 2, usable)}"
+    )
 
 
 def gib(n: float) -> str:
@@ -215,8 +245,10 @@ def check_fits(spec: RunSpec) -> None:
     the host's (each rank on this node holding its share). Its plan is the one plan=true prints."""
     found = machine()
     if spec.trainer.accelerator in ("gpu", "cuda") and not found.gpus:
-        raise UserError(f"trainer.accelerator={spec.trainer.accelerator} needs a GPU and this machine has none; run trainer=cpu here, "
-                        "or add plan=true to size the run for GPUs")
+        raise UserError(
+            f"trainer.accelerator={spec.trainer.accelerator} needs a GPU and this machine has none; run trainer=cpu here, "
+            "or add plan=true to size the run for GPUs"
+        )
     arch = resolve_arch(spec.model)
     if arch is None:
         return
@@ -227,12 +259,17 @@ def check_fits(spec: RunSpec) -> None:
     g = generation(spec, arch, where.engine_budget(spec.generator))
     if train <= where.usable and g.fits_weights and g.sequences >= 1:
         return
-    has = (f"each of its GPUs has {gib(where.capacity)} ({gib(where.usable)} usable)" if where.device == "GPU" else
-           f"it has {gib(where.capacity)} of RAM ({gib(where.usable)} usable per rank) and no GPU")
+    has = (
+        f"each of its GPUs has {gib(where.capacity)} ({gib(where.usable)} usable)"
+        if where.device == "GPU"
+        else f"it has {gib(where.capacity)} of RAM ({gib(where.usable)} usable per rank) and no GPU"
+    )
     if train > where.usable:
         mem = sizing.training_memory(arch, t)
-        need = (f"training needs {gib(train)} per rank: {gib(mem.total - mem.activations)} of weights, gradients and optimizer states ({sizing.rule(t)}) "
-                f"and {gib(mem.activations)} of activations ({t.tokens} tokens a micro-batch)")
+        need = (
+            f"training needs {gib(train)} per rank: {gib(mem.total - mem.activations)} of weights, gradients and optimizer states ({sizing.rule(t)}) "
+            f"and {gib(mem.activations)} of activations ({t.tokens} tokens a micro-batch)"
+        )
     else:
         need = f"generation needs {gib(g.weights)} of weights"
     if where.device == "CPU":
@@ -244,4 +281,6 @@ def check_fits(spec: RunSpec) -> None:
         instead = f"set {changes[0]}" if changes else f"run it on more GPUs: {gpu_plan(spec, arch)}"
     else:
         instead = f"set generator=vllm generator.tensor_parallel_size={sizing.vllm_tp(arch, weight_bytes(spec.model.dtype), where.usable)}"
-    raise UserError(f"{spec.model.path} ({count(arch.params)} params) does not fit this machine: {need}, and {has}; {instead}")
+    raise UserError(
+        f"{spec.model.path} ({count(arch.params)} params) does not fit this machine: {need}, and {has}; {instead}"
+    )

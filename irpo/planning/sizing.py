@@ -123,12 +123,20 @@ QK_NORM_TYPES = ("qwen3", "qwen3_moe", "olmo2", "gemma3_text")
 def arch_from_hf_config(config: dict) -> Arch:
     """The Arch of a transformers config.json (Llama, Qwen2, Qwen3 and their kin)."""
     shape = Arch(
-        params=0, layers=config["num_hidden_layers"], hidden=config["hidden_size"], intermediate=config["intermediate_size"],
-        heads=config["num_attention_heads"], kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
-        vocab=config["vocab_size"], head_dim=config.get("head_dim") or 0, qk_norm=config.get("model_type") in QK_NORM_TYPES,
+        params=0,
+        layers=config["num_hidden_layers"],
+        hidden=config["hidden_size"],
+        intermediate=config["intermediate_size"],
+        heads=config["num_attention_heads"],
+        kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+        vocab=config["vocab_size"],
+        head_dim=config.get("head_dim") or 0,
+        qk_norm=config.get("model_type") in QK_NORM_TYPES,
     )
     qkv_bias = bool(config.get("attention_bias", config.get("model_type") == "qwen2"))
-    return replace(shape, params=count_params(shape, tied=bool(config.get("tie_word_embeddings", False)), qkv_bias=qkv_bias))
+    return replace(
+        shape, params=count_params(shape, tied=bool(config.get("tie_word_embeddings", False)), qkv_bias=qkv_bias)
+    )
 
 
 def state_bytes(precision: str) -> tuple[int, int, int]:
@@ -159,9 +167,13 @@ def gathered_unit_bytes(precision: str) -> int:
 
 
 LORA_SHAPES = {  # (in, out) of each projection a LoRA adapter can target, as functions of the Arch
-    "q_proj": lambda a: (a.hidden, a.q_dim), "k_proj": lambda a: (a.hidden, a.kv_dim), "v_proj": lambda a: (a.hidden, a.kv_dim),
-    "o_proj": lambda a: (a.q_dim, a.hidden), "gate_proj": lambda a: (a.hidden, a.intermediate),
-    "up_proj": lambda a: (a.hidden, a.intermediate), "down_proj": lambda a: (a.intermediate, a.hidden),
+    "q_proj": lambda a: (a.hidden, a.q_dim),
+    "k_proj": lambda a: (a.hidden, a.kv_dim),
+    "v_proj": lambda a: (a.hidden, a.kv_dim),
+    "o_proj": lambda a: (a.q_dim, a.hidden),
+    "gate_proj": lambda a: (a.hidden, a.intermediate),
+    "up_proj": lambda a: (a.hidden, a.intermediate),
+    "down_proj": lambda a: (a.intermediate, a.hidden),
 }
 
 
@@ -183,7 +195,9 @@ def max_tokens(arch: Arch, t: "Training", usable: int) -> int:
     """The most tokens a micro-batch may hold for t's training to fit `usable` bytes (0: none)."""
     fixed = training_memory(arch, replace(t, tokens=0)).total
     logits = max(arch.vocab, LOGIT_CHUNK_ELEMENTS) * (compute_bytes(t.precision) + 8)
-    per_token = activation_bytes(arch, 1, compute_bytes(t.precision), t.checkpointing) - min(arch.vocab, LOGIT_CHUNK_ELEMENTS) * (compute_bytes(t.precision) + 8)
+    per_token = activation_bytes(arch, 1, compute_bytes(t.precision), t.checkpointing) - min(
+        arch.vocab, LOGIT_CHUNK_ELEMENTS
+    ) * (compute_bytes(t.precision) + 8)
     return max(0, (usable - fixed - logits) // per_token)
 
 
@@ -209,7 +223,6 @@ class Training:
         return self.gpus_per_node * self.nodes
 
 
-
 @dataclass(frozen=True)
 class Memory:
     """Bytes one rank holds at its peak, by kind; `host` is what it keeps in CPU memory instead."""
@@ -227,7 +240,9 @@ class Memory:
         return self.weights + self.gradients + self.optimizer + self.gathered + self.activations + self.reference
 
 
-def zero3_model_states(params: int, largest: int, gpus_per_node: int, nodes: int, offload_optimizer: bool, offload_params: bool = False) -> tuple[int, int]:
+def zero3_model_states(
+    params: int, largest: int, gpus_per_node: int, nodes: int, offload_optimizer: bool, offload_params: bool = False
+) -> tuple[int, int]:
     """(host bytes per node, GPU bytes per GPU) of DeepSpeed's
     `estimate_zero3_model_states_mem_needs(..., zero_init=True, additional_buffer_factor=1.5)`."""
     gpus, largest_memory = gpus_per_node * nodes, 4 * largest
@@ -293,11 +308,19 @@ def rule(t: Training) -> str:
     elif not t.sharded and autocast_copy_bytes(t.precision):
         states += f" + {autocast_copy_bytes(t.precision)} B/param of autocast's bf16 copies"
     if t.deepspeed and not t.lora:
-        offload = "4 x largest layer + 2 B/param / N, optimizer on the host" if t.cpu_offload else "4 x largest layer + 18 B/param / N"
+        offload = (
+            "4 x largest layer + 2 B/param / N, optimizer on the host"
+            if t.cpu_offload
+            else "4 x largest layer + 18 B/param / N"
+        )
         return f"{t.trainer}: DeepSpeed's estimate_zero3_model_states_mem_needs, {offload}"
     if t.sharded:
         where = "on the host" if t.cpu_offload else f"sharded over {t.world} ranks"
-        unit = "bf16 weights 2 + gradient 2 + float32 reduce buffer 4" if t.precision.endswith("-mixed") else "weights + gradient"
+        unit = (
+            "bf16 weights 2 + gradient 2 + float32 reduce buffer 4"
+            if t.precision.endswith("-mixed")
+            else "weights + gradient"
+        )
         return f"{t.trainer}: {states} {where}, + 1 unit gathered unsharded ({unit} B/param)"
     return f"{t.trainer}: {states} on every rank, not sharded"
 
@@ -397,8 +420,14 @@ def iteration_cost(params: int, w: Work, checkpointing: bool, lora: bool) -> Cos
     per_item = w.sequences_per_item * (w.prompt_tokens + w.completion_tokens)
     trained, referenced = w.trained_items * per_item, w.reference_items * per_item
     per_trained = (4 if lora else 6) + (2 if checkpointing else 0)
-    return Cost(generated, prefilled, trained, referenced, 2.0 * params * (generated + prefilled),
-                float(params) * (per_trained * trained + 2 * referenced))
+    return Cost(
+        generated,
+        prefilled,
+        trained,
+        referenced,
+        2.0 * params * (generated + prefilled),
+        float(params) * (per_trained * trained + 2 * referenced),
+    )
 
 
 def gpu_hours(flops: float, peak_tflops: float, utilization: float) -> float:

@@ -54,8 +54,8 @@ def _glibc() -> ctypes.CDLL | None:
     setting)."""
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version
-        libc.mallopt
+        for name in ("gnu_get_libc_version", "mallopt"):  # glibc's, or an AttributeError
+            getattr(libc, name)
     except (OSError, AttributeError):
         return None
     libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int

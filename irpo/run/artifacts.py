@@ -19,8 +19,8 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from irpo.run import compat, preemption
@@ -97,8 +97,13 @@ def shard_seed(seed: int, iteration: int, shard: int) -> int:
     return (seed * 1_000_003 + iteration * 10_007 + shard) % (2**31 - 1)
 
 
-def write_shards(shard_dir: Path, size: int, shard_size: int, make_rows: Callable[[int, int, int], list[dict]],
-                 owned: Callable[[int], list[int]]) -> list[Path]:
+def write_shards(
+    shard_dir: Path,
+    size: int,
+    shard_size: int,
+    make_rows: Callable[[int, int, int], list[dict]],
+    owned: Callable[[int], list[int]],
+) -> list[Path]:
     """The rows of items [0, size), made `shard_size` items at a time by make_rows(lo, hi,
     shard) and each shard written as it finishes, so that a process killed half-way through
     a long generation resumes at its last finished shard. This process makes the shards
@@ -137,8 +142,15 @@ def source_revision() -> dict[str, Any]:
 
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     if commit.returncode != 0:
@@ -164,7 +176,9 @@ class RunDir:
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirBusyError(f"{self.root} is in use by another irpo process; wait for it or choose another hydra.run.dir") from None
+            raise RunDirBusyError(
+                f"{self.root} is in use by another irpo process; wait for it or choose another hydra.run.dir"
+            ) from None
 
     def remove_partial_writes(self) -> None:
         """Delete what a killed process left half-written (`.tmp-*`, never read); a run
@@ -228,7 +242,13 @@ class Stages:
     hash of the config values it depends on (`depends_on(t, kind)`). `upgrade` reads a
     record's values in today's keys, where a key was renamed since it was written."""
 
-    def __init__(self, run: RunDir, declared: Sequence[Stage], depends_on, upgrade: Callable[[dict], dict] = lambda values: values) -> None:
+    def __init__(
+        self,
+        run: RunDir,
+        declared: Sequence[Stage],
+        depends_on,
+        upgrade: Callable[[dict], dict] = lambda values: values,
+    ) -> None:
         self.run, self.depends_on, self.upgrade = run, depends_on, upgrade
         self.declared = {stage.kind: stage for stage in declared}  # in the order they run
         self.order = {kind: i for i, kind in enumerate(self.declared)}
@@ -250,7 +270,9 @@ class Stages:
     def finish(self, t: int, kind: str, seconds: float, tokens: int | None) -> None:
         """Records the stage as finished, with its seconds and its token count (None: a stage
         with no tokens to count)."""
-        info = {"seconds": round(seconds, 3)} | ({"tokens": tokens, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)} if tokens is not None else {})
+        info = {"seconds": round(seconds, 3)} | (
+            {"tokens": tokens, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)} if tokens is not None else {}
+        )
         self.run.finish_stage(f"iter_{t}/{kind}", self.depends_on(t, kind), **info)
         self.run.event(stage=f"iter_{t}/{kind}", event="finish", **info)
 

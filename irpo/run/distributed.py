@@ -54,7 +54,7 @@ def launcher_env():
 
 
 def _launcher() -> str | None:
-    """"srun", "torchrun" or None, as Lightning's detect() decides it (srun first; a SLURM
+    """ "srun", "torchrun" or None, as Lightning's detect() decides it (srun first; a SLURM
     job named bash or interactive is a shell that started this process by hand)."""
     if "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
         return "srun"
@@ -158,9 +158,14 @@ def init(timeout_minutes: int, accelerator: str, liveness_seconds: float) -> Non
         torch.cuda.set_device(env.local_rank())
     os.environ["MASTER_ADDR"] = env.main_address
     os.environ["MASTER_PORT"] = str(env.main_port)
-    _watchdog = Watchdog(env.main_address, env.main_port, env.global_rank(), env.world_size(), liveness_seconds, restart_attempt()).start()
+    _watchdog = Watchdog(
+        env.main_address, env.main_port, env.global_rank(), env.world_size(), liveness_seconds, restart_attempt()
+    ).start()
     dist.init_process_group(
-        "nccl" if gpu else "gloo", rank=env.global_rank(), world_size=env.world_size(), timeout=timedelta(minutes=timeout_minutes)
+        "nccl" if gpu else "gloo",
+        rank=env.global_rank(),
+        world_size=env.world_size(),
+        timeout=timedelta(minutes=timeout_minutes),
     )
 
 
@@ -273,14 +278,30 @@ def run_name() -> str:
         return f"slurm-{os.environ['SLURM_JOB_ID']}"
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
     if run_id == "none":
-        raise UserError("torchrun without --standalone or --rdzv-id gives the ranks no shared run name; set hydra.run.dir=...")
+        raise UserError(
+            "torchrun without --standalone or --rdzv-id gives the ranks no shared run name; set hydra.run.dir=..."
+        )
     return f"torchrun-{run_id}"
 
 
 # What torchrun and srun tell a rank about its process group; an engine's own processes
 # (vLLM's tensor-parallel workers) form a group of their own and must not read them.
-_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
-                  "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
+_LAUNCHER_VARS = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "SLURM_NTASKS",
+)
 
 
 def engine_env(replica_size: int) -> dict[str, str | None]:
@@ -290,11 +311,15 @@ def engine_env(replica_size: int) -> dict[str, str | None]:
     if not launched():
         return {}
     if devices_per_node() % replica_size:
-        raise UserError(f"generator.tensor_parallel_size={replica_size} must divide the {devices_per_node()} ranks per node (an engine stays on one node)")
+        raise UserError(
+            f"generator.tensor_parallel_size={replica_size} must divide the {devices_per_node()} ranks per node (an engine stays on one node)"
+        )
     env: dict[str, str | None] = dict.fromkeys(_LAUNCHER_VARS)
     import torch
 
     if torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count())))).split(",")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count())))).split(
+            ","
+        )
         env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[local_rank() : local_rank() + replica_size])
     return env

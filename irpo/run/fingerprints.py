@@ -66,11 +66,15 @@ def _same_path(a: str, b: str) -> bool:
 def fingerprint(path: Path) -> str:
     """A hex digest of a file, or of a directory's files (top level, without hidden ones,
     by name): equal content gives an equal digest wherever it lies."""
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    )
     digest = hashlib.sha256()
     for f in files:
         stat = f.stat()
-        digest.update(f"{f.name if f != path else ''}\0{_file_digest(str(f), stat.st_size, stat.st_mtime_ns, stat.st_ino)}\0".encode())
+        digest.update(
+            f"{f.name if f != path else ''}\0{_file_digest(str(f), stat.st_size, stat.st_mtime_ns, stat.st_ino)}\0".encode()
+        )
     return digest.hexdigest()
 
 

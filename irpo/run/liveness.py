@@ -51,8 +51,10 @@ class Watchdog:
         try:
             self._store = TCPStore(self.host, self.port, is_master=False, timeout=timedelta(seconds=self.seconds))
         except Exception as exc:  # noqa: BLE001 - whatever the reason, no store means no launch
-            end(f"rank {self.rank}: the launch's rendezvous store at {self.host}:{self.port} did not answer within "
-                f"{self.seconds:g} s ({first_line(exc)}); its launcher is gone (trainer.liveness_seconds)")
+            end(
+                f"rank {self.rank}: the launch's rendezvous store at {self.host}:{self.port} did not answer within "
+                f"{self.seconds:g} s ({first_line(exc)}); its launcher is gone (trainer.liveness_seconds)"
+            )
         period = min(5.0, self.seconds / 4)
         others = [r for r in range(self.world_size) if r != self.rank]
         seen = {r: (-1, time.monotonic()) for r in others}  # rank: (last count, when it last moved)
@@ -69,13 +71,17 @@ class Watchdog:
                     if count != seen[r][0]:
                         seen[r] = (count, now)
                     elif now - seen[r][1] > self.seconds:
-                        end(f"rank {r} has sent no heartbeat for {self.seconds:g} s (stopped, hung or dead): rank {self.rank} ends "
-                            "the launch instead of waiting trainer.timeout_minutes (trainer.liveness_seconds sets this limit)")
+                        end(
+                            f"rank {r} has sent no heartbeat for {self.seconds:g} s (stopped, hung or dead): rank {self.rank} ends "
+                            "the launch instead of waiting trainer.timeout_minutes (trainer.liveness_seconds sets this limit)"
+                        )
                 answered = now
             except Exception as exc:  # noqa: BLE001 - a store that stopped answering
                 if now - answered > self.seconds:
-                    end(f"rank {self.rank}: the launch's rendezvous store at {self.host}:{self.port} has not answered for "
-                        f"{self.seconds:g} s ({first_line(exc)}); its launcher or rank 0 is gone (trainer.liveness_seconds)")
+                    end(
+                        f"rank {self.rank}: the launch's rendezvous store at {self.host}:{self.port} has not answered for "
+                        f"{self.seconds:g} s ({first_line(exc)}); its launcher or rank 0 is gone (trainer.liveness_seconds)"
+                    )
 
 
 def first_line(exc: BaseException) -> str:

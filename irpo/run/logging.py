@@ -9,9 +9,9 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Sequence
 
+from irpo.analysis.results import eval_samples, generation_samples
 from irpo.run.artifacts import RunDir, read_jsonl, write_jsonl
 from irpo.run.distributed import on_rank_zero
-from irpo.analysis.results import eval_samples, generation_samples
 
 if TYPE_CHECKING:
     from irpo.spec import RunSpec
@@ -46,8 +46,16 @@ class RunLogger:
 
             # quiet: W&B's own end-of-run history and summary stay in its files, not irpo's output.
             self.wandb = WandbLogger(
-                save_dir=str(run.root), offline=w.mode == "offline", mode=w.mode, project=w.project, entity=w.entity,
-                id=run_id, resume="allow", config=dict(spec.values), settings=wandb.Settings(quiet=True), **wandb_identity(spec),
+                save_dir=str(run.root),
+                offline=w.mode == "offline",
+                mode=w.mode,
+                project=w.project,
+                entity=w.entity,
+                id=run_id,
+                resume="allow",
+                config=dict(spec.values),
+                settings=wandb.Settings(quiet=True),
+                **wandb_identity(spec),
             )
             # Lightning passes anonymous=None, which W&B warns about on every run ("has no effect").
             self.wandb._wandb_init.pop("anonymous", None)
@@ -57,7 +65,9 @@ class RunLogger:
         if spec.logger.tensorboard.enabled:
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            self.tensorboard = TensorBoardLogger(save_dir=str(run.root), name="tensorboard", version="", default_hp_metric=False)
+            self.tensorboard = TensorBoardLogger(
+                save_dir=str(run.root), name="tensorboard", version="", default_hp_metric=False
+            )
             self.tensorboard.log_hyperparams(dict(spec.values))
 
     def lightning_loggers(self) -> list:
@@ -74,7 +84,13 @@ class RunLogger:
         self.rows.sort(key=lambda r: r["iteration"])
         on_rank_zero(write_jsonl, self.path, self.rows)
         if self.wandb is not None:
-            self.wandb.experiment.log({**{f"iter/{k}": v for k, v in metrics.items()}, **self._sample_tables(iteration), "iteration": iteration})
+            self.wandb.experiment.log(
+                {
+                    **{f"iter/{k}": v for k, v in metrics.items()},
+                    **self._sample_tables(iteration),
+                    "iteration": iteration,
+                }
+            )
         if self.tensorboard is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):
@@ -137,7 +153,10 @@ def wandb_identity(spec: RunSpec) -> dict[str, Any]:
 def iteration_line(row: dict[str, Any], maj_key: str | None, kinds: Sequence[str]) -> str:
     """`iteration 1: M_1 test accuracy 0.435 (maj@8 0.470); train pass@N 0.612, 96 pairs; 57 s`."""
     t = row["iteration"]
-    parts = [f"iteration {t}: M_{t} test accuracy {_fmt(row.get('test_accuracy'))}" + (f" ({maj_key} {_fmt(row.get(maj_key))})" if maj_key else "")]
+    parts = [
+        f"iteration {t}: M_{t} test accuracy {_fmt(row.get('test_accuracy'))}"
+        + (f" ({maj_key} {_fmt(row.get(maj_key))})" if maj_key else "")
+    ]
     if "pairs" in row or "train_pass_at_n" in row:
         parts.append(f"train pass@N {_fmt(row.get('train_pass_at_n'))}, {row.get('pairs', 0)} pairs")
     seconds = sum(v for k, v in row.items() if k.endswith("_seconds") and k.removesuffix("_seconds") in kinds)

@@ -124,7 +124,11 @@ def leave(stop: Interrupted) -> NoReturn:
             then = requeue(job)
         else:
             then = f"run the same command with hydra.run.dir={stop.run_dir} to go on from there"
-        print(f"irpo: stopped by {stop.signal_name} in {stop.stage}: kept {stop.what_was_kept()}; {then}", file=sys.stderr, flush=True)
+        print(
+            f"irpo: stopped by {stop.signal_name} in {stop.stage}: kept {stop.what_was_kept()}; {then}",
+            file=sys.stderr,
+            flush=True,
+        )
     sys.exit(128 + stop.signum)
 
 

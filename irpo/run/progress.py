@@ -49,12 +49,20 @@ class Progress:
         from tqdm.auto import tqdm
 
         self.start, self.tokens = time.perf_counter(), 0
-        self.bar = tqdm(total=total, desc=f"{_stage} · {desc}" if _stage else desc, unit="prompt", leave=False, dynamic_ncols=True,
-                        disable=not on_terminal())
+        self.bar = tqdm(
+            total=total,
+            desc=f"{_stage} · {desc}" if _stage else desc,
+            unit="prompt",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not on_terminal(),
+        )
 
     def update(self, prompts: int, tokens: int) -> None:
         self.tokens += tokens
-        self.bar.set_postfix_str(f"{self.tokens / max(time.perf_counter() - self.start, 1e-9):,.0f} tokens/s", refresh=False)
+        self.bar.set_postfix_str(
+            f"{self.tokens / max(time.perf_counter() - self.start, 1e-9):,.0f} tokens/s", refresh=False
+        )
         self.bar.update(prompts)
 
     def close(self) -> None:

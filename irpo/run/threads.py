@@ -120,7 +120,9 @@ def choose_threads(requested: int | str | None, recorded: int | None = None) -> 
     if recorded:
         return recorded, "recorded by the run's first launch"
     if requested == ADAPTIVE:
-        return default_threads(available_cores(), ranks_sharing_cores(), busy_at_start), f"adaptive (cores busy elsewhere at start: {'unknown' if busy_at_start is None else f'{busy_at_start:.2f}'})"
+        return default_threads(
+            available_cores(), ranks_sharing_cores(), busy_at_start
+        ), f"adaptive (cores busy elsewhere at start: {'unknown' if busy_at_start is None else f'{busy_at_start:.2f}'})"
     return default_threads(available_cores(), ranks_sharing_cores(), None), "the cores this process may use"
 
 

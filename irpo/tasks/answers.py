@@ -10,7 +10,7 @@ import re
 # Sec. 3.1 (GSM8K) and Sec. 3.2 (ARC: the same words, ending "(insert letter here)").
 _INSTRUCTION = (
     "Your task is to answer the question below. Give step by step reasoning before you answer, "
-    "and when you're ready to answer, please use the format \"Final answer: {answer}\""
+    'and when you\'re ready to answer, please use the format "Final answer: {answer}"'
 )
 STOP = ("\nQuestion:",)  # a model that goes on after its answer starts the next "Question:"
 FINAL_WORDS = r"final\s+answer(?:\s+is)?"  # also "the final answer is 18"

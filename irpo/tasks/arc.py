@@ -21,8 +21,8 @@ from irpo.errors import UserError
 from irpo.tasks import loading
 from irpo.tasks.answers import FINAL_ANSWER, STOP, anchor, answer_lines, instruction
 from irpo.tasks.base import Example
-from irpo.tasks.subsets import subset
 from irpo.tasks.schemas import ARCTaskConfig
+from irpo.tasks.subsets import subset
 
 HUB_ID = "allenai/ai2_arc"
 _ANSWER = anchor(r"\banswer(?:\s+is)?")  # "Answer: B", "the correct answer is (B)"
@@ -71,7 +71,9 @@ class ARCTask:
         found = loading.rows(self.data_path, split, HUB_ID, ("ARC-Challenge",))
         if split == "train" and self.include_easy:
             if self.data_path is not None and Path(self.data_path).is_file():
-                raise UserError(f"{self.data_path}: task.include_easy needs task.data_path to be a directory with easy_train.jsonl")
+                raise UserError(
+                    f"{self.data_path}: task.include_easy needs task.data_path to be a directory with easy_train.jsonl"
+                )
             found += loading.rows(self.data_path, "easy_train", HUB_ID, ("ARC-Easy",), hub_split="train")
         return subset([_example(row) for row in found], self.sizes[split], self.seed)
 
@@ -105,7 +107,11 @@ def _example(row: loading.Row) -> Example:
             row.fail("each of question.choices needs a text and a label")
         labels, texts = [c.get("label") for c in choices], [c["text"] for c in choices]
     else:  # the hub's flat format
-        stem, labels, texts = row.get("question"), row.get("choices", "label", kind=list), row.get("choices", "text", kind=list)
+        stem, labels, texts = (
+            row.get("question"),
+            row.get("choices", "label", kind=list),
+            row.get("choices", "text", kind=list),
+        )
         if len(labels) != len(texts) or not all(isinstance(t, str) for t in texts):
             row.fail("choices needs one text (a string) per label")
     options = tuple((_label(row, label), text) for label, text in zip(labels, texts))

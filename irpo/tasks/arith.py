@@ -73,7 +73,11 @@ class ArithTask:
     def _could_draw(self, question: str) -> bool:
         parts = re.split(r"([-+*])", question)
         terms, ops = parts[::2], parts[1::2]
-        return len(terms) == self.num_terms and set(ops) <= set(self.operators) and all(int(t) <= self.max_operand for t in terms)
+        return (
+            len(terms) == self.num_terms
+            and set(ops) <= set(self.operators)
+            and all(int(t) <= self.max_operand for t in terms)
+        )
 
     def _splits(self, tuned: frozenset[str], upto: str) -> list[Example]:
         """Split `upto`, drawn after the splits it must avoid: test, then train (the loop's
@@ -90,7 +94,9 @@ class ArithTask:
         examples, seen = [], set(exclude)
         space = (self.max_operand + 1) ** self.num_terms * len(self.operators) ** (self.num_terms - 1)
         if size + len(exclude) > space:
-            raise ValueError(f"arith can make only {space} distinct problems with these knobs, asked {size + len(exclude)}")
+            raise ValueError(
+                f"arith can make only {space} distinct problems with these knobs, asked {size + len(exclude)}"
+            )
         while len(examples) < size:
             terms = [rng.randint(0, self.max_operand) for _ in range(self.num_terms)]
             ops = [rng.choice(self.operators) for _ in range(self.num_terms - 1)]
@@ -103,7 +109,9 @@ class ArithTask:
                 new = _OPS[op](value, t)
                 steps.append(f"{value}{op}{t}={new}")
                 value = new
-            examples.append(Example(id=f"{len(examples)}", question=question, answer=str(value), solution=", ".join(steps)))
+            examples.append(
+                Example(id=f"{len(examples)}", question=question, answer=str(value), solution=", ".join(steps))
+            )
         return examples
 
     def prompt(self, example: Example) -> str:
@@ -153,7 +161,9 @@ def sft_questions(model_dir: str) -> frozenset[str]:
             record = json.load(f)
     except (FileNotFoundError, NotADirectoryError):
         return frozenset()
-    return frozenset(e.question for e in sft_problems(record)) if "problems" in record.get("settings", {}) else frozenset()
+    return (
+        frozenset(e.question for e in sft_problems(record)) if "problems" in record.get("settings", {}) else frozenset()
+    )
 
 
 _STEP = re.compile(r"(-?\d+)\s*([-+*])\s*(-?\d+)\s*=\s*(-?\d+)")

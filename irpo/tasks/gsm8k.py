@@ -24,15 +24,17 @@ from decimal import Decimal
 from irpo.tasks import loading
 from irpo.tasks.answers import FINAL_WORDS, STOP, anchor, answer_lines, instruction
 from irpo.tasks.base import Example
-from irpo.tasks.subsets import subset
 from irpo.tasks.schemas import GSM8KTaskConfig
+from irpo.tasks.subsets import subset
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _ANCHOR = anchor(rf"{FINAL_WORDS}|####")  # the gold solutions end in "#### 72"
 # A sign, an optional currency sign, then 1,234,567 or 1234567, then decimals: "-$1,080.50".
 # ASCII digits only: what Decimal reads, and what the gold answers use.
-_NUMBER = re.compile(r"([-\u2212+]?)\s*[$\u20ac\u00a3\u00a5\u20b9]?\s*(\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d))(\.\d+)?", re.ASCII)
+_NUMBER = re.compile(
+    r"([-\u2212+]?)\s*[$\u20ac\u00a3\u00a5\u20b9]?\s*(\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d))(\.\d+)?", re.ASCII
+)
 
 
 def number(text: str) -> str | None:
@@ -74,7 +76,9 @@ class GSM8KTask:
             if not sep or answer is None:
                 row.fail("field 'answer' does not end in a '#### <number>' line")
             solution = _CALCULATOR.sub("", solution).strip()
-            examples.append(Example(id=f"{split}/{i}", question=row.get("question").strip(), answer=answer, solution=solution))
+            examples.append(
+                Example(id=f"{split}/{i}", question=row.get("question").strip(), answer=answer, solution=solution)
+            )
         return subset(examples, self.sizes[split], self.seed)
 
     def prompt(self, example: Example) -> str:

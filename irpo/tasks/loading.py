@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NoReturn, Sequence
 
-from irpo.run import hub
 from irpo.errors import UserError
+from irpo.run import hub
 
 EXTENSIONS = (".jsonl", ".json", ".parquet")
 
@@ -43,7 +43,9 @@ class Row:
         raise UserError(f"{self.where}: {problem}")
 
 
-def rows(data_path: str | None, name: str, hub_id: str, hub_configs: Sequence[str], hub_split: str | None = None) -> list[Row]:
+def rows(
+    data_path: str | None, name: str, hub_id: str, hub_configs: Sequence[str], hub_split: str | None = None
+) -> list[Row]:
     """The rows of split file `name` under `data_path`; with no path, those of split
     `hub_split` (default `name`) of `hub_id`, over each of `hub_configs` in turn (MATH keeps
     one config per subject)."""
@@ -127,7 +129,9 @@ def hub_rows(hub_id: str, config: str, split: str) -> list[Row]:
     try:
         dataset = datasets.load_dataset(hub_id, config, split=split)
     except Exception as exc:  # noqa: BLE001 - network, auth and missing-dataset errors have many types
-        raise UserError(hub.failure("task.data_path", f"{hub_id} ({config}, {split})", exc, offline, "file or directory")) from exc
+        raise UserError(
+            hub.failure("task.data_path", f"{hub_id} ({config}, {split})", exc, offline, "file or directory")
+        ) from exc
     return [Row(data, f"{hub_id} ({config}) {split} row {i}") for i, data in enumerate(dataset, 1)]
 
 

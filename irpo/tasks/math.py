@@ -25,9 +25,9 @@ from irpo.errors import UserError
 from irpo.tasks import loading
 from irpo.tasks.answers import STOP, answer_lines, instruction
 from irpo.tasks.base import Example
-from irpo.tasks.subsets import subset
 from irpo.tasks.math_shots import SHOTS
 from irpo.tasks.schemas import MATHTaskConfig
+from irpo.tasks.subsets import subset
 
 log = logging.getLogger(__name__)
 HUB_ID = "EleutherAI/hendrycks_math"  # one config per subject
@@ -67,7 +67,9 @@ def unwrap(line: str) -> str:
     while True:
         inner = last_boxed(line) if "\\boxed" in line or "\\fbox" in line else None
         # Also markdown's "**" and leading colons, which the "Final answer:" anchor skips too.
-        new = _without_delimiters(" ".join((inner if inner else line).split()).rstrip(".").strip(" *").lstrip(":\uff1a "))
+        new = _without_delimiters(
+            " ".join((inner if inner else line).split()).rstrip(".").strip(" *").lstrip(":\uff1a ")
+        )
         if new == line:
             return new
         line = new
@@ -119,11 +121,20 @@ class MATHTask:
                 continue  # the prompt's exemplars are not also training prompts
             uid = row.data.get("unique_id") or f"{split}/{row.data.get('type', 'math')}/{i}"
             subject = row.data.get("type") or row.data.get("subject")  # MATH's field; MATH-500's
-            examples.append(Example(id=str(uid), question=problem, answer=answer, solution=solution, subject=subject and str(subject)))
+            examples.append(
+                Example(
+                    id=str(uid), question=problem, answer=answer, solution=solution, subject=subject and str(subject)
+                )
+            )
         if unanswered:
             if not examples:
                 raise UserError(f"{unanswered[0]} (and every other row): the solution has no \\boxed{{...}} answer")
-            log.warning("math %s: skipped %d rows whose solution has no \\boxed{...} answer (%s, ...)", split, len(unanswered), unanswered[0])
+            log.warning(
+                "math %s: skipped %d rows whose solution has no \\boxed{...} answer (%s, ...)",
+                split,
+                len(unanswered),
+                unanswered[0],
+            )
         return subset(examples, self.sizes[split], self.seed)
 
     def prompt(self, example: Example) -> str:

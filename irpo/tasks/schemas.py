@@ -28,7 +28,9 @@ class ArithTaskConfig(TaskConfig):
     max_operand: int = 20
     operators: str = "+-"
     seed: int = 1234  # generates the problems: train_size and test_size are how many
-    validation_size: int = 1000  # problems neither test, the loop's train prompts nor M_0's SFT drew (selection.val_from=validation)
+    validation_size: int = (
+        1000  # problems neither test, the loop's train prompts nor M_0's SFT drew (selection.val_from=validation)
+    )
     # A wrong answer's reward: this x the share of gold steps right before its first wrong one;
     # None: 0, the binary reward (None, not 0, so that runs recorded before it still resume).
     step_credit: Optional[float] = None

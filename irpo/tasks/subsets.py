@@ -34,7 +34,9 @@ def subset(examples: Sequence[Example], size: int | None, seed: int) -> list[Exa
     return [examples[i] for i in sorted(chosen)]
 
 
-def validation_split(task, train: Sequence[Example], size: int, source: str, seed: int) -> tuple[list[Example], list[Example]]:
+def validation_split(
+    task, train: Sequence[Example], size: int, source: str, seed: int
+) -> tuple[list[Example], list[Example]]:
     """(train prompts, validation problems) for checkpoint selection: `size` problems drawn as
     `subset` draws (stratified by subject, the same on every run, in file order), held out
     from `train` (source "train") or from the task's own validation split ("validation")."""
@@ -45,10 +47,14 @@ def validation_split(task, train: Sequence[Example], size: int, source: str, see
             raise UserError(f"task {task.name} has no validation split of its own; use selection.val_from=train")
         pool = task.load("validation")
         if size > len(pool):
-            raise UserError(f"selection.val_size={size} is more than the {len(pool)} problems of {task.name}'s validation split")
+            raise UserError(
+                f"selection.val_size={size} is more than the {len(pool)} problems of {task.name}'s validation split"
+            )
         return list(train), subset(pool, size, seed)
     if size >= len(train):
-        raise UserError(f"selection.val_size={size} would hold out all {len(train)} train prompts; lower it or raise task.train_size")
+        raise UserError(
+            f"selection.val_size={size} would hold out all {len(train)} train prompts; lower it or raise task.train_size"
+        )
     held = subset(train, size, seed)
     ids = {ex.id for ex in held}
     return [ex for ex in train if ex.id not in ids], held
@@ -62,7 +68,9 @@ def allocate(counts: dict[str | None, int], size: int) -> dict[str | None, int]:
     exact = {group: size * n / total for group, n in counts.items()}
     quota = {group: int(share) for group, share in exact.items()}
     left = size - sum(quota.values())
-    by_remainder = sorted(counts, key=lambda group: -(exact[group] - quota[group]))  # stable: ties keep first-seen order
+    by_remainder = sorted(
+        counts, key=lambda group: -(exact[group] - quota[group])
+    )  # stable: ties keep first-seen order
     for group in by_remainder[:left]:
         quota[group] += 1
     return quota
@@ -72,8 +80,10 @@ def describe(task_cfg, **splits: Sequence[Example]) -> str:
     """`plan=true`'s lines on the data: per split, how it was cut (`task.<split>_size`,
     `task.seed`) and how many of each subject it holds."""
     # .get: a task of the user's own may have neither key
-    return "\n".join(f"subset     {_describe(split, examples, task_cfg.get(f'{split}_size'), task_cfg.get('seed', 0))}"
-                     for split, examples in splits.items())
+    return "\n".join(
+        f"subset     {_describe(split, examples, task_cfg.get(f'{split}_size'), task_cfg.get('seed', 0))}"
+        for split, examples in splits.items()
+    )
 
 
 def _describe(split: str, examples: Sequence[Example], size: int | None, seed: int) -> str:

@@ -22,7 +22,9 @@ def encode_completions(tokenizer, completions: Sequence[str]) -> list[list[int]]
     return [x + [tokenizer.eos_token_id] for x in ids]
 
 
-def encode_examples(tokenizer, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str] | None, max_length: int) -> tuple[list[dict], int]:
+def encode_examples(
+    tokenizer, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str] | None, max_length: int
+) -> tuple[list[dict], int]:
     """Token ids of each (prompt, chosen[, rejected]); examples whose longer side exceeds
     max_length are dropped (cutting one would score a different sequence than was sampled).
     Returns the kept examples, each with its index, and how many were dropped."""
@@ -42,7 +44,9 @@ def packed_tokens(item: dict) -> int:
     return len(item["prompt_ids"]) + len(item["chosen_ids"]) + len(item["rejected_ids"] or [])
 
 
-def micro_batches(items: Sequence[dict], max_items: int | None = None, max_tokens: int | None = None) -> list[list[dict]]:
+def micro_batches(
+    items: Sequence[dict], max_items: int | None = None, max_tokens: int | None = None
+) -> list[list[dict]]:
     """Items in order, cut into micro-batches of at most max_items items and max_tokens packed
     tokens (an item longer than max_tokens alone): what one forward holds, so activation and
     logits memory is bounded by construction, whatever lengths the samples came out at."""

@@ -23,16 +23,15 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from irpo.config import ITEMS, SAMPLES, TRAINS
-from irpo.run.artifacts import Stage, atomic_path, merge_shards, read_jsonl, shard_seed, write_shards
-from irpo.training.batching import MicroBatching, encode_examples
-from irpo.run.distributed import on_rank_zero, rank, replica_shards, world_size
+from irpo.errors import UserError
 from irpo.generation.base import Generator
 from irpo.methods import Items, Method
-from irpo.errors import UserError
-from irpo.training.scoring import score_pairs
 from irpo.pairs import Pair, PairRule, cap_pairs, pair_stats, prompt_pairs
+from irpo.run.artifacts import Stage, atomic_path, merge_shards, read_jsonl, shard_seed, write_shards
+from irpo.run.distributed import on_rank_zero, rank, replica_shards, world_size
 from irpo.tasks.base import Example, Task, reward
-
+from irpo.training.batching import MicroBatching, encode_examples
+from irpo.training.scoring import score_pairs
 
 GENERATIONS, GENERATION_SHARDS = "generations.jsonl", "generations"
 PAIRS_FILE = "pairs.jsonl"
@@ -61,8 +60,17 @@ class DataSettings:
 
 
 class IterationData(L.LightningDataModule):
-    def __init__(self, task: Task, examples: Sequence[Example], prompts: Sequence[str], out_dir: Path, iteration: int, tokenizer,
-                 method: Method, settings: DataSettings) -> None:
+    def __init__(
+        self,
+        task: Task,
+        examples: Sequence[Example],
+        prompts: Sequence[str],
+        out_dir: Path,
+        iteration: int,
+        tokenizer,
+        method: Method,
+        settings: DataSettings,
+    ) -> None:
         super().__init__()
         self.task, self.examples, self.prompts, self.out = task, list(examples), list(prompts), Path(out_dir)
         self.iteration, self.tokenizer, self.method, self.settings = iteration, tokenizer, method, settings
@@ -81,9 +89,20 @@ class IterationData(L.LightningDataModule):
 
         def shard(lo: int, hi: int, s: int) -> list[dict]:
             seed = shard_seed(self.settings.seed, self.iteration, s)
-            return self._rewarded(self.examples[lo:hi], open_generator().sample(self.prompts[lo:hi], self.settings.num_samples, self.settings.temperature, seed))
+            return self._rewarded(
+                self.examples[lo:hi],
+                open_generator().sample(
+                    self.prompts[lo:hi], self.settings.num_samples, self.settings.temperature, seed
+                ),
+            )
 
-        shards = write_shards(shard_dir, len(self.prompts), self.settings.shard_size, shard, partial(replica_shards, replica_size=replica_size))
+        shards = write_shards(
+            shard_dir,
+            len(self.prompts),
+            self.settings.shard_size,
+            shard,
+            partial(replica_shards, replica_size=replica_size),
+        )
         on_rank_zero(merge_shards, self.generations_path, shards)
 
     def _rewarded(self, examples: Sequence[Example], samples: list[list[str]]) -> list[dict]:
@@ -109,8 +128,16 @@ class IterationData(L.LightningDataModule):
             rows = by_prompt[ex.id]
             rule = self.settings.pair_rule
             gold = self.task.gold_completion(ex) if rule.gold_winner else None
-            pairs += prompt_pairs(ex.id, prompt, [r["completion"] for r in rows], [r["reward"] for r in rows], rule.per_prompt, self.settings.seed, gold,
-                                  rule.margin)
+            pairs += prompt_pairs(
+                ex.id,
+                prompt,
+                [r["completion"] for r in rows],
+                [r["reward"] for r in rows],
+                rule.per_prompt,
+                self.settings.seed,
+                gold,
+                rule.margin,
+            )
         pairs = cap_pairs(pairs, self.settings.pair_rule.max_pairs, self.settings.seed + self.iteration)
         return pairs, pair_stats([[r["reward"] for r in by_prompt[ex.id]] for ex in self.examples], pairs)
 
@@ -137,25 +164,40 @@ class IterationData(L.LightningDataModule):
         log-probs attached once they exist."""
         if not self.items:
             prompts, chosen, rejected, labels = self.method.items(self)
-            self.items, self.dropped_too_long = encode_examples(self.tokenizer, prompts, chosen, rejected, self.settings.max_length)
+            self.items, self.dropped_too_long = encode_examples(
+                self.tokenizer, prompts, chosen, rejected, self.settings.max_length
+            )
             for it in self.items if labels is not None else ():
                 it["label"] = labels[it["index"]]
             if not self.items:
-                why = f"all {self.dropped_too_long} are longer than model.max_length={self.settings.max_length}" if prompts else f"task {self.task.name} gave none"
-                raise UserError(f"iteration {self.iteration} has no {self.method.items_name} to train on ({self.method.name}): {why}")
+                why = (
+                    f"all {self.dropped_too_long} are longer than model.max_length={self.settings.max_length}"
+                    if prompts
+                    else f"task {self.task.name} gave none"
+                )
+                raise UserError(
+                    f"iteration {self.iteration} has no {self.method.items_name} to train on ({self.method.name}): {why}"
+                )
         if self.method.reference and self.reference_path.exists():
             ref = load_file(self.reference_path)
             for it in self.items:
-                it["ref_chosen"], it["ref_rejected"] = ref["chosen"][it["index"]].item(), ref["rejected"][it["index"]].item()
+                it["ref_chosen"], it["ref_rejected"] = (
+                    ref["chosen"][it["index"]].item(),
+                    ref["rejected"][it["index"]].item(),
+                )
 
-    def reference_logps(self, load_model: Callable[[], torch.nn.Module], device: str, precision: str = "32-true") -> int:
+    def reference_logps(
+        self, load_model: Callable[[], torch.nn.Module], device: str, precision: str = "32-true"
+    ) -> int:
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN.
         Scored under the trainer's `precision` as training's first step scores them.
         Returns the pair-tokens this rank scored (batching.pair_tokens), for the stage's
         tokens/s."""
         self.setup()
-        (chosen, rejected), tokens = score_pairs(self.items, self.dropped_too_long, load_model, device, precision, self.settings.batching)
+        (chosen, rejected), tokens = score_pairs(
+            self.items, self.dropped_too_long, load_model, device, precision, self.settings.batching
+        )
         on_rank_zero(self._write, self.reference_path, {"chosen": chosen, "rejected": rejected})
         self.setup()
         return tokens
@@ -164,8 +206,13 @@ class IterationData(L.LightningDataModule):
     def pair_logps_path(self) -> Path:
         return self.out / PAIR_LOGPS
 
-    def pair_logps(self, load_start: Callable[[], torch.nn.Module], load_end: Callable[[], torch.nn.Module], device: str,
-                   precision: str = "32-true") -> int:
+    def pair_logps(
+        self,
+        load_start: Callable[[], torch.nn.Module],
+        load_end: Callable[[], torch.nn.Module],
+        device: str,
+        precision: str = "32-true",
+    ) -> int:
         """The summed log-probs of every pair's winner and loser under M_t (the start of
         training) and M_{t+1} (its end), whatever the method trained on: how training moved
         the chosen and the rejected sequences (the paper's Figs. 2 and 3). The start is the
@@ -174,7 +221,9 @@ class IterationData(L.LightningDataModule):
         if not pairs.prompts:  # a method that trains without pairs (KTO, SFT on gold) may have none
             on_rank_zero(self._write, self.pair_logps_path, {})
             return 0
-        items, dropped = encode_examples(self.tokenizer, pairs.prompts, pairs.chosen, pairs.rejected, self.settings.max_length)
+        items, dropped = encode_examples(
+            self.tokenizer, pairs.prompts, pairs.chosen, pairs.rejected, self.settings.max_length
+        )
         tokens = 0
         if self.reference_path.exists() and self.method.items(self)[:3] == pairs[:3]:
             ref = load_file(self.reference_path)
@@ -189,8 +238,12 @@ class IterationData(L.LightningDataModule):
     def pair_logp_means(self) -> dict[str, float]:
         """`chosen_logp_start`, ... `rejected_logp_end`: the pass's means over its pairs."""
         scores = load_file(self.pair_logps_path)
-        return {f"{side}_logp_{when}": scores[f"{side}_{when}"].nanmean().item() for side in ("chosen", "rejected") for when in ("start", "end")
-                if scores}
+        return {
+            f"{side}_logp_{when}": scores[f"{side}_{when}"].nanmean().item()
+            for side in ("chosen", "rejected")
+            for when in ("start", "end")
+            if scores
+        }
 
     @staticmethod
     def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -205,8 +258,19 @@ class IterationData(L.LightningDataModule):
             # on. `processed`, not `completed`: checkpoints are written in on_train_batch_end,
             # after a batch is processed and before Lightning counts it completed.
             done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.settings.batching.step_items
-        sampler = EpochSampler(len(self.items), shard_seed(self.settings.seed, self.iteration, -1), skip=done, rank=rank(), world=world_size())
-        return DataLoader(self.items, batch_size=self.settings.batching.step_items, sampler=sampler, collate_fn=self.settings.batching.split)
+        sampler = EpochSampler(
+            len(self.items),
+            shard_seed(self.settings.seed, self.iteration, -1),
+            skip=done,
+            rank=rank(),
+            world=world_size(),
+        )
+        return DataLoader(
+            self.items,
+            batch_size=self.settings.batching.step_items,
+            sampler=sampler,
+            collate_fn=self.settings.batching.split,
+        )
 
 
 class EpochSampler(Sampler[int]):
@@ -230,7 +294,9 @@ class EpochSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000 + (self.epoch or 0))).tolist()
+        order = torch.randperm(
+            self.size, generator=torch.Generator().manual_seed(self.seed * 1_000 + (self.epoch or 0))
+        ).tolist()
         order = (order * self.world)[: len(self) * self.world]
         yield from order[self.rank :: self.world][self.skip :]
 

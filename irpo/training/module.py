@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 import lightning as L
 import torch
 
-from irpo.training.batching import collate, pair_tokens, split_to
-from irpo.run.distributed import max_over_ranks
 from irpo.errors import UserError
 from irpo.methods import BatchLogps, Method
-from irpo.training.scoring import batch_logps
 from irpo.models.load import load_policy, policy_skeleton
 from irpo.models.lora import init_adapters, with_lora
+from irpo.run.distributed import max_over_ranks
+from irpo.training.batching import collate, pair_tokens, split_to
+from irpo.training.scoring import batch_logps
 from irpo.training.sharding import load_sharded, shard_policy
 from irpo.training.trainers import Trainer
 
@@ -34,8 +34,14 @@ def _frozen(model):
     return model
 
 
-def build_policy(model_dir: str, dtype: str, trust_remote_code: bool, sharded: bool = False, lora: dict | None = None,
-                 activation_checkpointing: bool = False):
+def build_policy(
+    model_dir: str,
+    dtype: str,
+    trust_remote_code: bool,
+    sharded: bool = False,
+    lora: dict | None = None,
+    activation_checkpointing: bool = False,
+):
     """M_t as the policy to train: its weights (or, to be sharded, its modules on the meta
     device), activations recomputed in backward if asked, LoRA adapters if lora["r"] > 0."""
     policy = (policy_skeleton if sharded else load_policy)(model_dir, dtype, trust_remote_code)
@@ -71,8 +77,14 @@ class PreferenceModule(L.LightningModule):
         self.automatic_optimization = False  # micro-batches of varying count per step
         self.sharded = tr.trainer.shards_policy
         # from_pretrained returns eval mode
-        self.policy = build_policy(model_dir, tr.dtype, tr.trust_remote_code, self.sharded, tr.adapters, tr.trainer.activation_checkpointing).train()
-        self.reference = _frozen(load_policy(model_dir, tr.dtype, tr.trust_remote_code)) if tr.trainer.reference == "live" and method.reference else None
+        self.policy = build_policy(
+            model_dir, tr.dtype, tr.trust_remote_code, self.sharded, tr.adapters, tr.trainer.activation_checkpointing
+        ).train()
+        self.reference = (
+            _frozen(load_policy(model_dir, tr.dtype, tr.trust_remote_code))
+            if tr.trainer.reference == "live" and method.reference
+            else None
+        )
         # Pair-tokens trained on (counted as a plain step feeds them, prompt once per
         # sequence) and the last step's metrics, over the whole training: both are kept in
         # its checkpoints, so a resumed training reports what an uninterrupted one does.
@@ -123,7 +135,9 @@ class PreferenceModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
         self.pair_tokens += self._step_tokens
-        totals["train/tokens_per_s"] = torch.tensor(self._step_tokens / max(time.perf_counter() - self._step_start, 1e-9), device=self.device)
+        totals["train/tokens_per_s"] = torch.tensor(
+            self._step_tokens / max(time.perf_counter() - self._step_start, 1e-9), device=self.device
+        )
         self._log(totals)
         return totals["train/loss"]
 
@@ -140,7 +154,9 @@ class PreferenceModule(L.LightningModule):
             with torch.no_grad():
                 reference = self._split(*batch_logps(self.reference, batch))
         elif self.method.reference:
-            reference = BatchLogps(batch["ref_chosen"], batch.get("ref_rejected"), policy.chosen_tokens, policy.rejected_tokens)
+            reference = BatchLogps(
+                batch["ref_chosen"], batch.get("ref_rejected"), policy.chosen_tokens, policy.rejected_tokens
+            )
         loss, metrics = self.method.objective(policy, reference)
         self._check_finite(loss)
         return loss, {f"train/{name}": value for name, value in metrics.items()}

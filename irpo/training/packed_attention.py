@@ -16,7 +16,9 @@ import torch
 PAIRWISE_ATTENTION = "irpo_pairwise_sdpa"
 
 
-def pairwise_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, pair_layout=None, **kwargs):
+def pairwise_attention(
+    module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, pair_layout=None, **kwargs
+):
     """Attention pair by pair over a packed row, with no mask: [prompt, chosen] is one causal
     SDPA call (the prompt's outputs and the winner's), [prompt, rejected] another, of which
     only the loser's outputs are kept; each pair costs (p+c)² + (p+r)², and no [n, n] mask
@@ -29,7 +31,9 @@ def pairwise_attention(module, query, key, value, attention_mask, dropout: float
         return sdpa_attention_forward(module, q, k, v, None, dropout=dropout, scaling=scaling, is_causal=True)[0]
 
     if pair_layout is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     outs = []
     for a, p, c, r in pair_layout:
         outs.append(causal(query[:, :, a : a + p + c], key[:, :, a : a + p + c], value[:, :, a : a + p + c]))

@@ -94,8 +94,10 @@ def choose_cpu_bf16(setting: str, accelerator: str, recorded: dict | None) -> di
     units = sorted(cpu_flags().intersection(BF16_UNITS))
     if recorded is not None:
         if recorded["bf16"] and not units:
-            raise UserError(f"this run computes in bfloat16 (chosen at its first launch, on a CPU with {', '.join(recorded['units'])}), "
-                            f"and this CPU has no bf16 units ({' or '.join(BF16_UNITS)}): resume it on such a CPU, or start a new run")
+            raise UserError(
+                f"this run computes in bfloat16 (chosen at its first launch, on a CPU with {', '.join(recorded['units'])}), "
+                f"and this CPU has no bf16 units ({' or '.join(BF16_UNITS)}): resume it on such a CPU, or start a new run"
+            )
         return recorded
     return {"bf16": bool(units), "units": units}
 

@@ -20,17 +20,23 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from irpo.run import preemption
-from irpo.training.batching import MicroBatching, collate, pair_tokens, split_to
-from irpo.run.distributed import gather, max_over_ranks, rank_slice
-from irpo.training.packed_attention import packed_inputs, use_packed_attention
 from irpo.planning.sizing import LOGIT_CHUNK_ELEMENTS  # the bound the planner counts
+from irpo.run import preemption
+from irpo.run.distributed import gather, max_over_ranks, rank_slice
+from irpo.training.batching import MicroBatching, collate, pair_tokens, split_to
+from irpo.training.packed_attention import packed_inputs, use_packed_attention
 from irpo.training.precision import numerics
 
 
 @torch.no_grad()
-def score_pairs(items: list[dict], dropped: int, load_model: Callable[[], torch.nn.Module], device: str, precision: str,
-                batching: MicroBatching) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+def score_pairs(
+    items: list[dict],
+    dropped: int,
+    load_model: Callable[[], torch.nn.Module],
+    device: str,
+    precision: str,
+    batching: MicroBatching,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
     """((chosen, rejected) summed log-probs of encoded pairs (`batching.encode_examples`),
     aligned with the pairs they were encoded from, NaN where a pair was dropped; pair-tokens
     scored here). Each rank scores its share of the pairs, under the trainer's `precision`,
@@ -93,8 +99,13 @@ def token_logps_head(model, targets: torch.Tensor, chunk_elements: int):
             del head.forward
 
 
-def token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-                chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> torch.Tensor:
+def token_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    chunk_elements: int = LOGIT_CHUNK_ELEMENTS,
+) -> torch.Tensor:
     """log softmax(hidden @ weightᵀ + bias)[target] per position, float32 [N], from hidden
     [N, H], weight [V, H] and targets [N]; at most chunk_elements logits exist at once, in
     forward and (recomputed) in backward."""
@@ -109,7 +120,9 @@ def token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return torch.cat(parts)
 
 
-def _chunk_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+def _chunk_logps(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
+) -> torch.Tensor:
     # log p = logit − logsumexp(logits), in float32: no [N, V] log-softmax copy is kept.
     logits = F.linear(hidden, weight, bias)
     picked = logits.gather(-1, targets[:, None]).squeeze(-1).float()

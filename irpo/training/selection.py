@@ -36,7 +36,11 @@ def candidate_steps(it: Path) -> list[int]:
     """The steps whose candidate checkpoints were written (model/ appears only once whole:
     it is written aside and renamed)."""
     root = it / CANDIDATES
-    return sorted(int(d.name.removeprefix("step_")) for d in root.glob("step_*") if (d / MODEL).is_dir()) if root.is_dir() else []
+    return (
+        sorted(int(d.name.removeprefix("step_")) for d in root.glob("step_*") if (d / MODEL).is_dir())
+        if root.is_dir()
+        else []
+    )
 
 
 def best_candidate(accuracies: dict[int, float]) -> int:
@@ -67,8 +71,11 @@ def select(it: Path, val_accuracy: Callable[[Path], float], start_accuracy: floa
     accuracies = {step: val_accuracy(candidate_dir(it, step)) for step in candidate_steps(it)}
     step = best_candidate(accuracies)
     record = {
-        "selected_step": step, "val_accuracy": accuracies[step], "val_accuracy_start": start_accuracy,
-        "last_step": max(accuracies), "val_accuracy_last": accuracies[max(accuracies)],
+        "selected_step": step,
+        "val_accuracy": accuracies[step],
+        "val_accuracy_start": start_accuracy,
+        "last_step": max(accuracies),
+        "val_accuracy_last": accuracies[max(accuracies)],
         "candidates": [{"step": s, "val_accuracy": a} for s, a in sorted(accuracies.items())],
     }
     on_rank_zero(_keep, it, step, record)

@@ -22,7 +22,6 @@ from irpo.run.artifacts import remove_tree
 from irpo.run.distributed import barrier, broadcast, on_rank_zero
 
 
-
 class AtomicShardedCheckpoints:
     """ModelParallelStrategy and DeepSpeedStrategy write their sharded checkpoints (a
     directory, a file per rank) in place, past any CheckpointIO: a kill mid-write would
@@ -59,7 +58,9 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     names = set(getattr(model, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
-        raise ValueError(f"{type(model).__name__} names no decoder layer class (_no_split_modules); fsdp cannot shard it")
+        raise ValueError(
+            f"{type(model).__name__} names no decoder layer class (_no_split_modules); fsdp cannot shard it"
+        )
     return layers
 
 
@@ -70,7 +71,9 @@ def shard_policy(model: torch.nn.Module, mesh, precision: str, cpu_offload: bool
     half = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
     options = dict(
         mesh=mesh,
-        mp_policy=MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32) if half else MixedPrecisionPolicy(),
+        mp_policy=MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32)
+        if half
+        else MixedPrecisionPolicy(),
         offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
     )
     for layer in decoder_layers(model):

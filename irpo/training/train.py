@@ -20,16 +20,16 @@ from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnect
 from lightning.pytorch.utilities import rank_zero_only
 
 from irpo.config import ITEMS, TRAINS
-from irpo.run.artifacts import Stage, atomic_path
-from irpo.training.batching import MicroBatching
-from irpo.training.data import IterationData
-from irpo.run.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
 from irpo.errors import UserError
-from irpo.run.failpoints import failpoint
 from irpo.models.load import policy_skeleton
 from irpo.models.lora import merged, with_lora
-from irpo.training.module import PolicyTraining, PreferenceModule
+from irpo.run.artifacts import Stage, atomic_path
+from irpo.run.distributed import devices_per_node, launched, nodes, on_rank_zero, world_size
+from irpo.run.failpoints import failpoint
 from irpo.run.preemption import Interrupted, agreed
+from irpo.training.batching import MicroBatching
+from irpo.training.data import IterationData
+from irpo.training.module import PolicyTraining, PreferenceModule
 from irpo.training.selection import CANDIDATES, MODEL, candidate_dir, candidate_steps
 from irpo.training.trainers import Trainer
 
@@ -156,8 +156,15 @@ class LeaveSignalsAlone(_SignalConnector):
         pass
 
 
-def train_policy(spec: RunSpec, data: IterationData, model_dir: str, out: Path, ckpt_dir: Path, loggers: list,
-                 candidates_in: Path | None = None) -> dict[str, float]:
+def train_policy(
+    spec: RunSpec,
+    data: IterationData,
+    model_dir: str,
+    out: Path,
+    ckpt_dir: Path,
+    loggers: list,
+    candidates_in: Path | None = None,
+) -> dict[str, float]:
     """Fits M_θ on the iteration's data, resuming from ckpt_dir/last.ckpt if a killed run
     left one; saves M_{t+1} to `out`, or, when selecting (`candidates_in`: the iteration's
     directory), a candidate every selection.val_every_n_steps and at the last step there.
@@ -168,14 +175,32 @@ def train_policy(spec: RunSpec, data: IterationData, model_dir: str, out: Path, 
     devices, num_nodes = processes()
     save = partial(save_policy, module, spec, model_dir, data.tokenizer)
     last = ckpt_dir / "last.ckpt"
-    candidates = CandidateCheckpoints(candidates_in, spec.selection.val_every_n_steps, save) if candidates_in is not None else None
-    callbacks = [*([candidates] if candidates else []), StopAtStep(last, t.checkpoint_every_seconds),
-                 ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps)]
+    candidates = (
+        CandidateCheckpoints(candidates_in, spec.selection.val_every_n_steps, save)
+        if candidates_in is not None
+        else None
+    )
+    callbacks = [
+        *([candidates] if candidates else []),
+        StopAtStep(last, t.checkpoint_every_seconds),
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=t.checkpoint_every_n_steps),
+    ]
     trainer = L.Trainer(
-        accelerator=t.accelerator, devices=devices, num_nodes=num_nodes, strategy=t.lightning_strategy(), precision=t.precision,
-        max_epochs=t.max_epochs, max_steps=t.max_steps, log_every_n_steps=t.log_every_n_steps, logger=[StepCSV(ckpt_dir / "metrics.csv"), *loggers],
-        callbacks=callbacks, plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar and sys.stderr.isatty(), enable_model_summary=False,
-        default_root_dir=str(ckpt_dir), use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
+        accelerator=t.accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=t.lightning_strategy(),
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        log_every_n_steps=t.log_every_n_steps,
+        logger=[StepCSV(ckpt_dir / "metrics.csv"), *loggers],
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=t.progress_bar and sys.stderr.isatty(),
+        enable_model_summary=False,
+        default_root_dir=str(ckpt_dir),
+        use_distributed_sampler=False,  # data.EpochSampler splits the batches over the ranks itself
     )
     trainer._signal_connector = LeaveSignalsAlone(trainer)
     try:
@@ -183,13 +208,18 @@ def train_policy(spec: RunSpec, data: IterationData, model_dir: str, out: Path, 
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise UserError(f"{last}: not a checkpoint irpo loads safely ({first}); delete it to retrain this iteration from M_t") from exc
+        raise UserError(
+            f"{last}: not a checkpoint irpo loads safely ({first}); delete it to retrain this iteration from M_t"
+        ) from exc
     if candidates:
         candidates.save_step(trainer.global_step)
     else:
         save(out)
     logged = {k.removeprefix("train/"): v for k, v in module.last_metrics.items() if k.startswith("train/")}
-    return logged | {"pair_tokens": module.pair_tokens, "launch_pair_tokens": module.pair_tokens - module.resumed_pair_tokens}
+    return logged | {
+        "pair_tokens": module.pair_tokens,
+        "launch_pair_tokens": module.pair_tokens - module.resumed_pair_tokens,
+    }
 
 
 def processes() -> tuple[int, int]:

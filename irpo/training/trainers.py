@@ -76,6 +76,7 @@ class DDP(Trainer):
     """`ddp`: every rank a whole copy of the policy, gradients all-reduced."""
 
     name: ClassVar[str] = "ddp"
+
     def lightning_strategy(self) -> Any:
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -93,7 +94,9 @@ class FSDP(Trainer):
 
     def check(self, starting: bool) -> None:
         if self.reference == "live":
-            raise ConfigError("trainer.reference=live keeps a whole second model on every rank; with trainer=fsdp use reference=precomputed")
+            raise ConfigError(
+                "trainer.reference=live keeps a whole second model on every rank; with trainer=fsdp use reference=precomputed"
+            )
 
     def lightning_strategy(self) -> Any:
         # With "auto" sizes Lightning makes data parallel = nodes and tensor parallel =
@@ -103,7 +106,9 @@ class FSDP(Trainer):
         from irpo.run.distributed import world_size
         from irpo.training.sharding import atomic
 
-        return atomic(ModelParallelStrategy)(data_parallel_size=world_size(), tensor_parallel_size=1, timeout=self.timeout)
+        return atomic(ModelParallelStrategy)(
+            data_parallel_size=world_size(), tensor_parallel_size=1, timeout=self.timeout
+        )
 
     def reference_policy(self, model: ModelConfig, dtype: str, model_dir: str, device: torch.device) -> torch.nn.Module:
         """Sharded over all ranks as training shards it: no rank can hold a whole 70B model."""
@@ -149,7 +154,9 @@ class ZeRO3(Trainer):
         import importlib.util
 
         if starting and importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError("trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'")
+            raise ConfigError(
+                "trainer.strategy=deepspeed_zero3 needs DeepSpeed, which is not installed: pip install -e '.[deepspeed]'"
+            )
 
     def lightning_strategy(self) -> Any:
         from lightning.pytorch.strategies import DeepSpeedStrategy
