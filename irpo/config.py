@@ -173,7 +173,9 @@ class IrpoConfig:
     # <name>_schema); a task of the user's own is checked by its constructor
     task: Any = MISSING
     model: ModelConfig = MISSING
-    generator: GeneratorConfig = MISSING
+    # typed by its backend's schema (conf/generator/<name>.yaml starts from <name>_schema); a
+    # backend of the user's own by the schema its class names (irpo.generation.schemas.schema_of)
+    generator: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # A Method's fields (irpo/methods.py), typed by its class and checked by `validate`.
@@ -342,8 +344,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"pair_margin must be in [0, 1] or null, got {cfg.pair_margin}")
     if not cfg.temperatures or any(t < 0 for t in cfg.temperatures):
         raise ConfigError(f"temperatures must be a non-empty list of values >= 0, got {list(cfg.temperatures)}")
-    if not 0 < cfg.generator.top_p <= 1:
-        raise ConfigError(f"generator.top_p must be in (0, 1], got {cfg.generator.top_p}")
+    top_p = OmegaConf.select(cfg, "generator.top_p", default=GeneratorConfig.top_p)
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"generator.top_p must be in (0, 1], got {top_p}")
     for key in ("train_utilization", "generate_utilization"):
         if not 0 < cfg.planner[key] <= 1:
             raise ConfigError(f"planner.{key} must be in (0, 1], got {cfg.planner[key]}")

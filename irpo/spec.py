@@ -163,9 +163,20 @@ def build(cfg: DictConfig) -> RunSpec:
 
 def typed(node: DictConfig, schema: type) -> Any:
     """A config node as its schema's object: the schema it was composed from (a generator's
-    own backend schema), or `schema` where the node was built untyped (a test's, a tool's)."""
+    own backend schema), else `schema` (for a generator: the schema its class names), its
+    values merged in; a schema's interpolated defaults (`${model.dtype}`) read the run's."""
     kind = OmegaConf.get_type(node)
-    if not (isinstance(kind, type) and issubclass(kind, schema)):
-        kind = schema_of(str(node.get("_target_", ""))) if schema is GeneratorConfig else schema
-        node = OmegaConf.merge(OmegaConf.structured(kind), OmegaConf.to_container(node, resolve=True))
-    return OmegaConf.to_object(node)
+    if isinstance(kind, type) and issubclass(kind, schema):
+        return OmegaConf.to_object(node)
+    if schema is GeneratorConfig:
+        schema = schema_of(str(node.get("_target_", "")))
+    root = node._get_root()
+    holder = OmegaConf.create(
+        {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in root.items_ex(resolve=False)
+            if k != node._key()
+        }
+    )
+    holder[node._key()] = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=True))
+    return OmegaConf.to_object(holder[node._key()])

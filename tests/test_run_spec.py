@@ -5,6 +5,8 @@ named once, in its declaration."""
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +186,70 @@ def test_a_generation_backend_answers_for_itself():
         and HFGeneratorConfig().engine_budget(100, 80, on_gpu=True) == 80
     )
     assert VLLMGeneratorConfig(gpu_memory_utilization=0.5).engine_budget(100, 90, on_gpu=True) == 50
+
+
+BACKEND = """
+from dataclasses import dataclass
+
+from irpo.generation.hf import HFGenerator
+from irpo.generation.schemas import GeneratorConfig
+
+
+@dataclass
+class CountingConfig(GeneratorConfig):
+    _target_: str = "my_backend.CountingGenerator"
+    log: str = "generator_calls.log"
+    engines_span: int = 1
+
+    @property
+    def replica_size(self) -> int:
+        return self.engines_span
+
+
+class CountingGenerator(HFGenerator):
+    schema = CountingConfig
+
+    def __init__(self, model_dir, decoding, log, engines_span, **settings):
+        super().__init__(model_dir, decoding, **settings)
+        self.log = log
+
+    def greedy(self, prompts):
+        with open(self.log, "a") as f:
+            f.write(f"greedy {len(prompts)}\\n")
+        return super().greedy(prompts)
+"""
+
+
+@pytest.mark.slow
+def test_a_generation_backend_of_the_users_own_runs_an_iteration(tmp_path):
+    """docs/extending.md's backend, from a module and a config folder outside irpo: its schema
+    types its YAML, answers the replica size, and the loop evaluates and samples through it."""
+    (tmp_path / "my_backend.py").write_text(BACKEND)
+    log = tmp_path / "calls.log"
+    (tmp_path / "conf" / "generator").mkdir(parents=True)
+    (tmp_path / "conf" / "generator" / "counting.yaml").write_text(
+        f"_target_: my_backend.CountingGenerator\nlog: {log}\n"
+    )
+    args = ["generator=counting", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *SMALL, "logger=none"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cli = [sys.executable, "-m", "irpo", *args]
+    plan = subprocess.run(
+        [*cli, "plan=true", f"hydra.run.dir={tmp_path / 'plan'}"], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert plan.returncode == 0 and "generator CountingGenerator" in plan.stdout, plan.stderr[-3000:]
+    wrong = subprocess.run(
+        [*cli, "generator.engines_span=two", f"hydra.run.dir={tmp_path / 'wrong'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert wrong.returncode != 0 and "engines_span" in wrong.stderr
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [*cli, f"hydra.run.dir={run}"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert log.read_text().count("greedy") >= 3  # M_0's and M_1's test problems, the validation of candidates
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["iter_0/generate"]["config"]["generator._target_"] == "my_backend.CountingGenerator"

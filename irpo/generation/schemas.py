@@ -80,5 +80,11 @@ GENERATOR_SCHEMAS = {"hf": HFGeneratorConfig, "decode": DecodeGeneratorConfig, "
 
 
 def schema_of(target: str) -> type[GeneratorConfig]:
-    """The schema of the backend class `target` names (GeneratorConfig for one irpo does not ship)."""
-    return next((schema for schema in GENERATOR_SCHEMAS.values() if schema._target_ == target), GeneratorConfig)
+    """The schema of the backend class `target` names: one of GENERATOR_SCHEMAS, or, for a
+    backend of the user's own, the GeneratorConfig subclass its class names as `schema`
+    (GeneratorConfig itself where it names none)."""
+    shipped = next((schema for schema in GENERATOR_SCHEMAS.values() if schema._target_ == target), None)
+    if shipped is not None:
+        return shipped
+    module, _, name = target.rpartition(".")
+    return getattr(getattr(importlib.import_module(module), name), "schema", GeneratorConfig)
