@@ -394,13 +394,6 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def temperature(cfg: DictConfig, iteration: int) -> float:
-    """The sampling temperature of iteration t (0-based); the schedule's last value repeats,
-    as the paper raises it in later iterations (Sec. 3.1: 0.8, then 1.3)."""
-    temps = list(cfg.temperatures)
-    return float(temps[min(iteration, len(temps) - 1)])
-
-
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as dotted keys (W&B's filterable columns)."""
     out: dict[str, Any] = {}
