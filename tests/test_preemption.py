@@ -135,7 +135,7 @@ def test_sigterm_while_training_keeps_the_step_and_exits_143(tmp_path, reference
     assert "its checkpoint at step 2" in line and f"hydra.run.dir={run}" in line
     # the size plan=true gives a checkpoint (irpo/planning/sizing.py) is what one weighs
     cfg = irpo.compose(SMALL)
-    arch = capacity.resolve_arch(cfg.model)
+    arch = capacity.resolve_arch(build(cfg).model)
     planned = sizing.checkpoint_bytes(arch, capacity.training(build(cfg), arch, 1, 1))
     assert (run / "iter_0/train/last.ckpt").stat().st_size == pytest.approx(planned, rel=0.02)
     finish(run)

@@ -14,6 +14,7 @@ from irpo.config import validate
 from irpo.methods import build
 from irpo.planning.capacity import count, resolve_arch
 from irpo.planning.sizing import arch_from_hf_config
+from irpo.spec import build as build_spec
 from irpo.tasks.base import Task
 
 CONF = Path(__file__).parents[1] / "conf"
@@ -122,7 +123,7 @@ def test_model_presets(composer, model):
     )
     # The planner's numbers: the preset's shapes, built by transformers' own class on the meta
     # device, have exactly the parameters the preset states, and read back as the same Arch.
-    arch = resolve_arch(cfg.model)
+    arch = resolve_arch(build_spec(cfg).model)
     config = getattr(transformers, config_class)(
         num_hidden_layers=arch.layers,
         hidden_size=arch.hidden,
@@ -171,5 +172,5 @@ def test_the_presets_table_in_docs_matches_the_files(composer):
     }
     assert set(rows) == set(MODELS)
     for model, (_name, hub, _, params, lr, *_) in rows.items():
-        cfg = composer(f"model={model}").model
+        cfg = build_spec(composer(f"model={model}")).model
         assert (hub, params, float(lr)) == (cfg.path, count(resolve_arch(cfg).params), cfg.lr), model

@@ -17,6 +17,7 @@ from irpo.errors import UserError
 from irpo.generation.base import Decoding, encode_prompts, render_prompt
 from irpo.planning.capacity import resolve_arch
 from irpo.run.artifacts import read_jsonl
+from irpo.spec import build
 from irpo.training.batching import encode_examples
 from irpo.training.precision import apply_cpu_bf16, choose_cpu_bf16, cpu_flags
 
@@ -59,7 +60,7 @@ def test_the_preset_sizes_the_dequantized_model(composer):
         "auto",
         "irpo.generation.decode.DecodeGenerator",
     )
-    arch = resolve_arch(cfg.model)
+    arch = resolve_arch(build(cfg).model)
     config = LlamaConfig(
         num_hidden_layers=arch.layers,
         hidden_size=arch.hidden,

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import lightning as L
 import torch
 
+from irpo.config import ModelConfig
 from irpo.errors import UserError
 from irpo.methods import BatchLogps, Method
 from irpo.models.load import load_policy, policy_skeleton
@@ -56,8 +57,8 @@ class PolicyTraining:
 
     lr: float
     trainer: Trainer = field(default_factory=Trainer)  # its preset: strategy, precision, steps, clipping, reference
-    dtype: str = "float32"  # what the policy is loaded in (trainer.policy_dtype: float32 under mixed precision)
-    trust_remote_code: bool = False
+    dtype: str = ModelConfig.dtype  # what the policy is loaded in (trainer.policy_dtype: float32 under mixed precision)
+    trust_remote_code: bool = ModelConfig.trust_remote_code
     adapters: dict | None = None  # peft LoRA arguments; None: full fine-tuning
 
 
