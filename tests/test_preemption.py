@@ -238,7 +238,7 @@ def test_sigterm_to_every_rank_under_torchrun(tmp_path, torchrun_references, str
 def test_a_second_signal_is_ignored_and_a_second_sigint_ends_at_once():
     script = (
         "import os, signal, time\n"
-        "from irpo import preemption\n"
+        "from irpo.run import preemption\n"
         "with preemption.stop_on_signals():\n"
         "    for s in (signal.SIGTERM, signal.SIGTERM, signal.SIGUSR1):\n"
         "        os.kill(os.getpid(), s)\n"
