@@ -10,7 +10,7 @@ MOST = 8
 EXCEPTIONS = {
     # transformers' AttentionInterface calls it as (module, query, key, value, attention_mask,
     # dropout=, scaling=, **kwargs); pair_layout arrives through those kwargs.
-    "packed_attention.py:pairwise_attention",
+    "training/packed_attention.py:pairwise_attention",
     # Hydra instantiates a task from its schema (irpo/tasks/schemas.py), one keyword per
     # config key: task.num_terms=4 on the command line is this constructor's num_terms.
     "tasks/arith.py:ArithTask.__init__",
