@@ -230,7 +230,21 @@ def test_a_generation_backend_of_the_users_own_runs_an_iteration(tmp_path):
     (tmp_path / "conf" / "generator" / "counting.yaml").write_text(
         f"_target_: my_backend.CountingGenerator\nlog: {log}\n"
     )
-    args = ["generator=counting", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *SMALL, "logger=none"]
+    small = [
+        "task.train_size=8",
+        "task.test_size=8",
+        "iterations=1",
+        "num_samples=4",
+        "eval.maj_k=0",
+        "trainer.max_steps=1",
+    ]
+    args = [
+        "generator=counting",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        *small,
+        "trainer.progress_bar=false",
+        "logger=none",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cli = [sys.executable, "-m", "irpo", *args]
     plan = subprocess.run(
@@ -250,6 +264,6 @@ def test_a_generation_backend_of_the_users_own_runs_an_iteration(tmp_path):
         [*cli, f"hydra.run.dir={run}"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert log.read_text().count("greedy") >= 3  # M_0's and M_1's test problems, the validation of candidates
+    assert log.read_text().count("greedy") >= 2  # M_0's and M_1's test problems
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["iter_0/generate"]["config"]["generator._target_"] == "my_backend.CountingGenerator"
