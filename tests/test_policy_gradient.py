@@ -336,3 +336,55 @@ def test_padded_lays_flat_tokens_out_per_sequence():
     values, mask = padded(flat, seq, 3)
     assert values.tolist() == [[1, 2, 3], [4, 0, 0], [5, 6, 0]]
     assert mask.sum(1).tolist() == [3, 1, 2]
+
+
+def test_grpo_under_ddp_and_fsdp_trains_as_one_process(tmp_path):
+    """Two CPU ranks (gloo) with each strategy against one process on the same global batch:
+    the same per-token table, and the same step losses, with the token mean over both ranks."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from safetensors.torch import load_file
+
+    small = [
+        "method=grpo",
+        "method.aggregation=token",
+        "method.beta_kl=0.05",
+        "iterations=1",
+        "task.train_size=16",
+        "task.test_size=8",
+        "num_samples=4",
+        "eval.maj_k=0",
+        "trainer.batch_size=8",
+        "trainer.max_steps=3",
+        "trainer.micro_batch_size=2",
+        "trainer.precision=32-true",  # the ddp and fsdp presets' bf16-mixed rounds otherwise
+        "trainer.log_every_n_steps=1",
+        "trainer.progress_bar=false",
+        "logger=none",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+
+    def launch(run, *launcher):
+        cmd = [sys.executable, *launcher, "-m", "irpo", *small, f"hydra.run.dir={run}"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        table = load_file(run / "iter_0" / "reference_logps.safetensors")
+        steps = list(csv.DictReader((run / "iter_0" / "train" / "metrics.csv").open()))
+        # each launch's first update against its own reference pass: a ratio of 1
+        assert float(steps[0]["train/ratio_deviation"]) < 1e-5 and float(steps[0]["train/clip_low"]) == 0
+        return table, [float(r["train/loss"]) for r in steps]
+
+    one = launch(tmp_path / "one")
+    for strategy in ("ddp", "fsdp"):
+        small.append(f"trainer={strategy}")
+        table, losses = launch(tmp_path / strategy, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
+        small.pop()
+        assert torch.equal(table["token_offsets"], one[0]["token_offsets"])
+        # one thread per rank and other micro-batches than one process's: float32 rounding only
+        difference = (table["tokens"] - one[0]["tokens"]).abs().max()
+        assert difference < 1e-4, (strategy, difference)
+        assert len(losses) == len(one[1]) == 3
+        assert max(abs(a - b) for a, b in zip(losses, one[1])) < 1e-4, (strategy, losses, one[1])
