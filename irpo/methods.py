@@ -102,11 +102,11 @@ class Method:
     token_level: ClassVar[bool] = False
 
     @property
-    def averages_over(self) -> str:
-        """What a step's loss is the mean over, "items" (each micro-batch's mean weighted by its
-        share of the step's items) or "tokens" (by its share of the step's scored tokens, over
-        every rank): so that a step's gradient is the same however it is cut."""
-        return "items"
+    def token_mean(self) -> bool:
+        """Whether a step's loss is the mean over its scored tokens (each micro-batch's weighted
+        by its share of the step's tokens, over every rank) rather than over its items (by its
+        share of the step's items): so that a step's gradient is the same however it is cut."""
+        return False
 
     @property
     def samples(self) -> bool:
@@ -537,8 +537,8 @@ class GRPO(PolicyGradient):
             raise ConfigError(f"constant must be > 0, got {self.constant}")
 
     @property
-    def averages_over(self) -> str:
-        return "tokens" if self.aggregation == "token" else "items"
+    def token_mean(self) -> bool:
+        return self.aggregation == "token"
 
     def advantages(self, rewards: torch.Tensor):
         from irpo.loss import group_advantages

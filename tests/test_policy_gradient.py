@@ -215,7 +215,7 @@ def test_a_steps_gradient_is_the_same_however_it_is_cut(name):
         total = 0.0
         step_tokens = int(mask.sum())
         for micro_batches in ranks:
-            if method.averages_over == "tokens":
+            if method.token_mean:
                 shares = step_shares([int(mask[m].sum()) for m in micro_batches], step_tokens, len(ranks))
             else:
                 shares = step_shares([len(m) for m in micro_batches], sum(map(len, micro_batches)))

@@ -146,10 +146,10 @@ class PreferenceModule(L.LightningModule):
     def shares(self, groups: list[list[dict]]) -> list[float]:
         """Each micro-batch's weight in this rank's step: its share of the rank's items (every
         rank holds as many, and the ranks' gradients are averaged), or, for a method whose loss
-        is a mean over the step's tokens (Method.averages_over), its tokens over the step's
+        is a mean over the step's tokens (Method.token_mean), its tokens over the step's
         tokens on every rank, times the ranks (whose gradients are averaged): either way the
         step's gradient is the same however micro-batches and ranks cut it."""
-        if self.method.averages_over == "tokens":
+        if self.method.token_mean:
             sizes = [scored_tokens(g) for g in groups]
             return step_shares(sizes, sum_over_ranks(sum(sizes)), world_size())
         return step_shares([len(g) for g in groups], sum(len(g) for g in groups))
