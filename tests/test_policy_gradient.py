@@ -388,3 +388,36 @@ def test_grpo_under_ddp_and_fsdp_trains_as_one_process(tmp_path):
         assert difference < 1e-4, (strategy, difference)
         assert len(losses) == len(one[1]) == 3
         assert max(abs(a - b) for a, b in zip(losses, one[1])) < 1e-4, (strategy, losses, one[1])
+
+
+def test_grpo_killed_mid_training_resumes_from_the_stored_table(tmp_path, cli):
+    """SIGKILL after the second optimizer step; the same command trains on from the last
+    checkpoint against the table the reference stage stored, and its steps are an
+    uninterrupted run's."""
+    args = [
+        "method=grpo",
+        "task.train_size=16",
+        "task.test_size=8",
+        "iterations=1",
+        "num_samples=4",
+        "trainer.max_steps=4",
+        "trainer.batch_size=8",
+        "trainer.checkpoint_every_n_steps=1",
+        "eval.maj_k=0",
+        "logger=none",
+        "trainer.progress_bar=false",
+        "trainer.log_every_n_steps=1",
+    ]
+
+    def losses(run):
+        rows = list(csv.DictReader((run / "iter_0" / "train" / "metrics.csv").open()))
+        return [float(r["train/loss"]) for r in rows]
+
+    whole = cli(*args, f"hydra.run.dir={tmp_path / 'whole'}", "trainer.keep_checkpoints=true")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "killed"
+    killed = cli(*args, f"hydra.run.dir={run}", "trainer.keep_checkpoints=true", env={"IRPO_FAILPOINT": "train-step:2"})
+    assert killed.returncode != 0 and (run / "iter_0" / "reference_logps.safetensors").exists()
+    resumed = cli(*args, f"hydra.run.dir={run}", "trainer.keep_checkpoints=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(losses(run)) == 4 and max(abs(a - b) for a, b in zip(losses(run), losses(tmp_path / "whole"))) < 1e-6
