@@ -421,3 +421,13 @@ def test_grpo_killed_mid_training_resumes_from_the_stored_table(tmp_path, cli):
     resumed = cli(*args, f"hydra.run.dir={run}", "trainer.keep_checkpoints=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(losses(run)) == 4 and max(abs(a - b) for a, b in zip(losses(run), losses(tmp_path / "whole"))) < 1e-6
+
+
+def test_the_plan_prices_the_per_token_table(cli):
+    from irpo.planning.sizing import token_table_bytes
+
+    assert 265e6 < token_table_bytes(7473, 30, 300) < 275e6  # the paper's GSM8K scale
+    proc = cli("method=grpo", "plan=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "storage    1 MB per iteration: M_t's per-token log-probs of the 3072 samples" in proc.stdout
+    assert "storage" not in cli("method=irpo", "plan=true").stdout
