@@ -13,6 +13,7 @@ from irpo.training.batching import collate, encode_examples, pair_tokens
 from irpo.training.module import PolicyTraining, PreferenceModule
 from irpo.training.packed_attention import packed_inputs, pairwise_attention
 from irpo.training.scoring import batch_logps
+from irpo.training.trainers import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +167,9 @@ def test_padding_does_not_change_sequence_logps(model_dir):
 @pytest.mark.parametrize("reference", ["precomputed", "live"])
 def test_first_step_loss_is_log2_plus_alpha_nll(model_dir, reference):
     tok = build_tokenizer()
-    module = PreferenceModule(DPO("irpo", alpha=0.5, beta=0.1), model_dir, PolicyTraining(lr=1e-3, reference=reference))
+    module = PreferenceModule(
+        DPO("irpo", alpha=0.5, beta=0.1), model_dir, PolicyTraining(lr=1e-3, trainer=Trainer(reference=reference))
+    )
     items, _ = encode_examples(tok, ["Q: 1+1\nA:"] * 2, [" 2\n", " 1+1=2\n"], [" 3\n", " 5\n"], 64)
     batch = collate(items)
     with torch.no_grad():
@@ -242,7 +245,7 @@ def test_a_step_in_token_bounded_micro_batches_is_the_step_in_one(model_dir):
     grads, logged = [], []
     for max_tokens in (None, 40):
         module = PreferenceModule(
-            DPO("irpo", alpha=1.0, beta=0.1), model_dir, PolicyTraining(lr=0.0, gradient_clip_val=None)
+            DPO("irpo", alpha=1.0, beta=0.1), model_dir, PolicyTraining(lr=0.0, trainer=Trainer(gradient_clip_val=None))
         )  # no Trainer to clip
         optimizer = torch.optim.SGD(module.parameters(), lr=0.0)
         module.optimizers = lambda: optimizer
