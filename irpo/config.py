@@ -338,6 +338,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.reference=live keeps a reference model that method {method.name} never asks for; use trainer.reference=precomputed"
         )
+    if method.token_level and (cfg.num_samples < 2 or any(t <= 0 for t in cfg.temperatures)):
+        raise ConfigError(
+            f"method {method.name} compares each prompt's samples, drawn at a temperature it scores them at: "
+            f"it needs num_samples >= 2 and temperatures > 0, got num_samples={cfg.num_samples}, "
+            f"temperatures={list(cfg.temperatures)}"
+        )
     if method.sample is False and method.uses_samples:
         raise ConfigError(f"method.sample=false: method {method.name} trains on the iteration's samples")
     if cfg.pair_margin is not None and not 0 <= cfg.pair_margin <= 1:

@@ -137,6 +137,125 @@ def kto_loss(
     return torch.where(desirable, desirable_weight, undesirable_weight) * value
 
 
+# Verifiable-reward policy gradients. Each prompt x has N samples y_1..y_N with rewards
+# r_1..r_N (binary, or a task's graded credit); the sampling policy π_old is M_t, which is also
+# the reference. Advantages are per sample, the same for all of its tokens.
+
+
+class GroupAdvantages(NamedTuple):
+    advantages: torch.Tensor  # [P, N]
+    equal: torch.Tensor  # [P] bool: the prompt's N rewards are all equal (every advantage 0)
+
+
+def group_advantages(rewards: torch.Tensor, scale: bool = True) -> GroupAdvantages:
+    """GRPO's advantage (Shao et al. 2024, DeepSeekMath, Sec. 4.1.2, outcome supervision) of
+    rewards [P, N]: Â_i = (r_i − mean(r)) / (std(r) + 1e-4), std the sample (N − 1) standard
+    deviation, 1e-4 as TRL (1.16, scale_rewards="group") adds it. scale=False is Dr. GRPO's
+    (Liu et al. 2025, "Understanding R1-Zero-Like Training", Sec. 3.1): Â_i = r_i − mean(r),
+    with no division by the group's std (which weights prompts by their difficulty)."""
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    std = rewards.std(-1, keepdim=True) if rewards.shape[-1] > 1 else torch.zeros_like(centred[..., :1])
+    equal = (rewards == rewards[..., :1]).all(-1)
+    return GroupAdvantages(centred / (std + 1e-4) if scale else centred, equal)
+
+
+def leave_one_out_advantages(rewards: torch.Tensor) -> GroupAdvantages:
+    """RLOO's advantage (Ahmadian et al. 2024, "Back to Basics", Eq. 6; Kool et al. 2019) of
+    rewards [P, N], N ≥ 2: Â_i = r_i − (1/(N−1))·Σ_{j≠i} r_j, each sample's baseline the mean
+    reward of the prompt's other samples."""
+    n = rewards.shape[-1]
+    baseline = (rewards.sum(-1, keepdim=True) - rewards) / max(n - 1, 1)
+    return GroupAdvantages(rewards - baseline, (rewards == rewards[..., :1]).all(-1))
+
+
+class ClippedRatio(NamedTuple):
+    per_token: torch.Tensor  # [B, T] the per-token loss, KL term included (0 where masked)
+    ratio: torch.Tensor  # [B, T] π_θ/π_old per token (detached)
+    low_clipped: torch.Tensor  # [B, T] bool: ratio < 1 − ε_low with Â < 0 (the clip holds it)
+    high_clipped: torch.Tensor  # [B, T] bool: ratio > 1 + ε_high with Â > 0
+    kl: torch.Tensor  # [B, T] the k3 estimate of KL(π_θ ‖ π_ref) per token (detached; 0 where masked)
+
+
+def clipped_ratio_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    epsilon: float,
+    epsilon_high: float,
+    beta_kl: float = 0.0,
+    ref_logps: torch.Tensor | None = None,
+) -> ClippedRatio:
+    """GRPO's per-token surrogate (Shao et al. 2024, Eq. 3; PPO's clip, Schulman et al. 2017,
+    Eq. 7), on per-token log-probs [B, T] of the policy and the sampling policy, advantages [B]
+    and the completion mask [B, T]: with ρ_t = π_θ(y_t|x, y_<t) / π_old(y_t|x, y_<t),
+
+        ℓ_t = −min(ρ_t·Â, clip(ρ_t, 1 − ε_low, 1 + ε_high)·Â) + β_KL·D_t,
+        D_t = π_ref/π_θ − log(π_ref/π_θ) − 1   (the k3 estimator, ≥ 0; Eq. 4)
+
+    ε_high > ε_low is DAPO's asymmetric "clip-higher" (Yu et al. 2025, Eq. 10). How ℓ_t is
+    averaged is the method's (`aggregate`). ref_logps default to old_logps (irpo's reference
+    is the sampling policy M_t)."""
+    advantages = advantages[:, None].to(logps.dtype)
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high)
+    per_token = -torch.min(ratio * advantages, clipped * advantages)
+    ref = old_logps if ref_logps is None else ref_logps
+    kl = torch.exp(ref - logps) - (ref - logps) - 1
+    if beta_kl:
+        per_token = per_token + beta_kl * kl
+    mask = mask.bool()
+    zero = torch.zeros_like(per_token)
+    return ClippedRatio(
+        torch.where(mask, per_token, zero),
+        ratio.detach(),
+        (ratio < 1 - epsilon) & (advantages < 0) & mask,
+        (ratio > 1 + epsilon_high) & (advantages > 0) & mask,
+        torch.where(mask, kl, zero).detach(),
+    )
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str, constant: float = 1.0) -> torch.Tensor:
+    """The micro-batch's loss from masked per-token losses [B, T]:
+
+    - "sequence": mean over sequences of each one's token mean (GRPO, Shao et al. 2024, Eq. 3;
+      TRL's loss_type="grpo"), which weighs a token of a short completion more;
+    - "constant": Σ_t ℓ_t / constant per sequence, mean over sequences (Dr. GRPO, Liu et al.
+      2025, Eq. 4: the 1/|o_i| dropped, a constant, the most tokens a completion may have, kept
+      so the step size does not grow with the sequence length; TRL's "dr_grpo");
+    - "token": the mean over all the micro-batch's tokens (DAPO's token-level loss, Yu et al.
+      2025, Eq. 8). Over a step of several micro-batches or ranks, the module weights each
+      micro-batch by its share of the step's tokens, so that the step's loss is the mean over
+      all of its tokens (TRL's "dapo", whose normalizer is the step's token count)."""
+    mask = mask.to(per_token.dtype)
+    if how == "sequence":
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+    if how == "constant":
+        return (per_token * mask).sum(-1).mean() / constant
+    if how == "token":
+        return (per_token * mask).sum() / mask.sum().clamp(min=1)
+    raise ValueError(f"unknown aggregation {how!r}: sequence, constant or token")
+
+
+def sequence_ratio_loss(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, epsilon: float, epsilon_high: float
+) -> ClippedRatio:
+    """RLOO's surrogate (Ahmadian et al. 2024, Sec. 3.2: the whole completion is one action),
+    on summed completion log-probs [B]: −min(ρ·Â, clip(ρ, 1 − ε_low, 1 + ε_high)·Â) with
+    ρ = π_θ(y|x) / π_old(y|x), one ratio per sequence (as TRL 1.16's RLOOTrainer clips it).
+    The per-sequence fields are [B] and `kl` is zero (see irpo.methods.RLOO)."""
+    advantages = advantages.to(logps.dtype)
+    ratio = torch.exp(logps - old_logps)
+    loss = -torch.min(ratio * advantages, torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high) * advantages)
+    return ClippedRatio(
+        loss,
+        ratio.detach(),
+        (ratio < 1 - epsilon) & (advantages < 0),
+        (ratio > 1 + epsilon_high) & (advantages > 0),
+        torch.zeros_like(loss).detach(),
+    )
+
+
 def nll_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over sequences of -log p(completion)/|completion|: the NLL term alone, and the
     objective of the SFT baselines (on winners, STaR-like; or on gold CoTs)."""

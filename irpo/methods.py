@@ -71,6 +71,10 @@ class BatchLogps(NamedTuple):
     chosen_tokens: torch.Tensor
     rejected_tokens: torch.Tensor | None
     labels: torch.Tensor | None = None  # Items.labels of the micro-batch's items
+    # A token-level method's (Method.token_level) per-token log-probs of the items' completions,
+    # [B, T] float32 left-aligned and 0-padded, and where they are real, [B, T] bool; None else.
+    token_logps: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -92,6 +96,17 @@ class Method:
     paired: ClassVar[bool] = False  # an item is (prompt, winner, loser), both scored in one row
     reference: ClassVar[bool] = False  # its objective needs the reference M_t's log-probs
     items_name: ClassVar[str] = "sequences"  # what an item is, in messages and the plan
+    # A policy-gradient method: its items are scored at the iteration's sampling temperature (the
+    # sampling policy's log-probs), BatchLogps carries per-token log-probs, and the reference
+    # pass stores M_t's per-token table beside the summed log-probs (M_t sampled: it is π_old).
+    token_level: ClassVar[bool] = False
+
+    @property
+    def token_mean(self) -> bool:
+        """Whether a step's loss is the mean over its scored tokens (each micro-batch's weighted
+        by its share of the step's tokens, over every rank) rather than over its items (by its
+        share of the step's items): so that a step's gradient is the same however it is cut."""
+        return False
 
     @property
     def samples(self) -> bool:
@@ -429,6 +444,167 @@ class KTO(Method):
             "undesirable_reward": rewards[~desirable].mean() if (~desirable).any() else term.new_zeros(()),
             "chosen_logps": policy.chosen.mean(),
         }
+
+
+def _rewards_by_prompt(data: TrainingData) -> tuple[list[dict], list[list[dict]]]:
+    """Every sample, in (prompt, sample) order, and the same rows grouped by prompt."""
+    rows = sorted(data.samples(), key=lambda r: (r["prompt_id"], r.get("sample", 0)))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["prompt_id"], []).append(r)
+    return rows, list(groups.values())
+
+
+@dataclass
+class PolicyGradient(Method):
+    """A verifiable-reward policy gradient on every sample of every prompt (not on pairs): the
+    advantage of a sample is computed from its prompt's N rewards (binary or graded) and is
+    the item's label; a prompt whose N rewards are all equal has advantage 0 for every sample
+    (it still counts in the loss's normalizer, and in the KL term when beta_kl > 0, as in TRL).
+    The sampling policy π_old is M_t, the reference too: the reference pass stores M_t's
+    per-token log-probs at the iteration's sampling temperature once, and training scores the
+    policy at that temperature, so at a step's first update the ratio is 1 (irpo.loss)."""
+
+    epsilon: float = 0.2  # the clip's lower side, 1 − ε (TRL's default)
+    epsilon_high: Optional[float] = None  # its upper side, 1 + ε_high; None: epsilon (DAPO: 0.28)
+    beta_kl: float = 0.0  # weight of the k3 KL term to the reference M_t (TRL's default 0)
+
+    reference: ClassVar[bool] = True  # M_t's log-probs: the sampling policy's and the reference's
+    from_pairs: ClassVar[bool] = False
+    token_level: ClassVar[bool] = True
+    items_name: ClassVar[str] = "samples"
+
+    def __post_init__(self) -> None:
+        if self.epsilon_high is None:
+            self.epsilon_high = self.epsilon
+        if not 0 < self.epsilon < 1 or self.epsilon_high <= 0:
+            raise ConfigError(
+                f"epsilon must be in (0, 1) and epsilon_high > 0, got {self.epsilon} and {self.epsilon_high}"
+            )
+        if self.beta_kl < 0:
+            raise ConfigError(f"beta_kl must be >= 0, got {self.beta_kl}")
+
+    def advantages(self, rewards: torch.Tensor):
+        """irpo.loss.GroupAdvantages of rewards [P, N]."""
+        raise NotImplementedError
+
+    def items(self, data: TrainingData) -> Items:
+        import torch
+
+        rows, groups = _rewards_by_prompt(data)
+        labels: list[float] = []
+        for group in groups:  # a prompt's N samples (every prompt has N: one group at a time)
+            rewards = torch.tensor([[float(r["reward"]) for r in group]], dtype=torch.float64)
+            labels += self.advantages(rewards).advantages[0].tolist()
+        return Items([r["prompt"] for r in rows], [r["completion"] for r in rows], None, labels)
+
+    def items_per_prompt(self, num_samples: int, pairs_per_prompt: int) -> int:
+        return num_samples
+
+    def metrics(self, parts, mask: torch.Tensor, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a step logs of the ratio: the fractions of tokens clipped low and high, the mean
+        ratio, its largest distance from 1, and the KL estimate to the reference, over the
+        micro-batch's tokens (its sequences, for a sequence-level ratio)."""
+        mask = mask.bool()
+        n = mask.sum().clamp(min=1)
+        return {
+            "clip_low": parts.low_clipped.sum() / n,
+            "clip_high": parts.high_clipped.sum() / n,
+            "ratio": parts.ratio[mask].sum() / n,
+            "ratio_deviation": (parts.ratio[mask] - 1).abs().max() if mask.any() else n.new_zeros(()).float(),
+            "kl": parts.kl[mask].sum() / n,
+            "advantage_abs": advantages.abs().mean(),
+        }
+
+
+@dataclass
+class GRPO(PolicyGradient):
+    """GRPO (Shao et al. 2024, DeepSeekMath, Eqs. 3 and 4): the per-token clipped ratio with
+    group-normalised advantages (r − mean)/std, averaged per sequence then over sequences
+    (aggregation="sequence"; "token" is DAPO's token mean, "constant" Dr. GRPO's). One
+    iteration is one rollout batch from M_t, then trainer.max_steps updates against it."""
+
+    aggregation: str = "sequence"  # sequence, token or constant
+    scale_rewards: bool = True  # divide by the group's reward std (False: Dr. GRPO's advantage)
+    # "constant": the normalizer, the most tokens a completion may have (TRL: max_completion_length)
+    constant: float = 512.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.aggregation not in ("sequence", "token", "constant"):
+            raise ConfigError(f"aggregation must be one of sequence, token, constant; got {self.aggregation!r}")
+        if self.constant <= 0:
+            raise ConfigError(f"constant must be > 0, got {self.constant}")
+
+    @property
+    def token_mean(self) -> bool:
+        return self.aggregation == "token"
+
+    def advantages(self, rewards: torch.Tensor):
+        from irpo.loss import group_advantages
+
+        return group_advantages(rewards, self.scale_rewards)
+
+    def objective(
+        self, policy: BatchLogps, reference: BatchLogps | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from irpo.loss import aggregate, clipped_ratio_loss
+
+        mask = policy.token_mask
+        parts = clipped_ratio_loss(
+            policy.token_logps,
+            reference.token_logps,
+            policy.labels,
+            mask,
+            self.epsilon,
+            self.epsilon_high,
+            self.beta_kl,
+        )
+        loss = aggregate(parts.per_token, mask, self.aggregation, self.constant)
+        return loss, {"loss": loss, **self.metrics(parts, mask, policy.labels), "chosen_logps": policy.chosen.mean()}
+
+
+@dataclass
+class DrGRPO(GRPO):
+    """Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training", Sec. 3.1): GRPO without
+    its two length and difficulty biases, advantage r − mean (no std) and each sequence's
+    summed token losses over a constant (the most new tokens a completion may have) instead of
+    its own length."""
+
+    aggregation: str = "constant"
+    scale_rewards: bool = False
+
+
+@dataclass
+class RLOO(PolicyGradient):
+    """RLOO (Ahmadian et al. 2024, "Back to Basics", Sec. 3.2): REINFORCE with each sample's
+    baseline the mean reward of its prompt's other samples, the whole completion one action:
+    one clipped ratio per sequence of summed log-probs, mean over sequences (TRL 1.16's
+    RLOOTrainer). TRL puts its KL to the reference into the reward, from the sampling policy's
+    log-probs, log π_old − log π_ref: here π_old is the reference M_t, so that penalty is 0 and
+    RLOO takes no beta_kl."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta_kl:
+            raise ConfigError("beta_kl: RLOO's KL penalty is log π_old − log π_ref, 0 when M_t samples; leave it 0")
+
+    def advantages(self, rewards: torch.Tensor):
+        from irpo.loss import leave_one_out_advantages
+
+        return leave_one_out_advantages(rewards)
+
+    def objective(
+        self, policy: BatchLogps, reference: BatchLogps | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        import torch
+
+        from irpo.loss import sequence_ratio_loss
+
+        parts = sequence_ratio_loss(policy.chosen, reference.chosen, policy.labels, self.epsilon, self.epsilon_high)
+        loss = parts.per_token.mean()
+        mask = torch.ones_like(parts.ratio, dtype=torch.bool)
+        return loss, {"loss": loss, **self.metrics(parts, mask, policy.labels), "chosen_logps": policy.chosen.mean()}
 
 
 def build(cfg) -> Method:

@@ -115,6 +115,8 @@ def pair_stats(rewards_per_prompt: Sequence[Sequence[float]], pairs: Sequence[Pa
         "train_mean_reward": sum(sum(rs) for rs in rewards_per_prompt) / max(samples, 1),
         "prompts_no_winner": sum(not a for a in any_right),
         "prompts_no_loser": sum(all_right),
+        # every sample rewarded alike: no pair, and zero advantage under a policy gradient
+        "prompts_all_equal": sum(len(set(rs)) <= 1 for rs in rewards_per_prompt),
         "prompts_with_pairs": len({p.prompt_id for p in pairs}),
         "pairs": len(pairs),
         "gold_winner_pairs": sum(p.chosen_is_gold for p in pairs),

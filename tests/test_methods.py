@@ -18,13 +18,22 @@ from irpo.cli import conf_dir, register_all
 from irpo.errors import ConfigError
 from irpo.loop import stage_config
 from irpo.loss import dpo_nll_loss
-from irpo.methods import DPO, BatchLogps, GoldSFT, Items, WinnerSFT, ZeroShot
+from irpo.methods import DPO, GRPO, RLOO, BatchLogps, DrGRPO, GoldSFT, Items, WinnerSFT, ZeroShot
 from irpo.run import compat
 from irpo.spec import build
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = ROOT / "tests" / "fixtures" / "run_before_methods"
-BUILT_IN = {"irpo": DPO, "dpo": DPO, "sft_chosen": WinnerSFT, "sft_gold": GoldSFT, "zero_shot": ZeroShot}
+BUILT_IN = {
+    "irpo": DPO,
+    "dpo": DPO,
+    "sft_chosen": WinnerSFT,
+    "sft_gold": GoldSFT,
+    "zero_shot": ZeroShot,
+    "grpo": GRPO,
+    "dr_grpo": DrGRPO,
+    "rloo": RLOO,
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +53,9 @@ def test_each_method_yaml_builds_its_object(composer, name):
         "sft_chosen": (True, True, False, False),
         "sft_gold": (True, False, False, False),
         "zero_shot": (False, False, False, False),
+        "grpo": (True, True, False, True),
+        "dr_grpo": (True, True, False, True),
+        "rloo": (True, True, False, True),
     }[name]
     assert (method.trains, method.samples, method.paired, method.reference) == expected
     if name in ("irpo", "dpo"):

@@ -88,6 +88,13 @@ def print_plan(spec: RunSpec) -> None:
         )
         print(f"iteration {t}: evaluate M_{t}; {sample}train M_{t + 1} on {method.items_name}{pick}")
     print(f"iteration {T}: evaluate M_{T} (greedy" + (f", maj@{spec.eval.maj_k}" if spec.eval.maj_k else "") + ")")
+    if method.token_level:
+        _, completion, _ = capacity.lengths(spec)
+        table = sizing.token_table_bytes(n_train, n, completion)
+        print(
+            f"storage    {table / 1e6:,.0f} MB per iteration: M_t's per-token log-probs of the {n_train * n} samples "
+            f"(~{completion} tokens each) in iter_<t>/reference_logps.safetensors, {table * T / 1e6:,.0f} MB over {T}"
+        )
     print("\n".join(resource_lines(spec, n_train, n_test)))
 
 

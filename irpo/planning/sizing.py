@@ -299,6 +299,15 @@ def checkpoint_bytes(arch: Arch, t: Training) -> int:
     return frozen + (w + o) * trained + zero3_copy + reference
 
 
+def token_table_bytes(prompts: int, samples: int, completion_tokens: int) -> int:
+    """Bytes of a token-level method's per-token log-prob table of one iteration (in
+    iter_<t>/reference_logps.safetensors): float32 per scored token (the completion and its
+    EOS) of every sample, an int64 offset per sample. At the paper's GSM8K scale (7,473
+    prompts x N = 30 x ~300 tokens) about 270 MB."""
+    items = prompts * samples
+    return items * (completion_tokens + 1) * 4 + (items + 1) * 8
+
+
 def rule(t: Training) -> str:
     """The memory model t's numbers come from, in words."""
     w, g, o = state_bytes(t.precision)

@@ -215,6 +215,17 @@ def max_over_ranks(n: int) -> int:
     return int(value.item())
 
 
+def sum_over_ranks(n: int) -> int:
+    """The sum of every rank's n (n itself in one process)."""
+    if (dist := _group()) is None:
+        return n
+    import torch
+
+    value = torch.tensor([n], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return int(value.item())
+
+
 def on_rank_zero(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """fn(*args) on rank 0 once every rank got here (so it sees their files), its result
     on every rank when it is done; an error there is raised on every rank, so that no rank

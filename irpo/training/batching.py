@@ -44,6 +44,14 @@ def packed_tokens(item: dict) -> int:
     return len(item["prompt_ids"]) + len(item["chosen_ids"]) + len(item["rejected_ids"] or [])
 
 
+def scored_tokens(items: Sequence[dict]) -> int:
+    """Tokens `collate` scores for items: every completion token and its EOS (the first one
+    from the prompt's last position; with no prompt, it has no predictor)."""
+    return sum(
+        len(c) - (0 if it["prompt_ids"] else 1) for it in items for c in (it["chosen_ids"], it["rejected_ids"]) if c
+    )
+
+
 def micro_batches(
     items: Sequence[dict], max_items: int | None = None, max_tokens: int | None = None
 ) -> list[list[dict]]:
@@ -137,6 +145,8 @@ def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
     }
     if "label" in items[0]:
         batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.float32)
+    if "ref_tokens" in items[0]:  # M_t's per-token table, in score order (unpaired items)
+        batch["ref_tokens"] = torch.cat([it["ref_tokens"] for it in items]).float()
     if "ref_chosen" in items[0]:
         batch["ref_chosen"] = torch.tensor([it["ref_chosen"] for it in items], dtype=torch.float32)
         batch["ref_rejected"] = torch.tensor([it["ref_rejected"] for it in items], dtype=torch.float32)

@@ -185,6 +185,10 @@ class IterationData(L.LightningDataModule):
                     ref["chosen"][it["index"]].item(),
                     ref["rejected"][it["index"]].item(),
                 )
+            if "tokens" in ref:  # a token-level method's table: a view of it per item
+                table, offsets = ref["tokens"], ref["token_offsets"].tolist()
+                for it in self.items:
+                    it["ref_tokens"] = table[offsets[it["index"]] : offsets[it["index"] + 1]]
 
     def reference_logps(
         self, load_model: Callable[[], torch.nn.Module], device: str, precision: str = "32-true"
@@ -192,13 +196,29 @@ class IterationData(L.LightningDataModule):
         """log M_t(w|x) and log M_t(l|x) of every pair, once, before θ moves (the DPO
         denominator of Eq. 1). Rows are aligned with pairs.jsonl; dropped pairs hold NaN.
         Scored under the trainer's `precision` as training's first step scores them.
+        A token-level method's items (every sample) are scored at the iteration's sampling
+        temperature, and their per-token table is stored too (`tokens`, ragged, with
+        `token_offsets`; scoring.TokenTable): M_t is both the sampling policy π_old of the
+        ratio and the reference, so one table serves both.
         Returns the pair-tokens this rank scored (batching.pair_tokens), for the stage's
         tokens/s."""
         self.setup()
-        (chosen, rejected), tokens = score_pairs(
-            self.items, self.dropped_too_long, load_model, device, precision, self.settings.batching
+        by_token = self.method.token_level
+        scored = score_pairs(
+            self.items,
+            self.dropped_too_long,
+            load_model,
+            device,
+            precision,
+            self.settings.batching,
+            self.settings.temperature if by_token else 1.0,
+            tokens=by_token,
         )
-        on_rank_zero(self._write, self.reference_path, {"chosen": chosen, "rejected": rejected})
+        (chosen, rejected), tokens = scored[:2]
+        tensors = {"chosen": chosen, "rejected": rejected}
+        if by_token:
+            tensors |= {"tokens": scored[2].values, "token_offsets": scored[2].offsets}
+        on_rank_zero(self._write, self.reference_path, tensors)
         self.setup()
         return tokens
 

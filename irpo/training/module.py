@@ -21,9 +21,9 @@ from irpo.errors import UserError
 from irpo.methods import BatchLogps, Method
 from irpo.models.load import load_policy, policy_skeleton
 from irpo.models.lora import init_adapters, with_lora
-from irpo.run.distributed import max_over_ranks
-from irpo.training.batching import collate, pair_tokens, split_to
-from irpo.training.scoring import batch_logps
+from irpo.run.distributed import max_over_ranks, sum_over_ranks, world_size
+from irpo.training.batching import collate, pair_tokens, scored_tokens, split_to
+from irpo.training.scoring import batch_logps, batch_token_logps, padded
 from irpo.training.sharding import load_sharded, shard_policy
 from irpo.training.trainers import Trainer
 
@@ -69,11 +69,15 @@ class PreferenceModule(L.LightningModule):
     by its share of the step's pairs, then steps the optimizer once: the gradient of the mean
     loss over the step's pairs, however many micro-batches their lengths needed."""
 
-    def __init__(self, method: Method, model_dir: str, training: PolicyTraining, iteration: int = 0) -> None:
+    def __init__(
+        self, method: Method, model_dir: str, training: PolicyTraining, iteration: int = 0, temperature: float = 1.0
+    ) -> None:
         super().__init__()
         # plain values: a checkpoint holds data only (loaded with weights_only)
         self.save_hyperparameters({"model_dir": model_dir, "iteration": iteration, **asdict(training)})
         self.method = method
+        # a token-level method scores at the iteration's sampling temperature (Method.token_level)
+        self.temperature = temperature if method.token_level else 1.0
         tr, self.settings = training, training.trainer
         self.automatic_optimization = False  # micro-batches of varying count per step
         self.sharded = tr.trainer.shards_policy
@@ -117,14 +121,12 @@ class PreferenceModule(L.LightningModule):
     def training_step(self, groups: list[list[dict]], batch_idx: int) -> torch.Tensor:
         # Every rank runs as many forwards (each a collective under a sharded policy).
         groups = split_to(groups, max_over_ranks(len(groups)))
-        pairs = sum(len(g) for g in groups)
         optimizer, schedule = self.optimizers(), self.lr_schedulers()
         totals: dict[str, torch.Tensor] = {}
-        for i, group in enumerate(groups):
+        for i, (group, share) in enumerate(zip(groups, self.shares(groups))):
             batch = {k: v.to(self.device) for k, v in collate(group).items()}
             self._step_tokens += pair_tokens(batch)
             loss, metrics = self.micro_batch_loss(batch)
-            share = len(group) / pairs
             with self._gradient_sync(i == len(groups) - 1):
                 self.manual_backward(loss * share)
             for name, value in metrics.items():
@@ -142,12 +144,25 @@ class PreferenceModule(L.LightningModule):
         self._log(totals)
         return totals["train/loss"]
 
+    def shares(self, groups: list[list[dict]]) -> list[float]:
+        """Each micro-batch's weight in this rank's step: its share of the rank's items (every
+        rank holds as many, and the ranks' gradients are averaged), or, for a method whose loss
+        is a mean over the step's tokens (Method.token_mean), its tokens over the step's
+        tokens on every rank, times the ranks (whose gradients are averaged): either way the
+        step's gradient is the same however micro-batches and ranks cut it."""
+        if self.method.token_mean:
+            sizes = [scored_tokens(g) for g in groups]
+            return step_shares(sizes, sum_over_ranks(sum(sizes)), world_size())
+        return step_shares([len(g) for g in groups], sum(len(g) for g in groups))
+
     def _gradient_sync(self, last: bool):
         """Gradients are reduced over the ranks at the step's last backward only."""
         return nullcontext() if last else self.settings.no_sync(self)
 
     def micro_batch_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The mean loss over a collated micro-batch's items, and what is logged of it."""
+        if self.method.token_level:
+            return self._token_level_loss(batch)
         logps, counts = batch_logps(self.policy, batch)
         policy = self._split(logps, counts)._replace(labels=batch.get("label"))
         reference = None
@@ -161,6 +176,30 @@ class PreferenceModule(L.LightningModule):
         loss, metrics = self.method.objective(policy, reference)
         self._check_finite(loss)
         return loss, {f"train/{name}": value for name, value in metrics.items()}
+
+    def _token_level_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A token-level method's loss: the policy's per-token log-probs at the sampling
+        temperature against M_t's, from the reference pass's stored table (or a live M_t)."""
+        seq, n_seq = batch["score_seq"], int(batch["n_seq"])
+        policy = self._tokens(batch_token_logps(self.policy, batch, temperature=self.temperature), seq, n_seq)
+        if self.reference is not None:
+            with torch.no_grad():
+                reference = batch_token_logps(self.reference, batch, temperature=self.temperature)
+        else:
+            reference = batch["ref_tokens"]
+        loss, metrics = self.method.objective(
+            policy._replace(labels=batch.get("label")), self._tokens(reference.detach(), seq, n_seq)
+        )
+        self._check_finite(loss)
+        return loss, {f"train/{name}": value for name, value in metrics.items()}
+
+    @staticmethod
+    def _tokens(flat: torch.Tensor, seq: torch.Tensor, n_seq: int) -> BatchLogps:
+        """Unpaired items' log-probs, summed and per token, from the batch's flat ones."""
+        summed = flat.new_zeros(n_seq).index_add(0, seq, flat)
+        token_logps, mask = padded(flat, seq, n_seq)
+        counts = torch.bincount(seq, minlength=n_seq)
+        return BatchLogps(summed, None, counts, None, None, token_logps, mask)
 
     def _split(self, logps: torch.Tensor, counts: torch.Tensor) -> BatchLogps:
         """A collated batch's log-probs as its items' (winners first, then losers, for pairs)."""
@@ -207,3 +246,9 @@ class PreferenceModule(L.LightningModule):
         warmup = max(self.settings.warmup_steps, 1)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def step_shares(sizes: list[int], total: int, world: int = 1) -> list[float]:
+    """Weights of a rank's micro-batches of `sizes` (items or tokens) in a step of `total`
+    over `world` ranks whose gradients are averaged: size·world/total each."""
+    return [size * world / max(total, 1) for size in sizes]

@@ -171,7 +171,7 @@ def train_policy(
     Returns the last step's training metrics and the pair-tokens trained on, in all (a
     resumed training counts those before its checkpoint) and by this launch."""
     t = spec.trainer
-    module = PreferenceModule(spec.method, model_dir, spec.training, data.iteration)
+    module = PreferenceModule(spec.method, model_dir, spec.training, data.iteration, data.settings.temperature)
     devices, num_nodes = processes()
     save = partial(save_policy, module, spec, model_dir, data.tokenizer)
     last = ckpt_dir / "last.ckpt"

@@ -8,7 +8,7 @@ a run starts. How `fsdp` shards the policy is irpo/training/sharding.py's.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -52,8 +52,10 @@ class Trainer(TrainerConfig):
         return load_policy(model_dir, dtype, model.trust_remote_code)
 
     def no_sync(self, module) -> Any:
-        """A context in which a backward reduces no gradient over the ranks (all but a step's last)."""
-        return module.trainer.strategy.block_backward_sync()
+        """A context in which a backward reduces no gradient over the ranks (all but a step's last);
+        one process (Lightning's single-device strategy) has nothing to reduce."""
+        strategy = module.trainer.strategy
+        return strategy.block_backward_sync() if hasattr(strategy, "block_backward_sync") else nullcontext()
 
     def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The whole policy's weights on rank 0's CPU (empty elsewhere); every rank calls it."""
