@@ -10,7 +10,7 @@ frozen copy.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import lightning as L
@@ -152,8 +152,8 @@ class PreferenceModule(L.LightningModule):
                 yield
             finally:
                 strategy.model.set_gradient_accumulation_boundary(True)
-        else:
-            with strategy.block_backward_sync():
+        else:  # DDP's no_sync; a single device (SingleDeviceStrategy) has nothing to sync
+            with getattr(strategy, "block_backward_sync", nullcontext)():
                 yield
 
     def micro_batch_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
