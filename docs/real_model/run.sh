@@ -7,7 +7,8 @@
 #    samples iteration 0's completions; the others reuse both);
 # 2. each arm's learning rate = its grid point with the highest validation accuracy of M_1
 #    (a tie goes to the smaller rate), chosen by the rule below from the jobs' metrics;
-# 3. IRPO's chosen job extended to its second iteration; M_0's arm (its evaluation reused).
+# 3. M_0's arm (its evaluation reused); IRPO's chosen job extended to its second iteration
+#    (last, so that the one-iteration comparison of every arm is complete first).
 # STaR and DPO stop at one iteration (SETTING.md: the cut that fits the compute).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,11 +33,11 @@ print(f"{best[2]:g}")
 print(arm, "validation accuracy of M_1 by lr:", ", ".join(f"{lr:g} {acc:.3f}" for acc, _, lr in sorted(rows, key=lambda r: r[2])), "->", f"{best[2]:g}", file=sys.stderr)
 PY
 }
-IRPO_LR=$(chosen irpo)
-irpo experiment=real_model/irpo model.lr="$IRPO_LR"
 irpo experiment=real_model/dpo iterations=1 model.lr=3e-6,1e-5
 irpo experiment=real_model/star iterations=1 model.lr=1e-5,3e-5
+IRPO_LR=$(chosen irpo)
 DPO_LR=$(chosen dpo)
 STAR_LR=$(chosen sft_chosen)
 irpo experiment=real_model/zero_shot
+irpo experiment=real_model/irpo model.lr="$IRPO_LR"
 echo "== $(date -u +%FT%TZ) done; chosen: irpo $IRPO_LR, dpo $DPO_LR, sft_chosen $STAR_LR"
