@@ -2,7 +2,7 @@
 
     python docs/real_model/copy_records.py [multirun/real_model] [docs/real_model]
 
-For every job directory of the sweep: its `.hydra/` config and overrides, `events.jsonl`,
+For every job directory of the sweep with a logged iteration (its `metrics.jsonl`): its `.hydra/` config and overrides, `events.jsonl`,
 `metrics.jsonl`, `manifest.json`, and under each `iter_<t>/` the JSON, JSONL and CSV records:
 the test evaluation with its per-problem greedy answers (`eval.json`, `eval_generations.jsonl`,
 what a paired-by-problem interval needs), the iteration's metrics, the selection and its
@@ -38,10 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     args = (argv if argv is not None else sys.argv[1:]) + [None, None]
     sweep = Path(args[0] or "multirun/real_model")
     out = Path(args[1] or Path(__file__).parent)
+    out.mkdir(parents=True, exist_ok=True)
     for name in ("multirun.yaml", "summary.csv", "summary.json"):
         if (sweep / name).is_file():
             shutil.copyfile(sweep / name, out / name)
-    for job in sorted(d for d in sweep.iterdir() if (d / "manifest.json").is_file()):
+    for job in sorted(d for d in sweep.iterdir() if (d / "metrics.jsonl").is_file()):  # an iteration logged
         n = 0
         for rel in records(job):
             (out / job.name / rel).parent.mkdir(parents=True, exist_ok=True)
