@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from irpo.allocator import keep_freed_memory  # noqa: E402
-from irpo.threads import set_wait  # noqa: E402
+from irpo.run.allocator import keep_freed_memory  # noqa: E402
+from irpo.run.threads import set_wait  # noqa: E402
 
 set_wait()
 keep_freed_memory()
@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from irpo.generation.base import Decoding, render_prompt  # noqa: E402
 from irpo.generation.decode import DecodeGenerator  # noqa: E402
 from irpo.models.load import load_tokenizer  # noqa: E402
-from irpo.precision import BF16_UNITS, cpu_flags  # noqa: E402
+from irpo.training.precision import BF16_UNITS, cpu_flags  # noqa: E402
 from irpo.tasks.base import reward  # noqa: E402
 from irpo.tasks.subsets import _rank  # noqa: E402
 
