@@ -415,4 +415,6 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-# Keys that change how a run is watched or how far it goes, never what a stage computes.
+# Keys that change how a run is watched, never what it computes: no stage depends on them, and
+# two jobs of a sweep that differ in them alone are one configuration.
+WATCHES = ("logger", "trainer.progress_bar", "trainer.log_every_n_steps")

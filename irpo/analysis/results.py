@@ -21,13 +21,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from irpo.config import WATCHES
 from irpo.errors import ConfigError, UserError
 from irpo.evaluate import result_files
 from irpo.run import compat
 from irpo.run.artifacts import read_jsonl
 
-# Overrides that name the sweep or place its files: the same for every job, never a compared value.
-_NOT_COMPARED = ("sweep", "hydra.")
+# Overrides that name the sweep, place its files or say how a job is watched: never a compared value.
+_NOT_COMPARED = ("sweep", "hydra.", *WATCHES)
 
 
 @dataclass
