@@ -614,8 +614,7 @@ def build(cfg) -> Method:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    node = cfg["method"]
-    fields = dict(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+    fields = method_fields(cfg)
     target = fields.pop("_target_")
     cls = _locate(target)
     try:
@@ -624,6 +623,14 @@ def build(cfg) -> Method:
     except OmegaConfBaseException as exc:
         key = f"method.{exc.full_key}" if getattr(exc, "full_key", None) else "method"
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
+
+
+def method_fields(cfg) -> dict[str, Any]:
+    """A config's `method` node (a DictConfig, resolved, or a dict) as a plain dict."""
+    from omegaconf import OmegaConf
+
+    node = cfg["method"]
+    return dict(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
 
 
 def _locate(target: str) -> type[Method]:

@@ -22,10 +22,7 @@ BEFORE_OBJECTS = {"pairs": methods.DPO, "winners": methods.WinnerSFT, "gold": me
 
 def method_node(cfg: Any) -> dict[str, Any]:
     """The `method` node of a recorded config (a DictConfig or a dict) in today's fields."""
-    from omegaconf import OmegaConf
-
-    node = cfg["method"]
-    fields = dict(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+    fields = methods.method_fields(cfg)
     if "_target_" in fields:
         return fields
     cls = BEFORE_OBJECTS[fields["train_on"]]
